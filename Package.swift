@@ -1,0 +1,33 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "CheckpointEngine",
+    products: [
+        .library(name: "BlobCodec", targets: ["BlobCodec"]),
+        .library(name: "CheckpointIO", targets: ["CheckpointIO"]),
+        .executable(name: "ckpt", targets: ["ckpt"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Debian's compression libraries, module maps only.
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        // Hot C loops: CRC32C (SSE4.2 + portable) and byte shuffle. Runtime CPU detection, no flags.
+        .target(name: "CCheckpointKernels"),
+        // Bytes in, bytes out: dtypes, shapes, blob headers, chunked codecs, checksums. No file I/O.
+        .target(name: "BlobCodec", dependencies: ["CCheckpointKernels", "CLZ4", "CZlib", "CZstd"]),
+        // Files: the container format (next issue).
+        .target(name: "CheckpointIO", dependencies: ["BlobCodec"]),
+        // The command line: parsing and printing only.
+        .executableTarget(name: "ckpt", dependencies: [
+            "BlobCodec",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "BlobCodecTests", dependencies: ["BlobCodec", "CCheckpointKernels"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,213 @@
+import CLZ4
+import CZlib
+import CZstd
+
+#if canImport(Glibc)
+import func Glibc.free
+import func Glibc.malloc
+import func Glibc.realloc
+#elseif canImport(Darwin)
+import func Darwin.free
+import func Darwin.malloc
+import func Darwin.realloc
+#endif
+
+/// An exactly sized heap allocation holding one compressed chunk, freed with its owner.
+final class OwnedBytes: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    let count: Int
+
+    init(adopting pointer: UnsafeMutableRawPointer, count: Int) {
+        self.pointer = pointer
+        self.count = count
+    }
+
+    var buffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
+
+    deinit { free(pointer) }
+}
+
+/// One thread's compression state: a shuffle scratch buffer and the codec's
+/// context, allocated once and reused for every chunk that thread encodes.
+final class ChunkCompressor {
+    let compression: Compression
+    let filter: Filter
+    private let shuffled: UnsafeMutableRawBufferPointer?
+    private var lz4State: UnsafeMutableRawPointer?
+    private var zstdContext: OpaquePointer?
+
+    init(compression: Compression, filter: Filter, chunkCapacity: Int) {
+        self.compression = compression
+        self.filter = filter
+        if case .shuffle = filter {
+            shuffled = .allocate(byteCount: chunkCapacity, alignment: 64)
+        } else {
+            shuffled = nil
+        }
+        switch compression {
+        case .lz4:
+            lz4State = .allocate(byteCount: Int(LZ4_sizeofState()), alignment: 16)
+        case .lz4hc:
+            lz4State = .allocate(byteCount: Int(LZ4_sizeofStateHC()), alignment: 16)
+        case .zstd:
+            zstdContext = ZSTD_createCCtx()
+            precondition(zstdContext != nil, "ZSTD_createCCtx failed (out of memory)")
+        case .none, .zlib:
+            break
+        }
+    }
+
+    deinit {
+        shuffled?.deallocate()
+        lz4State?.deallocate()
+        if let zstdContext { ZSTD_freeCCtx(zstdContext) }
+    }
+
+    /// Filters and compresses one chunk into a new, exactly sized allocation.
+    ///
+    /// - Returns: the stored bytes, or `nil` when compression does not make the
+    ///   chunk strictly smaller (the chunk is then stored raw).
+    func compress(_ raw: UnsafeRawBufferPointer, chunk: Int) throws(CheckpointError) -> OwnedBytes? {
+        guard raw.count > 1, let rawBase = raw.baseAddress else { return nil }
+        var source = rawBase
+        if case let .shuffle(size) = filter, let shuffled {
+            let scratch = UnsafeMutableRawBufferPointer(rebasing: shuffled[0..<raw.count])
+            ByteShuffle.shuffle(raw, into: scratch, elementSize: size)
+            source = UnsafeRawPointer(scratch.baseAddress!)
+        }
+        // Only output strictly smaller than the input is useful, so that is all the room given:
+        // each library then gives up (rather than expanding) on incompressible input.
+        let capacity = raw.count - 1
+        guard let output = malloc(capacity) else {
+            throw CheckpointError(.compressionFailed(chunk: chunk, reason: "out of memory for \(capacity) bytes"))
+        }
+        var produced = 0
+        switch compression {
+        case .none:
+            break
+        case .lz4:
+            produced = Int(LZ4_compress_fast_extState(lz4State, source, output, Int32(raw.count), Int32(capacity), 1))
+        case let .lz4hc(level):
+            produced = Int(LZ4_compress_HC_extStateHC(lz4State, source, output, Int32(raw.count), Int32(capacity), Int32(level)))
+        case let .zlib(level):
+            var length = uLongf(capacity)
+            let status = compress2(output.assumingMemoryBound(to: Bytef.self), &length,
+                                   source.assumingMemoryBound(to: Bytef.self), uLong(raw.count), Int32(level))
+            if status == Z_OK { produced = Int(length) } else if status != Z_BUF_ERROR {
+                free(output)
+                throw CheckpointError(.compressionFailed(chunk: chunk, reason: "zlib compress2 returned \(status)"))
+            }
+        case let .zstd(level):
+            let result = ZSTD_compressCCtx(zstdContext, output, capacity, source, raw.count, Int32(level))
+            if ZSTD_isError(result) == 0 {
+                produced = result
+            } else if ZSTD_getErrorCode(result) != ZSTD_error_dstSize_tooSmall {
+                free(output)
+                throw CheckpointError(.compressionFailed(chunk: chunk, reason: String(cString: ZSTD_getErrorName(result))))
+            }
+        }
+        guard produced > 0, produced < raw.count else {
+            free(output)
+            return nil
+        }
+        // Shrinking in place: glibc returns the tail without copying.
+        let exact = realloc(output, produced) ?? output
+        return OwnedBytes(adopting: exact, count: produced)
+    }
+}
+
+/// One thread's decompression state: an unshuffle scratch buffer, an output
+/// scratch buffer (for verification without a destination), and a zstd context.
+final class ChunkDecompressor {
+    let compression: Compression
+    let filter: Filter
+    private let chunkCapacity: Int
+    private var filterScratch: UnsafeMutableRawBufferPointer?
+    private var outputScratch: UnsafeMutableRawBufferPointer?
+    private var zstdContext: OpaquePointer?
+
+    init(compression: Compression, filter: Filter, chunkCapacity: Int) {
+        self.compression = compression
+        self.filter = filter
+        self.chunkCapacity = chunkCapacity
+        if case .zstd = compression {
+            zstdContext = ZSTD_createDCtx()
+            precondition(zstdContext != nil, "ZSTD_createDCtx failed (out of memory)")
+        }
+    }
+
+    deinit {
+        filterScratch?.deallocate()
+        outputScratch?.deallocate()
+        if let zstdContext { ZSTD_freeDCtx(zstdContext) }
+    }
+
+    /// A chunk-sized buffer to decode into when the caller has no destination.
+    func scratchOutput(count: Int) -> UnsafeMutableRawBufferPointer {
+        if outputScratch == nil { outputScratch = .allocate(byteCount: chunkCapacity, alignment: 64) }
+        return UnsafeMutableRawBufferPointer(rebasing: outputScratch![0..<count])
+    }
+
+    /// Decompresses (and unshuffles) one compressed chunk into exactly
+    /// `destination.count` bytes. The decompressors are the bounded kind: they
+    /// never write past `destination`, and any other output length is an error.
+    func decompress(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, chunk: Int) throws(CheckpointError) {
+        let expected = destination.count
+        var target = destination
+        if case .shuffle = filter {
+            if filterScratch == nil { filterScratch = .allocate(byteCount: chunkCapacity, alignment: 64) }
+            target = UnsafeMutableRawBufferPointer(rebasing: filterScratch![0..<expected])
+        }
+        guard let src = stored.baseAddress, let dst = target.baseAddress else {
+            throw CheckpointError(.corruptChunk(chunk: chunk, reason: "empty compressed chunk"))
+        }
+        switch compression {
+        case .none:
+            throw CheckpointError(.corruptChunk(chunk: chunk, reason: "compressed chunk in an uncompressed blob"))
+        case .lz4, .lz4hc:
+            let produced = LZ4_decompress_safe(src, dst, Int32(stored.count), Int32(expected))
+            guard produced >= 0 else { throw CheckpointError(.corruptChunk(chunk: chunk, reason: "LZ4 stream is malformed")) }
+            guard Int(produced) == expected else {
+                throw CheckpointError(.chunkSizeMismatch(chunk: chunk, expected: UInt64(expected), actual: UInt64(produced)))
+            }
+        case .zlib:
+            var outLength = uLongf(expected)
+            var inLength = uLong(stored.count)
+            let status = uncompress2(dst.assumingMemoryBound(to: Bytef.self), &outLength, src.assumingMemoryBound(to: Bytef.self), &inLength)
+            guard status == Z_OK else {
+                if status == Z_BUF_ERROR && outLength == uLongf(expected) {
+                    throw CheckpointError(.chunkSizeMismatch(chunk: chunk, expected: UInt64(expected), actual: UInt64(expected) + 1))
+                }
+                throw CheckpointError(.corruptChunk(chunk: chunk, reason: "zlib stream is malformed (status \(status))"))
+            }
+            guard Int(outLength) == expected else {
+                throw CheckpointError(.chunkSizeMismatch(chunk: chunk, expected: UInt64(expected), actual: UInt64(outLength)))
+            }
+            guard Int(inLength) == stored.count else {
+                throw CheckpointError(.corruptChunk(chunk: chunk, reason: "\(stored.count - Int(inLength)) bytes after the zlib stream"))
+            }
+        case .zstd:
+            let frameSize = ZSTD_getFrameContentSize(src, stored.count)
+            guard frameSize == UInt64(expected) else {
+                if frameSize == ZSTD_CONTENTSIZE_ERROR || frameSize == ZSTD_CONTENTSIZE_UNKNOWN {
+                    throw CheckpointError(.corruptChunk(chunk: chunk, reason: "zstd frame header is malformed or has no content size"))
+                }
+                throw CheckpointError(.chunkSizeMismatch(chunk: chunk, expected: UInt64(expected), actual: frameSize))
+            }
+            let compressedSize = ZSTD_findFrameCompressedSize(src, stored.count)
+            guard ZSTD_isError(compressedSize) == 0, compressedSize == stored.count else {
+                throw CheckpointError(.corruptChunk(chunk: chunk, reason: "zstd frame does not span the chunk exactly"))
+            }
+            let produced = ZSTD_decompressDCtx(zstdContext, dst, expected, src, stored.count)
+            guard ZSTD_isError(produced) == 0 else {
+                throw CheckpointError(.corruptChunk(chunk: chunk, reason: "zstd: " + String(cString: ZSTD_getErrorName(produced))))
+            }
+            guard produced == expected else {
+                throw CheckpointError(.chunkSizeMismatch(chunk: chunk, expected: UInt64(expected), actual: UInt64(produced)))
+            }
+        }
+        if case let .shuffle(size) = filter {
+            ByteShuffle.unshuffle(UnsafeRawBufferPointer(target), into: destination, elementSize: size)
+        }
+    }
+}

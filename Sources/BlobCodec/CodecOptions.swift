@@ -1,0 +1,51 @@
+/// How ``BlobEncoder`` encodes a blob.
+public struct EncodeOptions: Sendable, Hashable {
+    /// The default chunk size, 4 MiB: large enough to compress well and to
+    /// amortise per-chunk work, small enough that a chunk and its scratch stay
+    /// near the core's cache and that two cores get work even from mid-sized blobs.
+    public static let defaultChunkSize = 4 << 20
+    /// The largest chunk size, 1 GiB: far below LZ4's input limit (~2 GiB), and
+    /// every chunk's stored size fits the chunk table's 32-bit field.
+    public static let maximumChunkSize = 1 << 30
+
+    public var compression: Compression
+    public var shuffle: ShuffleMode
+    /// Bytes per chunk: a multiple of 16 in 16...``maximumChunkSize``.
+    public var chunkSizeInBytes: Int
+    /// Worker threads for the chunks; 0 means one per active core.
+    public var threads: Int
+    /// When the first chunk of a blob does not shrink, store every chunk raw
+    /// without trying (incompressible data then costs one attempt, not one per chunk).
+    public var skipIncompressible: Bool
+
+    public init(
+        compression: Compression = .none,
+        shuffle: ShuffleMode = .auto,
+        chunkSizeInBytes: Int = EncodeOptions.defaultChunkSize,
+        threads: Int = 0,
+        skipIncompressible: Bool = true
+    ) {
+        self.compression = compression
+        self.shuffle = shuffle
+        self.chunkSizeInBytes = chunkSizeInBytes
+        self.threads = threads
+        self.skipIncompressible = skipIncompressible
+    }
+}
+
+/// How ``BlobDecoder`` decodes a blob.
+public struct DecodeOptions: Sendable, Hashable {
+    /// Worker threads for the chunks; 0 means one per active core.
+    public var threads: Int
+    /// Check the CRC32C of the decoded bytes of the whole blob, not only each stored chunk's.
+    public var verifyRawChecksum: Bool
+    /// The largest raw size that the allocating ``BlobDecoder/decode(_:options:)`` will
+    /// allocate (default 64 GiB); a header declaring more is refused before any allocation.
+    public var maximumRawSize: Int
+
+    public init(threads: Int = 0, verifyRawChecksum: Bool = true, maximumRawSize: Int = 64 << 30) {
+        self.threads = threads
+        self.verifyRawChecksum = verifyRawChecksum
+        self.maximumRawSize = maximumRawSize
+    }
+}

@@ -1,0 +1,86 @@
+import BlobCodec
+import CCheckpointKernels
+import Foundation
+import Testing
+
+@Suite("CRC32C")
+struct CRC32CTests {
+    /// RFC 3720 (iSCSI), appendix B.4, plus the standard check value.
+    static let vectors: [(name: String, bytes: [UInt8], crc: UInt32)] = [
+        ("check value '123456789'", Array("123456789".utf8), 0xE306_9283),
+        ("32 bytes of zeros", [UInt8](repeating: 0, count: 32), 0x8A91_36AA),
+        ("32 bytes of 0xFF", [UInt8](repeating: 0xFF, count: 32), 0x62A8_AB43),
+        ("32 incrementing bytes", (0..<32).map { UInt8($0) }, 0x46DD_794E),
+        ("32 decrementing bytes", (0..<32).reversed().map { UInt8($0) }, 0x113F_DB5C),
+        ("iSCSI read command PDU", [
+            0x01, 0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x18,
+            0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ], 0xD996_3A56),
+        ("empty", [], 0),
+    ]
+
+    @Test("RFC 3720 test vectors, on every path", arguments: vectors.indices)
+    func rfc3720Vectors(index: Int) {
+        let vector = Self.vectors[index]
+        vector.bytes.withUnsafeBytes { bytes in
+            #expect(CRC32C.checksum(bytes) == vector.crc, "\(vector.name)")
+            #expect(CRC32C.extendPortable(0, bytes) == vector.crc, "\(vector.name) portable")
+            #expect(ckk_crc32c_extend_hardware(0, bytes.baseAddress, bytes.count) == vector.crc, "\(vector.name) hardware")
+        }
+    }
+
+    @Test("the hardware path is in use on this machine when the CPU has SSE4.2")
+    func hardwareDetected() throws {
+        #if arch(x86_64)
+        let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        if let cpuinfo, cpuinfo.contains(" sse4_2") {
+            #expect(CRC32C.isHardwareAccelerated)
+        }
+        #endif
+    }
+
+    @Test("hardware and portable paths agree on every length 0...4096 at random alignments")
+    func pathsAgree() {
+        var rng = SyntheticData(seed: 42)
+        let buffer = rng.randomBytes(count: 4096 + 64)
+        buffer.withUnsafeBytes { all in
+            for length in 0...4096 {
+                let start = Int(rng.next() % 64)
+                let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                let hardware = ckk_crc32c_extend_hardware(0x1234_5678, slice.baseAddress, slice.count)
+                let portable = CRC32C.extendPortable(0x1234_5678, slice)
+                #expect(hardware == portable, "length \(length) at offset \(start)")
+                if hardware != portable { return }
+            }
+        }
+    }
+
+    @Test("hardware and portable agree on large buffers (the multi-stream loops)")
+    func largeBuffersAgree() {
+        var rng = SyntheticData(seed: 7)
+        let buffer = rng.randomBytes(count: 1 << 20)
+        buffer.withUnsafeBytes { all in
+            for length in [24_575, 24_576, 24_577, 49_152 + 767, 1 << 20] {
+                let slice = UnsafeRawBufferPointer(rebasing: all[0..<length])
+                #expect(ckk_crc32c_extend_hardware(0, slice.baseAddress, length) == CRC32C.extendPortable(0, slice), "length \(length)")
+            }
+        }
+    }
+
+    @Test("streaming extend equals one-shot, and combine equals both")
+    func streamingAndCombine() {
+        var rng = SyntheticData(seed: 3)
+        let buffer = rng.randomBytes(count: 100_000)
+        buffer.withUnsafeBytes { all in
+            let whole = CRC32C.checksum(all)
+            for _ in 0..<200 {
+                let cut = Int(rng.next() % UInt64(all.count + 1))
+                let a = UnsafeRawBufferPointer(rebasing: all[..<cut])
+                let b = UnsafeRawBufferPointer(rebasing: all[cut...])
+                #expect(CRC32C.extend(CRC32C.checksum(a), b) == whole, "split at \(cut)")
+                #expect(CRC32C.combine(CRC32C.checksum(a), CRC32C.checksum(b), lengthOfB: b.count) == whole, "combine at \(cut)")
+            }
+        }
+    }
+}
