@@ -2,29 +2,24 @@ import CLZ4
 import CZlib
 import CZstd
 
-#if canImport(Glibc)
-import func Glibc.free
-import func Glibc.malloc
-import func Glibc.realloc
-#elseif canImport(Darwin)
-import func Darwin.free
-import func Darwin.malloc
-import func Darwin.realloc
-#endif
-
-/// An exactly sized heap allocation holding one compressed chunk, freed with its owner.
+/// A pooled buffer holding one compressed chunk (its first `count` bytes),
+/// given back to its pool when released.
 final class OwnedBytes: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
+    let capacity: Int
     let count: Int
+    private let pool: ChunkBufferPool
 
-    init(adopting pointer: UnsafeMutableRawPointer, count: Int) {
+    init(pointer: UnsafeMutableRawPointer, capacity: Int, count: Int, pool: ChunkBufferPool) {
         self.pointer = pointer
+        self.capacity = capacity
         self.count = count
+        self.pool = pool
     }
 
     var buffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
 
-    deinit { free(pointer) }
+    deinit { pool.give(pointer, capacity: capacity) }
 }
 
 /// One thread's compression state: a shuffle scratch buffer and the codec's
@@ -36,9 +31,13 @@ final class ChunkCompressor {
     private var lz4State: UnsafeMutableRawPointer?
     private var zstdContext: OpaquePointer?
 
+    private let chunkCapacity: Int
+    private let pool = ChunkBufferPool.shared
+
     init(compression: Compression, filter: Filter, chunkCapacity: Int) {
         self.compression = compression
         self.filter = filter
+        self.chunkCapacity = chunkCapacity
         if case .shuffle = filter {
             shuffled = .allocate(byteCount: chunkCapacity, alignment: 64)
         } else {
@@ -63,7 +62,7 @@ final class ChunkCompressor {
         if let zstdContext { ZSTD_freeCCtx(zstdContext) }
     }
 
-    /// Filters and compresses one chunk into a new, exactly sized allocation.
+    /// Filters and compresses one chunk into a pooled buffer.
     ///
     /// - Returns: the stored bytes, or `nil` when compression does not make the
     ///   chunk strictly smaller (the chunk is then stored raw).
@@ -77,9 +76,10 @@ final class ChunkCompressor {
         }
         // Only output strictly smaller than the input is useful, so that is all the room given:
         // each library then gives up (rather than expanding) on incompressible input.
+        // Buffers are all of the worker's chunk capacity, so the pool can recycle them.
         let capacity = raw.count - 1
-        guard let output = malloc(capacity) else {
-            throw CheckpointError(.compressionFailed(chunk: chunk, reason: "out of memory for \(capacity) bytes"))
+        guard let output = pool.take(capacity: chunkCapacity) else {
+            throw CheckpointError(.compressionFailed(chunk: chunk, reason: "out of memory for \(chunkCapacity) bytes"))
         }
         var produced = 0
         switch compression {
@@ -94,7 +94,7 @@ final class ChunkCompressor {
             let status = compress2(output.assumingMemoryBound(to: Bytef.self), &length,
                                    source.assumingMemoryBound(to: Bytef.self), uLong(raw.count), Int32(level))
             if status == Z_OK { produced = Int(length) } else if status != Z_BUF_ERROR {
-                free(output)
+                pool.give(output, capacity: chunkCapacity)
                 throw CheckpointError(.compressionFailed(chunk: chunk, reason: "zlib compress2 returned \(status)"))
             }
         case let .zstd(level):
@@ -102,17 +102,15 @@ final class ChunkCompressor {
             if ZSTD_isError(result) == 0 {
                 produced = result
             } else if ZSTD_getErrorCode(result) != ZSTD_error_dstSize_tooSmall {
-                free(output)
+                pool.give(output, capacity: chunkCapacity)
                 throw CheckpointError(.compressionFailed(chunk: chunk, reason: String(cString: ZSTD_getErrorName(result))))
             }
         }
         guard produced > 0, produced < raw.count else {
-            free(output)
+            pool.give(output, capacity: chunkCapacity)
             return nil
         }
-        // Shrinking in place: glibc returns the tail without copying.
-        let exact = realloc(output, produced) ?? output
-        return OwnedBytes(adopting: exact, count: produced)
+        return OwnedBytes(pointer: output, capacity: chunkCapacity, count: produced, pool: pool)
     }
 }
 
