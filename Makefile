@@ -1,0 +1,14 @@
+# The two commands of the README, plus the benchmarks.
+.PHONY: demo test bench
+
+# The main job: round-trip synthetic model weights through every codec (release build).
+demo:
+	swift run -c release ckpt demo
+
+# The test suite (Swift Testing).
+test:
+	swift test
+
+# Throughput benchmarks (ordo-one/benchmark, release build); see Benchmarks/.
+bench:
+	cd Benchmarks && swift package benchmark --target CodecBenchmarks
