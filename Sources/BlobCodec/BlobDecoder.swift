@@ -117,8 +117,7 @@ public enum BlobDecoder {
                             throw CheckpointError(.chunkChecksumMismatch(chunk: index, expected: entry.crc32c, actual: crc))
                         }
                         let output = target ?? worker.scratchOutput(count: rawLength)
-                        try worker.decompress(stored, into: output, chunk: index)
-                        if options.verifyRawChecksum { rawCRCs[index] = CRC32C.checksum(UnsafeRawBufferPointer(output)) }
+                        rawCRCs[index] = try worker.decompress(stored, into: output, chunk: index, checksum: options.verifyRawChecksum)
                     }
                 } catch {
                     throw error.adding(offset: UInt64(storedOffset))

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The stored bytes of one encoded blob, as a list of segments in payload
 /// order (one per chunk). A raw-stored chunk's segment points into the
 /// caller's source memory — nothing is copied — and a compressed chunk's
@@ -69,8 +71,9 @@ public enum BlobEncoder {
                     }
                     func encodeChunk(_ compressor: ChunkCompressor, _ index: Int) throws(CheckpointError) {
                         let chunk = rawChunk(index)
-                        rawCRCs[index] = CRC32C.checksum(chunk)
-                        if let stored = try compressor.compress(chunk, chunk: index) {
+                        let (stored, rawCRC) = try compressor.compress(chunk, chunk: index)
+                        rawCRCs[index] = rawCRC
+                        if let stored {
                             entries[index] = ChunkEntry(storedSize: UInt32(stored.count), crc32c: CRC32C.checksum(stored.buffer))
                             compressed[index] = stored
                         } else {
@@ -80,22 +83,29 @@ public enum BlobEncoder {
                     let capacity = min(chunkSize, raw.count)
                     let makeCompressor = { ChunkCompressor(compression: options.compression, filter: filter, chunkCapacity: capacity) }
 
-                    var compressRest = options.compression != .none
-                    var first = 0
-                    if compressRest && chunkCount > 0 && options.skipIncompressible {
-                        // The first chunk decides whether the rest is worth trying.
-                        try encodeChunk(makeCompressor(), 0)
-                        compressRest = compressed[0] != nil
-                        first = 1
-                    }
-                    let remaining = chunkCount - first
-                    if compressRest {
-                        try ChunkScheduler.run(count: remaining, threads: options.threads, makeWorker: makeCompressor) { compressor, i throws(CheckpointError) in
-                            try encodeChunk(compressor, first + i)
+                    if options.compression == .none {
+                        try ChunkScheduler.run(count: chunkCount, threads: options.threads, makeWorker: {}) { _, index in
+                            storeRaw(index)
                         }
-                    } else {
-                        try ChunkScheduler.run(count: remaining, threads: options.threads, makeWorker: {}) { _, i in
-                            storeRaw(first + i)
+                        return
+                    }
+                    // With skipIncompressible, chunk 0 decides for the blob: if it does not shrink,
+                    // every chunk is stored raw. Chunks already compressed while chunk 0 was running
+                    // (at most one per other thread) are discarded, so the output never depends on
+                    // the thread count; later chunks see the decision and skip the attempt.
+                    let firstDidNotShrink = Atomic<Bool>(false)
+                    try ChunkScheduler.run(count: chunkCount, threads: options.threads, makeWorker: makeCompressor) { compressor, index throws(CheckpointError) in
+                        if index > 0 && options.skipIncompressible && firstDidNotShrink.load(ordering: .acquiring) {
+                            storeRaw(index)
+                            return
+                        }
+                        try encodeChunk(compressor, index)
+                        if index == 0 && compressed[0] == nil { firstDidNotShrink.store(true, ordering: .releasing) }
+                    }
+                    if options.skipIncompressible && chunkCount > 0 && compressed[0] == nil {
+                        for index in 1..<chunkCount where compressed[index] != nil {
+                            compressed[index] = nil
+                            entries[index] = ChunkEntry(storedSize: UInt32(chunkRange(index).count), crc32c: rawCRCs[index])
                         }
                     }
                 }

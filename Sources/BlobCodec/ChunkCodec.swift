@@ -1,3 +1,4 @@
+import CCheckpointKernels
 import CLZ4
 import CZlib
 import CZstd
@@ -65,15 +66,19 @@ final class ChunkCompressor {
     /// Filters and compresses one chunk into a pooled buffer.
     ///
     /// - Returns: the stored bytes, or `nil` when compression does not make the
-    ///   chunk strictly smaller (the chunk is then stored raw).
-    func compress(_ raw: UnsafeRawBufferPointer, chunk: Int) throws(CheckpointError) -> OwnedBytes? {
-        guard raw.count > 1, let rawBase = raw.baseAddress else { return nil }
+    ///   chunk strictly smaller (the chunk is then stored raw); and the CRC32C
+    ///   of the raw chunk, computed in the same pass over memory as the filter.
+    func compress(_ raw: UnsafeRawBufferPointer, chunk: Int) throws(CheckpointError) -> (stored: OwnedBytes?, rawCRC: UInt32) {
+        guard let rawBase = raw.baseAddress else { return (nil, 0) }
         var source = rawBase
+        let rawCRC: UInt32
         if case let .shuffle(size) = filter, let shuffled {
-            let scratch = UnsafeMutableRawBufferPointer(rebasing: shuffled[0..<raw.count])
-            ByteShuffle.shuffle(raw, into: scratch, elementSize: size)
-            source = UnsafeRawPointer(scratch.baseAddress!)
+            rawCRC = ckk_shuffle_crc32c(shuffled.baseAddress!, rawBase, raw.count, size, 0)
+            source = UnsafeRawPointer(shuffled.baseAddress!)
+        } else {
+            rawCRC = CRC32C.checksum(raw)
         }
+        guard raw.count > 1 else { return (nil, rawCRC) }
         // Only output strictly smaller than the input is useful, so that is all the room given:
         // each library then gives up (rather than expanding) on incompressible input.
         // Buffers are all of the worker's chunk capacity, so the pool can recycle them.
@@ -108,9 +113,9 @@ final class ChunkCompressor {
         }
         guard produced > 0, produced < raw.count else {
             pool.give(output, capacity: chunkCapacity)
-            return nil
+            return (nil, rawCRC)
         }
-        return OwnedBytes(pointer: output, capacity: chunkCapacity, count: produced, pool: pool)
+        return (OwnedBytes(pointer: output, capacity: chunkCapacity, count: produced, pool: pool), rawCRC)
     }
 }
 
@@ -149,7 +154,10 @@ final class ChunkDecompressor {
     /// Decompresses (and unshuffles) one compressed chunk into exactly
     /// `destination.count` bytes. The decompressors are the bounded kind: they
     /// never write past `destination`, and any other output length is an error.
-    func decompress(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, chunk: Int) throws(CheckpointError) {
+    ///
+    /// - Returns: the CRC32C of the decoded bytes when `checksum` is true
+    ///   (fused with the unshuffle pass), else 0.
+    func decompress(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, chunk: Int, checksum: Bool) throws(CheckpointError) -> UInt32 {
         let expected = destination.count
         var target = destination
         if case .shuffle = filter {
@@ -205,7 +213,10 @@ final class ChunkDecompressor {
             }
         }
         if case let .shuffle(size) = filter {
+            if checksum { return ckk_unshuffle_crc32c(destination.baseAddress!, dst, expected, size, 0) }
             ByteShuffle.unshuffle(UnsafeRawBufferPointer(target), into: destination, elementSize: size)
+            return 0
         }
+        return checksum ? CRC32C.checksum(UnsafeRawBufferPointer(destination)) : 0
     }
 }

@@ -15,14 +15,14 @@
 #define CKK_SSE2 1
 #endif
 
-static void shuffle_scalar_range(uint8_t *dst, const uint8_t *src, size_t count, size_t size, size_t first) {
-    for (size_t i = first; i < count; i++)
+static void shuffle_scalar_range(uint8_t *dst, const uint8_t *src, size_t count, size_t size, size_t first, size_t end) {
+    for (size_t i = first; i < end; i++)
         for (size_t k = 0; k < size; k++)
             dst[k * count + i] = src[i * size + k];
 }
 
-static void unshuffle_scalar_range(uint8_t *dst, const uint8_t *src, size_t count, size_t size, size_t first) {
-    for (size_t i = first; i < count; i++)
+static void unshuffle_scalar_range(uint8_t *dst, const uint8_t *src, size_t count, size_t size, size_t first, size_t end) {
+    for (size_t i = first; i < end; i++)
         for (size_t k = 0; k < size; k++)
             dst[i * size + k] = src[k * count + i];
 }
@@ -30,14 +30,14 @@ static void unshuffle_scalar_range(uint8_t *dst, const uint8_t *src, size_t coun
 void ckk_shuffle_scalar(void *dst, const void *src, size_t length, size_t size) {
     if (size <= 1) { memcpy(dst, src, length); return; }
     size_t count = length / size;
-    shuffle_scalar_range(dst, src, count, size, 0);
+    shuffle_scalar_range(dst, src, count, size, 0, count);
     memcpy((uint8_t *)dst + count * size, (const uint8_t *)src + count * size, length - count * size);
 }
 
 void ckk_unshuffle_scalar(void *dst, const void *src, size_t length, size_t size) {
     if (size <= 1) { memcpy(dst, src, length); return; }
     size_t count = length / size;
-    unshuffle_scalar_range(dst, src, count, size, 0);
+    unshuffle_scalar_range(dst, src, count, size, 0, count);
     memcpy((uint8_t *)dst + count * size, (const uint8_t *)src + count * size, length - count * size);
 }
 
@@ -65,11 +65,12 @@ void ckk_unshuffle_scalar(void *dst, const void *src, size_t length, size_t size
         for (int j = 0; j < (S); j++) v[j] = t[j];                                                \
     } while (0)
 
+/* Elements [first, end) of `count`; `first` is a multiple of 16. */
 #define CKK_DEFINE_SIMD(S, ROUNDS)                                                                \
-    static void shuffle_simd_##S(uint8_t *dst, const uint8_t *src, size_t count) {                \
+    static void shuffle_simd_##S(uint8_t *dst, const uint8_t *src, size_t count, size_t first, size_t end) { \
         const __m128i low = _mm_set1_epi16(0x00FF);                                               \
-        size_t blocks = count / 16;                                                               \
-        for (size_t blk = 0; blk < blocks; blk++) {                                               \
+        size_t blocks = end / 16;                                                                 \
+        for (size_t blk = first / 16; blk < blocks; blk++) {                                      \
             __m128i v[S];                                                                         \
             const uint8_t *s = src + blk * 16 * (S);                                              \
             for (int j = 0; j < (S); j++) v[j] = _mm_loadu_si128((const __m128i *)(s + 16 * j));  \
@@ -77,11 +78,11 @@ void ckk_unshuffle_scalar(void *dst, const void *src, size_t length, size_t size
             for (int k = 0; k < (S); k++)                                                         \
                 _mm_storeu_si128((__m128i *)(dst + k * count + blk * 16), v[k]);                  \
         }                                                                                         \
-        shuffle_scalar_range(dst, src, count, (S), blocks * 16);                                  \
+        shuffle_scalar_range(dst, src, count, (S), blocks * 16 > first ? blocks * 16 : first, end); \
     }                                                                                             \
-    static void unshuffle_simd_##S(uint8_t *dst, const uint8_t *src, size_t count) {              \
-        size_t blocks = count / 16;                                                               \
-        for (size_t blk = 0; blk < blocks; blk++) {                                               \
+    static void unshuffle_simd_##S(uint8_t *dst, const uint8_t *src, size_t count, size_t first, size_t end) { \
+        size_t blocks = end / 16;                                                                 \
+        for (size_t blk = first / 16; blk < blocks; blk++) {                                      \
             __m128i v[S];                                                                         \
             for (int k = 0; k < (S); k++)                                                         \
                 v[k] = _mm_loadu_si128((const __m128i *)(src + k * count + blk * 16));            \
@@ -89,7 +90,7 @@ void ckk_unshuffle_scalar(void *dst, const void *src, size_t length, size_t size
             uint8_t *d = dst + blk * 16 * (S);                                                    \
             for (int j = 0; j < (S); j++) _mm_storeu_si128((__m128i *)(d + 16 * j), v[j]);        \
         }                                                                                         \
-        unshuffle_scalar_range(dst, src, count, (S), blocks * 16);                                \
+        unshuffle_scalar_range(dst, src, count, (S), blocks * 16 > first ? blocks * 16 : first, end); \
     }
 
 CKK_DEFINE_SIMD(2, 1)
@@ -98,38 +99,69 @@ CKK_DEFINE_SIMD(8, 3)
 CKK_DEFINE_SIMD(16, 4)
 #endif
 
-void ckk_shuffle(void *dst, const void *src, size_t length, size_t size) {
+/* Shuffles (or unshuffles) elements [first, end) of a buffer of `count` whole elements. */
+static void shuffle_range(uint8_t *dst, const uint8_t *src, size_t count, size_t size, size_t first, size_t end, int inverse) {
 #if CKK_SSE2
-    size_t count = length / size;
-    uint8_t *d = dst;
-    const uint8_t *s = src;
     switch (size) {
-    case 2: shuffle_simd_2(d, s, count); break;
-    case 4: shuffle_simd_4(d, s, count); break;
-    case 8: shuffle_simd_8(d, s, count); break;
-    case 16: shuffle_simd_16(d, s, count); break;
-    default: ckk_shuffle_scalar(dst, src, length, size); return;
+    case 2: inverse ? unshuffle_simd_2(dst, src, count, first, end) : shuffle_simd_2(dst, src, count, first, end); return;
+    case 4: inverse ? unshuffle_simd_4(dst, src, count, first, end) : shuffle_simd_4(dst, src, count, first, end); return;
+    case 8: inverse ? unshuffle_simd_8(dst, src, count, first, end) : shuffle_simd_8(dst, src, count, first, end); return;
+    case 16: inverse ? unshuffle_simd_16(dst, src, count, first, end) : shuffle_simd_16(dst, src, count, first, end); return;
+    default: break;
     }
-    memcpy(d + count * size, s + count * size, length - count * size);
-#else
-    ckk_shuffle_scalar(dst, src, length, size);
 #endif
+    if (inverse) unshuffle_scalar_range(dst, src, count, size, first, end);
+    else shuffle_scalar_range(dst, src, count, size, first, end);
+}
+
+void ckk_shuffle(void *dst, const void *src, size_t length, size_t size) {
+    if (size <= 1) { memcpy(dst, src, length); return; }
+    size_t count = length / size;
+    shuffle_range(dst, src, count, size, 0, count, 0);
+    memcpy((uint8_t *)dst + count * size, (const uint8_t *)src + count * size, length - count * size);
 }
 
 void ckk_unshuffle(void *dst, const void *src, size_t length, size_t size) {
-#if CKK_SSE2
+    if (size <= 1) { memcpy(dst, src, length); return; }
     size_t count = length / size;
-    uint8_t *d = dst;
-    const uint8_t *s = src;
-    switch (size) {
-    case 2: unshuffle_simd_2(d, s, count); break;
-    case 4: unshuffle_simd_4(d, s, count); break;
-    case 8: unshuffle_simd_8(d, s, count); break;
-    case 16: unshuffle_simd_16(d, s, count); break;
-    default: ckk_unshuffle_scalar(dst, src, length, size); return;
+    shuffle_range(dst, src, count, size, 0, count, 1);
+    memcpy((uint8_t *)dst + count * size, (const uint8_t *)src + count * size, length - count * size);
+}
+
+/* Elements per fused step: 1024 elements of up to 16 bytes stay in L1/L2
+ * between the CRC pass and the shuffle pass. A multiple of 16 (the SIMD block). */
+#define CKK_FUSED_ELEMENTS 1024
+
+uint32_t ckk_shuffle_crc32c(void *dst, const void *src, size_t length, size_t size, uint32_t crc) {
+    if (size <= 1) {
+        memcpy(dst, src, length);
+        return ckk_crc32c_extend(crc, src, length);
     }
-    memcpy(d + count * size, s + count * size, length - count * size);
-#else
-    ckk_unshuffle_scalar(dst, src, length, size);
-#endif
+    const uint8_t *s = src;
+    size_t count = length / size;
+    for (size_t first = 0; first < count; first += CKK_FUSED_ELEMENTS) {
+        size_t end = first + CKK_FUSED_ELEMENTS < count ? first + CKK_FUSED_ELEMENTS : count;
+        crc = ckk_crc32c_extend(crc, s + first * size, (end - first) * size);
+        shuffle_range(dst, s, count, size, first, end, 0);
+    }
+    size_t tail = length - count * size;
+    memcpy((uint8_t *)dst + count * size, s + count * size, tail);
+    return ckk_crc32c_extend(crc, s + count * size, tail);
+}
+
+uint32_t ckk_unshuffle_crc32c(void *dst, const void *src, size_t length, size_t size, uint32_t crc) {
+    if (size <= 1) {
+        memcpy(dst, src, length);
+        return ckk_crc32c_extend(crc, dst, length);
+    }
+    uint8_t *d = dst;
+    size_t count = length / size;
+    for (size_t first = 0; first < count; first += CKK_FUSED_ELEMENTS) {
+        size_t end = first + CKK_FUSED_ELEMENTS < count ? first + CKK_FUSED_ELEMENTS : count;
+        shuffle_range(d, src, count, size, first, end, 1);
+        crc = ckk_crc32c_extend(crc, d + first * size, (end - first) * size);
+    }
+    size_t tail = length - count * size;
+    memcpy(d + count * size, (const uint8_t *)src + count * size, tail);
+    return ckk_crc32c_extend(crc, d + count * size, tail);
 }

@@ -54,4 +54,29 @@ struct ByteShuffleTests {
             }
         }
     }
+
+    @Test("the fused shuffle+CRC and unshuffle+CRC kernels equal the separate passes")
+    func fusedKernels() {
+        var rng = SyntheticData(seed: 5)
+        for size in 1...16 {
+            for length in [0, 1, 15, 16 * size, 16 * size * 1024 + 7, 16 * size * 1500 + 3, 100_003] {
+                let input = rng.randomBytes(count: length)
+                var fused = [UInt8](repeating: 0, count: length)
+                var plain = [UInt8](repeating: 1, count: length)
+                let crc = input.withUnsafeBytes { src in
+                    fused.withUnsafeMutableBytes { ckk_shuffle_crc32c($0.baseAddress, src.baseAddress, length, size, 0x0BAD_F00D) }
+                }
+                input.withUnsafeBytes { src in plain.withUnsafeMutableBytes { ByteShuffle.shuffle(src, into: $0, elementSize: size) } }
+                #expect(fused == plain, "shuffle size \(size) length \(length)")
+                #expect(crc == input.withUnsafeBytes { CRC32C.extend(0x0BAD_F00D, $0) }, "shuffle CRC size \(size) length \(length)")
+
+                var restored = [UInt8](repeating: 2, count: length)
+                let restoredCRC = plain.withUnsafeBytes { src in
+                    restored.withUnsafeMutableBytes { ckk_unshuffle_crc32c($0.baseAddress, src.baseAddress, length, size, 7) }
+                }
+                #expect(restored == input, "unshuffle size \(size) length \(length)")
+                #expect(restoredCRC == input.withUnsafeBytes { CRC32C.extend(7, $0) }, "unshuffle CRC size \(size) length \(length)")
+            }
+        }
+    }
 }

@@ -72,6 +72,13 @@ struct CodecRoundTripTests {
         }
         #expect(sizes[0] == mixed.count)
         #expect(sizes[1] < mixed.count / 2)
+        // The skip decision is the same whatever the thread count (chunks compressed
+        // speculatively while chunk 0 runs are discarded).
+        let outputs = try [1, 2, 8].map { threads in
+            let options = EncodeOptions(compression: .lz4, chunkSizeInBytes: 4096, threads: threads)
+            return try mixed.withUnsafeBytes { try BlobEncoder.encode($0, name: "m", dtype: .uint8, shape: [mixed.count], options: options) }
+        }
+        #expect(outputs[0] == outputs[1] && outputs[1] == outputs[2])
     }
 
     @Test("uncompressed payload segments point into the caller's memory (no copy)")

@@ -49,6 +49,13 @@ uint32_t ckk_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2);
 void ckk_shuffle(void *dst, const void *src, size_t length, size_t elementSize);
 void ckk_unshuffle(void *dst, const void *src, size_t length, size_t elementSize);
 
+/** ckk_shuffle fused with the CRC32C of `src`: returns ckk_crc32c_extend(crc, src, length).
+ *  Works in cache-sized steps so the source is read from memory once. */
+uint32_t ckk_shuffle_crc32c(void *dst, const void *src, size_t length, size_t elementSize, uint32_t crc);
+
+/** ckk_unshuffle fused with the CRC32C of the output: returns ckk_crc32c_extend(crc, dst, length). */
+uint32_t ckk_unshuffle_crc32c(void *dst, const void *src, size_t length, size_t elementSize, uint32_t crc);
+
 /** The scalar reference implementations, for tests. */
 void ckk_shuffle_scalar(void *dst, const void *src, size_t length, size_t elementSize);
 void ckk_unshuffle_scalar(void *dst, const void *src, size_t length, size_t elementSize);
