@@ -54,6 +54,11 @@ public enum BlobDecoder {
         guard header.rawSizeInBytes <= options.maximumRawSize else {
             throw CheckpointError(.limitExceeded(what: "raw size", limit: UInt64(options.maximumRawSize), actual: UInt64(header.rawSizeInBytes)), blobName: header.name)
         }
+        if header.rawSizeInBytes == 0 {
+            // Still verify (an empty blob has no chunks, but its raw CRC must be that of no bytes).
+            try decode(payload: payload, header: header, into: UnsafeMutableRawBufferPointer(start: nil, count: 0), options: options)
+            return DecodedBlob(header: header, bytes: [])
+        }
         var failure: CheckpointError?
         let bytes = [UInt8](unsafeUninitializedCapacity: header.rawSizeInBytes) { buffer, initialized in
             do throws(CheckpointError) {

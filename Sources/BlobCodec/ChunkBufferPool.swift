@@ -1,12 +1,4 @@
-import Synchronization
-
-#if canImport(Glibc)
-import func Glibc.free
-import func Glibc.malloc
-#elseif canImport(Darwin)
-import func Darwin.free
-import func Darwin.malloc
-#endif
+import Glibc
 
 /// Recycles chunk-sized output buffers across encodes.
 ///
@@ -15,24 +7,40 @@ import func Darwin.malloc
 /// that mallocs a new buffer for every compressed chunk spends as long in the
 /// kernel as in the compressor. Buffers released by ``OwnedBytes`` come back
 /// here and are handed out again; at most ``retainedByteLimit`` bytes are kept.
-final class ChunkBufferPool: Sendable {
+///
+/// Guarded by a pthread mutex rather than `Synchronization.Mutex`, whose
+/// futex-based implementation ThreadSanitizer cannot see (false race reports).
+final class ChunkBufferPool: @unchecked Sendable {
     static let shared = ChunkBufferPool(retainedByteLimit: 256 << 20)
 
-    private struct State {
-        var free: [Int: [UnsafeMutableRawPointer]] = [:]
-        var retainedBytes = 0
+    let retainedByteLimit: Int
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var free: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var retainedBytes = 0
+
+    init(retainedByteLimit: Int) {
+        self.retainedByteLimit = retainedByteLimit
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
     }
 
-    private let state = Mutex(UncheckedState(State()))
-    let retainedByteLimit: Int
+    deinit {
+        for pointers in free.values { pointers.forEach { Glibc.free($0) } }
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
 
-    init(retainedByteLimit: Int) { self.retainedByteLimit = retainedByteLimit }
+    private func locked<R>(_ body: () -> R) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
 
     /// A buffer of exactly `capacity` bytes (recycled when one is free), or nil when out of memory.
     func take(capacity: Int) -> UnsafeMutableRawPointer? {
-        let recycled = state.withLock { box -> UnsafeMutableRawPointer? in
-            guard let pointer = box.value.free[capacity]?.popLast() else { return nil }
-            box.value.retainedBytes -= capacity
+        let recycled = locked { () -> UnsafeMutableRawPointer? in
+            guard let pointer = free[capacity]?.popLast() else { return nil }
+            retainedBytes -= capacity
             return pointer
         }
         return recycled ?? malloc(capacity)
@@ -40,18 +48,12 @@ final class ChunkBufferPool: Sendable {
 
     /// Gives a buffer obtained from ``take(capacity:)`` back.
     func give(_ pointer: UnsafeMutableRawPointer, capacity: Int) {
-        let kept = state.withLock { box -> Bool in
-            guard box.value.retainedBytes + capacity <= retainedByteLimit else { return false }
-            box.value.free[capacity, default: []].append(pointer)
-            box.value.retainedBytes += capacity
+        let kept = locked { () -> Bool in
+            guard retainedBytes + capacity <= retainedByteLimit else { return false }
+            free[capacity, default: []].append(pointer)
+            retainedBytes += capacity
             return true
         }
-        if !kept { free(pointer) }
+        if !kept { Glibc.free(pointer) }
     }
-}
-
-/// Raw pointers are not Sendable; the pool's lock is what makes sharing them safe.
-private struct UncheckedState<Value>: @unchecked Sendable {
-    var value: Value
-    init(_ value: Value) { self.value = value }
 }
