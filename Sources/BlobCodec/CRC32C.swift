@@ -3,12 +3,14 @@ import CCheckpointKernels
 /// CRC32C (Castagnoli), the checksum of iSCSI (RFC 3720), ext4 and TF TensorBundle.
 ///
 /// Reflected polynomial `0x82F63B78`, initial value and final XOR `0xFFFFFFFF`;
-/// `CRC32C.checksum("123456789")` is `0xE3069283`. The SSE4.2 `crc32`
-/// instruction is used when the CPU has it (detected at run time), a
-/// slicing-by-8 table path otherwise. All values are *finished* CRCs, so
-/// streaming is `extend(extend(0, a), b) == checksum(a + b)`.
+/// `CRC32C.checksum("123456789")` is `0xE3069283`. The fastest path the CPU
+/// has is chosen at run time: carry-less multiply folding with AVX-512
+/// VPCLMULQDQ for buffers of 1 KiB and more, interleaved SSE4.2 `crc32`
+/// instructions, or a slicing-by-8 table path. All values are *finished* CRCs,
+/// so streaming is `extend(extend(0, a), b) == checksum(a + b)`.
 public enum CRC32C {
-    /// The CRC32C of `bytes`. Touches every byte once (~15 GB/s from memory on one core here).
+    /// The CRC32C of `bytes`. Touches every byte once (one core here: ~28 GB/s
+    /// streaming from memory, ~58 GB/s from cache, with the folding path).
     @inlinable
     public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         extend(0, bytes)
@@ -41,6 +43,12 @@ public enum CRC32C {
         ckk_crc32c_combine(crcA, crcB, UInt64(lengthOfB))
     }
 
-    /// True when ``checksum(_:)-7g3s8`` runs on the SSE4.2 instruction.
+    /// True when checksums run on the SSE4.2 instruction (and possibly the folding path).
     public static var isHardwareAccelerated: Bool { ckk_crc32c_hardware_available() != 0 }
+
+    /// The implementation chosen for this CPU, for reports.
+    public static var implementation: String {
+        if ckk_crc32c_folding_available() != 0 { return "AVX-512 VPCLMULQDQ folding + SSE4.2" }
+        return isHardwareAccelerated ? "SSE4.2" : "portable (slicing-by-8)"
+    }
 }

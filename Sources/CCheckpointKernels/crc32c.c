@@ -13,6 +13,7 @@
 #include <string.h>
 
 #if defined(__x86_64__)
+#include <immintrin.h>
 #include <nmmintrin.h>
 #define CKK_X86 1
 #endif
@@ -29,7 +30,12 @@ static uint32_t shift_long[4][256];
 static uint32_t shift_short[4][256];
 static uint32_t x2n_table[32];
 static int hardware_available;
+static int fold_available; /* AVX-512 + VPCLMULQDQ carry-less multiply folding */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+/* Folding constants: lane halves are multiplied by x^(D+31) and x^(D-33)
+ * (see fold_constants) to move 128 bits of message D bits further on. */
+static uint64_t fold_2048[2], fold_512[2], fold_384[2], fold_256[2], fold_128[2];
 
 /* a * b modulo the polynomial, both in reflected bit order (bit 31 = x^0). */
 static uint32_t multiply_mod_poly(uint32_t a, uint32_t b) {
@@ -56,6 +62,29 @@ static uint32_t x_pow_8n(uint64_t byteCount) {
     return result;
 }
 
+/* x^bits modulo the polynomial (bits < 2^32). */
+static uint32_t x_pow_bits(uint64_t bits) {
+    uint32_t result = 1u << 31;
+    unsigned k = 0;
+    while (bits) {
+        if (bits & 1) result = multiply_mod_poly(x2n_table[k & 31], result);
+        bits >>= 1;
+        k++;
+    }
+    return result;
+}
+
+/* Constants that move a 128-bit lane D bits forward. A lane loaded from
+ * memory holds the message's higher-degree coefficients in its low quadword
+ * (reflected order). Its low quadword H stands for H·x^64, its high quadword L
+ * for L; moved D bits on they become H·x^(64+D) and L·x^D. A carry-less
+ * product of a reflected 64-bit value with a reflected 32-bit constant lands
+ * 33 bits below the lane position it represents, hence x^(D+31) and x^(D-33). */
+static void fold_constants(uint64_t constants[2], uint64_t distanceBits) {
+    constants[0] = x_pow_bits(distanceBits + 31);
+    constants[1] = x_pow_bits(distanceBits - 33);
+}
+
 static void fill_shift_table(uint32_t table[4][256], uint64_t byteCount) {
     uint32_t op = x_pow_8n(byteCount);
     for (int k = 0; k < 4; k++)
@@ -79,9 +108,16 @@ static void init_tables(void) {
 
     fill_shift_table(shift_long, CKK_LONG);
     fill_shift_table(shift_short, CKK_SHORT);
+    fold_constants(fold_2048, 2048);
+    fold_constants(fold_512, 512);
+    fold_constants(fold_384, 384);
+    fold_constants(fold_256, 256);
+    fold_constants(fold_128, 128);
 #if CKK_X86
     __builtin_cpu_init();
     hardware_available = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+    fold_available = hardware_available && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                     __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul");
 #endif
 }
 
@@ -178,11 +214,74 @@ static uint32_t hardware_raw(uint32_t crc, const uint8_t *p, size_t n) {
     while (n--) c = _mm_crc32_u8((uint32_t)c, *p++);
     return (uint32_t)c;
 }
+
+#define CKK_FOLD_TARGET __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2")))
+
+/* x folded forward onto `next`: clmul(low halves) ^ clmul(high halves) ^ next, per 128-bit lane. */
+CKK_FOLD_TARGET static inline __m512i fold512(__m512i x, __m512i k, __m512i next) {
+    return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11), next, 0x96);
+}
+
+CKK_FOLD_TARGET static inline __m128i fold128(__m128i x, const uint64_t constants[2]) {
+    __m128i k = _mm_set_epi64x((long long)constants[1], (long long)constants[0]);
+    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
+}
+
+/* Carry-less multiply folding over 256-byte blocks (four 512-bit accumulators),
+ * reduced to one 128-bit lane that the crc32 instruction finishes; the tail
+ * goes to hardware_raw. Requires n >= 256. Register in and out (not inverted). */
+CKK_FOLD_TARGET static uint32_t fold_raw(uint32_t crc, const uint8_t *p, size_t n) {
+    __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_loadu_si512(p + 64);
+    __m512i x2 = _mm512_loadu_si512(p + 128), x3 = _mm512_loadu_si512(p + 192);
+    /* A starting register value is the same as XORing it into the first 4 message bytes
+     * (zero-extended: a plain cast would leave the upper lanes undefined). */
+    x0 = _mm512_xor_si512(x0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    p += 256;
+    n -= 256;
+    const __m512i k2048 = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_2048[1], (long long)fold_2048[0]));
+    while (n >= 256) {
+        x0 = fold512(x0, k2048, _mm512_loadu_si512(p));
+        x1 = fold512(x1, k2048, _mm512_loadu_si512(p + 64));
+        x2 = fold512(x2, k2048, _mm512_loadu_si512(p + 128));
+        x3 = fold512(x3, k2048, _mm512_loadu_si512(p + 192));
+        p += 256;
+        n -= 256;
+    }
+    const __m512i k512 = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_512[1], (long long)fold_512[0]));
+    x1 = fold512(x0, k512, x1);
+    x2 = fold512(x1, k512, x2);
+    x3 = fold512(x2, k512, x3);
+    while (n >= 64) {
+        x3 = fold512(x3, k512, _mm512_loadu_si512(p));
+        p += 64;
+        n -= 64;
+    }
+    __m128i v = _mm512_extracti32x4_epi32(x3, 3);
+    v = _mm_xor_si128(v, fold128(_mm512_extracti32x4_epi32(x3, 0), fold_384));
+    v = _mm_xor_si128(v, fold128(_mm512_extracti32x4_epi32(x3, 1), fold_256));
+    v = _mm_xor_si128(v, fold128(_mm512_extracti32x4_epi32(x3, 2), fold_128));
+    /* Everything before is now zeros; the register after them is 0, so finish with crc32 over v. */
+    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(v));
+    c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(v, 1));
+    return hardware_raw((uint32_t)c, p, n);
+}
 #endif
+
+/* Below this length the folding path's setup costs more than it saves. */
+#define CKK_FOLD_MINIMUM 1024
+
+uint32_t ckk_crc32c_extend_sse42(uint32_t crc, const void *data, size_t length) {
+    ensure_init();
+#if CKK_X86
+    if (hardware_available) return ~hardware_raw(~crc, (const uint8_t *)data, length);
+#endif
+    return ~portable_raw(~crc, (const uint8_t *)data, length);
+}
 
 uint32_t ckk_crc32c_extend_hardware(uint32_t crc, const void *data, size_t length) {
     ensure_init();
 #if CKK_X86
+    if (fold_available && length >= CKK_FOLD_MINIMUM) return ~fold_raw(~crc, (const uint8_t *)data, length);
     if (hardware_available) return ~hardware_raw(~crc, (const uint8_t *)data, length);
 #endif
     return ~portable_raw(~crc, (const uint8_t *)data, length);
@@ -195,6 +294,11 @@ uint32_t ckk_crc32c_extend(uint32_t crc, const void *data, size_t length) {
 int ckk_crc32c_hardware_available(void) {
     ensure_init();
     return hardware_available;
+}
+
+int ckk_crc32c_folding_available(void) {
+    ensure_init();
+    return fold_available;
 }
 
 uint32_t ckk_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2) {

@@ -34,7 +34,7 @@ struct Demo: ParsableCommand {
             (.float32, rng.float32Weights(count: count / 4)),
             (.bfloat16, rng.bfloat16Weights(count: count / 2)),
         ]
-        print("BlobCodec demo: \(sizeMiB) MiB of normal(0, 0.02) weights per dtype, CRC32C \(CRC32C.isHardwareAccelerated ? "SSE4.2" : "portable")")
+        print("BlobCodec demo: \(sizeMiB) MiB of normal(0, 0.02) weights per dtype, CRC32C: \(CRC32C.implementation)")
         print("")
         let columns = ["dtype", "codec", "filter", "stored", "ratio", "encode GB/s", "decode GB/s", "bit-exact"]
         var rows: [[String]] = []

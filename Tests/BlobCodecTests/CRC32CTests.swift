@@ -27,6 +27,7 @@ struct CRC32CTests {
             #expect(CRC32C.checksum(bytes) == vector.crc, "\(vector.name)")
             #expect(CRC32C.extendPortable(0, bytes) == vector.crc, "\(vector.name) portable")
             #expect(ckk_crc32c_extend_hardware(0, bytes.baseAddress, bytes.count) == vector.crc, "\(vector.name) hardware")
+            #expect(ckk_crc32c_extend_sse42(0, bytes.baseAddress, bytes.count) == vector.crc, "\(vector.name) SSE4.2")
         }
     }
 
@@ -49,21 +50,28 @@ struct CRC32CTests {
                 let start = Int(rng.next() % 64)
                 let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
                 let hardware = ckk_crc32c_extend_hardware(0x1234_5678, slice.baseAddress, slice.count)
+                let sse42 = ckk_crc32c_extend_sse42(0x1234_5678, slice.baseAddress, slice.count)
                 let portable = CRC32C.extendPortable(0x1234_5678, slice)
                 #expect(hardware == portable, "length \(length) at offset \(start)")
-                if hardware != portable { return }
+                #expect(sse42 == portable, "SSE4.2, length \(length) at offset \(start)")
+                if hardware != portable || sse42 != portable { return }
             }
         }
     }
 
-    @Test("hardware and portable agree on large buffers (the multi-stream loops)")
+    @Test("every path agrees on large buffers (multi-stream and folding loops, their tails)")
     func largeBuffersAgree() {
         var rng = SyntheticData(seed: 7)
-        let buffer = rng.randomBytes(count: 1 << 20)
+        let buffer = rng.randomBytes(count: (1 << 20) + 64)
         buffer.withUnsafeBytes { all in
-            for length in [24_575, 24_576, 24_577, 49_152 + 767, 1 << 20] {
-                let slice = UnsafeRawBufferPointer(rebasing: all[0..<length])
-                #expect(ckk_crc32c_extend_hardware(0, slice.baseAddress, length) == CRC32C.extendPortable(0, slice), "length \(length)")
+            var lengths = [24_575, 24_576, 24_577, 49_152 + 767, 1 << 20]
+            lengths += (0..<300).map { _ in 1024 + Int(rng.next() % 200_000) }  // folding: 256-byte blocks, 64-byte blocks, tails
+            for length in lengths {
+                let start = Int(rng.next() % 64)
+                let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                let portable = CRC32C.extendPortable(0xFFFF_0000, slice)
+                #expect(ckk_crc32c_extend_hardware(0xFFFF_0000, slice.baseAddress, length) == portable, "length \(length)")
+                #expect(ckk_crc32c_extend_sse42(0xFFFF_0000, slice.baseAddress, length) == portable, "SSE4.2 length \(length)")
             }
         }
     }

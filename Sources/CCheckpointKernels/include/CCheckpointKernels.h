@@ -28,12 +28,19 @@ uint32_t ckk_crc32c_extend(uint32_t crc, const void *data, size_t length);
 /** The portable path (slicing-by-8 tables); same results on every CPU. */
 uint32_t ckk_crc32c_extend_portable(uint32_t crc, const void *data, size_t length);
 
-/** The SSE4.2 path (three interleaved `crc32` streams); falls back to the
- *  portable path when the CPU lacks SSE4.2. */
+/** The best hardware path: carry-less multiply folding (AVX-512 VPCLMULQDQ)
+ *  for buffers of 1 KiB and more when the CPU has it, else the SSE4.2 path;
+ *  the portable path on CPUs with neither. */
 uint32_t ckk_crc32c_extend_hardware(uint32_t crc, const void *data, size_t length);
 
-/** 1 when ckk_crc32c_extend uses the hardware instruction, 0 otherwise. */
+/** The SSE4.2 path alone (interleaved `crc32` streams); portable without SSE4.2. */
+uint32_t ckk_crc32c_extend_sse42(uint32_t crc, const void *data, size_t length);
+
+/** 1 when the SSE4.2 `crc32` instruction is used, 0 otherwise. */
 int ckk_crc32c_hardware_available(void);
+
+/** 1 when the AVX-512 VPCLMULQDQ folding path is used for large buffers. */
+int ckk_crc32c_folding_available(void);
 
 /** CRC32C(A || B) from crc1 = CRC32C(A), crc2 = CRC32C(B) and length2 = |B|.
  *  O(log length2); touches no data. */
