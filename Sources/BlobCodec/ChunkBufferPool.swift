@@ -1,6 +1,6 @@
 import Glibc
 
-/// Recycles chunk-sized output buffers across encodes.
+/// Recycles chunk-sized buffers (compressed output, shuffle scratch) across encodes and decodes.
 ///
 /// Fresh memory is expensive on the first touch (a page fault per 4 KiB; on
 /// the project's VMs ~0.5 GB/s once the host has reclaimed it), and a codec
@@ -55,5 +55,16 @@ final class ChunkBufferPool: @unchecked Sendable {
             return true
         }
         if !kept { Glibc.free(pointer) }
+    }
+
+    /// A scratch buffer of `capacity` bytes from the pool; traps when out of memory.
+    func takeBuffer(capacity: Int) -> UnsafeMutableRawBufferPointer {
+        guard let pointer = take(capacity: max(capacity, 1)) else { preconditionFailure("out of memory for a \(capacity)-byte scratch buffer") }
+        return UnsafeMutableRawBufferPointer(start: pointer, count: max(capacity, 1))
+    }
+
+    /// Gives a buffer obtained from ``takeBuffer(capacity:)`` back.
+    func giveBuffer(_ buffer: UnsafeMutableRawBufferPointer) {
+        give(buffer.baseAddress!, capacity: buffer.count)
     }
 }

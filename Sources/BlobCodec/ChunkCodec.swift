@@ -40,7 +40,7 @@ final class ChunkCompressor {
         self.filter = filter
         self.chunkCapacity = chunkCapacity
         if case .shuffle = filter {
-            shuffled = .allocate(byteCount: chunkCapacity, alignment: 64)
+            shuffled = pool.takeBuffer(capacity: chunkCapacity)
         } else {
             shuffled = nil
         }
@@ -58,7 +58,7 @@ final class ChunkCompressor {
     }
 
     deinit {
-        shuffled?.deallocate()
+        if let shuffled { pool.giveBuffer(shuffled) }
         lz4State?.deallocate()
         if let zstdContext { ZSTD_freeCCtx(zstdContext) }
     }
@@ -128,6 +128,7 @@ final class ChunkDecompressor {
     private var filterScratch: UnsafeMutableRawBufferPointer?
     private var outputScratch: UnsafeMutableRawBufferPointer?
     private var zstdContext: OpaquePointer?
+    private let pool = ChunkBufferPool.shared
 
     init(compression: Compression, filter: Filter, chunkCapacity: Int) {
         self.compression = compression
@@ -140,14 +141,14 @@ final class ChunkDecompressor {
     }
 
     deinit {
-        filterScratch?.deallocate()
-        outputScratch?.deallocate()
+        if let filterScratch { pool.giveBuffer(filterScratch) }
+        if let outputScratch { pool.giveBuffer(outputScratch) }
         if let zstdContext { ZSTD_freeDCtx(zstdContext) }
     }
 
     /// A chunk-sized buffer to decode into when the caller has no destination.
     func scratchOutput(count: Int) -> UnsafeMutableRawBufferPointer {
-        if outputScratch == nil { outputScratch = .allocate(byteCount: chunkCapacity, alignment: 64) }
+        if outputScratch == nil { outputScratch = pool.takeBuffer(capacity: chunkCapacity) }
         return UnsafeMutableRawBufferPointer(rebasing: outputScratch![0..<count])
     }
 
@@ -161,7 +162,7 @@ final class ChunkDecompressor {
         let expected = destination.count
         var target = destination
         if case .shuffle = filter {
-            if filterScratch == nil { filterScratch = .allocate(byteCount: chunkCapacity, alignment: 64) }
+            if filterScratch == nil { filterScratch = pool.takeBuffer(capacity: chunkCapacity) }
             target = UnsafeMutableRawBufferPointer(rebasing: filterScratch![0..<expected])
         }
         guard let src = stored.baseAddress, let dst = target.baseAddress else {
