@@ -44,7 +44,7 @@ public enum BlobEncoder {
         options: EncodeOptions = EncodeOptions(),
         _ body: (BlobHeader, EncodedPayload) throws -> R
     ) throws -> R {
-        try validate(raw, name: name, dtype: dtype, shape: shape, options: options)
+        try validate(raw, name: name, dtype: dtype, shape: shape, attributes: attributes, options: options)
         let chunkSize = options.chunkSizeInBytes
         let chunkCount = BlobHeader.chunkCount(rawSize: raw.count, chunkSize: chunkSize)
         let filter = options.shuffle.filter(for: dtype, compression: options.compression)
@@ -64,20 +64,22 @@ public enum BlobEncoder {
         try entries.withUnsafeMutableBufferPointer { entries in
             try rawCRCs.withUnsafeMutableBufferPointer { rawCRCs in
                 try compressed.withUnsafeMutableBufferPointer { compressed in
-                    func storeRaw(_ index: Int) {
-                        let crc = CRC32C.checksum(rawChunk(index))
+                    // A raw-stored chunk's stored bytes are its raw bytes, so one CRC serves both.
+                    func setRaw(_ index: Int, crc: UInt32) {
                         rawCRCs[index] = crc
                         entries[index] = ChunkEntry(storedSize: UInt32(chunkRange(index).count), crc32c: crc)
                     }
+                    func storeRaw(_ index: Int) {
+                        setRaw(index, crc: CRC32C.checksum(rawChunk(index)))
+                    }
                     func encodeChunk(_ compressor: ChunkCompressor, _ index: Int) throws(CheckpointError) {
-                        let chunk = rawChunk(index)
-                        let (stored, rawCRC) = try compressor.compress(chunk, chunk: index)
-                        rawCRCs[index] = rawCRC
+                        let (stored, rawCRC) = try compressor.compress(rawChunk(index), chunk: index)
                         if let stored {
+                            rawCRCs[index] = rawCRC
                             entries[index] = ChunkEntry(storedSize: UInt32(stored.count), crc32c: CRC32C.checksum(stored.buffer))
                             compressed[index] = stored
                         } else {
-                            entries[index] = ChunkEntry(storedSize: UInt32(chunk.count), crc32c: rawCRCs[index])
+                            setRaw(index, crc: rawCRC)
                         }
                     }
                     let capacity = min(chunkSize, raw.count)
@@ -105,7 +107,7 @@ public enum BlobEncoder {
                     if options.skipIncompressible && chunkCount > 0 && compressed[0] == nil {
                         for index in 1..<chunkCount where compressed[index] != nil {
                             compressed[index] = nil
-                            entries[index] = ChunkEntry(storedSize: UInt32(chunkRange(index).count), crc32c: rawCRCs[index])
+                            setRaw(index, crc: rawCRCs[index])
                         }
                     }
                 }
@@ -152,8 +154,18 @@ public enum BlobEncoder {
     }
 
     /// Checks the inputs of an encode before any work is done.
-    static func validate(_ raw: UnsafeRawBufferPointer, name: String, dtype: DType, shape: Shape, options: EncodeOptions) throws(CheckpointError) {
+    static func validate(
+        _ raw: UnsafeRawBufferPointer, name: String, dtype: DType, shape: Shape,
+        attributes: [String: String], options: EncodeOptions
+    ) throws(CheckpointError) {
         try BlobHeader.validateName(name)
+        do throws(CheckpointError) {
+            try BlobHeader.validateAttributes(attributes)
+            // A level outside the codec's range would write a header no reader accepts.
+            _ = try Compression(id: options.compression.id, level: options.compression.level)
+        } catch {
+            throw error.adding(blobName: name)
+        }
         let chunkSize = options.chunkSizeInBytes
         guard chunkSize >= 16, chunkSize <= EncodeOptions.maximumChunkSize, chunkSize % 16 == 0 else {
             throw CheckpointError(.invalidField(field: "chunk size", reason: "\(chunkSize) is not a multiple of 16 in 16...\(EncodeOptions.maximumChunkSize)"), blobName: name)

@@ -247,15 +247,26 @@ extension BlobHeader {
         guard !name.utf8.contains(0) else { throw CheckpointError(.invalidField(field: "blob name", reason: "contains NUL")) }
     }
 
+    /// Checks user attributes: keys non-empty and at most 65,535 UTF-8 bytes,
+    /// the whole attributes area at most 2^32−1 bytes.
+    public static func validateAttributes(_ attributes: [String: String]) throws(CheckpointError) {
+        var total = 0
+        for (key, value) in attributes {
+            guard !key.isEmpty, key.utf8.count <= Int(UInt16.max) else {
+                throw CheckpointError(.invalidField(field: "attribute key '\(key.prefix(64))'", reason: "empty or longer than 65535 bytes"))
+            }
+            total += 2 + key.utf8.count + 4 + value.utf8.count
+        }
+        guard total <= Int(UInt32.max) else {
+            throw CheckpointError(.limitExceeded(what: "attributes size", limit: UInt64(UInt32.max), actual: UInt64(total)))
+        }
+    }
+
     /// Checks that every field can be written and that the fields agree.
     public func validateForEncoding() throws(CheckpointError) {
         try BlobHeader.validateName(name)
-        for (key, value) in attributes {
-            guard !key.isEmpty, key.utf8.count <= Int(UInt16.max), value.utf8.count <= Int(UInt32.max) else {
-                throw CheckpointError(.invalidField(field: "attribute '\(key.prefix(64))'", reason: "empty key or key/value too long"))
-            }
-        }
-        guard attributesEncodedSize <= Int(UInt32.max), encodedSize <= Int(UInt32.max) else {
+        try BlobHeader.validateAttributes(attributes)
+        guard encodedSize <= Int(UInt32.max) else {
             throw CheckpointError(.limitExceeded(what: "blob header size", limit: UInt64(UInt32.max), actual: UInt64(encodedSize)))
         }
         guard (1...EncodeOptions.maximumChunkSize).contains(chunkSizeInBytes) else {

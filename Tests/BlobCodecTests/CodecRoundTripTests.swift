@@ -108,6 +108,15 @@ struct CodecRoundTripTests {
         #expect(badChunk != nil)
         let nul = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: "a\u{0}b", dtype: .float32, shape: [3]) } }
         #expect(nul == .invalidField(field: "blob name", reason: "contains NUL"))
+        // Levels outside a codec's range would write headers no reader accepts (or not fit the level byte).
+        for compression in [Compression.zstd(level: 25), .lz4hc(level: 300), .zlib(level: 0)] {
+            let level = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: "a", dtype: .float32, shape: [3], options: EncodeOptions(compression: compression)) } }
+            #expect(level == .invalidField(field: "codec level", reason: "\(compression.level) outside \(Compression.levels(forID: compression.id)!) for codec id \(compression.id)"))
+        }
+        let emptyKey = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: "a", dtype: .float32, shape: [3], attributes: ["": "v"]) } }
+        #expect(emptyKey == .invalidField(field: "attribute key ''", reason: "empty or longer than 65535 bytes"))
+        let nameTooLong = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: String(repeating: "n", count: 1 << 20), dtype: .float32, shape: [3]) } }
+        #expect(nameTooLong == .invalidField(field: "blob name", reason: "1048576 bytes exceeds 65535"))
     }
 
     @Test("codec names parse, levels are range-checked")
