@@ -28,7 +28,11 @@
 static uint32_t slice_table[8][256];
 static uint32_t shift_long[4][256];
 static uint32_t shift_short[4][256];
-static uint32_t x2n_table[32];
+/* x2n_table[k] = x^(2^k) mod P. The Castagnoli polynomial is not irreducible
+ * (x^(2^32) = x^2, not x, mod P), so zlib's trick of cycling a 32-entry table
+ * would be wrong here: keep one entry per power actually used. */
+#define CKK_X2N_ENTRIES 67
+static uint32_t x2n_table[CKK_X2N_ENTRIES];
 static int hardware_available;
 static int fold_available; /* AVX-512 + VPCLMULQDQ carry-less multiply folding */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -50,29 +54,22 @@ static uint32_t multiply_mod_poly(uint32_t a, uint32_t b) {
     return product;
 }
 
-/* x^(8 * byteCount) modulo the polynomial. */
-static uint32_t x_pow_8n(uint64_t byteCount) {
+/* x^(n * 2^k) modulo the polynomial, for any 64-bit n and k <= 3. */
+static uint32_t x_pow(uint64_t n, unsigned k) {
     uint32_t result = 1u << 31;
-    unsigned k = 3;
-    while (byteCount) {
-        if (byteCount & 1) result = multiply_mod_poly(x2n_table[k & 31], result);
-        byteCount >>= 1;
+    while (n) {
+        if (n & 1) result = multiply_mod_poly(x2n_table[k], result);
+        n >>= 1;
         k++;
     }
     return result;
 }
 
-/* x^bits modulo the polynomial (bits < 2^32). */
-static uint32_t x_pow_bits(uint64_t bits) {
-    uint32_t result = 1u << 31;
-    unsigned k = 0;
-    while (bits) {
-        if (bits & 1) result = multiply_mod_poly(x2n_table[k & 31], result);
-        bits >>= 1;
-        k++;
-    }
-    return result;
-}
+/* x^(8 * byteCount) modulo the polynomial. */
+static uint32_t x_pow_8n(uint64_t byteCount) { return x_pow(byteCount, 3); }
+
+/* x^bits modulo the polynomial. */
+static uint32_t x_pow_bits(uint64_t bits) { return x_pow(bits, 0); }
 
 /* Constants that move a 128-bit lane D bits forward. A lane loaded from
  * memory holds the message's higher-degree coefficients in its low quadword
@@ -104,7 +101,7 @@ static void init_tables(void) {
 
     uint32_t p = 1u << 30; /* x^1 */
     x2n_table[0] = p;
-    for (int k = 1; k < 32; k++) x2n_table[k] = p = multiply_mod_poly(p, p);
+    for (int k = 1; k < CKK_X2N_ENTRIES; k++) x2n_table[k] = p = multiply_mod_poly(p, p);
 
     fill_shift_table(shift_long, CKK_LONG);
     fill_shift_table(shift_short, CKK_SHORT);

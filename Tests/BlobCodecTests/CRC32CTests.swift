@@ -91,4 +91,29 @@ struct CRC32CTests {
             }
         }
     }
+
+    @Test("combine is right for lengths of 512 MiB and more (powers past x^(2^32))")
+    func combineLargeLengths() {
+        // Real data: CRC of 1 GiB of zeros, streamed, against combine's closed form.
+        let zeros = [UInt8](repeating: 0, count: 1 << 20)
+        let prefix = CRC32C.checksum(Array("checkpoint".utf8))
+        var streamed = prefix
+        var zerosCRC: UInt32 = 0
+        zeros.withUnsafeBytes { buffer in
+            for _ in 0..<1024 {
+                streamed = CRC32C.extend(streamed, buffer)
+                zerosCRC = CRC32C.extend(zerosCRC, buffer)
+            }
+        }
+        #expect(CRC32C.combine(prefix, zerosCRC, lengthOfB: 1 << 30) == streamed)
+        // Algebra: combining is associative for any lengths, up to 2^60 bytes.
+        var rng = SyntheticData(seed: 9)
+        for _ in 0..<100 {
+            let (a, b, c) = (UInt32(truncatingIfNeeded: rng.next()), UInt32(truncatingIfNeeded: rng.next()), UInt32(truncatingIfNeeded: rng.next()))
+            let n1 = Int(rng.next() >> 4), n2 = Int(rng.next() >> 4)
+            let left = CRC32C.combine(CRC32C.combine(a, b, lengthOfB: n1), c, lengthOfB: n2)
+            let right = CRC32C.combine(a, CRC32C.combine(b, c, lengthOfB: n2), lengthOfB: n1 + n2)
+            #expect(left == right, "lengths \(n1), \(n2)")
+        }
+    }
 }
