@@ -28,6 +28,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "BlobCodecTests", dependencies: ["BlobCodec", "CCheckpointKernels"]),
+        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

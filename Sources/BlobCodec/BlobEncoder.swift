@@ -153,8 +153,11 @@ public enum BlobEncoder {
         }
     }
 
-    /// Checks the inputs of an encode before any work is done.
-    static func validate(
+    /// Checks the inputs of an encode before any work is done: the name, the
+    /// attributes, the options (chunk size, threads, codec level) and that
+    /// `raw` holds exactly the bytes `shape` and `dtype` declare (a string
+    /// tensor's layout is validated in full).
+    public static func validate(
         _ raw: UnsafeRawBufferPointer, name: String, dtype: DType, shape: Shape,
         attributes: [String: String], options: EncodeOptions
     ) throws(CheckpointError) {

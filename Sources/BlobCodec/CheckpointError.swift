@@ -43,6 +43,16 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
         case compressionFailed(chunk: Int, reason: String)
         /// A system call failed with this errno.
         case system(call: String, errno: Int32)
+        /// Another writer holds the lock on this file (or checkpoint prefix).
+        case writerLocked
+        /// No blob of this name.
+        case blobNotFound(String)
+        /// The file has no valid trailer at its end (a crash while writing, or a truncated copy).
+        case tornFile(reason: String)
+        /// A record kind this reader cannot read.
+        case unsupportedRecordKind(UInt16)
+        /// The blob cannot be viewed in place (it is compressed or filtered).
+        case notViewable(reason: String)
     }
 
     /// What went wrong.
@@ -117,7 +127,27 @@ extension CheckpointError.Code: CustomStringConvertible {
         case let .compressionFailed(chunk, reason):
             return "compressing chunk \(chunk) failed: \(reason)"
         case let .system(call, errno):
-            return "\(call) failed with errno \(errno)"
+            return "\(call) failed: \(errnoName(errno)) (errno \(errno))"
+        case .writerLocked:
+            return "another writer holds the lock"
+        case let .blobNotFound(name):
+            return "no blob named '\(name)'"
+        case let .tornFile(reason):
+            return "torn file: \(reason)"
+        case let .unsupportedRecordKind(kind):
+            return "unsupported record kind \(kind)"
+        case let .notViewable(reason):
+            return "cannot view in place: \(reason)"
         }
     }
+}
+
+/// The symbolic name of the common errno values, for messages.
+func errnoName(_ code: Int32) -> String {
+    let names: [Int32: String] = [
+        1: "EPERM", 2: "ENOENT", 4: "EINTR", 5: "EIO", 9: "EBADF", 11: "EAGAIN", 12: "ENOMEM", 13: "EACCES",
+        16: "EBUSY", 17: "EEXIST", 20: "ENOTDIR", 21: "EISDIR", 22: "EINVAL", 24: "EMFILE", 27: "EFBIG",
+        28: "ENOSPC", 30: "EROFS", 36: "ENAMETOOLONG", 122: "EDQUOT",
+    ]
+    return names[code] ?? "error"
 }

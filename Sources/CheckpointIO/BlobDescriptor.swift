@@ -1,0 +1,26 @@
+import BlobCodec
+
+/// What the index of a container file says about one blob: enough to list,
+/// describe and locate it without reading its record (no payload page is touched).
+public struct BlobDescriptor: Sendable, Hashable {
+    public var name: String
+    public var dtype: DType
+    public var shape: Shape
+    public var compression: Compression
+    public var filter: Filter
+    /// Decoded size in bytes.
+    public var rawSizeInBytes: Int
+    /// Payload size in bytes (equal to the raw size when uncompressed).
+    public var storedSizeInBytes: Int
+    /// CRC32C of the decoded bytes.
+    public var rawCRC32C: UInt32
+    /// File offset of the blob's record frame.
+    public var recordOffset: Int
+    /// File offset of the payload (aligned to the file's alignment).
+    public var payloadOffset: Int
+    /// Length of the blob header inside the record.
+    public var blobHeaderLength: Int
+
+    /// True when the payload is the raw bytes, so it can be viewed in place.
+    public var isViewableInPlace: Bool { compression == .none && storedSizeInBytes == rawSizeInBytes }
+}

@@ -1,0 +1,305 @@
+import BlobCodec
+
+/// The index body of a container file (FORMAT.md §4.4–4.5): built by
+/// writers, parsed and validated by readers. A parsed index keeps the body's
+/// bytes and reads entries from them on demand, so opening a file allocates
+/// nothing per blob.
+final class ContainerIndex: @unchecked Sendable {
+    static let magic: UInt32 = 0x5849_4B43  // "CKIX"
+    static let headerSize = 32
+    static let entrySize = 64
+
+    let generation: UInt64
+    let count: Int
+    let metadata: [String: String]
+    private let body: UnsafeMutableRawBufferPointer
+    private let entriesStart = ContainerIndex.headerSize
+    private let orderStart: Int
+    private let dimsStart: Int
+    private let namesStart: Int
+
+    deinit { body.deallocate() }
+
+    // MARK: Building
+
+    /// Encodes an index body for `entries` (in increasing record offset) and `metadata`.
+    static func encode(entries: [BlobDescriptor], metadata: [String: String], generation: UInt64) -> [UInt8] {
+        var names = ByteWriter(capacity: entries.reduce(0) { $0 + $1.name.utf8.count })
+        var dims: [UInt64] = []
+        var table = ByteWriter(capacity: entries.count * entrySize)
+        for entry in entries {
+            let nameOffset = names.bytes.count
+            names.append(Array(entry.name.utf8))
+            let dimsOffset = dims.count
+            dims.append(contentsOf: entry.shape.dimensions.map { UInt64($0) })
+            table.append(littleEndian: UInt64(entry.recordOffset))
+            table.append(littleEndian: UInt64(entry.payloadOffset))
+            table.append(littleEndian: UInt64(entry.storedSizeInBytes))
+            table.append(littleEndian: UInt64(entry.rawSizeInBytes))
+            table.append(littleEndian: UInt32(nameOffset))
+            table.append(littleEndian: UInt32(dimsOffset))
+            table.append(littleEndian: UInt32(entry.blobHeaderLength))
+            table.append(littleEndian: entry.rawCRC32C)
+            table.append(littleEndian: UInt16(entry.name.utf8.count))
+            table.append(littleEndian: UInt8(ContainerLayout.Kind.blob.rawValue))
+            table.append(littleEndian: entry.dtype.rawValue)
+            table.append(littleEndian: entry.compression.id)
+            table.append(littleEndian: UInt8(entry.compression.level))
+            table.append(littleEndian: entry.filter.id)
+            if case let .shuffle(size) = entry.filter { table.append(littleEndian: UInt8(size)) } else { table.append(littleEndian: UInt8(0)) }
+            table.append(littleEndian: UInt8(entry.shape.rank))
+            table.append(zeros: 7)
+        }
+        let order = entries.indices.sorted { entries[$0].name.utf8.lexicographicallyPrecedes(entries[$1].name.utf8) }
+        var meta = ByteWriter(capacity: 64)
+        for key in metadata.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+            meta.append(littleEndian: UInt16(key.utf8.count))
+            meta.append(Array(key.utf8))
+            let value = metadata[key]!
+            meta.append(littleEndian: UInt32(value.utf8.count))
+            meta.append(Array(value.utf8))
+        }
+        var w = ByteWriter(capacity: headerSize + table.bytes.count + 4 * entries.count + 8 * dims.count + names.bytes.count + meta.bytes.count + 8)
+        w.append(littleEndian: magic)
+        w.append(littleEndian: UInt32(1))
+        w.append(littleEndian: generation)
+        w.append(littleEndian: UInt32(entries.count))
+        w.append(littleEndian: UInt32(dims.count))
+        w.append(littleEndian: UInt32(names.bytes.count))
+        w.append(littleEndian: UInt32(meta.bytes.count))
+        w.append(table.bytes)
+        for index in order { w.append(littleEndian: UInt32(index)) }
+        w.append(zeros: ContainerLayout.alignUp(w.bytes.count, 8) - w.bytes.count)
+        for dimension in dims { w.append(littleEndian: dimension) }
+        w.append(names.bytes)
+        w.append(meta.bytes)
+        return w.bytes
+    }
+
+    /// Checks file metadata before it is written: keys non-empty, sizes representable.
+    static func validateMetadata(_ metadata: [String: String]) throws(CheckpointError) {
+        for (key, value) in metadata {
+            guard !key.isEmpty, key.utf8.count <= Int(UInt16.max), value.utf8.count <= Int(UInt32.max) else {
+                throw CheckpointError(.invalidField(field: "metadata key '\(key.prefix(64))'", reason: "empty, or key or value too long"))
+            }
+        }
+    }
+
+    // MARK: Parsing
+
+    /// Validates an index body (FORMAT.md §4.7, steps 5–8) and keeps a copy of it.
+    ///
+    /// - Parameters:
+    ///   - bytes: the body.
+    ///   - dataEnd: the index record's offset; every blob record must end before it.
+    ///   - generation: the trailer's generation.
+    /// Cost: O(entries) plus one byte-wise comparison per adjacent pair of names; no per-blob allocation.
+    init(parsing bytes: UnsafeRawBufferPointer, dataEnd: Int, generation expectedGeneration: UInt64) throws(CheckpointError) {
+        func invalid(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "index", reason: reason)) }
+        guard bytes.count >= ContainerIndex.headerSize else {
+            throw CheckpointError(.truncated(what: "index", needed: UInt64(ContainerIndex.headerSize), available: UInt64(bytes.count)))
+        }
+        let magic: UInt32 = bytes.load(littleEndianAt: 0)
+        guard magic == ContainerIndex.magic else { throw CheckpointError(.badMagic(what: "index", expected: ContainerIndex.magic, actual: magic)) }
+        let version: UInt32 = bytes.load(littleEndianAt: 4)
+        guard version == 1 else { throw CheckpointError(.unsupportedVersion(what: "index", version: version)) }
+        let generation: UInt64 = bytes.load(littleEndianAt: 8)
+        guard generation == expectedGeneration else { throw invalid("generation \(generation), trailer says \(expectedGeneration)") }
+        let count = Int(bytes.load(littleEndianAt: 16) as UInt32)
+        let dimsCount = Int(bytes.load(littleEndianAt: 20) as UInt32)
+        let namesLength = Int(bytes.load(littleEndianAt: 24) as UInt32)
+        let metadataLength = Int(bytes.load(littleEndianAt: 28) as UInt32)
+        let orderStart = ContainerIndex.headerSize + ContainerIndex.entrySize * count
+        let dimsStart = ContainerLayout.alignUp(orderStart + 4 * count, 8)
+        let namesStart = dimsStart + 8 * dimsCount
+        let total = namesStart + namesLength + metadataLength  // all terms < 2^38: no overflow
+        guard total == bytes.count else { throw invalid("sections need \(total) bytes, the body has \(bytes.count)") }
+
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 8)
+        copy.copyMemory(from: bytes)
+        self.body = copy
+        self.count = count
+        self.generation = generation
+        self.orderStart = orderStart
+        self.dimsStart = dimsStart
+        self.namesStart = namesStart
+        do throws(CheckpointError) {
+            self.metadata = try ContainerIndex.parseMetadata(UnsafeRawBufferPointer(rebasing: bytes[(namesStart + namesLength)...]))
+        } catch {
+            copy.deallocate()
+            throw error
+        }
+        // `body` is owned from here on: a failed validation below deallocates it in deinit.
+        try validateEntries(dataEnd: dataEnd, dimsCount: dimsCount, namesLength: namesLength)
+        try validateNameOrder()
+    }
+
+    private var raw: UnsafeRawBufferPointer { UnsafeRawBufferPointer(body) }
+
+    private func entryBase(_ index: Int) -> Int { entriesStart + index * ContainerIndex.entrySize }
+
+    private func validateEntries(dataEnd: Int, dimsCount: Int, namesLength: Int) throws(CheckpointError) {
+        var previousEnd = ContainerLayout.fileHeaderSize
+        let raw = self.raw
+        for index in 0..<count {
+            let base = entryBase(index)
+            func bad(_ reason: String) -> CheckpointError {
+                CheckpointError(.invalidField(field: "index entry \(index)", reason: reason))
+            }
+            let recordOffset: UInt64 = raw.load(littleEndianAt: base)
+            let payloadOffset: UInt64 = raw.load(littleEndianAt: base + 8)
+            let storedSize: UInt64 = raw.load(littleEndianAt: base + 16)
+            let rawSize: UInt64 = raw.load(littleEndianAt: base + 24)
+            let nameOffset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
+            let dimsOffset = Int(raw.load(littleEndianAt: base + 36) as UInt32)
+            let headerLength = UInt64(raw.load(littleEndianAt: base + 40) as UInt32)
+            let nameLength = Int(raw.load(littleEndianAt: base + 48) as UInt16)
+            let kind: UInt8 = raw.load(littleEndianAt: base + 50)
+            let rank = Int(raw.load(littleEndianAt: base + 56) as UInt8)
+            let reserved: UInt64 = raw.load(littleEndianAt: base + 56) >> 8
+            guard reserved == 0 else { throw bad("reserved bytes not zero") }
+            guard kind == UInt8(ContainerLayout.Kind.blob.rawValue) else { throw bad("record kind \(kind)") }
+            // Checked arithmetic on 64-bit values read from the file: every bound below is < 2^63.
+            guard recordOffset % 8 == 0, recordOffset >= UInt64(previousEnd), recordOffset <= UInt64(dataEnd),
+                  headerLength <= UInt64(dataEnd), payloadOffset >= recordOffset + UInt64(ContainerLayout.frameSize) + headerLength,
+                  payloadOffset <= UInt64(dataEnd), storedSize <= UInt64(dataEnd) - payloadOffset
+            else {
+                throw bad("record at \(recordOffset), payload at \(payloadOffset)+\(storedSize) is outside the data area or overlaps the previous record (which ends at \(previousEnd))")
+            }
+            guard rawSize <= UInt64(Int.max) else { throw bad("raw size \(rawSize)") }
+            guard nameLength > 0, nameOffset <= namesLength, nameLength <= namesLength - nameOffset else { throw bad("name outside the name pool") }
+            guard rank <= Shape.maximumRank, dimsOffset <= dimsCount, rank <= dimsCount - dimsOffset else { throw bad("dimensions outside the pool") }
+            let nameBytes = UnsafeRawBufferPointer(rebasing: raw[(namesStart + nameOffset)..<(namesStart + nameOffset + nameLength)])
+            guard ContainerIndex.isValidUTF8(nameBytes) else { throw bad("name is not valid UTF-8") }
+            previousEnd = Int(payloadOffset + storedSize)
+        }
+    }
+
+    private func validateNameOrder() throws(CheckpointError) {
+        var seen = [Bool](repeating: false, count: count)
+        var previous: UnsafeRawBufferPointer?
+        for position in 0..<count {
+            let index = Int(raw.load(littleEndianAt: orderStart + 4 * position) as UInt32)
+            guard index < count, !seen[index] else {
+                throw CheckpointError(.invalidField(field: "index name order", reason: "position \(position) is not a permutation entry"))
+            }
+            seen[index] = true
+            let name = nameBytes(index)
+            if let previous, !ContainerIndex.precedes(previous, name) {
+                throw CheckpointError(.invalidField(field: "index name order", reason: "names not strictly ascending at position \(position)"))
+            }
+            previous = name
+        }
+    }
+
+    private static func parseMetadata(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) -> [String: String] {
+        var metadata: [String: String] = [:]
+        var offset = 0
+        var previousKey: [UInt8]?
+        func bad(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "file metadata", reason: reason)) }
+        while offset < bytes.count {
+            guard bytes.count - offset >= 2 else { throw bad("truncated key length") }
+            let keyLength = Int(bytes.load(littleEndianAt: offset) as UInt16)
+            offset += 2
+            guard keyLength > 0, bytes.count - offset >= keyLength + 4 else { throw bad("truncated key") }
+            let keyBytes = Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + keyLength)]))
+            offset += keyLength
+            let valueLength = Int(bytes.load(littleEndianAt: offset) as UInt32)
+            offset += 4
+            guard bytes.count - offset >= valueLength else { throw bad("truncated value") }
+            guard let key = String(validating: keyBytes, as: UTF8.self),
+                  let value = String(validating: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + valueLength)]), as: UTF8.self)
+            else { throw bad("not valid UTF-8") }
+            offset += valueLength
+            if let previousKey, !previousKey.lexicographicallyPrecedes(keyBytes) { throw bad("keys not strictly ascending") }
+            previousKey = keyBytes
+            metadata[key] = value
+        }
+        return metadata
+    }
+
+    // MARK: Access
+
+    func nameBytes(_ index: Int) -> UnsafeRawBufferPointer {
+        let base = entryBase(index)
+        let offset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
+        let length = Int(raw.load(littleEndianAt: base + 48) as UInt16)
+        return UnsafeRawBufferPointer(rebasing: raw[(namesStart + offset)..<(namesStart + offset + length)])
+    }
+
+    func name(_ index: Int) -> String { String(decoding: nameBytes(index), as: UTF8.self) }
+
+    /// Entry numbers in name order.
+    func entryInNameOrder(_ position: Int) -> Int { Int(raw.load(littleEndianAt: orderStart + 4 * position) as UInt32) }
+
+    /// Binary search by name: O(log n) byte comparisons, no allocation.
+    func lookup(_ name: String) -> Int? {
+        var name = name
+        return name.withUTF8 { utf8 -> Int? in
+            let key = UnsafeRawBufferPointer(utf8)
+            var low = 0, high = count
+            while low < high {
+                let mid = (low + high) / 2
+                let candidate = entryInNameOrder(mid)
+                let bytes = nameBytes(candidate)
+                if ContainerIndex.precedes(bytes, key) { low = mid + 1 } else if ContainerIndex.precedes(key, bytes) { high = mid } else { return candidate }
+            }
+            return nil
+        }
+    }
+
+    /// The descriptor of entry `index`; throws when it names a dtype, codec or filter this reader does not know.
+    func descriptor(_ index: Int) throws(CheckpointError) -> BlobDescriptor {
+        let raw = self.raw
+        let base = entryBase(index)
+        let name = self.name(index)
+        do throws(CheckpointError) {
+            let dtypeID: UInt8 = raw.load(littleEndianAt: base + 51)
+            guard let dtype = DType(rawValue: dtypeID) else { throw CheckpointError(.unknownDType("id \(dtypeID)")) }
+            let compression = try Compression(id: raw.load(littleEndianAt: base + 52), level: Int(raw.load(littleEndianAt: base + 53) as UInt8))
+            let filterID: UInt8 = raw.load(littleEndianAt: base + 54)
+            let filterSize = Int(raw.load(littleEndianAt: base + 55) as UInt8)
+            let filter: Filter
+            switch filterID {
+            case 0: filter = .none
+            case 1 where (2...16).contains(filterSize): filter = .shuffle(elementSize: filterSize)
+            default: throw CheckpointError(.unknownFilter(filterID))
+            }
+            let rank = Int(raw.load(littleEndianAt: base + 56) as UInt8)
+            let dimsOffset = Int(raw.load(littleEndianAt: base + 36) as UInt32)
+            var dimensions: [Int] = []
+            dimensions.reserveCapacity(rank)
+            for d in 0..<rank {
+                let value: UInt64 = raw.load(littleEndianAt: dimsStart + 8 * (dimsOffset + d))
+                guard value <= UInt64(Int.max) else { throw CheckpointError(.invalidShape(reason: "dimension \(value)")) }
+                dimensions.append(Int(value))
+            }
+            return BlobDescriptor(
+                name: name, dtype: dtype, shape: try Shape(dimensions), compression: compression, filter: filter,
+                rawSizeInBytes: Int(raw.load(littleEndianAt: base + 24) as UInt64),
+                storedSizeInBytes: Int(raw.load(littleEndianAt: base + 16) as UInt64),
+                rawCRC32C: raw.load(littleEndianAt: base + 44),
+                recordOffset: Int(raw.load(littleEndianAt: base) as UInt64),
+                payloadOffset: Int(raw.load(littleEndianAt: base + 8) as UInt64),
+                blobHeaderLength: Int(raw.load(littleEndianAt: base + 40) as UInt32))
+        } catch {
+            throw error.adding(blobName: name)
+        }
+    }
+
+    // MARK: Helpers
+
+    static func precedes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        let common = min(a.count, b.count)
+        if common > 0 {
+            let order = memcmpBytes(a.baseAddress!, b.baseAddress!, common)
+            if order != 0 { return order < 0 }
+        }
+        return a.count < b.count
+    }
+
+    static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if !bytes.contains(where: { $0 >= 0x80 }) { return true }
+        return String(validating: bytes, as: UTF8.self) != nil
+    }
+}

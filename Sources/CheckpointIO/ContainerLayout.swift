@@ -1,0 +1,226 @@
+import BlobCodec
+
+/// The fixed structures of a container file (FORMAT.md §4): constants, and
+/// the encoding and validated parsing of the file header, record frames,
+/// trailers and deletion markers. Pure code: bytes in, values out.
+enum ContainerLayout {
+    static let fileMagic: [UInt8] = [0x89, 0x43, 0x4B, 0x50, 0x54, 0x0D, 0x0A, 0x1A]
+    static let version: UInt16 = 1
+    static let fileHeaderSize = 64
+    static let frameSize = 32
+    static let trailerSize = 64
+    static let frameMagic: UInt32 = 0x4352_4B43  // "CKRC"
+    static let trailerMagic: UInt32 = 0x5254_4B43  // "CKTR"
+    static let trailerEndMagic: UInt32 = 0x444E_4B43  // "CKND"
+    static let unitAlignment = 8
+
+    /// Record kinds (FORMAT.md §4.3).
+    enum Kind: UInt16 {
+        case blob = 1
+        case deletion = 2
+        case blobReference = 3
+        case index = 4
+    }
+
+    static func alignUp(_ value: Int, _ alignment: Int) -> Int {
+        (value + alignment - 1) & ~(alignment - 1)
+    }
+
+    // MARK: File header
+
+    static func encodeFileHeader(alignment: Int) -> [UInt8] {
+        var w = ByteWriter(capacity: fileHeaderSize)
+        w.append(fileMagic)
+        w.append(littleEndian: version)
+        w.append(littleEndian: UInt16(0))
+        w.append(littleEndian: UInt32(alignment))
+        w.append(zeros: 44)
+        w.append(littleEndian: CRC32C.checksum(w.bytes))
+        return w.bytes
+    }
+
+    /// Validates the file header; returns the writer's alignment.
+    static func parseFileHeader(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) -> Int {
+        guard bytes.count >= fileHeaderSize else {
+            throw CheckpointError(.truncated(what: "file header", needed: UInt64(fileHeaderSize), available: UInt64(bytes.count)))
+        }
+        guard bytes.prefix(8).elementsEqual(fileMagic) else {
+            throw CheckpointError(.badMagic(what: "file header", expected: 0x504B_4389, actual: bytes.load(littleEndianAt: 0)), offset: 0)
+        }
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<60]))
+        let stored: UInt32 = bytes.load(littleEndianAt: 60)
+        guard crc == stored else { throw CheckpointError(.headerChecksumMismatch(expected: stored, actual: crc), offset: 60) }
+        let version: UInt16 = bytes.load(littleEndianAt: 8)
+        guard version == ContainerLayout.version else { throw CheckpointError(.unsupportedVersion(what: "file", version: UInt32(version)), offset: 8) }
+        let flags: UInt16 = bytes.load(littleEndianAt: 10)
+        guard flags == 0 else { throw CheckpointError(.invalidField(field: "file flags", reason: "reserved bits set"), offset: 10) }
+        let alignment = Int(bytes.load(littleEndianAt: 12) as UInt32)
+        guard isValidAlignment(alignment) else {
+            throw CheckpointError(.invalidField(field: "file alignment", reason: "\(alignment) is not a power of two in 8...4096"), offset: 12)
+        }
+        return alignment
+    }
+
+    static func isValidAlignment(_ alignment: Int) -> Bool {
+        alignment >= 8 && alignment <= 4096 && alignment & (alignment - 1) == 0
+    }
+
+    // MARK: Record frame
+
+    struct Frame: Equatable {
+        var kind: UInt16
+        var headerLength: Int
+        var paddingLength: Int
+        var payloadLength: Int
+        var payloadCRC: UInt32
+
+        /// Bytes from the frame's start to the payload's start.
+        var payloadStart: Int { frameSize + headerLength + paddingLength }
+        /// Bytes from the frame's start to the payload's end (without the pad to 8).
+        var length: Int { payloadStart + payloadLength }
+
+        func encoded() -> [UInt8] {
+            var w = ByteWriter(capacity: frameSize)
+            w.append(littleEndian: frameMagic)
+            w.append(littleEndian: kind)
+            w.append(littleEndian: UInt16(0))
+            w.append(littleEndian: UInt32(headerLength))
+            w.append(littleEndian: UInt32(paddingLength))
+            w.append(littleEndian: UInt64(payloadLength))
+            w.append(littleEndian: payloadCRC)
+            w.append(littleEndian: CRC32C.checksum(w.bytes))
+            return w.bytes
+        }
+
+        /// Parses and checks a frame (magic, CRC, flags); the caller checks the lengths against its bounds.
+        static func parse(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) -> Frame {
+            guard bytes.count >= frameSize else {
+                throw CheckpointError(.truncated(what: "record frame", needed: UInt64(frameSize), available: UInt64(bytes.count)), offset: UInt64(offset))
+            }
+            let magic: UInt32 = bytes.load(littleEndianAt: 0)
+            guard magic == frameMagic else {
+                throw CheckpointError(.badMagic(what: "record frame", expected: frameMagic, actual: magic), offset: UInt64(offset))
+            }
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<28]))
+            let stored: UInt32 = bytes.load(littleEndianAt: 28)
+            guard crc == stored else {
+                throw CheckpointError(.headerChecksumMismatch(expected: stored, actual: crc), offset: UInt64(offset + 28))
+            }
+            let flags: UInt16 = bytes.load(littleEndianAt: 6)
+            guard flags == 0 else { throw CheckpointError(.invalidField(field: "record flags", reason: "reserved bits set"), offset: UInt64(offset + 6)) }
+            let payloadLength: UInt64 = bytes.load(littleEndianAt: 16)
+            guard payloadLength <= UInt64(Int.max / 2) else {
+                throw CheckpointError(.invalidField(field: "payload length", reason: "\(payloadLength) is too large"), offset: UInt64(offset + 16))
+            }
+            return Frame(
+                kind: bytes.load(littleEndianAt: 4),
+                headerLength: Int(bytes.load(littleEndianAt: 8) as UInt32),
+                paddingLength: Int(bytes.load(littleEndianAt: 12) as UInt32),
+                payloadLength: Int(payloadLength),
+                payloadCRC: bytes.load(littleEndianAt: 24))
+        }
+    }
+
+    // MARK: Trailer
+
+    struct Trailer: Equatable {
+        var indexOffset: Int
+        var indexLength: Int
+        var generation: UInt64
+        var fileLength: Int
+        var indexCRC: UInt32
+
+        func encoded() -> [UInt8] {
+            var w = ByteWriter(capacity: trailerSize)
+            w.append(littleEndian: trailerMagic)
+            w.append(littleEndian: UInt32(ContainerLayout.version))
+            w.append(littleEndian: UInt64(indexOffset))
+            w.append(littleEndian: UInt64(indexLength))
+            w.append(littleEndian: generation)
+            w.append(littleEndian: UInt64(fileLength))
+            w.append(littleEndian: indexCRC)
+            w.append(zeros: 12)
+            w.append(littleEndian: CRC32C.checksum(w.bytes))
+            w.append(littleEndian: trailerEndMagic)
+            return w.bytes
+        }
+
+        /// Parses a trailer found at `offset`, checking magics, CRC, version and its own position.
+        static func parse(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) -> Trailer {
+            guard bytes.count >= trailerSize else {
+                throw CheckpointError(.tornFile(reason: "\(bytes.count) bytes where a 64-byte trailer is needed"), offset: UInt64(offset))
+            }
+            let end: UInt32 = bytes.load(littleEndianAt: 60)
+            let magic: UInt32 = bytes.load(littleEndianAt: 0)
+            guard end == trailerEndMagic, magic == trailerMagic else {
+                throw CheckpointError(.tornFile(reason: "no trailer magic at the end of the file"), offset: UInt64(offset))
+            }
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<56]))
+            let stored: UInt32 = bytes.load(littleEndianAt: 56)
+            guard crc == stored else {
+                throw CheckpointError(.tornFile(reason: "trailer checksum mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(crc, radix: 16)))"), offset: UInt64(offset + 56))
+            }
+            let version: UInt32 = bytes.load(littleEndianAt: 4)
+            guard version == UInt32(ContainerLayout.version) else { throw CheckpointError(.unsupportedVersion(what: "trailer", version: version), offset: UInt64(offset + 4)) }
+            let indexOffset: UInt64 = bytes.load(littleEndianAt: 8)
+            let indexLength: UInt64 = bytes.load(littleEndianAt: 16)
+            let fileLength: UInt64 = bytes.load(littleEndianAt: 32)
+            // The index record ends where this trailer begins; the trailer ends the file.
+            guard fileLength == UInt64(offset) + UInt64(trailerSize),
+                  indexOffset >= UInt64(fileHeaderSize), indexOffset % UInt64(unitAlignment) == 0,
+                  indexLength >= UInt64(frameSize), indexOffset <= UInt64(offset), UInt64(offset) - indexOffset >= indexLength,
+                  alignUp(Int(indexOffset + indexLength), unitAlignment) == offset
+            else {
+                throw CheckpointError(.invalidField(field: "trailer", reason: "index at \(indexOffset)+\(indexLength) and file length \(fileLength) do not fit a trailer at \(offset)"), offset: UInt64(offset))
+            }
+            return Trailer(indexOffset: Int(indexOffset), indexLength: Int(indexLength), generation: bytes.load(littleEndianAt: 24),
+                           fileLength: Int(fileLength), indexCRC: bytes.load(littleEndianAt: 40))
+        }
+    }
+
+    // MARK: Deletion marker
+
+    static func encodeDeletionHeader(name: String) -> [UInt8] {
+        var w = ByteWriter(capacity: 2 + name.utf8.count + 4)
+        w.append(littleEndian: UInt16(name.utf8.count))
+        w.append(Array(name.utf8))
+        w.append(littleEndian: CRC32C.checksum(w.bytes))
+        return w.bytes
+    }
+
+    static func parseDeletionHeader(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) -> String {
+        guard bytes.count >= 6 else { throw CheckpointError(.truncated(what: "deletion marker", needed: 6, available: UInt64(bytes.count))) }
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<(bytes.count - 4)]))
+        let stored: UInt32 = bytes.load(littleEndianAt: bytes.count - 4)
+        guard crc == stored else { throw CheckpointError(.headerChecksumMismatch(expected: stored, actual: crc)) }
+        let length = Int(bytes.load(littleEndianAt: 0) as UInt16)
+        guard length + 6 == bytes.count,
+              let name = String(validating: UnsafeRawBufferPointer(rebasing: bytes[2..<(2 + length)]), as: UTF8.self)
+        else { throw CheckpointError(.invalidField(field: "deletion marker", reason: "bad name")) }
+        try BlobHeader.validateName(name)
+        return name
+    }
+}
+
+/// Builds little-endian byte strings.
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    mutating func append<T: FixedWidthInteger>(littleEndian value: T) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    mutating func append(_ data: [UInt8]) { bytes.append(contentsOf: data) }
+    mutating func append(_ data: UnsafeRawBufferPointer) { bytes.append(contentsOf: data) }
+    mutating func append(zeros count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
+}
+
+extension UnsafeRawBufferPointer {
+    /// A little-endian integer at `offset` (bounds checked by the caller).
+    @inline(__always)
+    func load<T: FixedWidthInteger>(littleEndianAt offset: Int) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}

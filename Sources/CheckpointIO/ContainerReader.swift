@@ -1,0 +1,412 @@
+import BlobCodec
+import Glibc
+
+/// How a reader gets at the bytes of a file.
+public enum ReadMode: String, Sendable {
+    /// Map the file read-only: zero-copy views, reads straight from the page cache.
+    case mmap
+    /// `pread` into the caller's memory: for filesystems where mmap is slow (NFS, Lustre). No views.
+    case pread
+}
+
+/// Options of a ``ContainerReader``.
+public struct ReaderOptions: Sendable {
+    public var mode: ReadMode
+    /// Worker threads for decoding chunks (0 = one per CPU).
+    public var threads: Int
+    /// The system calls to make; tests replace them to inject faults.
+    var systemCalls: SystemCalls = .live
+
+    public init(mode: ReadMode = .mmap, threads: Int = 0) {
+        self.mode = mode
+        self.threads = threads
+    }
+
+    init(mode: ReadMode, systemCalls: SystemCalls) {
+        self.mode = mode
+        self.threads = 0
+        self.systemCalls = systemCalls
+    }
+}
+
+/// Reads a container file (FORMAT.md §4).
+///
+/// Opening reads the file header, the trailer and the index, and validates
+/// them completely (every offset inside the file, no overlaps, names sorted
+/// and unique) before anything is exposed; no record or payload page is read.
+/// If the file's end is torn (a crash during an append), the reader opens the
+/// last complete commit and reports the ignored bytes in ``tornBytes``.
+///
+/// Reads check the blob's record against the index and, unless asked not to,
+/// every CRC32C. A damaged blob throws an error naming the file, the blob, the
+/// chunk and the offset; every other blob stays readable.
+public final class ContainerReader: @unchecked Sendable {
+    public let path: String
+    public let options: ReaderOptions
+    /// The commit generation opened (1 for a file never appended to).
+    public let generation: UInt64
+    /// File-level metadata from the index.
+    public let metadata: [String: String]
+    /// The payload alignment the file was written with.
+    public let alignment: Int
+    /// Bytes after the last complete commit (0 unless the end of the file is torn).
+    public let tornBytes: Int
+    /// The length of the file through its last complete trailer.
+    public let committedLength: Int
+
+    let index: ContainerIndex
+    private let file: SystemFile
+    private let map: UnsafeRawBufferPointer?  // the whole file, in mmap mode
+
+    /// Opens `path`.
+    ///
+    /// - Throws: ``CheckpointError`` naming the file and what is wrong; a file
+    ///   without any complete commit throws ``CheckpointError/Code/tornFile(reason:)``.
+    public static func open(_ path: String, options: ReaderOptions = ReaderOptions()) throws(CheckpointError) -> ContainerReader {
+        let file = try options.systemCalls.openFile(path, flags: O_RDONLY)
+        do throws(CheckpointError) {
+            return try ContainerReader(path: path, file: file, options: options)
+        } catch {
+            file.close()
+            throw error.adding(path: path)
+        }
+    }
+
+    private init(path: String, file: SystemFile, options: ReaderOptions) throws(CheckpointError) {
+        self.path = path
+        self.options = options
+        self.file = file
+        let size = Int(try file.size())
+        guard size >= ContainerLayout.fileHeaderSize + ContainerLayout.trailerSize else {
+            throw CheckpointError(.tornFile(reason: "\(size) bytes is shorter than a file header and a trailer"))
+        }
+        var map: UnsafeRawBufferPointer?
+        if options.mode == .mmap {
+            guard let address = options.systemCalls.mmap(size, file.fd) else { throw file.error("mmap") }
+            map = UnsafeRawBufferPointer(start: address, count: size)
+        }
+        self.map = map
+        let source = ByteSource(file: file, map: map)
+        do throws(CheckpointError) {
+            alignment = try source.withBytes(at: 0, count: ContainerLayout.fileHeaderSize) { bytes throws(CheckpointError) in
+                try ContainerLayout.parseFileHeader(bytes)
+            }
+            let opened: OpenedCommit
+            do throws(CheckpointError) {
+                opened = try ContainerReader.openCommit(source, trailerAt: size - ContainerLayout.trailerSize)
+            } catch {
+                // The end is not a complete commit: fall back to the last complete one, if any.
+                guard case .tornFile = error.code, let last = try? ContainerScanner.lastCommit(source, fileSize: size) else { throw error }
+                opened = last
+            }
+            index = opened.index
+            generation = opened.trailer.generation
+            metadata = opened.index.metadata
+            committedLength = opened.trailer.fileLength
+            tornBytes = size - opened.trailer.fileLength
+        } catch {
+            if let map { _ = options.systemCalls.munmap(UnsafeMutableRawPointer(mutating: map.baseAddress!), map.count) }
+            throw error
+        }
+    }
+
+    deinit {
+        if let map { _ = options.systemCalls.munmap(UnsafeMutableRawPointer(mutating: map.baseAddress!), map.count) }
+        file.close()
+    }
+
+    struct OpenedCommit {
+        let trailer: ContainerLayout.Trailer
+        let index: ContainerIndex
+    }
+
+    /// Validates the trailer at `offset` and the index it points to (FORMAT.md §4.7, steps 2–8).
+    static func openCommit(_ source: ByteSource, trailerAt offset: Int) throws(CheckpointError) -> OpenedCommit {
+        let trailer = try source.withBytes(at: offset, count: ContainerLayout.trailerSize) { bytes throws(CheckpointError) in
+            try ContainerLayout.Trailer.parse(bytes, at: offset)
+        }
+        let frame = try source.withBytes(at: trailer.indexOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
+            try ContainerLayout.Frame.parse(bytes, at: trailer.indexOffset)
+        }
+        guard frame.kind == ContainerLayout.Kind.index.rawValue, frame.headerLength == 0,
+              frame.length == trailer.indexLength, (trailer.indexOffset + frame.payloadStart) % 8 == 0
+        else {
+            throw CheckpointError(.invalidField(field: "index record", reason: "kind \(frame.kind), length \(frame.length) where the trailer says \(trailer.indexLength)"), offset: UInt64(trailer.indexOffset))
+        }
+        let bodyOffset = trailer.indexOffset + frame.payloadStart
+        let index = try source.withBytes(at: bodyOffset, count: frame.payloadLength) { body throws(CheckpointError) in
+            let crc = CRC32C.checksum(body)
+            guard crc == frame.payloadCRC, crc == trailer.indexCRC else {
+                throw CheckpointError(.headerChecksumMismatch(expected: trailer.indexCRC, actual: crc), offset: UInt64(bodyOffset))
+            }
+            return try ContainerIndex(parsing: body, dataEnd: trailer.indexOffset, generation: trailer.generation)
+        }
+        return OpenedCommit(trailer: trailer, index: index)
+    }
+
+    // MARK: Listing
+
+    /// The number of blobs.
+    public var count: Int { index.count }
+
+    /// Blob names in byte-wise order. Builds one String per blob; touches no record.
+    public var names: [String] { (0..<index.count).map { index.name(index.entryInNameOrder($0)) } }
+
+    public func contains(_ name: String) -> Bool { index.lookup(name) != nil }
+
+    /// What the index says about `name` (O(log n), no record read).
+    public func descriptor(_ name: String) throws(CheckpointError) -> BlobDescriptor {
+        guard let entry = index.lookup(name) else { throw CheckpointError(.blobNotFound(name), path: path) }
+        do throws(CheckpointError) { return try index.descriptor(entry) } catch { throw error.adding(path: path) }
+    }
+
+    /// All descriptors, in name order.
+    public func descriptors() throws(CheckpointError) -> [BlobDescriptor] {
+        try (0..<index.count).map { (position: Int) throws(CheckpointError) -> BlobDescriptor in
+            do throws(CheckpointError) { return try index.descriptor(index.entryInNameOrder(position)) } catch { throw error.adding(path: path) }
+        }
+    }
+
+    // MARK: Reading
+
+    /// Reads and validates a blob's record frame and header against the index.
+    public func header(_ name: String) throws(CheckpointError) -> BlobHeader {
+        try record(try descriptor(name)).header
+    }
+
+    private func record(_ entry: BlobDescriptor) throws(CheckpointError) -> (header: BlobHeader, frame: ContainerLayout.Frame) {
+        let source = ByteSource(file: file, map: map)
+        do throws(CheckpointError) {
+            let frame = try source.withBytes(at: entry.recordOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
+                try ContainerLayout.Frame.parse(bytes, at: entry.recordOffset)
+            }
+            guard frame.kind == ContainerLayout.Kind.blob.rawValue else { throw CheckpointError(.unsupportedRecordKind(frame.kind)) }
+            guard frame.headerLength == entry.blobHeaderLength, entry.recordOffset + frame.payloadStart == entry.payloadOffset,
+                  frame.payloadLength == entry.storedSizeInBytes
+            else {
+                throw CheckpointError(.invalidField(field: "record frame", reason: "lengths disagree with the index"), offset: UInt64(entry.recordOffset))
+            }
+            let headerOffset = entry.recordOffset + ContainerLayout.frameSize
+            let header = try source.withBytes(at: headerOffset, count: frame.headerLength) { bytes throws(CheckpointError) in
+                do throws(CheckpointError) {
+                    let (header, length) = try BlobHeader.decode(from: bytes)
+                    guard length == bytes.count else {
+                        throw CheckpointError(.invalidField(field: "blob header length", reason: "\(length), the frame says \(bytes.count)"))
+                    }
+                    return header
+                } catch {
+                    throw error.offset == nil ? error.adding(offset: UInt64(headerOffset)) : rebased(error, by: headerOffset)
+                }
+            }
+            guard header.name == entry.name, header.dtype == entry.dtype, header.shape == entry.shape,
+                  header.compression == entry.compression, header.filter == entry.filter,
+                  header.rawSizeInBytes == entry.rawSizeInBytes, header.rawCRC32C == entry.rawCRC32C
+            else {
+                throw CheckpointError(.invalidField(field: "blob header", reason: "disagrees with the index"), offset: UInt64(headerOffset))
+            }
+            // The frame's payload CRC must be the combination of the chunk CRCs (no data pass needed).
+            var combined: UInt32 = 0
+            for chunk in header.chunks { combined = CRC32C.combine(combined, chunk.crc32c, lengthOfB: Int(chunk.storedSize)) }
+            guard combined == frame.payloadCRC else {
+                throw CheckpointError(.headerChecksumMismatch(expected: frame.payloadCRC, actual: combined), offset: UInt64(entry.recordOffset + 24))
+            }
+            return (header, frame)
+        } catch {
+            throw error.adding(blobName: entry.name, path: path)
+        }
+    }
+
+    /// Decodes blob `name` into `destination` (exactly its raw size), checking
+    /// every CRC unless `verify` is false. Chunks decode in parallel; in mmap
+    /// mode raw chunks are checksummed and copied in one pass, in pread mode
+    /// they are read straight into `destination` and checksummed there.
+    public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool = true) throws(CheckpointError) {
+        let entry = try descriptor(name)
+        let (header, _) = try record(entry)
+        guard destination.count == header.rawSizeInBytes else {
+            throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(header.rawSizeInBytes), actual: UInt64(destination.count)), blobName: name, path: path)
+        }
+        let decodeOptions = DecodeOptions(threads: options.threads, verifyRawChecksum: verify)
+        do throws(CheckpointError) {
+            if let map {
+                let payload = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
+                if verify {
+                    try BlobDecoder.decode(payload: payload, header: header, into: destination, options: decodeOptions)
+                } else if header.isStoredRaw {
+                    destination.copyMemory(from: payload)
+                } else {
+                    try BlobDecoder.decode(payload: payload, header: header, into: destination, options: decodeOptions)
+                }
+            } else if header.isStoredRaw {
+                try readRawWithPread(header: header, entry: entry, into: destination, verify: verify)
+            } else {
+                let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, entry.storedSizeInBytes), alignment: 64)
+                defer { stored.deallocate() }
+                let payload = UnsafeMutableRawBufferPointer(rebasing: stored[0..<entry.storedSizeInBytes])
+                try file.readAll(into: payload, at: Int64(entry.payloadOffset))
+                try BlobDecoder.decode(payload: UnsafeRawBufferPointer(payload), header: header, into: destination, options: decodeOptions)
+            }
+        } catch {
+            throw rebased(error, by: entry.payloadOffset).adding(blobName: name, path: path)
+        }
+    }
+
+    /// pread of an uncompressed payload into the caller's memory, chunks in
+    /// parallel, each checksummed while it is still in cache.
+    private func readRawWithPread(header: BlobHeader, entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
+        let chunkCount = header.chunks.count
+        let file = self.file
+        let errors = UnsafeMutableBufferPointer<CheckpointError?>.allocate(capacity: max(chunkCount, 1))
+        errors.initialize(repeating: nil)
+        defer { errors.deinitialize().deallocate() }
+        nonisolated(unsafe) let destinationShared = destination
+        nonisolated(unsafe) let errorsShared = errors
+        let threads = max(1, min(chunkCount, options.threads > 0 ? options.threads : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        DispatchQueueConcurrent.perform(iterations: threads) { worker in
+            for index in stride(from: worker, to: chunkCount, by: threads) {
+                let start = index * header.chunkSizeInBytes
+                let length = header.rawLength(ofChunk: index)
+                let piece = 1 << 20
+                var crc: UInt32 = 0
+                var done = 0
+                do throws(CheckpointError) {
+                    while done < length {
+                        let n = min(piece, length - done)
+                        let part = UnsafeMutableRawBufferPointer(rebasing: destinationShared[(start + done)..<(start + done + n)])
+                        try file.readAll(into: part, at: Int64(entry.payloadOffset + start + done))
+                        if verify { crc = CRC32C.extend(crc, UnsafeRawBufferPointer(part)) }
+                        done += n
+                    }
+                    if verify && crc != header.chunks[index].crc32c {
+                        throw CheckpointError(.chunkChecksumMismatch(chunk: index, expected: header.chunks[index].crc32c, actual: crc), offset: UInt64(start))
+                    }
+                } catch {
+                    errorsShared[index] = error
+                }
+            }
+        }
+        if let error = errors.lazy.compactMap({ $0 }).first { throw error }
+        // Raw-stored: the raw CRC is the combination of the chunk CRCs just verified.
+    }
+
+    /// Reads blob `name` into a new array.
+    public func read(_ name: String, verify: Bool = true) throws(CheckpointError) -> [UInt8] {
+        let entry = try descriptor(name)
+        guard entry.rawSizeInBytes > 0 else {
+            _ = try record(entry)
+            return []
+        }
+        var failure: CheckpointError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: entry.rawSizeInBytes) { buffer, count in
+            do throws(CheckpointError) {
+                try read(name, into: UnsafeMutableRawBufferPointer(buffer), verify: verify)
+            } catch {
+                failure = error
+                buffer.initialize(repeating: 0)
+            }
+            count = buffer.count
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// Calls `body` with the bytes of an uncompressed blob, in place in the
+    /// mapped file: no copy, and without `verify` no payload page is touched.
+    ///
+    /// The view is valid only inside `body` (the reader keeps the mapping
+    /// alive for as long as it lives; do not let the pointer escape).
+    ///
+    /// - Throws: ``CheckpointError/Code/notViewable(reason:)`` for a compressed
+    ///   blob or a reader in pread mode; checksum errors when `verify` is true.
+    public func withUnsafeBytes<R>(of name: String, verify: Bool = false, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let entry = try descriptor(name)
+        guard let map else { throw CheckpointError(.notViewable(reason: "the reader uses pread mode"), blobName: name, path: path) }
+        guard entry.isViewableInPlace else {
+            throw CheckpointError(.notViewable(reason: "the blob is stored with \(entry.compression)"), blobName: name, path: path)
+        }
+        let view = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
+        if verify {
+            let (header, _) = try record(entry)
+            do throws(CheckpointError) {
+                try BlobDecoder.verify(payload: view, header: header, options: DecodeOptions(threads: options.threads))
+            } catch {
+                throw rebased(error, by: entry.payloadOffset).adding(blobName: name, path: path)
+            }
+        }
+        return try withExtendedLifetime(self) { try body(view) }
+    }
+
+    /// Hints the kernel that the payload of `name` will be read soon (`madvise(WILLNEED)`); mmap mode only.
+    public func prefetch(_ name: String) throws(CheckpointError) {
+        let entry = try descriptor(name)
+        guard let map, entry.storedSizeInBytes > 0 else { return }
+        let page = 4096
+        let start = entry.payloadOffset / page * page
+        let end = min(map.count, entry.payloadOffset + entry.storedSizeInBytes)
+        _ = options.systemCalls.madvise(UnsafeMutableRawPointer(mutating: map.baseAddress! + start), end - start, MADV_WILLNEED)
+    }
+
+    // MARK: Verification
+
+    /// The result of checking one blob.
+    public struct BlobCheck: Sendable {
+        public var name: String
+        /// nil when every checksum held.
+        public var error: CheckpointError?
+    }
+
+    /// Checks every checksum of every blob (record frame, blob header, each
+    /// chunk, the raw CRC). Never throws for a damaged blob: each gets its own result.
+    public func verify() -> [BlobCheck] {
+        names.map { name in
+            do throws(CheckpointError) {
+                let entry = try descriptor(name)
+                let (header, _) = try record(entry)
+                do throws(CheckpointError) {
+                    if let map {
+                        let payload = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
+                        try BlobDecoder.verify(payload: payload, header: header, options: DecodeOptions(threads: options.threads))
+                    } else {
+                        let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, entry.storedSizeInBytes), alignment: 64)
+                        defer { stored.deallocate() }
+                        let payload = UnsafeMutableRawBufferPointer(rebasing: stored[0..<entry.storedSizeInBytes])
+                        try file.readAll(into: payload, at: Int64(entry.payloadOffset))
+                        try BlobDecoder.verify(payload: UnsafeRawBufferPointer(payload), header: header, options: DecodeOptions(threads: options.threads))
+                    }
+                } catch {
+                    throw rebased(error, by: entry.payloadOffset).adding(blobName: name, path: path)
+                }
+                return BlobCheck(name: name, error: nil)
+            } catch {
+                return BlobCheck(name: name, error: error)
+            }
+        }
+    }
+}
+
+/// Shifts a buffer-relative error offset to a file offset.
+func rebased(_ error: CheckpointError, by base: Int) -> CheckpointError {
+    var copy = error
+    if let offset = error.offset, error.path == nil { copy.offset = offset + UInt64(base) }
+    return copy
+}
+
+/// Reads byte ranges of a file through its mapping or with pread, bounds-checked.
+struct ByteSource {
+    let file: SystemFile
+    let map: UnsafeRawBufferPointer?
+
+    func withBytes<R>(at offset: Int, count: Int, _ body: (UnsafeRawBufferPointer) throws(CheckpointError) -> R) throws(CheckpointError) -> R {
+        let size: Int
+        if let map { size = map.count } else { size = Int(try file.size()) }
+        guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
+            throw CheckpointError(.truncated(what: "file", needed: UInt64(max(0, offset)) + UInt64(max(0, count)), available: UInt64(size)), offset: UInt64(max(0, offset)))
+        }
+        if let map { return try body(UnsafeRawBufferPointer(rebasing: map[offset..<(offset + count)])) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 8)
+        defer { buffer.deallocate() }
+        let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+        try file.readAll(into: part, at: Int64(offset))
+        return try body(UnsafeRawBufferPointer(part))
+    }
+}

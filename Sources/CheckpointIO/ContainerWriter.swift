@@ -1,0 +1,375 @@
+import BlobCodec
+import Glibc
+
+/// Writes a container file (FORMAT.md §4): a new file committed atomically,
+/// or an append to an existing one.
+///
+///     let writer = try ContainerWriter.create(at: "/ckpt/model.ckpt")
+///     writer.metadata["epoch"] = "3"
+///     try weights.withUnsafeBytes { bytes in
+///         try writer.write([BlobSource(name: "w", dtype: .float32, shape: [1024, 1024], bytes: bytes)])
+///     }
+///     try writer.commit()
+///
+/// A new file is written under a temporary name in the target's directory and
+/// renamed into place by ``commit()``; until then, and whatever happens before
+/// it, the final name holds its old content or nothing. An append writes new
+/// records after the current trailer and a new index and trailer last; until
+/// the new trailer is complete, readers see the previous commit. Writers of
+/// one path exclude each other with `flock` on `PATH.lock`; the loser gets
+/// ``CheckpointError/Code/writerLocked``.
+///
+/// Uncompressed payloads go from the caller's memory to `pwritev` without a
+/// copy, on a writing thread that runs behind the checksumming one; compressed
+/// blobs are encoded in parallel (``BlobEncoder``), then written.
+public final class ContainerWriter {
+    public let path: String
+    public let options: WriterOptions
+    /// File-level key/value metadata (epoch, step, producer…), stored in the index at commit.
+    public var metadata: [String: String]
+
+    private let calls: SystemCalls
+    private let file: SystemFile
+    private let lockFile: SystemFile
+    private let temporaryPath: String?  // nil when appending in place
+    private let originalLength: Int  // append: where the file ended before this writer
+    private let generation: UInt64
+    private var position: Int  // end of the last unit written (not padded)
+    private var entries: [BlobDescriptor]  // live blobs, in record order
+    private var entryIndexByName: [String: Int]
+    private let pipeline: WritePipeline
+    private var state = State.open
+
+    private enum State { case open, committed, aborted }
+
+    private init(path: String, options: WriterOptions, calls: SystemCalls, file: SystemFile, lockFile: SystemFile,
+                 temporaryPath: String?, originalLength: Int, generation: UInt64, entries: [BlobDescriptor], metadata: [String: String]) {
+        self.path = path
+        self.options = options
+        self.calls = calls
+        self.file = file
+        self.lockFile = lockFile
+        self.temporaryPath = temporaryPath
+        self.originalLength = originalLength
+        self.position = originalLength
+        self.generation = generation
+        self.entries = entries
+        self.metadata = metadata
+        var byName: [String: Int] = [:]
+        for (index, entry) in entries.enumerated() { byName[entry.name] = index }
+        self.entryIndexByName = byName
+        self.pipeline = WritePipeline(file: file)
+    }
+
+    deinit {
+        if state == .open { abort() }
+    }
+
+    // MARK: Opening
+
+    /// Starts a new file that will replace `path` at ``commit()``.
+    ///
+    /// Takes the writer lock, creates `.NAME.tmp.PID.RANDOM` in the same
+    /// directory and writes the file header.
+    public static func create(at path: String, options: WriterOptions = WriterOptions()) throws(CheckpointError) -> ContainerWriter {
+        try validate(options)
+        let calls = options.systemCalls
+        let lock = try takeLock(for: path, calls: calls)
+        let (directory, base) = splitPath(path)
+        var random = SystemRandomNumberGenerator()
+        let temporary = "\(directory)/.\(base).tmp.\(getpid()).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
+        let file: SystemFile
+        do throws(CheckpointError) {
+            file = try calls.openFile(temporary, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+        } catch {
+            lock.close()
+            throw error
+        }
+        let writer = ContainerWriter(path: path, options: options, calls: calls, file: file, lockFile: lock, temporaryPath: temporary,
+                                     originalLength: ContainerLayout.fileHeaderSize, generation: 1, entries: [], metadata: [:])
+        writer.pipeline.write(copying: ContainerLayout.encodeFileHeader(alignment: options.alignment), at: 0)
+        return writer
+    }
+
+    /// Opens `path` to append blobs to it in place.
+    ///
+    /// Takes the writer lock and validates the file. When its end is torn (a
+    /// crash during an earlier append), the file is first cut back to its last
+    /// complete trailer. New blobs replace older ones of the same name.
+    public static func append(to path: String, options: WriterOptions = WriterOptions()) throws(CheckpointError) -> ContainerWriter {
+        try validate(options)
+        let calls = options.systemCalls
+        let lock = try takeLock(for: path, calls: calls)
+        do throws(CheckpointError) {
+            let reader = try ContainerReader.open(path, options: ReaderOptions(mode: .pread, systemCalls: calls))
+            let descriptors = try (0..<reader.index.count).map { (i: Int) throws(CheckpointError) -> BlobDescriptor in try reader.index.descriptor(i) }
+            let end = reader.committedLength
+            let metadata = reader.metadata
+            let generation = reader.generation + 1
+            let file = try calls.openFile(path, flags: O_RDWR)
+            if reader.tornBytes > 0 {
+                do throws(CheckpointError) { try file.truncate(to: Int64(end)) } catch {
+                    file.close()
+                    throw error
+                }
+            }
+            return ContainerWriter(path: path, options: options, calls: calls, file: file, lockFile: lock, temporaryPath: nil,
+                                   originalLength: end, generation: generation, entries: descriptors, metadata: metadata)
+        } catch {
+            lock.close()
+            throw error
+        }
+    }
+
+    /// A writer that turns the intact prefix of a damaged file into a commit:
+    /// cuts the file at `intactLength` and, on commit, indexes `entries` there.
+    static func repairing(_ path: String, options: WriterOptions, entries: [BlobDescriptor], metadata: [String: String],
+                          intactLength: Int, generation: UInt64) throws(CheckpointError) -> ContainerWriter {
+        let calls = options.systemCalls
+        let lock = try takeLock(for: path, calls: calls)
+        do throws(CheckpointError) {
+            let file = try calls.openFile(path, flags: O_RDWR)
+            do throws(CheckpointError) { try file.truncate(to: Int64(intactLength)) } catch {
+                file.close()
+                throw error
+            }
+            return ContainerWriter(path: path, options: options, calls: calls, file: file, lockFile: lock, temporaryPath: nil,
+                                   originalLength: intactLength, generation: generation, entries: entries, metadata: metadata)
+        } catch {
+            lock.close()
+            throw error
+        }
+    }
+
+    private static func validate(_ options: WriterOptions) throws(CheckpointError) {
+        guard ContainerLayout.isValidAlignment(options.alignment) else {
+            throw CheckpointError(.invalidField(field: "alignment", reason: "\(options.alignment) is not a power of two in 8...4096"))
+        }
+    }
+
+    private static func takeLock(for path: String, calls: SystemCalls) throws(CheckpointError) -> SystemFile {
+        try validatePath(path)
+        let lock = try calls.openFile(path + ".lock", flags: O_RDWR | O_CREAT, mode: 0o644)
+        do throws(CheckpointError) {
+            try lock.lockExclusively(target: path)
+        } catch {
+            lock.close()
+            throw error
+        }
+        return lock
+    }
+
+    // MARK: Writing
+
+    /// The live blob names so far (sorted), including those this writer added.
+    public var names: [String] { entryIndexByName.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) } }
+
+    /// Writes one blob; see ``write(_:)``.
+    public func write(name: String, dtype: DType, shape: Shape, bytes: UnsafeRawBufferPointer,
+                      attributes: [String: String] = [:], encode: EncodeOptions? = nil) throws(CheckpointError) {
+        try write([BlobSource(name: name, dtype: dtype, shape: shape, bytes: bytes, attributes: attributes, encode: encode)])
+    }
+
+    /// Writes blobs as records, in order; a name written again replaces the
+    /// earlier blob. Returns when every byte has been handed to the kernel,
+    /// so the callers' buffers may change afterwards.
+    ///
+    /// - Throws: ``CheckpointError`` for invalid input (nothing of that blob
+    ///   is written) or a failed write (the writer is then unusable: ``abort()``).
+    public func write(_ blobs: [BlobSource]) throws(CheckpointError) {
+        precondition(state == .open, "ContainerWriter used after commit() or abort()")
+        do throws(CheckpointError) {
+            for blob in blobs {
+                let options = blob.encode ?? self.options.encode
+                try BlobEncoder.validate(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape, attributes: blob.attributes, options: options)
+                if options.compression == .none {
+                    try writeUncompressed(blob, options: options)
+                } else {
+                    try writeEncoded(blob, options: options)
+                }
+                if pipeline.hasFailed { break }
+            }
+            try pipeline.drain()
+        } catch {
+            // Whatever was queued is finished before the caller may reuse its buffers.
+            _ = try? pipeline.drain()
+            throw error.adding(path: temporaryPath ?? path)
+        }
+    }
+
+    /// Writes a deletion marker: `name` is no longer in the file after ``commit()``.
+    ///
+    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` when no live blob has that name.
+    public func delete(_ name: String) throws(CheckpointError) {
+        precondition(state == .open, "ContainerWriter used after commit() or abort()")
+        guard entryIndexByName[name] != nil else { throw CheckpointError(.blobNotFound(name), path: path) }
+        let header = ContainerLayout.encodeDeletionHeader(name: name)
+        let start = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
+        let frame = ContainerLayout.Frame(kind: ContainerLayout.Kind.deletion.rawValue, headerLength: header.count,
+                                          paddingLength: 0, payloadLength: 0, payloadCRC: 0)
+        pipeline.write(copying: [UInt8](repeating: 0, count: start - position) + frame.encoded() + header, at: position)
+        position = start + frame.length
+        remove(name)
+        do throws(CheckpointError) { try pipeline.drain() } catch { throw error.adding(path: temporaryPath ?? path) }
+    }
+
+    /// The record layout of a blob whose blob header is `headerLength` bytes:
+    /// where it starts, how much padding aligns its payload, where the payload starts.
+    private func layout(headerLength: Int) -> (start: Int, padding: Int, payloadOffset: Int) {
+        let start = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
+        let unpadded = start + ContainerLayout.frameSize + headerLength
+        let payloadOffset = ContainerLayout.alignUp(unpadded, options.alignment)
+        return (start, payloadOffset - unpadded, payloadOffset)
+    }
+
+    /// Uncompressed: the payload is the caller's bytes. The header's size is
+    /// known before its checksums, so each chunk is written as soon as it is
+    /// checksummed and the frame and header go last, into the space reserved for them.
+    private func writeUncompressed(_ blob: BlobSource, options: EncodeOptions) throws(CheckpointError) {
+        let chunkSize = options.chunkSizeInBytes
+        let raw = blob.bytes
+        let chunkCount = raw.count == 0 ? 0 : (raw.count - 1) / chunkSize + 1
+        var header = BlobHeader(name: blob.name, dtype: blob.dtype, shape: blob.shape, compression: .none, filter: .none,
+                                chunkSizeInBytes: chunkSize, rawSizeInBytes: raw.count, rawCRC32C: 0,
+                                chunks: [ChunkEntry](repeating: ChunkEntry(storedSize: 0, crc32c: 0), count: chunkCount),
+                                attributes: blob.attributes)
+        let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
+        var rawCRC: UInt32 = 0
+        for index in 0..<chunkCount {
+            let begin = index * chunkSize
+            let chunk = UnsafeRawBufferPointer(rebasing: raw[begin..<min(raw.count, begin + chunkSize)])
+            let crc = CRC32C.checksum(chunk)
+            header.chunks[index] = ChunkEntry(storedSize: UInt32(chunk.count), crc32c: crc)
+            rawCRC = CRC32C.combine(rawCRC, crc, lengthOfB: chunk.count)
+            pipeline.write(chunk, at: payloadOffset + begin)
+            if pipeline.hasFailed { return }
+        }
+        header.rawCRC32C = rawCRC
+        // Uncompressed: the payload CRC is the raw CRC.
+        try finishRecord(header: header, payloadCRC: rawCRC, start: start, padding: padding, payloadOffset: payloadOffset)
+    }
+
+    /// Compressed: encoded in parallel by BlobEncoder, then written; the
+    /// compressed chunks live until their writes are done.
+    private func writeEncoded(_ blob: BlobSource, options: EncodeOptions) throws(CheckpointError) {
+        do {
+            try BlobEncoder.encode(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape,
+                                   attributes: blob.attributes, options: options) { header, payload in
+                let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
+                var offset = payloadOffset
+                var payloadCRC: UInt32 = 0
+                for (segment, chunk) in zip(payload.segments, header.chunks) {
+                    pipeline.write(segment, at: offset)
+                    offset += segment.count
+                    payloadCRC = CRC32C.combine(payloadCRC, chunk.crc32c, lengthOfB: Int(chunk.storedSize))
+                }
+                try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset)
+                try pipeline.drain()  // the compressed buffers are freed when this closure returns
+            }
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            preconditionFailure("unexpected error \(error)")
+        }
+    }
+
+    /// Writes the zero gap before the record, its frame, blob header and padding, and indexes the blob.
+    private func finishRecord(header: BlobHeader, payloadCRC: UInt32, start: Int, padding: Int, payloadOffset: Int) throws(CheckpointError) {
+        let headerBytes = try header.encoded()
+        let frame = ContainerLayout.Frame(kind: ContainerLayout.Kind.blob.rawValue, headerLength: headerBytes.count,
+                                          paddingLength: padding, payloadLength: header.storedSizeInBytes, payloadCRC: payloadCRC)
+        var prefix = [UInt8](repeating: 0, count: start - position)
+        prefix += frame.encoded()
+        prefix += headerBytes
+        prefix += [UInt8](repeating: 0, count: padding)
+        pipeline.write(copying: prefix, at: position)
+        position = payloadOffset + header.storedSizeInBytes
+        remove(header.name)
+        entryIndexByName[header.name] = entries.count
+        entries.append(BlobDescriptor(
+            name: header.name, dtype: header.dtype, shape: header.shape, compression: header.compression, filter: header.filter,
+            rawSizeInBytes: header.rawSizeInBytes, storedSizeInBytes: header.storedSizeInBytes, rawCRC32C: header.rawCRC32C,
+            recordOffset: start, payloadOffset: payloadOffset, blobHeaderLength: headerBytes.count))
+    }
+
+    private func remove(_ name: String) {
+        guard let index = entryIndexByName.removeValue(forKey: name) else { return }
+        entries.remove(at: index)
+        for i in index..<entries.count { entryIndexByName[entries[i].name] = i }
+    }
+
+    // MARK: Commit
+
+    /// Writes the index and the trailer, makes them as durable as
+    /// ``WriterOptions/durability`` asks, and (for a new file) renames it into
+    /// place. After an error the previous state of `path` is intact; call ``abort()``.
+    public func commit() throws(CheckpointError) {
+        precondition(state == .open, "ContainerWriter used after commit() or abort()")
+        do throws(CheckpointError) {
+            try ContainerIndex.validateMetadata(metadata)
+            let body = ContainerIndex.encode(entries: entries, metadata: metadata, generation: generation)
+            let indexStart = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
+            let padding = ContainerLayout.alignUp(indexStart + ContainerLayout.frameSize, 8) - (indexStart + ContainerLayout.frameSize)
+            let bodyCRC = CRC32C.checksum(body)
+            let frame = ContainerLayout.Frame(kind: ContainerLayout.Kind.index.rawValue, headerLength: 0, paddingLength: padding,
+                                              payloadLength: body.count, payloadCRC: bodyCRC)
+            let indexLength = frame.length
+            let trailerOffset = ContainerLayout.alignUp(indexStart + indexLength, ContainerLayout.unitAlignment)
+            let trailer = ContainerLayout.Trailer(indexOffset: indexStart, indexLength: indexLength, generation: generation,
+                                                  fileLength: trailerOffset + ContainerLayout.trailerSize, indexCRC: bodyCRC)
+            var bytes = [UInt8](repeating: 0, count: indexStart - position)
+            bytes += frame.encoded()
+            bytes += [UInt8](repeating: 0, count: padding)
+            bytes += body
+            bytes += [UInt8](repeating: 0, count: trailerOffset - (indexStart + indexLength))
+            bytes += trailer.encoded()
+            pipeline.write(copying: bytes, at: position)
+            try pipeline.drain()
+            position = trailer.fileLength
+            switch options.durability {
+            case .none: break
+            case .fileData: try file.dataSync()
+            case .full: try file.fullSync()
+            }
+            if let temporaryPath {
+                try file.retrying("rename") { calls.rename(temporaryPath, path) }
+                if options.durability == .full { try calls.syncDirectory(ContainerWriter.splitPath(path).directory) }
+            }
+        } catch {
+            throw error.adding(path: temporaryPath ?? path)
+        }
+        state = .committed
+        file.close()
+        lockFile.close()
+    }
+
+    /// Abandons the writer: a new file's temporary is removed; an append is cut
+    /// back to where the file ended before it. Releases the lock. Idempotent.
+    public func abort() {
+        guard state == .open else { return }
+        state = .aborted
+        _ = try? pipeline.drain()
+        if let temporaryPath {
+            _ = calls.unlink(temporaryPath)
+        } else {
+            _ = try? file.truncate(to: Int64(originalLength))
+        }
+        file.close()
+        lockFile.close()
+    }
+
+    // MARK: Paths
+
+    static func splitPath(_ path: String) -> (directory: String, base: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let directory = String(path[..<slash])
+        return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+    }
+
+    /// Rejects paths that cannot name a file: empty, containing NUL, or ending in "/".
+    static func validatePath(_ path: String) throws(CheckpointError) {
+        guard !path.isEmpty, !path.utf8.contains(0), !path.hasSuffix("/") else {
+            throw CheckpointError(.invalidField(field: "path", reason: "'\(path)' does not name a file"))
+        }
+    }
+}

@@ -1,0 +1,188 @@
+import BlobCodec
+import Glibc
+
+/// Every operating-system call CheckpointIO makes, as replaceable functions.
+///
+/// The one door to the kernel: readers and writers hold a `SystemCalls` value
+/// (``live`` unless a test injects faults: ENOSPC, EIO, short writes, EINTR)
+/// and call nothing else. Each function has the C function's contract: a
+/// result of -1 (or nil) means failure with the reason in `errno`.
+struct SystemCalls: @unchecked Sendable {
+    var open: (_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32
+    var close: (_ fd: Int32) -> Int32
+    var pwrite: (_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, _ offset: Int64) -> Int
+    var pwritev: (_ fd: Int32, _ vectors: UnsafePointer<iovec>, _ count: Int32, _ offset: Int64) -> Int
+    var pread: (_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: Int64) -> Int
+    var fdatasync: (_ fd: Int32) -> Int32
+    var fsync: (_ fd: Int32) -> Int32
+    var ftruncate: (_ fd: Int32, _ length: Int64) -> Int32
+    var flock: (_ fd: Int32, _ operation: Int32) -> Int32
+    var fileSize: (_ fd: Int32) -> Int64
+    var rename: (_ from: String, _ to: String) -> Int32
+    var unlink: (_ path: String) -> Int32
+    var mmap: (_ length: Int, _ fd: Int32) -> UnsafeMutableRawPointer?
+    var munmap: (_ address: UnsafeMutableRawPointer, _ length: Int) -> Int32
+    var madvise: (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Int32
+
+    /// The real system calls.
+    static let live = SystemCalls(
+        open: { path, flags, mode in Glibc.open(path, flags | O_CLOEXEC, mode) },
+        close: { Glibc.close($0) },
+        pwrite: { Glibc.pwrite($0, $1, $2, off_t($3)) },
+        pwritev: { Glibc.pwritev($0, $1, $2, off_t($3)) },
+        pread: { Glibc.pread($0, $1, $2, off_t($3)) },
+        fdatasync: { Glibc.fdatasync($0) },
+        fsync: { Glibc.fsync($0) },
+        ftruncate: { Glibc.ftruncate($0, off_t($1)) },
+        flock: cFlock,
+        fileSize: { fd in
+            var info = stat()
+            return fstat(fd, &info) == 0 ? Int64(info.st_size) : -1
+        },
+        rename: { Glibc.rename($0, $1) },
+        unlink: { Glibc.unlink($0) },
+        mmap: { length, fd in
+            let address = Glibc.mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0)
+            return address == MAP_FAILED ? nil : address
+        },
+        munmap: { Glibc.munmap($0, $1) },
+        madvise: { Glibc.madvise($0, $1, $2) }
+    )
+
+    /// The current thread's errno.
+    static var errno: Int32 { Glibc.errno }
+}
+
+/// `flock(2)`. Glibc's module also has a `struct flock`, which shadows the
+/// function for Swift, so the C symbol is bound by name.
+@_silgen_name("flock")
+private func cFlock(_ fd: Int32, _ operation: Int32) -> Int32
+
+/// Helpers over ``SystemCalls`` that retry EINTR, finish short transfers, and
+/// turn failures into ``CheckpointError``s naming the call and the file.
+struct SystemFile {
+    let calls: SystemCalls
+    let fd: Int32
+    let path: String
+
+    func error(_ call: String, _ code: Int32 = SystemCalls.errno, offset: Int64? = nil) -> CheckpointError {
+        CheckpointError(.system(call: call, errno: code), path: path, offset: offset.map { UInt64($0) })
+    }
+
+    /// Writes all of `buffer` at `offset`, retrying EINTR and continuing short writes (`pwrite`).
+    func writeAll(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(CheckpointError) {
+        var done = 0
+        while done < buffer.count {
+            let result = calls.pwrite(fd, buffer.baseAddress! + done, buffer.count - done, offset + Int64(done))
+            if result < 0 {
+                let code = SystemCalls.errno
+                if code == EINTR { continue }
+                throw error("pwrite", code, offset: offset + Int64(done))
+            }
+            if result == 0 { throw error("pwrite", ENOSPC, offset: offset + Int64(done)) }
+            done += result
+        }
+    }
+
+    /// Writes the concatenation of `segments` at `offset` with as few `pwritev`
+    /// calls as IOV_MAX allows, retrying EINTR and continuing short writes.
+    func writeAll(_ segments: [UnsafeRawBufferPointer], at offset: Int64) throws(CheckpointError) {
+        var vectors = segments.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress!), iov_len: $0.count) }
+        var first = 0
+        var position = offset
+        while first < vectors.count {
+            let batch = min(vectors.count - first, 1024)
+            let result = vectors.withUnsafeBufferPointer { calls.pwritev(fd, $0.baseAddress! + first, Int32(batch), position) }
+            if result < 0 {
+                let code = SystemCalls.errno
+                if code == EINTR { continue }
+                throw error("pwritev", code, offset: position)
+            }
+            if result == 0 { throw error("pwritev", ENOSPC, offset: position) }
+            position += Int64(result)
+            // Skip the vectors written in full, and trim a partly written one.
+            var left = result
+            while first < vectors.count && left >= vectors[first].iov_len {
+                left -= vectors[first].iov_len
+                first += 1
+            }
+            if left > 0 {
+                vectors[first].iov_base = vectors[first].iov_base! + left
+                vectors[first].iov_len -= left
+            }
+        }
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`, retrying EINTR; end of file is an error (`pread`).
+    func readAll(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(CheckpointError) {
+        var done = 0
+        while done < buffer.count {
+            let result = calls.pread(fd, buffer.baseAddress! + done, buffer.count - done, offset + Int64(done))
+            if result < 0 {
+                let code = SystemCalls.errno
+                if code == EINTR { continue }
+                throw error("pread", code, offset: offset + Int64(done))
+            }
+            if result == 0 {
+                throw CheckpointError(.truncated(what: "file", needed: UInt64(offset) + UInt64(buffer.count), available: UInt64(offset) + UInt64(done)), path: path)
+            }
+            done += result
+        }
+    }
+
+    /// Retries a call that fails with EINTR.
+    func retrying(_ call: String, _ body: () -> Int32) throws(CheckpointError) {
+        while body() != 0 {
+            let code = SystemCalls.errno
+            if code != EINTR { throw error(call, code) }
+        }
+    }
+
+    func dataSync() throws(CheckpointError) { try retrying("fdatasync") { calls.fdatasync(fd) } }
+    func fullSync() throws(CheckpointError) { try retrying("fsync") { calls.fsync(fd) } }
+    func truncate(to length: Int64) throws(CheckpointError) { try retrying("ftruncate") { calls.ftruncate(fd, length) } }
+
+    func size() throws(CheckpointError) -> Int64 {
+        let size = calls.fileSize(fd)
+        guard size >= 0 else { throw error("fstat") }
+        return size
+    }
+
+    /// Takes an exclusive advisory lock without waiting (`flock(LOCK_EX | LOCK_NB)`).
+    func lockExclusively(target: String) throws(CheckpointError) {
+        while calls.flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = SystemCalls.errno
+            if code == EINTR { continue }
+            if code == EWOULDBLOCK {
+                throw CheckpointError(.writerLocked, path: target)
+            }
+            throw error("flock", code)
+        }
+    }
+
+    func close() { _ = calls.close(fd) }
+}
+
+extension SystemCalls {
+    /// Opens `path`, retrying EINTR (`open`).
+    func openFile(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(CheckpointError) -> SystemFile {
+        while true {
+            let fd = open(path, flags, mode)
+            if fd >= 0 { return SystemFile(calls: self, fd: fd, path: path) }
+            let code = SystemCalls.errno
+            if code != EINTR { throw CheckpointError(.system(call: "open", errno: code), path: path) }
+        }
+    }
+
+    /// fsyncs a directory so that a rename in it is durable.
+    func syncDirectory(_ directory: String) throws(CheckpointError) {
+        let file = try openFile(directory, flags: O_RDONLY | O_DIRECTORY)
+        defer { file.close() }
+        try file.fullSync()
+    }
+}
+
+/// `memcmp`, for byte-wise name comparison.
+func memcmpBytes(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ count: Int) -> Int32 {
+    Glibc.memcmp(a, b, count)
+}

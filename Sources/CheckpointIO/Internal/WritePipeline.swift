@@ -1,0 +1,115 @@
+import BlobCodec
+import Dispatch
+import Glibc
+
+/// Writes segments to a file on a dedicated thread, in submission order,
+/// gathering contiguous segments into one `pwritev` (up to 1024 segments or
+/// 16 MiB per call). The producer (checksums, compression) runs ahead on the
+/// caller's thread, so computing and writing overlap.
+///
+/// Segments point at memory the caller keeps alive until ``drain()`` returns,
+/// or at buffers the pipeline owns (`own`).
+final class WritePipeline: @unchecked Sendable {
+    private let file: SystemFile
+    private let queue = DispatchQueue(label: "checkpoint.write-pipeline")
+    private let group = DispatchGroup()
+    private let failureLock = PThreadLock()
+    private var failure: CheckpointError?
+
+    // Producer-side batch, touched only by the submitting thread.
+    private var pending: [UnsafeRawBufferPointer] = []
+    private var pendingOwned: [OwnedBuffer] = []
+    private var pendingOffset = 0
+    private var pendingBytes = 0
+
+    static let maximumBatchBytes = 16 << 20
+    static let maximumBatchSegments = 1024
+
+    init(file: SystemFile) { self.file = file }
+
+    /// Queues `segment` for writing at `offset`.
+    func write(_ segment: UnsafeRawBufferPointer, at offset: Int) {
+        guard segment.count > 0 else { return }
+        if !pending.isEmpty && offset != pendingOffset + pendingBytes { flush() }
+        if pending.isEmpty { pendingOffset = offset }
+        pending.append(segment)
+        pendingBytes += segment.count
+        if pending.count >= WritePipeline.maximumBatchSegments || pendingBytes >= WritePipeline.maximumBatchBytes { flush() }
+    }
+
+    /// Queues a copy of `bytes` (small structures: frames, headers, padding) for writing at `offset`.
+    func write(copying bytes: [UInt8], at offset: Int) {
+        guard !bytes.isEmpty else { return }
+        let owned = OwnedBuffer(bytes)
+        if !pending.isEmpty && offset != pendingOffset + pendingBytes { flush() }
+        pendingOwned.append(owned)
+        write(owned.buffer, at: offset)
+    }
+
+    /// Hands the current batch to the writing thread.
+    func flush() {
+        guard !pending.isEmpty else { return }
+        // The segments point at memory kept alive until drain() (caller's) or by `owned`.
+        nonisolated(unsafe) let segments = pending
+        let owned = pendingOwned, offset = pendingOffset
+        pending = []
+        pendingOwned = []
+        pendingBytes = 0
+        let file = self.file
+        group.enter()
+        queue.async { [self] in
+            defer { group.leave() }
+            if hasFailed { return }
+            do throws(CheckpointError) {
+                try file.writeAll(segments, at: Int64(offset))
+            } catch {
+                failureLock.locked { if failure == nil { failure = error } }
+            }
+            withExtendedLifetime(owned) {}
+        }
+    }
+
+    /// True once a write has failed (later batches are skipped).
+    var hasFailed: Bool { failureLock.locked { failure != nil } }
+
+    /// Writes everything queued and waits; throws the first write error.
+    func drain() throws(CheckpointError) {
+        flush()
+        group.wait()
+        if let failure = failureLock.locked({ failure }) { throw failure }
+    }
+}
+
+/// A heap copy of a small byte string whose address stays fixed until it is released.
+final class OwnedBuffer: @unchecked Sendable {
+    let buffer: UnsafeRawBufferPointer
+
+    init(_ bytes: [UInt8]) {
+        let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 8)
+        memory.copyBytes(from: bytes)
+        buffer = UnsafeRawBufferPointer(memory)
+    }
+
+    deinit { buffer.deallocate() }
+}
+
+/// A pthread mutex (visible to ThreadSanitizer, unlike Synchronization.Mutex's futex).
+final class PThreadLock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func locked<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}

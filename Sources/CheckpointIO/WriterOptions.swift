@@ -1,0 +1,50 @@
+import BlobCodec
+
+/// How far a commit goes before it returns.
+public enum Durability: String, Sendable, CaseIterable {
+    /// Written to the page cache only: survives a process crash, not a power cut.
+    case none
+    /// `fdatasync` of the file before the commit completes.
+    case fileData
+    /// `fsync` of the file and, after the rename of a new file, of its directory.
+    case full
+}
+
+/// Options of a ``ContainerWriter``.
+public struct WriterOptions: Sendable {
+    /// How blobs are encoded (default: uncompressed, so the file can be viewed zero-copy).
+    public var encode: EncodeOptions
+    /// Payload alignment: a power of two in 8...4096 (default 64; 4096 for O_DIRECT / GPU-direct readers).
+    public var alignment: Int
+    public var durability: Durability
+    /// The system calls to make; tests replace them to inject faults.
+    var systemCalls: SystemCalls = .live
+
+    public init(encode: EncodeOptions = EncodeOptions(), alignment: Int = 64, durability: Durability = .none) {
+        self.encode = encode
+        self.alignment = alignment
+        self.durability = durability
+    }
+}
+
+/// One blob to write: its name, type, shape and bytes in the caller's memory.
+/// The bytes must stay valid and unchanged until the write call returns.
+public struct BlobSource {
+    public var name: String
+    public var dtype: DType
+    public var shape: Shape
+    public var bytes: UnsafeRawBufferPointer
+    public var attributes: [String: String]
+    /// Encoding for this blob; `nil` uses the writer's.
+    public var encode: EncodeOptions?
+
+    public init(name: String, dtype: DType, shape: Shape, bytes: UnsafeRawBufferPointer,
+                attributes: [String: String] = [:], encode: EncodeOptions? = nil) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.bytes = bytes
+        self.attributes = attributes
+        self.encode = encode
+    }
+}
