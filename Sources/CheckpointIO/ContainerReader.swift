@@ -134,6 +134,9 @@ public final class ContainerReader: @unchecked Sendable {
             throw CheckpointError(.invalidField(field: "index record", reason: "kind \(frame.kind), length \(frame.length) where the trailer says \(trailer.indexLength)"), offset: UInt64(trailer.indexOffset))
         }
         let bodyOffset = trailer.indexOffset + frame.payloadStart
+        // The unchecksummed bytes around the index body (its padding, the gap before the trailer) must be zeros.
+        try requireZeros(source, at: trailer.indexOffset + ContainerLayout.frameSize, count: frame.paddingLength)
+        try requireZeros(source, at: trailer.indexOffset + frame.length, count: offset - (trailer.indexOffset + frame.length))
         let index = try source.withBytes(at: bodyOffset, count: frame.payloadLength) { body throws(CheckpointError) in
             let crc = CRC32C.checksum(body)
             guard crc == frame.payloadCRC, crc == trailer.indexCRC else {
@@ -187,11 +190,16 @@ public final class ContainerReader: @unchecked Sendable {
                 throw CheckpointError(.invalidField(field: "record frame", reason: "lengths disagree with the index"), offset: UInt64(entry.recordOffset))
             }
             let headerOffset = entry.recordOffset + ContainerLayout.frameSize
-            let header = try source.withBytes(at: headerOffset, count: frame.headerLength) { bytes throws(CheckpointError) in
+            let header = try source.withBytes(at: headerOffset, count: frame.headerLength + frame.paddingLength) { all throws(CheckpointError) in
                 do throws(CheckpointError) {
+                    let bytes = UnsafeRawBufferPointer(rebasing: all[0..<frame.headerLength])
                     let (header, length) = try BlobHeader.decode(from: bytes)
                     guard length == bytes.count else {
                         throw CheckpointError(.invalidField(field: "blob header length", reason: "\(length), the frame says \(bytes.count)"))
+                    }
+                    // Padding is not checksummed, so it must be exactly zeros.
+                    if let nonZero = all[frame.headerLength...].firstIndex(where: { $0 != 0 }) {
+                        throw CheckpointError(.invalidField(field: "record padding", reason: "byte is not zero"), offset: UInt64(nonZero))
                     }
                     return header
                 } catch {
@@ -362,6 +370,13 @@ public final class ContainerReader: @unchecked Sendable {
             do throws(CheckpointError) {
                 let entry = try descriptor(name)
                 let (header, _) = try record(entry)
+                let payloadEnd = entry.payloadOffset + entry.storedSizeInBytes
+                do throws(CheckpointError) {
+                    try requireZeros(ByteSource(file: file, map: map), at: payloadEnd,
+                                     count: min(ContainerLayout.alignUp(payloadEnd, ContainerLayout.unitAlignment), committedLength) - payloadEnd)
+                } catch {
+                    throw error.adding(blobName: name, path: path)
+                }
                 do throws(CheckpointError) {
                     if let map {
                         let payload = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
@@ -380,6 +395,16 @@ public final class ContainerReader: @unchecked Sendable {
             } catch {
                 return BlobCheck(name: name, error: error)
             }
+        }
+    }
+}
+
+/// Checks that the `count` bytes at `offset` are zeros (unchecksummed padding).
+func requireZeros(_ source: ByteSource, at offset: Int, count: Int) throws(CheckpointError) {
+    guard count > 0 else { return }
+    try source.withBytes(at: offset, count: count) { bytes throws(CheckpointError) in
+        if let index = bytes.firstIndex(where: { $0 != 0 }) {
+            throw CheckpointError(.invalidField(field: "padding", reason: "byte is not zero"), offset: UInt64(offset + index))
         }
     }
 }
