@@ -3,6 +3,7 @@ import PackageDescription
 
 // Benchmarks of the checkpoint engine (ordo-one/benchmark). Run from this folder:
 //   swift package benchmark --target CodecBenchmarks
+//   swift package benchmark --target ContainerBenchmarks
 let package = Package(
     name: "CheckpointEngineBenchmarks",
     dependencies: [
@@ -21,6 +22,15 @@ let package = Package(
                 "CLZ4Baseline", "CZstdBaseline",
             ],
             path: "Benchmarks/CodecBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "ContainerBenchmarks",
+            dependencies: [
+                .product(name: "CheckpointIO", package: "CheckpointEngine"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/ContainerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ],

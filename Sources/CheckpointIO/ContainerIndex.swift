@@ -12,13 +12,14 @@ final class ContainerIndex: @unchecked Sendable {
     let generation: UInt64
     let count: Int
     let metadata: [String: String]
-    private let body: UnsafeMutableRawBufferPointer
+    private let body: UnsafeRawBufferPointer
+    private let ownsBody: Bool
     private let entriesStart = ContainerIndex.headerSize
     private let orderStart: Int
     private let dimsStart: Int
     private let namesStart: Int
 
-    deinit { body.deallocate() }
+    deinit { if ownsBody { body.deallocate() } }
 
     // MARK: Building
 
@@ -87,14 +88,16 @@ final class ContainerIndex: @unchecked Sendable {
 
     // MARK: Parsing
 
-    /// Validates an index body (FORMAT.md §4.7, steps 5–8) and keeps a copy of it.
+    /// Validates an index body (FORMAT.md §4.7, steps 5–8).
     ///
     /// - Parameters:
     ///   - bytes: the body.
     ///   - dataEnd: the index record's offset; every blob record must end before it.
     ///   - generation: the trailer's generation.
+    ///   - borrowing: true when `bytes` outlive this index (a mapping its owner
+    ///     keeps); otherwise the body is copied.
     /// Cost: O(entries) plus one byte-wise comparison per adjacent pair of names; no per-blob allocation.
-    init(parsing bytes: UnsafeRawBufferPointer, dataEnd: Int, generation expectedGeneration: UInt64) throws(CheckpointError) {
+    init(parsing bytes: UnsafeRawBufferPointer, dataEnd: Int, generation expectedGeneration: UInt64, borrowing: Bool = false) throws(CheckpointError) {
         func invalid(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "index", reason: reason)) }
         guard bytes.count >= ContainerIndex.headerSize else {
             throw CheckpointError(.truncated(what: "index", needed: UInt64(ContainerIndex.headerSize), available: UInt64(bytes.count)))
@@ -115,9 +118,14 @@ final class ContainerIndex: @unchecked Sendable {
         let total = namesStart + namesLength + metadataLength  // all terms < 2^38: no overflow
         guard total == bytes.count else { throw invalid("sections need \(total) bytes, the body has \(bytes.count)") }
 
-        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 8)
-        copy.copyMemory(from: bytes)
-        self.body = copy
+        if borrowing {
+            self.body = bytes
+        } else {
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 8)
+            copy.copyMemory(from: bytes)
+            self.body = UnsafeRawBufferPointer(copy)
+        }
+        self.ownsBody = !borrowing
         self.count = count
         self.generation = generation
         self.orderStart = orderStart
@@ -126,26 +134,25 @@ final class ContainerIndex: @unchecked Sendable {
         do throws(CheckpointError) {
             self.metadata = try ContainerIndex.parseMetadata(UnsafeRawBufferPointer(rebasing: bytes[(namesStart + namesLength)...]))
         } catch {
-            copy.deallocate()
+            if !borrowing { body.deallocate() }
             throw error
         }
-        // `body` is owned from here on: a failed validation below deallocates it in deinit.
+        // From here on a failed validation releases `body` in deinit.
         try validateEntries(dataEnd: dataEnd, dimsCount: dimsCount, namesLength: namesLength)
         try validateNameOrder()
     }
 
-    private var raw: UnsafeRawBufferPointer { UnsafeRawBufferPointer(body) }
+    private var raw: UnsafeRawBufferPointer { body }
 
     private func entryBase(_ index: Int) -> Int { entriesStart + index * ContainerIndex.entrySize }
 
     private func validateEntries(dataEnd: Int, dimsCount: Int, namesLength: Int) throws(CheckpointError) {
-        var previousEnd = ContainerLayout.fileHeaderSize
+        var previousEnd = UInt64(ContainerLayout.fileHeaderSize)
         let raw = self.raw
+        let end = UInt64(dataEnd)
+        let names = raw.baseAddress! + namesStart
         for index in 0..<count {
             let base = entryBase(index)
-            func bad(_ reason: String) -> CheckpointError {
-                CheckpointError(.invalidField(field: "index entry \(index)", reason: reason))
-            }
             let recordOffset: UInt64 = raw.load(littleEndianAt: base)
             let payloadOffset: UInt64 = raw.load(littleEndianAt: base + 8)
             let storedSize: UInt64 = raw.load(littleEndianAt: base + 16)
@@ -155,24 +162,44 @@ final class ContainerIndex: @unchecked Sendable {
             let headerLength = UInt64(raw.load(littleEndianAt: base + 40) as UInt32)
             let nameLength = Int(raw.load(littleEndianAt: base + 48) as UInt16)
             let kind: UInt8 = raw.load(littleEndianAt: base + 50)
-            let rank = Int(raw.load(littleEndianAt: base + 56) as UInt8)
-            let reserved: UInt64 = raw.load(littleEndianAt: base + 56) >> 8
-            guard reserved == 0 else { throw bad("reserved bytes not zero") }
-            guard kind == UInt8(ContainerLayout.Kind.blob.rawValue) else { throw bad("record kind \(kind)") }
-            // Checked arithmetic on 64-bit values read from the file: every bound below is < 2^63.
-            guard recordOffset % 8 == 0, recordOffset >= UInt64(previousEnd), recordOffset <= UInt64(dataEnd),
-                  headerLength <= UInt64(dataEnd), payloadOffset >= recordOffset + UInt64(ContainerLayout.frameSize) + headerLength,
-                  payloadOffset <= UInt64(dataEnd), storedSize <= UInt64(dataEnd) - payloadOffset
-            else {
-                throw bad("record at \(recordOffset), payload at \(payloadOffset)+\(storedSize) is outside the data area or overlaps the previous record (which ends at \(previousEnd))")
+            let tail: UInt64 = raw.load(littleEndianAt: base + 56)  // rank, then 7 reserved bytes
+            let rank = Int(tail & 0xFF)
+            // Every bound is < 2^63, so none of these sums can overflow.
+            let valid = tail >> 8 == 0 && kind == UInt8(ContainerLayout.Kind.blob.rawValue)
+                && recordOffset % 8 == 0 && recordOffset >= previousEnd && recordOffset <= end && headerLength <= end
+                && payloadOffset >= recordOffset + UInt64(ContainerLayout.frameSize) + headerLength
+                && payloadOffset <= end && storedSize <= end - payloadOffset && rawSize <= UInt64(Int.max)
+                && nameLength > 0 && nameOffset <= namesLength && nameLength <= namesLength - nameOffset
+                && rank <= Shape.maximumRank && dimsOffset <= dimsCount && rank <= dimsCount - dimsOffset
+            guard valid else { throw describeInvalidEntry(index, previousEnd: previousEnd, dataEnd: dataEnd, dimsCount: dimsCount, namesLength: namesLength) }
+            guard ContainerIndex.isValidUTF8(UnsafeRawBufferPointer(start: names + nameOffset, count: nameLength)) else {
+                throw CheckpointError(.invalidField(field: "index entry \(index)", reason: "name is not valid UTF-8"))
             }
-            guard rawSize <= UInt64(Int.max) else { throw bad("raw size \(rawSize)") }
-            guard nameLength > 0, nameOffset <= namesLength, nameLength <= namesLength - nameOffset else { throw bad("name outside the name pool") }
-            guard rank <= Shape.maximumRank, dimsOffset <= dimsCount, rank <= dimsCount - dimsOffset else { throw bad("dimensions outside the pool") }
-            let nameBytes = UnsafeRawBufferPointer(rebasing: raw[(namesStart + nameOffset)..<(namesStart + nameOffset + nameLength)])
-            guard ContainerIndex.isValidUTF8(nameBytes) else { throw bad("name is not valid UTF-8") }
-            previousEnd = Int(payloadOffset + storedSize)
+            previousEnd = payloadOffset + storedSize
         }
+    }
+
+    /// The precise reason an entry failed validation (the slow path of validateEntries).
+    private func describeInvalidEntry(_ index: Int, previousEnd: UInt64, dataEnd: Int, dimsCount: Int, namesLength: Int) -> CheckpointError {
+        let raw = self.raw
+        let base = entryBase(index)
+        func bad(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "index entry \(index)", reason: reason)) }
+        let tail: UInt64 = raw.load(littleEndianAt: base + 56)
+        let kind: UInt8 = raw.load(littleEndianAt: base + 50)
+        if tail >> 8 != 0 { return bad("reserved bytes not zero") }
+        if kind != UInt8(ContainerLayout.Kind.blob.rawValue) { return bad("record kind \(kind)") }
+        let rawSize: UInt64 = raw.load(littleEndianAt: base + 24)
+        if rawSize > UInt64(Int.max) { return bad("raw size \(rawSize)") }
+        let nameOffset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
+        let nameLength = Int(raw.load(littleEndianAt: base + 48) as UInt16)
+        if nameLength == 0 || nameOffset > namesLength || nameLength > namesLength - nameOffset { return bad("name outside the name pool") }
+        let rank = Int(tail & 0xFF)
+        let dimsOffset = Int(raw.load(littleEndianAt: base + 36) as UInt32)
+        if rank > Shape.maximumRank || dimsOffset > dimsCount || rank > dimsCount - dimsOffset { return bad("dimensions outside the pool") }
+        let recordOffset: UInt64 = raw.load(littleEndianAt: base)
+        let payloadOffset: UInt64 = raw.load(littleEndianAt: base + 8)
+        let storedSize: UInt64 = raw.load(littleEndianAt: base + 16)
+        return bad("record at \(recordOffset), payload at \(payloadOffset)+\(storedSize) is outside the data area (ends at \(dataEnd)) or overlaps the previous record (which ends at \(previousEnd))")
     }
 
     private func validateNameOrder() throws(CheckpointError) {
@@ -227,7 +254,14 @@ final class ContainerIndex: @unchecked Sendable {
         return UnsafeRawBufferPointer(rebasing: raw[(namesStart + offset)..<(namesStart + offset + length)])
     }
 
-    func name(_ index: Int) -> String { String(decoding: nameBytes(index), as: UTF8.self) }
+    /// The name of entry `index` (validated as UTF-8 when the index was opened).
+    func name(_ index: Int) -> String {
+        let bytes = nameBytes(index)
+        return String(unsafeUninitializedCapacity: bytes.count) { buffer in
+            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: bytes)
+            return bytes.count
+        }
+    }
 
     /// Entry numbers in name order.
     func entryInNameOrder(_ position: Int) -> Int { Int(raw.load(littleEndianAt: orderStart + 4 * position) as UInt32) }
@@ -299,7 +333,18 @@ final class ContainerIndex: @unchecked Sendable {
     }
 
     static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if !bytes.contains(where: { $0 >= 0x80 }) { return true }
+        // ASCII fast path, 8 bytes at a time.
+        var i = 0
+        var high: UInt64 = 0
+        while i + 8 <= bytes.count {
+            high |= bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            i += 8
+        }
+        while i < bytes.count {
+            high |= UInt64(bytes[i])
+            i += 1
+        }
+        if high & 0x8080_8080_8080_8080 == 0 { return true }
         return String(validating: bytes, as: UTF8.self) != nil
     }
 }

@@ -142,7 +142,8 @@ public final class ContainerReader: @unchecked Sendable {
             guard crc == frame.payloadCRC, crc == trailer.indexCRC else {
                 throw CheckpointError(.headerChecksumMismatch(expected: trailer.indexCRC, actual: crc), offset: UInt64(bodyOffset))
             }
-            return try ContainerIndex(parsing: body, dataEnd: trailer.indexOffset, generation: trailer.generation)
+            // A mapped body lives as long as the reader that owns the index; a pread buffer does not.
+            return try ContainerIndex(parsing: body, dataEnd: trailer.indexOffset, generation: trailer.generation, borrowing: source.map != nil)
         }
         return OpenedCommit(trailer: trailer, index: index)
     }

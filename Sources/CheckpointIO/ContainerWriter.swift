@@ -222,9 +222,11 @@ public final class ContainerWriter {
         return (start, payloadOffset - unpadded, payloadOffset)
     }
 
-    /// Uncompressed: the payload is the caller's bytes. The header's size is
-    /// known before its checksums, so each chunk is written as soon as it is
-    /// checksummed and the frame and header go last, into the space reserved for them.
+    /// Uncompressed: the payload is the caller's bytes. A small blob is
+    /// checksummed first and written in file order with its record (so that
+    /// many small blobs coalesce into few `pwritev` calls). A large one streams:
+    /// each chunk is written as soon as it is checksummed, into space reserved
+    /// behind the frame and header, which are written last.
     private func writeUncompressed(_ blob: BlobSource, options: EncodeOptions) throws(CheckpointError) {
         let chunkSize = options.chunkSizeInBytes
         let raw = blob.bytes
@@ -234,6 +236,7 @@ public final class ContainerWriter {
                                 chunks: [ChunkEntry](repeating: ChunkEntry(storedSize: 0, crc32c: 0), count: chunkCount),
                                 attributes: blob.attributes)
         let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
+        let streaming = raw.count > WritePipeline.maximumBatchBytes
         var rawCRC: UInt32 = 0
         for index in 0..<chunkCount {
             let begin = index * chunkSize
@@ -241,29 +244,30 @@ public final class ContainerWriter {
             let crc = CRC32C.checksum(chunk)
             header.chunks[index] = ChunkEntry(storedSize: UInt32(chunk.count), crc32c: crc)
             rawCRC = CRC32C.combine(rawCRC, crc, lengthOfB: chunk.count)
-            pipeline.write(chunk, at: payloadOffset + begin)
-            if pipeline.hasFailed { return }
+            if streaming {
+                pipeline.write(chunk, at: payloadOffset + begin)
+                if pipeline.hasFailed { return }
+            }
         }
         header.rawCRC32C = rawCRC
         // Uncompressed: the payload CRC is the raw CRC.
-        try finishRecord(header: header, payloadCRC: rawCRC, start: start, padding: padding, payloadOffset: payloadOffset)
+        try finishRecord(header: header, payloadCRC: rawCRC, start: start, padding: padding, payloadOffset: payloadOffset,
+                         payload: streaming ? [] : [raw])
     }
 
-    /// Compressed: encoded in parallel by BlobEncoder, then written; the
-    /// compressed chunks live until their writes are done.
+    /// Compressed: encoded in parallel by BlobEncoder, then written in file
+    /// order; the compressed chunks live until their writes are done.
     private func writeEncoded(_ blob: BlobSource, options: EncodeOptions) throws(CheckpointError) {
         do {
             try BlobEncoder.encode(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape,
                                    attributes: blob.attributes, options: options) { header, payload in
                 let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
-                var offset = payloadOffset
                 var payloadCRC: UInt32 = 0
-                for (segment, chunk) in zip(payload.segments, header.chunks) {
-                    pipeline.write(segment, at: offset)
-                    offset += segment.count
+                for chunk in header.chunks {
                     payloadCRC = CRC32C.combine(payloadCRC, chunk.crc32c, lengthOfB: Int(chunk.storedSize))
                 }
-                try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset)
+                try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset,
+                                 payload: payload.segments)
                 try pipeline.drain()  // the compressed buffers are freed when this closure returns
             }
         } catch let error as CheckpointError {
@@ -273,16 +277,24 @@ public final class ContainerWriter {
         }
     }
 
-    /// Writes the zero gap before the record, its frame, blob header and padding, and indexes the blob.
-    private func finishRecord(header: BlobHeader, payloadCRC: UInt32, start: Int, padding: Int, payloadOffset: Int) throws(CheckpointError) {
+    /// Queues the zero gap before the record, its frame, blob header and
+    /// padding, then `payload` (the segments not already written), and indexes the blob.
+    private func finishRecord(header: BlobHeader, payloadCRC: UInt32, start: Int, padding: Int, payloadOffset: Int,
+                              payload: [UnsafeRawBufferPointer]) throws(CheckpointError) {
         let headerBytes = try header.encoded()
         let frame = ContainerLayout.Frame(kind: ContainerLayout.Kind.blob.rawValue, headerLength: headerBytes.count,
                                           paddingLength: padding, payloadLength: header.storedSizeInBytes, payloadCRC: payloadCRC)
         var prefix = [UInt8](repeating: 0, count: start - position)
+        prefix.reserveCapacity(prefix.count + ContainerLayout.frameSize + headerBytes.count + padding)
         prefix += frame.encoded()
         prefix += headerBytes
-        prefix += [UInt8](repeating: 0, count: padding)
+        prefix += repeatElement(0, count: padding)
         pipeline.write(copying: prefix, at: position)
+        var offset = payloadOffset
+        for segment in payload {
+            pipeline.write(segment, at: offset)
+            offset += segment.count
+        }
         position = payloadOffset + header.storedSizeInBytes
         remove(header.name)
         entryIndexByName[header.name] = entries.count
