@@ -219,8 +219,20 @@ struct ContainerDamageTests {
             let path = directory + "/a.ckpt"
             try writeContainer(path, Self.sampleBlobs())
             let before = try readFile(path)
-            let extra = [TestBlob(name: "x", dtype: .uint8, shape: [1000], bytes: [UInt8](repeating: 3, count: 1000))]
-            for n in 1...3 {
+            let extra = [TestBlob(name: "x", dtype: .uint8, shape: [1000], bytes: [UInt8](repeating: 3, count: 1000)),
+                         TestBlob(name: "y", dtype: .float32, shape: [3000], bytes: [UInt8](repeating: 1, count: 12000),
+                                  encode: EncodeOptions(compression: .zstd(level: 1)))]
+            // Count the writes of a successful append (on a copy), then fail each one in turn.
+            let copy = directory + "/copy.ckpt"
+            try writeFile(copy, before)
+            let probe = FaultPlan(target: "pwritev", failAt: -1, fault: .errno(EIO))
+            var probeOptions = WriterOptions()
+            probeOptions.systemCalls = probe.systemCalls
+            let probeWriter = try ContainerWriter.append(to: copy, options: probeOptions)
+            try write(extra, with: probeWriter)
+            try probeWriter.commit()
+            #expect(probe.calls >= 2)
+            for n in 1...probe.calls {
                 let plan = FaultPlan(target: "pwritev", failAt: n, fault: .errno(ENOSPC))
                 var options = WriterOptions()
                 options.systemCalls = plan.systemCalls
