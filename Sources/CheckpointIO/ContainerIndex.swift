@@ -164,8 +164,18 @@ final class ContainerIndex: @unchecked Sendable {
             let kind: UInt8 = raw.load(littleEndianAt: base + 50)
             let tail: UInt64 = raw.load(littleEndianAt: base + 56)  // rank, then 7 reserved bytes
             let rank = Int(tail & 0xFF)
+            if kind != UInt8(ContainerLayout.Kind.blob.rawValue) {
+                // A kind this version cannot read (a future blob reference): its name and
+                // dimensions must still be sound, its location is not ours to judge.
+                // Reading it fails with unsupportedRecordKind; the other blobs stay readable.
+                guard tail >> 8 == 0, nameLength > 0, nameOffset <= namesLength, nameLength <= namesLength - nameOffset,
+                      rank <= Shape.maximumRank, dimsOffset <= dimsCount, rank <= dimsCount - dimsOffset,
+                      ContainerIndex.isValidUTF8(UnsafeRawBufferPointer(start: names + nameOffset, count: nameLength))
+                else { throw describeInvalidEntry(index, previousEnd: previousEnd, dataEnd: dataEnd, dimsCount: dimsCount, namesLength: namesLength) }
+                continue
+            }
             // Every bound is < 2^63, so none of these sums can overflow.
-            let valid = tail >> 8 == 0 && kind == UInt8(ContainerLayout.Kind.blob.rawValue)
+            let valid = tail >> 8 == 0
                 && recordOffset % 8 == 0 && recordOffset >= previousEnd && recordOffset <= end && headerLength <= end
                 && payloadOffset >= recordOffset + UInt64(ContainerLayout.frameSize) + headerLength
                 && payloadOffset <= end && storedSize <= end - payloadOffset && rawSize <= UInt64(Int.max)
@@ -185,9 +195,7 @@ final class ContainerIndex: @unchecked Sendable {
         let base = entryBase(index)
         func bad(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "index entry \(index)", reason: reason)) }
         let tail: UInt64 = raw.load(littleEndianAt: base + 56)
-        let kind: UInt8 = raw.load(littleEndianAt: base + 50)
         if tail >> 8 != 0 { return bad("reserved bytes not zero") }
-        if kind != UInt8(ContainerLayout.Kind.blob.rawValue) { return bad("record kind \(kind)") }
         let rawSize: UInt64 = raw.load(littleEndianAt: base + 24)
         if rawSize > UInt64(Int.max) { return bad("raw size \(rawSize)") }
         let nameOffset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
@@ -288,6 +296,8 @@ final class ContainerIndex: @unchecked Sendable {
         let base = entryBase(index)
         let name = self.name(index)
         do throws(CheckpointError) {
+            let kind: UInt8 = raw.load(littleEndianAt: base + 50)
+            guard kind == UInt8(ContainerLayout.Kind.blob.rawValue) else { throw CheckpointError(.unsupportedRecordKind(UInt16(kind))) }
             let dtypeID: UInt8 = raw.load(littleEndianAt: base + 51)
             guard let dtype = DType(rawValue: dtypeID) else { throw CheckpointError(.unknownDType("id \(dtypeID)")) }
             let compression = try Compression(id: raw.load(littleEndianAt: base + 52), level: Int(raw.load(littleEndianAt: base + 53) as UInt8))

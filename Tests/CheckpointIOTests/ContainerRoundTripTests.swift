@@ -130,3 +130,92 @@ struct ContainerRoundTripTests {
         }
     }
 }
+
+@Suite("Container compatibility and large blobs")
+struct ContainerCompatibilityTests {
+    @Test("tens of MiB through each codec and every read path")
+    func largeBlobs() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/large.ckpt"
+            var rng = SyntheticData(seed: 5)
+            let weights = rng.float32Weights(count: 6 << 20)  // 24 MiB
+            let blobs = [Compression.none, .lz4, .zstd(level: 1)].map { codec in
+                TestBlob(name: "w.\(codec.name)", dtype: .float32, shape: [6 << 20], bytes: weights, encode: EncodeOptions(compression: codec))
+            }
+            try writeContainer(path, blobs)
+            for mode in [ReadMode.mmap, .pread] {
+                let reader = try ContainerReader.open(path, options: ReaderOptions(mode: mode))
+                for blob in blobs { #expect(try reader.read(blob.name) == weights, "\(blob.name) \(mode)") }
+            }
+            #expect(try ContainerReader.open(path).withUnsafeBytes(of: "w.none", verify: true) { Array($0) } == weights)
+        }
+    }
+
+    /// Rewrites byte `offset` of the index body of a committed file and re-signs
+    /// the index (frame payload CRC, frame CRC, trailer index CRC, trailer CRC),
+    /// as a newer writer would produce it.
+    static func editIndex(_ path: String, _ edit: (inout [UInt8], _ bodyStart: Int) -> Void) throws {
+        var bytes = try readFile(path)
+        func u64(_ o: Int) -> Int { Int(bytes[o..<(o + 8)].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }) }
+        func put32(_ v: UInt32, _ o: Int) { for i in 0..<4 { bytes[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) } }
+        let trailer = bytes.count - 64
+        let indexOffset = u64(trailer + 8)
+        let bodyStart = indexOffset + 32
+        let bodyLength = u64(indexOffset + 16)
+        edit(&bytes, bodyStart)
+        let crc = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[bodyStart..<(bodyStart + bodyLength)])) }
+        put32(crc, indexOffset + 24)
+        put32(bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[indexOffset..<(indexOffset + 28)])) }, indexOffset + 28)
+        put32(crc, trailer + 40)
+        put32(bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[trailer..<(trailer + 56)])) }, trailer + 56)
+        try writeFile(path, bytes)
+    }
+
+    @Test("an index entry of an unknown kind or dtype makes only that blob unreadable")
+    func unknownKindsAreIsolated() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/future.ckpt"
+            try writeContainer(path, [
+                TestBlob(name: "a", dtype: .uint8, shape: [2], bytes: [1, 2]),
+                TestBlob(name: "b", dtype: .uint8, shape: [2], bytes: [3, 4]),
+                TestBlob(name: "c", dtype: .uint8, shape: [2], bytes: [5, 6]),
+            ])
+            // Entry 0 ("a") becomes a blob reference (kind 3), entry 2 ("c") gets dtype id 99.
+            try Self.editIndex(path) { bytes, body in
+                bytes[body + 32 + 0 * 64 + 50] = 3
+                bytes[body + 32 + 2 * 64 + 51] = 99
+            }
+            let reader = try ContainerReader.open(path)
+            #expect(reader.names == ["a", "b", "c"])
+            let kindError = try #require(throws: CheckpointError.self) { try reader.read("a") }
+            #expect(kindError.code == .unsupportedRecordKind(3) && kindError.blobName == "a")
+            let dtypeError = try #require(throws: CheckpointError.self) { try reader.read("c") }
+            #expect(dtypeError.code == .unknownDType("id 99"))
+            #expect(try reader.read("b") == [3, 4])
+        }
+    }
+
+    @Test("forged index entries that overlap or point outside the file are rejected at open")
+    func forgedIndexEntries() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/forged.ckpt"
+            let blobs = [TestBlob(name: "a", dtype: .uint8, shape: [100], bytes: [UInt8](repeating: 1, count: 100)),
+                         TestBlob(name: "b", dtype: .uint8, shape: [100], bytes: [UInt8](repeating: 2, count: 100))]
+            try writeContainer(path, blobs)
+            let original = try readFile(path)
+            let edits: [(String, (inout [UInt8], Int) -> Void)] = [
+                ("b's record moved onto a's", { bytes, body in for i in 0..<16 { bytes[body + 32 + 64 + i] = bytes[body + 32 + i] } }),
+                ("a's payload past the index", { bytes, body in bytes[body + 32 + 16 + 3] = 0x7F }),
+                ("a's name outside the pool", { bytes, body in bytes[body + 32 + 32] = 0xFF }),
+                ("duplicate names", { bytes, body in bytes[body + 32 + 64 + 32] = 0 }),  // b's name offset -> a's name
+                ("rank beyond the pool", { bytes, body in bytes[body + 32 + 56] = 9 }),
+            ]
+            for (label, edit) in edits {
+                try writeFile(path, original)
+                try Self.editIndex(path, edit)
+                let error = try #require(throws: CheckpointError.self, "\(label)") { try ContainerReader.open(path) }
+                #expect(error.path == path, "\(label)")
+            }
+        }
+    }
+}

@@ -33,11 +33,11 @@ final class State: @unchecked Sendable {
         destination.initializeMemory(as: UInt8.self, repeating: 0)
         self.source = source
         self.destination = destination
-        // 20,000 blobs of 256 B – 64 KiB (625 MiB in all, log-uniform-ish sizes).
+        // 20,000 blobs of 256 B – 64 KiB, uniform (~625 MiB in all).
         var sizes: [Int] = []
         var total = 0
         for _ in 0..<20_000 {
-            let size = 256 << Int(rng.next() % 9)  // 256 B … 64 KiB
+            let size = 256 + Int(rng.next() % UInt64(65536 - 256 + 1))
             sizes.append(size)
             total += size
         }
@@ -96,11 +96,21 @@ func ddFloor(_ path: String, _ bytes: UnsafeRawBufferPointer, sync: Bool) {
 let megabytesPerSecond = BenchmarkMetric.custom("MB/s", polarity: .prefersLarger, useScalingFactor: false)
 let microseconds = BenchmarkMetric.custom("µs", polarity: .prefersSmaller, useScalingFactor: false)
 
-func timed(_ name: String, bytes: Int?, maxIterations: Int = 10, maxDuration: Duration = .seconds(8), _ body: @escaping @Sendable () -> Void) {
+/// Before each timed write: remove the previous output and flush all dirty
+/// pages, so every iteration (ours and the floor alike) starts from a clean
+/// page cache instead of being throttled by the previous one's writeback.
+func cleanSlate(_ paths: String...) {
+    for path in paths { unlink(State.shared.directory + "/" + path) }
+    sync()
+}
+
+func timed(_ name: String, bytes: Int?, maxIterations: Int = 10, maxDuration: Duration = .seconds(8),
+           prepare: @escaping @Sendable () -> Void = {}, _ body: @escaping @Sendable () -> Void) {
     Benchmark(name, configuration: .init(metrics: [.wallClock, bytes == nil ? microseconds : megabytesPerSecond, .peakMemoryResident],
                                          warmupIterations: 1, maxDuration: maxDuration, maxIterations: maxIterations)) { benchmark in
         let clock = ContinuousClock()
         for _ in benchmark.scaledIterations {
+            prepare()
             let start = clock.now
             body()
             let elapsed = clock.now - start
@@ -116,22 +126,22 @@ func timed(_ name: String, bytes: Int?, maxIterations: Int = 10, maxDuration: Du
 
 let benchmarks: @Sendable () -> Void = {
     // MARK: Save 2 GiB uncompressed vs dd.
-    timed("save 2 GiB fp32 uncompressed (page cache)", bytes: gib2) {
+    timed("save 2 GiB fp32 uncompressed (page cache)", bytes: gib2, prepare: { cleanSlate("llm.ckpt") }) {
         let state = State.shared
         let writer = try! ContainerWriter.create(at: state.directory + "/llm.ckpt")
         try! writer.write(state.llmSources)
         try! writer.commit()
     }
-    timed("floor: dd bs=16M 2 GiB (page cache)", bytes: gib2) {
+    timed("floor: dd bs=16M 2 GiB (page cache)", bytes: gib2, prepare: { cleanSlate("dd.bin") }) {
         ddFloor(State.shared.directory + "/dd.bin", UnsafeRawBufferPointer(State.shared.source), sync: false)
     }
-    timed("save 2 GiB fp32 uncompressed (fdatasync)", bytes: gib2) {
+    timed("save 2 GiB fp32 uncompressed (fdatasync)", bytes: gib2, prepare: { cleanSlate("llm-sync.ckpt") }) {
         let state = State.shared
         let writer = try! ContainerWriter.create(at: state.directory + "/llm-sync.ckpt", options: WriterOptions(durability: .fileData))
         try! writer.write(state.llmSources)
         try! writer.commit()
     }
-    timed("floor: dd bs=16M conv=fdatasync 2 GiB", bytes: gib2) {
+    timed("floor: dd bs=16M conv=fdatasync 2 GiB", bytes: gib2, prepare: { cleanSlate("dd-sync.bin") }) {
         ddFloor(State.shared.directory + "/dd-sync.bin", UnsafeRawBufferPointer(State.shared.source), sync: true)
     }
 
@@ -180,13 +190,13 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // MARK: Many small blobs vs dd.
-    timed("save 20,000 small blobs (256 B–64 KiB)", bytes: State.shared.smallTotal) {
+    timed("save 20,000 small blobs (256 B–64 KiB)", bytes: State.shared.smallTotal, prepare: { cleanSlate("small.ckpt") }) {
         let state = State.shared
         let writer = try! ContainerWriter.create(at: state.directory + "/small.ckpt")
         try! writer.write(state.smallSources)
         try! writer.commit()
     }
-    timed("floor: dd bs=16M of the same byte count", bytes: State.shared.smallTotal) {
+    timed("floor: dd bs=16M of the same byte count", bytes: State.shared.smallTotal, prepare: { cleanSlate("dd-small.bin") }) {
         let state = State.shared
         ddFloor(state.directory + "/dd-small.bin", UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(state.source)[0..<state.smallTotal]), sync: false)
     }
