@@ -1,7 +1,7 @@
 # The two commands of the README, plus the benchmarks.
 .PHONY: demo test bench
 
-# The main job: round-trip synthetic model weights through every codec (release build).
+# The main job: round-trip synthetic model weights through every codec and a container file (release build).
 demo:
 	swift run -c release ckpt demo
 
@@ -12,3 +12,4 @@ test:
 # Throughput benchmarks (ordo-one/benchmark, release build); see Benchmarks/.
 bench:
 	cd Benchmarks && swift package benchmark --target CodecBenchmarks
+	cd Benchmarks && swift package benchmark --target ContainerBenchmarks

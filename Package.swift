@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "CheckpointIO", dependencies: ["BlobCodec"]),
         // The command line: parsing and printing only.
         .executableTarget(name: "ckpt", dependencies: [
-            "BlobCodec",
+            "CheckpointIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "BlobCodecTests", dependencies: ["BlobCodec", "CCheckpointKernels"]),
