@@ -37,14 +37,19 @@ public enum ContainerRecovery {
     }
 
     static func repair(_ path: String, options: WriterOptions) throws(CheckpointError) -> RecoveryReport {
-        let result = try scan(path, calls: options.systemCalls)
-        let writer = try ContainerWriter.repairing(path, options: options, entries: result.entries, metadata: result.report.metadata,
-                                                   intactLength: result.report.intactLength, generation: result.highestGeneration + 1)
+        var report: RecoveryReport?
+        // Scanned under the writer lock, so no append can slip in between the scan and the cut.
+        let writer = try ContainerWriter.inPlace(path, options: options) { () throws(CheckpointError) -> ContainerWriter.InPlacePlan in
+            let result = try scan(path, calls: options.systemCalls)
+            report = result.report
+            return ContainerWriter.InPlacePlan(entries: result.entries, metadata: result.report.metadata, length: result.report.intactLength,
+                                               cut: true, generation: result.highestGeneration + 1)
+        }
         do throws(CheckpointError) { try writer.commit() } catch {
             writer.abort()
             throw error
         }
-        return result.report
+        return report!
     }
 
     struct ScanResult {

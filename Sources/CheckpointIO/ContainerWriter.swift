@@ -98,43 +98,41 @@ public final class ContainerWriter {
     /// complete trailer. New blobs replace older ones of the same name.
     public static func append(to path: String, options: WriterOptions = WriterOptions()) throws(CheckpointError) -> ContainerWriter {
         try validate(options)
+        return try inPlace(path, options: options) { () throws(CheckpointError) -> InPlacePlan in
+            let reader = try ContainerReader.open(path, options: ReaderOptions(mode: .pread, systemCalls: options.systemCalls))
+            let descriptors = try (0..<reader.index.count).map { (i: Int) throws(CheckpointError) -> BlobDescriptor in try reader.index.descriptor(i) }
+            return InPlacePlan(entries: descriptors, metadata: reader.metadata, length: reader.committedLength,
+                               cut: reader.tornBytes > 0, generation: reader.generation + 1)
+        }
+    }
+
+    /// What an in-place writer starts from: the live blobs, the metadata, where
+    /// the file ends (cutting it there when `cut`), and the next generation.
+    struct InPlacePlan {
+        var entries: [BlobDescriptor]
+        var metadata: [String: String]
+        var length: Int
+        var cut: Bool
+        var generation: UInt64
+    }
+
+    /// A writer that rewrites the end of an existing file: takes the lock, then
+    /// (under it) makes the plan, opens the file and cuts it to the plan's length.
+    static func inPlace(_ path: String, options: WriterOptions,
+                        plan makePlan: () throws(CheckpointError) -> InPlacePlan) throws(CheckpointError) -> ContainerWriter {
         let calls = options.systemCalls
         let lock = try takeLock(for: path, calls: calls)
         do throws(CheckpointError) {
-            let reader = try ContainerReader.open(path, options: ReaderOptions(mode: .pread, systemCalls: calls))
-            let descriptors = try (0..<reader.index.count).map { (i: Int) throws(CheckpointError) -> BlobDescriptor in try reader.index.descriptor(i) }
-            let end = reader.committedLength
-            let metadata = reader.metadata
-            let generation = reader.generation + 1
+            let plan = try makePlan()
             let file = try calls.openFile(path, flags: O_RDWR)
-            if reader.tornBytes > 0 {
-                do throws(CheckpointError) { try file.truncate(to: Int64(end)) } catch {
+            if plan.cut {
+                do throws(CheckpointError) { try file.truncate(to: Int64(plan.length)) } catch {
                     file.close()
                     throw error
                 }
             }
             return ContainerWriter(path: path, options: options, calls: calls, file: file, lockFile: lock, temporaryPath: nil,
-                                   originalLength: end, generation: generation, entries: descriptors, metadata: metadata)
-        } catch {
-            lock.close()
-            throw error
-        }
-    }
-
-    /// A writer that turns the intact prefix of a damaged file into a commit:
-    /// cuts the file at `intactLength` and, on commit, indexes `entries` there.
-    static func repairing(_ path: String, options: WriterOptions, entries: [BlobDescriptor], metadata: [String: String],
-                          intactLength: Int, generation: UInt64) throws(CheckpointError) -> ContainerWriter {
-        let calls = options.systemCalls
-        let lock = try takeLock(for: path, calls: calls)
-        do throws(CheckpointError) {
-            let file = try calls.openFile(path, flags: O_RDWR)
-            do throws(CheckpointError) { try file.truncate(to: Int64(intactLength)) } catch {
-                file.close()
-                throw error
-            }
-            return ContainerWriter(path: path, options: options, calls: calls, file: file, lockFile: lock, temporaryPath: nil,
-                                   originalLength: intactLength, generation: generation, entries: entries, metadata: metadata)
+                                   originalLength: plan.length, generation: plan.generation, entries: plan.entries, metadata: plan.metadata)
         } catch {
             lock.close()
             throw error

@@ -4,7 +4,8 @@ import Testing
 
 /// A temporary directory removed when the closure returns, whatever happens.
 func withTemporaryDirectory<R>(_ body: (String) throws -> R) throws -> R {
-    var template = Array((NSTemporaryDirectory() + "/ckpt-test-XXXXXX").utf8CString)
+    // mkdtemp replaces the template's six trailing X characters.
+    var template = Array((NSTemporaryDirectory() + "/ckpt-test-" + String(repeating: "X", count: 6)).utf8CString)
     guard let created = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
         throw CheckpointError(.system(call: "mkdtemp", errno: errno))
     }

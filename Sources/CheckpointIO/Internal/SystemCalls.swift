@@ -10,7 +10,6 @@ import Glibc
 struct SystemCalls: @unchecked Sendable {
     var open: (_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32
     var close: (_ fd: Int32) -> Int32
-    var pwrite: (_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, _ offset: Int64) -> Int
     var pwritev: (_ fd: Int32, _ vectors: UnsafePointer<iovec>, _ count: Int32, _ offset: Int64) -> Int
     var pread: (_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: Int64) -> Int
     var fdatasync: (_ fd: Int32) -> Int32
@@ -28,7 +27,6 @@ struct SystemCalls: @unchecked Sendable {
     static let live = SystemCalls(
         open: { path, flags, mode in Glibc.open(path, flags | O_CLOEXEC, mode) },
         close: { Glibc.close($0) },
-        pwrite: { Glibc.pwrite($0, $1, $2, off_t($3)) },
         pwritev: { Glibc.pwritev($0, $1, $2, off_t($3)) },
         pread: { Glibc.pread($0, $1, $2, off_t($3)) },
         fdatasync: { Glibc.fdatasync($0) },
@@ -67,21 +65,6 @@ struct SystemFile {
 
     func error(_ call: String, _ code: Int32 = SystemCalls.errno, offset: Int64? = nil) -> CheckpointError {
         CheckpointError(.system(call: call, errno: code), path: path, offset: offset.map { UInt64($0) })
-    }
-
-    /// Writes all of `buffer` at `offset`, retrying EINTR and continuing short writes (`pwrite`).
-    func writeAll(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(CheckpointError) {
-        var done = 0
-        while done < buffer.count {
-            let result = calls.pwrite(fd, buffer.baseAddress! + done, buffer.count - done, offset + Int64(done))
-            if result < 0 {
-                let code = SystemCalls.errno
-                if code == EINTR { continue }
-                throw error("pwrite", code, offset: offset + Int64(done))
-            }
-            if result == 0 { throw error("pwrite", ENOSPC, offset: offset + Int64(done)) }
-            done += result
-        }
     }
 
     /// Writes the concatenation of `segments` at `offset` with as few `pwritev`
