@@ -299,6 +299,8 @@ int ckk_crc32c_folding_available(void) {
 }
 
 uint32_t ckk_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2) {
+    /* 0 * x^n = 0: combining onto a zero CRC (the usual start of a fold) needs no powers. */
+    if (crc1 == 0) return crc2;
     ensure_init();
     return multiply_mod_poly(x_pow_8n(length2), crc1) ^ crc2;
 }
