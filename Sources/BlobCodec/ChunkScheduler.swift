@@ -60,3 +60,9 @@ enum ChunkScheduler {
     }
 }
 
+
+/// The machine as the codec sees it.
+public enum Processors {
+    /// The CPUs this process may run on (its affinity mask): what `threads: 0` means.
+    public static var available: Int { ChunkScheduler.availableCPUs }
+}

@@ -1,5 +1,4 @@
 import BlobCodec
-import Glibc
 
 /// How a reader gets at the bytes of a file.
 public enum ReadMode: String, Sendable {
@@ -63,7 +62,7 @@ public final class ContainerReader: @unchecked Sendable {
     /// - Throws: ``CheckpointError`` naming the file and what is wrong; a file
     ///   without any complete commit throws ``CheckpointError/Code/tornFile(reason:)``.
     public static func open(_ path: String, options: ReaderOptions = ReaderOptions()) throws(CheckpointError) -> ContainerReader {
-        let file = try options.systemCalls.openFile(path, flags: O_RDONLY)
+        let file = try options.systemCalls.openFile(path, .readOnly)
         do throws(CheckpointError) {
             return try ContainerReader(path: path, file: file, options: options)
         } catch {
@@ -270,7 +269,7 @@ public final class ContainerReader: @unchecked Sendable {
         defer { errors.deinitialize().deallocate() }
         nonisolated(unsafe) let destinationShared = destination
         nonisolated(unsafe) let errorsShared = errors
-        let threads = max(1, min(chunkCount, options.threads > 0 ? options.threads : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        let threads = max(1, min(chunkCount, options.threads > 0 ? options.threads : Processors.available))
         DispatchQueueConcurrent.perform(iterations: threads) { worker in
             for index in stride(from: worker, to: chunkCount, by: threads) {
                 let start = index * header.chunkSizeInBytes
@@ -352,7 +351,7 @@ public final class ContainerReader: @unchecked Sendable {
         let page = 4096
         let start = entry.payloadOffset / page * page
         let end = min(map.count, entry.payloadOffset + entry.storedSizeInBytes)
-        _ = options.systemCalls.madvise(UnsafeMutableRawPointer(mutating: map.baseAddress! + start), end - start, MADV_WILLNEED)
+        _ = options.systemCalls.madvise(UnsafeMutableRawPointer(mutating: map.baseAddress! + start), end - start, SystemCalls.adviceWillNeed)
     }
 
     // MARK: Verification

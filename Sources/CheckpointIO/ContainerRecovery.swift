@@ -1,5 +1,4 @@
 import BlobCodec
-import Glibc
 
 /// What a recovery scan found (FORMAT.md §4.8).
 public struct RecoveryReport: Sendable {
@@ -59,7 +58,7 @@ public enum ContainerRecovery {
     }
 
     static func scan(_ path: String, calls: SystemCalls) throws(CheckpointError) -> ScanResult {
-        let file = try calls.openFile(path, flags: O_RDONLY)
+        let file = try calls.openFile(path, .readOnly)
         defer { file.close() }
         do throws(CheckpointError) {
             let size = Int(try file.size())

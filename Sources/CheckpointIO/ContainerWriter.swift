@@ -1,5 +1,4 @@
 import BlobCodec
-import Glibc
 
 /// Writes a container file (FORMAT.md §4): a new file committed atomically,
 /// or an append to an existing one.
@@ -77,10 +76,10 @@ public final class ContainerWriter {
         let lock = try takeLock(for: path, calls: calls)
         let (directory, base) = splitPath(path)
         var random = SystemRandomNumberGenerator()
-        let temporary = "\(directory)/.\(base).tmp.\(getpid()).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
+        let temporary = "\(directory)/.\(base).tmp.\(SystemCalls.processID).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
         let file: SystemFile
         do throws(CheckpointError) {
-            file = try calls.openFile(temporary, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+            file = try calls.openFile(temporary, .createExclusive)
         } catch {
             lock.close()
             throw error
@@ -124,7 +123,7 @@ public final class ContainerWriter {
         let lock = try takeLock(for: path, calls: calls)
         do throws(CheckpointError) {
             let plan = try makePlan()
-            let file = try calls.openFile(path, flags: O_RDWR)
+            let file = try calls.openFile(path, .readWrite)
             if plan.cut {
                 do throws(CheckpointError) { try file.truncate(to: Int64(plan.length)) } catch {
                     file.close()
@@ -147,7 +146,7 @@ public final class ContainerWriter {
 
     private static func takeLock(for path: String, calls: SystemCalls) throws(CheckpointError) -> SystemFile {
         try validatePath(path)
-        let lock = try calls.openFile(path + ".lock", flags: O_RDWR | O_CREAT, mode: 0o644)
+        let lock = try calls.openFile(path + ".lock", .createOrOpen)
         do throws(CheckpointError) {
             try lock.lockExclusively(target: path)
         } catch {

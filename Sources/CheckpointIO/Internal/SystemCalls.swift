@@ -146,7 +146,32 @@ struct SystemFile {
     func close() { _ = calls.close(fd) }
 }
 
+/// How a file is opened (the `open` flags, named).
+enum OpenMode {
+    case readOnly, readWrite, createExclusive, createOrOpen
+
+    var flags: Int32 {
+        switch self {
+        case .readOnly: return O_RDONLY
+        case .readWrite: return O_RDWR
+        case .createExclusive: return O_RDWR | O_CREAT | O_EXCL
+        case .createOrOpen: return O_RDWR | O_CREAT
+        }
+    }
+}
+
 extension SystemCalls {
+    /// This process's id (`getpid`), for temporary names.
+    static var processID: Int32 { getpid() }
+
+    /// `madvise(MADV_WILLNEED)`.
+    static let adviceWillNeed = MADV_WILLNEED
+
+    /// Opens `path` in `mode` (files are created 0644), retrying EINTR (`open`).
+    func openFile(_ path: String, _ mode: OpenMode) throws(CheckpointError) -> SystemFile {
+        try openFile(path, flags: mode.flags)
+    }
+
     /// Opens `path`, retrying EINTR (`open`).
     func openFile(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(CheckpointError) -> SystemFile {
         while true {
