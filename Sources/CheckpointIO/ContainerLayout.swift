@@ -162,6 +162,9 @@ enum ContainerLayout {
             }
             let version: UInt32 = bytes.load(littleEndianAt: 4)
             guard version == UInt32(ContainerLayout.version) else { throw CheckpointError(.unsupportedVersion(what: "trailer", version: version), offset: UInt64(offset + 4)) }
+            guard bytes[44..<56].allSatisfy({ $0 == 0 }) else {
+                throw CheckpointError(.invalidField(field: "trailer", reason: "reserved bytes not zero"), offset: UInt64(offset + 44))
+            }
             let indexOffset: UInt64 = bytes.load(littleEndianAt: 8)
             let indexLength: UInt64 = bytes.load(littleEndianAt: 16)
             let fileLength: UInt64 = bytes.load(littleEndianAt: 32)

@@ -42,7 +42,7 @@ public enum ContainerRecovery {
             let result = try scan(path, calls: options.systemCalls)
             report = result.report
             return ContainerWriter.InPlacePlan(entries: result.entries, metadata: result.report.metadata, length: result.report.intactLength,
-                                               cut: true, generation: result.highestGeneration + 1)
+                                               cut: true, generation: result.highestGeneration + 1, alignment: result.alignment)
         }
         do throws(CheckpointError) { try writer.commit() } catch {
             writer.abort()
@@ -55,6 +55,7 @@ public enum ContainerRecovery {
         var report: RecoveryReport
         var entries: [BlobDescriptor]  // live, in record order
         var highestGeneration: UInt64
+        var alignment: Int
     }
 
     static func scan(_ path: String, calls: SystemCalls) throws(CheckpointError) -> ScanResult {
@@ -63,7 +64,7 @@ public enum ContainerRecovery {
         do throws(CheckpointError) {
             let size = Int(try file.size())
             let source = ByteSource(file: file, map: nil)
-            _ = try source.withBytes(at: 0, count: ContainerLayout.fileHeaderSize) { bytes throws(CheckpointError) in
+            let alignment = try source.withBytes(at: 0, count: ContainerLayout.fileHeaderSize) { bytes throws(CheckpointError) in
                 try ContainerLayout.parseFileHeader(bytes)
             }
             var live: [String: BlobDescriptor] = [:]
@@ -99,7 +100,7 @@ public enum ContainerRecovery {
             }
             let entries = live.values.sorted { $0.recordOffset < $1.recordOffset }
             report.blobNames = entries.map(\.name).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-            return ScanResult(report: report, entries: entries, highestGeneration: highest)
+            return ScanResult(report: report, entries: entries, highestGeneration: highest, alignment: alignment)
         } catch {
             throw error.adding(path: path)
         }

@@ -24,6 +24,8 @@ import BlobCodec
 public final class ContainerWriter {
     public let path: String
     public let options: WriterOptions
+    /// The payload alignment in use: the options' for a new file, the file's own when appending.
+    public let alignment: Int
     /// File-level key/value metadata (epoch, step, producer…), stored in the index at commit.
     public var metadata: [String: String]
 
@@ -41,10 +43,11 @@ public final class ContainerWriter {
 
     private enum State { case open, committed, aborted }
 
-    private init(path: String, options: WriterOptions, calls: SystemCalls, file: SystemFile, lockFile: SystemFile,
+    private init(path: String, options: WriterOptions, alignment: Int, calls: SystemCalls, file: SystemFile, lockFile: SystemFile,
                  temporaryPath: String?, originalLength: Int, generation: UInt64, entries: [BlobDescriptor], metadata: [String: String]) {
         self.path = path
         self.options = options
+        self.alignment = alignment
         self.calls = calls
         self.file = file
         self.lockFile = lockFile
@@ -84,7 +87,7 @@ public final class ContainerWriter {
             lock.close()
             throw error
         }
-        let writer = ContainerWriter(path: path, options: options, calls: calls, file: file, lockFile: lock, temporaryPath: temporary,
+        let writer = ContainerWriter(path: path, options: options, alignment: options.alignment, calls: calls, file: file, lockFile: lock, temporaryPath: temporary,
                                      originalLength: ContainerLayout.fileHeaderSize, generation: 1, entries: [], metadata: [:])
         writer.pipeline.write(copying: ContainerLayout.encodeFileHeader(alignment: options.alignment), at: 0)
         return writer
@@ -94,14 +97,17 @@ public final class ContainerWriter {
     ///
     /// Takes the writer lock and validates the file. When its end is torn (a
     /// crash during an earlier append), the file is first cut back to its last
-    /// complete trailer. New blobs replace older ones of the same name.
+    /// complete trailer. New blobs replace older ones of the same name. New
+    /// payloads are aligned as the file's header says (`options.alignment` is
+    /// not used).
     public static func append(to path: String, options: WriterOptions = WriterOptions()) throws(CheckpointError) -> ContainerWriter {
         try validate(options)
         return try inPlace(path, options: options) { () throws(CheckpointError) -> InPlacePlan in
             let reader = try ContainerReader.open(path, options: ReaderOptions(mode: .pread, systemCalls: options.systemCalls))
             let descriptors = try (0..<reader.index.count).map { (i: Int) throws(CheckpointError) -> BlobDescriptor in try reader.index.descriptor(i) }
+            // New payloads keep the file's alignment (FORMAT.md §4.2), whatever the options say.
             return InPlacePlan(entries: descriptors, metadata: reader.metadata, length: reader.committedLength,
-                               cut: reader.tornBytes > 0, generation: reader.generation + 1)
+                               cut: reader.tornBytes > 0, generation: reader.generation + 1, alignment: reader.alignment)
         }
     }
 
@@ -113,6 +119,7 @@ public final class ContainerWriter {
         var length: Int
         var cut: Bool
         var generation: UInt64
+        var alignment: Int
     }
 
     /// A writer that rewrites the end of an existing file: takes the lock, then
@@ -130,7 +137,7 @@ public final class ContainerWriter {
                     throw error
                 }
             }
-            return ContainerWriter(path: path, options: options, calls: calls, file: file, lockFile: lock, temporaryPath: nil,
+            return ContainerWriter(path: path, options: options, alignment: plan.alignment, calls: calls, file: file, lockFile: lock, temporaryPath: nil,
                                    originalLength: plan.length, generation: plan.generation, entries: plan.entries, metadata: plan.metadata)
         } catch {
             lock.close()
@@ -215,7 +222,7 @@ public final class ContainerWriter {
     private func layout(headerLength: Int) -> (start: Int, padding: Int, payloadOffset: Int) {
         let start = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
         let unpadded = start + ContainerLayout.frameSize + headerLength
-        let payloadOffset = ContainerLayout.alignUp(unpadded, options.alignment)
+        let payloadOffset = ContainerLayout.alignUp(unpadded, alignment)
         return (start, payloadOffset - unpadded, payloadOffset)
     }
 

@@ -80,6 +80,26 @@ struct ContainerRoundTripTests {
         }
     }
 
+    @Test("appends keep the file's payload alignment, whatever the appender's options say")
+    func appendKeepsAlignment() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/aligned.ckpt"
+            try writeContainer(path, [TestBlob(name: "a", dtype: .uint8, shape: [3], bytes: [1, 2, 3])], options: WriterOptions(alignment: 4096))
+            let writer = try ContainerWriter.append(to: path, options: WriterOptions(alignment: 64))
+            #expect(writer.alignment == 4096)
+            try write([TestBlob(name: "b", dtype: .uint8, shape: [5], bytes: [1, 2, 3, 4, 5]),
+                       TestBlob(name: "c", dtype: .float32, shape: [1000], bytes: [UInt8](repeating: 9, count: 4000), encode: EncodeOptions(compression: .zstd(level: 1)))],
+                      with: writer)
+            try writer.commit()
+            let reader = try ContainerReader.open(path)
+            #expect(reader.alignment == 4096)
+            for name in ["a", "b", "c"] { #expect(try reader.descriptor(name).payloadOffset % 4096 == 0, "\(name)") }
+            // Repair keeps it too.
+            _ = try ContainerRecovery.repair(path)
+            #expect(try ContainerReader.open(path).names == ["a", "b", "c"])
+        }
+    }
+
     @Test("a blob larger than 4 GiB round-trips (zero pages in, verified view out)")
     func largerThanFourGiB() throws {
         try withTemporaryDirectory { directory in
