@@ -154,7 +154,11 @@ extension BlobHeader {
         guard chunkCount64 == UInt64(expectedChunks) else {
             throw invalid("chunk count", "\(chunkCount64), but \(rawSize) bytes in chunks of \(chunkSize) make \(expectedChunks)")
         }
-        // The variable part must account for every byte of the header exactly.
+        // The variable part must account for every byte of the header exactly
+        // (the chunk count is bounded by the bytes present first, so 8 × count cannot overflow).
+        guard chunkCount64 <= UInt64(r.remaining) / 8 else {
+            throw invalid("blob header length", "\(chunkCount64) chunks need more than the \(bytes.count + 4) header bytes")
+        }
         let variableLength = UInt64(8 * rank) + UInt64(nameLength) + UInt64(attributesLength) + 8 * chunkCount64
         guard variableLength == UInt64(r.remaining) else {
             throw invalid("blob header length", "fields need \(UInt64(BlobHeader.fixedSize) + variableLength + 4) bytes, header has \(bytes.count + 4)")

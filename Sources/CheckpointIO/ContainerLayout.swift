@@ -174,7 +174,8 @@ enum ContainerLayout {
                   indexLength >= UInt64(frameSize), indexOffset <= UInt64(offset), UInt64(offset) - indexOffset >= indexLength,
                   alignUp(Int(indexOffset + indexLength), unitAlignment) == offset
             else {
-                throw CheckpointError(.invalidField(field: "trailer", reason: "index at \(indexOffset)+\(indexLength) and file length \(fileLength) do not fit a trailer at \(offset)"), offset: UInt64(offset))
+                // An intact trailer in the wrong place (e.g. a copy of an old one at the end of a torn append).
+                throw CheckpointError(.tornFile(reason: "the trailer at \(offset) describes a file of \(fileLength) bytes with its index at \(indexOffset)+\(indexLength)"), offset: UInt64(offset))
             }
             return Trailer(indexOffset: Int(indexOffset), indexLength: Int(indexLength), generation: bytes.load(littleEndianAt: 24),
                            fileLength: Int(fileLength), indexCRC: bytes.load(littleEndianAt: 40))

@@ -13,6 +13,8 @@ public struct ReaderOptions: Sendable {
     public var mode: ReadMode
     /// Worker threads for decoding chunks (0 = one per CPU).
     public var threads: Int
+    /// The largest blob ``ContainerReader/read(_:verify:)`` allocates (default 64 GiB).
+    public var maximumRawSize: Int = 64 << 30
     /// The system calls to make; tests replace them to inject faults.
     var systemCalls: SystemCalls = .live
 
@@ -86,16 +88,24 @@ public final class ContainerReader: @unchecked Sendable {
         }
         self.map = map
         let source = ByteSource(file: file, map: map)
+        // The end of a torn file may be cut by a concurrent appender or repair: it is
+        // only ever read with pread (a short read is an error, a vanished mapped page a SIGBUS).
+        let unmapped = ByteSource(file: file, map: nil)
         do throws(CheckpointError) {
             alignment = try source.withBytes(at: 0, count: ContainerLayout.fileHeaderSize) { bytes throws(CheckpointError) in
                 try ContainerLayout.parseFileHeader(bytes)
             }
+            let trailerOffset = size - ContainerLayout.trailerSize
             let opened: OpenedCommit
             do throws(CheckpointError) {
-                opened = try ContainerReader.openCommit(source, trailerAt: size - ContainerLayout.trailerSize)
+                _ = try unmapped.withBytes(at: trailerOffset, count: ContainerLayout.trailerSize) { bytes throws(CheckpointError) in
+                    try ContainerLayout.Trailer.parse(bytes, at: trailerOffset)
+                }
+                // A complete commit ends the file: everything up to `size` is committed and never cut.
+                opened = try ContainerReader.openCommit(source, trailerAt: trailerOffset)
             } catch {
                 // The end is not a complete commit: fall back to the last complete one, if any.
-                guard case .tornFile = error.code, let last = try? ContainerScanner.lastCommit(source, fileSize: size) else { throw error }
+                guard case .tornFile = error.code, let last = try? ContainerScanner.lastCommit(unmapped, fileSize: size) else { throw error }
                 opened = last
             }
             index = opened.index
@@ -127,7 +137,7 @@ public final class ContainerReader: @unchecked Sendable {
         let frame = try source.withBytes(at: trailer.indexOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
             try ContainerLayout.Frame.parse(bytes, at: trailer.indexOffset)
         }
-        guard frame.kind == ContainerLayout.Kind.index.rawValue, frame.headerLength == 0,
+        guard frame.kind == ContainerLayout.Kind.index.rawValue, frame.headerLength == 0, frame.paddingLength < 8,
               frame.length == trailer.indexLength, (trailer.indexOffset + frame.payloadStart) % 8 == 0
         else {
             throw CheckpointError(.invalidField(field: "index record", reason: "kind \(frame.kind), length \(frame.length) where the trailer says \(trailer.indexLength)"), offset: UInt64(trailer.indexOffset))
@@ -185,7 +195,7 @@ public final class ContainerReader: @unchecked Sendable {
             }
             guard frame.kind == ContainerLayout.Kind.blob.rawValue else { throw CheckpointError(.unsupportedRecordKind(frame.kind)) }
             guard frame.headerLength == entry.blobHeaderLength, entry.recordOffset + frame.payloadStart == entry.payloadOffset,
-                  frame.payloadLength == entry.storedSizeInBytes
+                  frame.payloadLength == entry.storedSizeInBytes, frame.paddingLength < alignment
             else {
                 throw CheckpointError(.invalidField(field: "record frame", reason: "lengths disagree with the index"), offset: UInt64(entry.recordOffset))
             }
@@ -208,7 +218,8 @@ public final class ContainerReader: @unchecked Sendable {
             }
             guard header.name == entry.name, header.dtype == entry.dtype, header.shape == entry.shape,
                   header.compression == entry.compression, header.filter == entry.filter,
-                  header.rawSizeInBytes == entry.rawSizeInBytes, header.rawCRC32C == entry.rawCRC32C
+                  header.rawSizeInBytes == entry.rawSizeInBytes, header.rawCRC32C == entry.rawCRC32C,
+                  header.storedSizeInBytes == frame.payloadLength
             else {
                 throw CheckpointError(.invalidField(field: "blob header", reason: "disagrees with the index"), offset: UInt64(headerOffset))
             }
@@ -231,6 +242,12 @@ public final class ContainerReader: @unchecked Sendable {
     public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool = true) throws(CheckpointError) {
         let entry = try descriptor(name)
         let (header, _) = try record(entry)
+        try decode(entry, header: header, into: destination, verify: verify)
+    }
+
+    /// Decodes a blob whose record has been checked against the index.
+    private func decode(_ entry: BlobDescriptor, header: BlobHeader, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
+        let name = entry.name
         guard destination.count == header.rawSizeInBytes else {
             throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(header.rawSizeInBytes), actual: UInt64(destination.count)), blobName: name, path: path)
         }
@@ -240,7 +257,7 @@ public final class ContainerReader: @unchecked Sendable {
                 let payload = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
                 if verify {
                     try BlobDecoder.decode(payload: payload, header: header, into: destination, options: decodeOptions)
-                } else if header.isStoredRaw {
+                } else if header.isStoredRaw && payload.count == destination.count {
                     destination.copyMemory(from: payload)
                 } else {
                     try BlobDecoder.decode(payload: payload, header: header, into: destination, options: decodeOptions)
@@ -298,21 +315,25 @@ public final class ContainerReader: @unchecked Sendable {
     }
 
     /// Reads blob `name` into a new array.
+    ///
+    /// The record is checked against the index before anything is allocated,
+    /// and the raw size must be within ``ReaderOptions/maximumRawSize``.
     public func read(_ name: String, verify: Bool = true) throws(CheckpointError) -> [UInt8] {
         let entry = try descriptor(name)
-        guard entry.rawSizeInBytes > 0 else {
-            _ = try record(entry)
-            return []
+        let (header, _) = try record(entry)
+        guard header.rawSizeInBytes <= options.maximumRawSize else {
+            throw CheckpointError(.limitExceeded(what: "raw size", limit: UInt64(options.maximumRawSize), actual: UInt64(header.rawSizeInBytes)), blobName: name, path: path)
         }
+        guard header.rawSizeInBytes > 0 else { return [] }
         var failure: CheckpointError?
-        let bytes = [UInt8](unsafeUninitializedCapacity: entry.rawSizeInBytes) { buffer, count in
+        let bytes = [UInt8](unsafeUninitializedCapacity: header.rawSizeInBytes) { buffer, count in
             do throws(CheckpointError) {
-                try read(name, into: UnsafeMutableRawBufferPointer(buffer), verify: verify)
+                try decode(entry, header: header, into: UnsafeMutableRawBufferPointer(buffer), verify: verify)
+                count = buffer.count
             } catch {
                 failure = error
-                buffer.initialize(repeating: 0)
+                count = 0
             }
-            count = buffer.count
         }
         if let failure { throw failure }
         return bytes

@@ -84,6 +84,9 @@ public enum ContainerRecovery {
                         live[descriptor.name] = descriptor
                         report.blobRecords += 1
                     case ContainerLayout.Kind.deletion.rawValue:
+                        guard frame.paddingLength == 0, frame.payloadLength == 0, frame.payloadCRC == 0 else {
+                            throw CheckpointError(.invalidField(field: "deletion marker", reason: "padding or payload not empty"), offset: UInt64(offset))
+                        }
                         let name = try source.withBytes(at: offset + ContainerLayout.frameSize, count: frame.headerLength) { bytes throws(CheckpointError) in
                             try ContainerLayout.parseDeletionHeader(bytes)
                         }
@@ -182,11 +185,21 @@ public enum ContainerRecovery {
 
 enum ContainerScanner {
     /// The last complete commit of a file whose end is torn: every trailer on
-    /// the walk is a candidate, newest first; the first whose index validates wins.
+    /// the walk that directly follows the index record it points to is a
+    /// candidate, newest first; the first whose index validates wins. (Only
+    /// such pairs count, so each candidate's index is a distinct unit and the
+    /// work stays linear in the file size, whatever a hostile file contains.)
     static func lastCommit(_ source: ByteSource, fileSize: Int) throws(CheckpointError) -> ContainerReader.OpenedCommit {
         var trailers: [Int] = []
+        var previousIndexRecord: Int?
         _ = ContainerRecovery.walk(source, fileSize: fileSize) { unit in
-            if case let .trailer(offset, _) = unit { trailers.append(offset) }
+            switch unit {
+            case let .trailer(offset, trailer):
+                if trailer.indexOffset == previousIndexRecord { trailers.append(offset) }
+                previousIndexRecord = nil
+            case let .record(offset, frame):
+                previousIndexRecord = frame.kind == ContainerLayout.Kind.index.rawValue ? offset : nil
+            }
         }
         for offset in trailers.reversed() {
             if let commit = try? ContainerReader.openCommit(source, trailerAt: offset) { return commit }

@@ -41,7 +41,17 @@ public final class ContainerWriter {
     private let pipeline: WritePipeline
     private var state = State.open
 
-    private enum State { case open, committed, aborted }
+    private enum State { case open, failed, committed, aborted }
+
+    /// Throws unless the writer can still write: after a failed write or commit
+    /// nothing but ``abort()`` is allowed (the kernel may have dropped pages whose
+    /// write failed, so retrying could publish a file with holes).
+    private func requireWritable() throws(CheckpointError) {
+        precondition(state != .committed && state != .aborted, "ContainerWriter used after commit() or abort()")
+        if state == .failed {
+            throw CheckpointError(.invalidField(field: "writer", reason: "an earlier write or commit failed; call abort()"), path: path)
+        }
+    }
 
     private init(path: String, options: WriterOptions, alignment: Int, calls: SystemCalls, file: SystemFile, lockFile: SystemFile,
                  temporaryPath: String?, originalLength: Int, generation: UInt64, entries: [BlobDescriptor], metadata: [String: String]) {
@@ -64,7 +74,7 @@ public final class ContainerWriter {
     }
 
     deinit {
-        if state == .open { abort() }
+        if state == .open || state == .failed { abort() }
     }
 
     // MARK: Opening
@@ -181,7 +191,7 @@ public final class ContainerWriter {
     /// - Throws: ``CheckpointError`` for invalid input (nothing of that blob
     ///   is written) or a failed write (the writer is then unusable: ``abort()``).
     public func write(_ blobs: [BlobSource]) throws(CheckpointError) {
-        precondition(state == .open, "ContainerWriter used after commit() or abort()")
+        try requireWritable()
         do throws(CheckpointError) {
             for blob in blobs {
                 let options = blob.encode ?? self.options.encode
@@ -197,6 +207,7 @@ public final class ContainerWriter {
         } catch {
             // Whatever was queued is finished before the caller may reuse its buffers.
             _ = try? pipeline.drain()
+            if pipeline.hasFailed { state = .failed }
             throw error.adding(path: temporaryPath ?? path)
         }
     }
@@ -205,7 +216,7 @@ public final class ContainerWriter {
     ///
     /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` when no live blob has that name.
     public func delete(_ name: String) throws(CheckpointError) {
-        precondition(state == .open, "ContainerWriter used after commit() or abort()")
+        try requireWritable()
         guard entryIndexByName[name] != nil else { throw CheckpointError(.blobNotFound(name), path: path) }
         let header = ContainerLayout.encodeDeletionHeader(name: name)
         let start = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
@@ -214,7 +225,10 @@ public final class ContainerWriter {
         pipeline.write(copying: [UInt8](repeating: 0, count: start - position) + frame.encoded() + header, at: position)
         position = start + frame.length
         remove(name)
-        do throws(CheckpointError) { try pipeline.drain() } catch { throw error.adding(path: temporaryPath ?? path) }
+        do throws(CheckpointError) { try pipeline.drain() } catch {
+            state = .failed
+            throw error.adding(path: temporaryPath ?? path)
+        }
     }
 
     /// The record layout of a blob whose blob header is `headerLength` bytes:
@@ -239,6 +253,9 @@ public final class ContainerWriter {
                                 chunkSizeInBytes: chunkSize, rawSizeInBytes: raw.count, rawCRC32C: 0,
                                 chunks: [ChunkEntry](repeating: ChunkEntry(storedSize: 0, crc32c: 0), count: chunkCount),
                                 attributes: blob.attributes)
+        guard header.encodedSize <= Int(UInt32.max) else {
+            throw CheckpointError(.limitExceeded(what: "blob header size", limit: UInt64(UInt32.max), actual: UInt64(header.encodedSize)), blobName: blob.name)
+        }
         let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
         let streaming = raw.count > WritePipeline.maximumBatchBytes
         var rawCRC: UInt32 = 0
@@ -318,11 +335,24 @@ public final class ContainerWriter {
 
     /// Writes the index and the trailer, makes them as durable as
     /// ``WriterOptions/durability`` asks, and (for a new file) renames it into
-    /// place. After an error the previous state of `path` is intact; call ``abort()``.
+    /// place. An append with durability syncs its records before writing the
+    /// trailer that makes them live, then syncs again.
+    ///
+    /// After an error the previous state of `path` is intact and the writer
+    /// only accepts ``abort()``. One exception: with ``Durability/full``, if the
+    /// directory fsync after the rename fails, the new file is already in place
+    /// (complete and synced) and the error says only that its name may not
+    /// survive a power cut.
     public func commit() throws(CheckpointError) {
-        precondition(state == .open, "ContainerWriter used after commit() or abort()")
+        try requireWritable()
+        try ContainerIndex.validateMetadata(metadata)
         do throws(CheckpointError) {
-            try ContainerIndex.validateMetadata(metadata)
+            if temporaryPath == nil && options.durability != .none {
+                // In place, the new records must be on disk before the trailer that makes
+                // them live: otherwise a power cut could keep the trailer and lose them.
+                try pipeline.drain()
+                try sync()
+            }
             let body = ContainerIndex.encode(entries: entries, metadata: metadata, generation: generation)
             let indexStart = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
             let padding = ContainerLayout.alignUp(indexStart + ContainerLayout.frameSize, 8) - (indexStart + ContainerLayout.frameSize)
@@ -342,27 +372,39 @@ public final class ContainerWriter {
             pipeline.write(copying: bytes, at: position)
             try pipeline.drain()
             position = trailer.fileLength
-            switch options.durability {
-            case .none: break
-            case .fileData: try file.dataSync()
-            case .full: try file.fullSync()
-            }
+            try sync()
             if let temporaryPath {
                 try file.retrying("rename") { calls.rename(temporaryPath, path) }
-                if options.durability == .full { try calls.syncDirectory(ContainerWriter.splitPath(path).directory) }
             }
         } catch {
+            state = .failed
             throw error.adding(path: temporaryPath ?? path)
         }
         state = .committed
+        if temporaryPath != nil && options.durability == .full {
+            // The file is complete and in place; only its name's durability is left.
+            do throws(CheckpointError) { try calls.syncDirectory(ContainerWriter.splitPath(path).directory) } catch {
+                file.close()
+                lockFile.close()
+                throw error.adding(path: path)
+            }
+        }
         file.close()
         lockFile.close()
+    }
+
+    private func sync() throws(CheckpointError) {
+        switch options.durability {
+        case .none: break
+        case .fileData: try file.dataSync()
+        case .full: try file.fullSync()
+        }
     }
 
     /// Abandons the writer: a new file's temporary is removed; an append is cut
     /// back to where the file ended before it. Releases the lock. Idempotent.
     public func abort() {
-        guard state == .open else { return }
+        guard state == .open || state == .failed else { return }
         state = .aborted
         _ = try? pipeline.drain()
         if let temporaryPath {

@@ -115,6 +115,14 @@ struct HostileInputTests {
         let chunkCount = try Self.forge(encoded) { b, _ in Self.store(UInt64(2), into: &b, at: 48) }
         if case .invalidField(field: "chunk count", _)? = Self.decodeError(chunkCount)?.code {} else { Issue.record("chunk count: \(String(describing: Self.decodeError(chunkCount)))") }
 
+        // 2^61 one-byte chunks in a header with no room for them: rejected without overflowing 8 × count.
+        let manyChunks = try Self.forge(encoded) { b, _ in
+            Self.store(UInt64(1) << 61, into: &b, at: 24)
+            Self.store(UInt64(1), into: &b, at: 40)
+            Self.store(UInt64(1) << 61, into: &b, at: 48)
+        }
+        if case .invalidField(field: "blob header length", _)? = Self.decodeError(manyChunks)?.code {} else { Issue.record("2^61 chunks: \(String(describing: Self.decodeError(manyChunks)))") }
+
         let codec = try Self.forge(encoded) { b, _ in b[13] = 9 }
         #expect(Self.decodeError(codec)?.code == .unknownCodec(9))
 

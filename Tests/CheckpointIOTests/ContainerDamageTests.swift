@@ -245,3 +245,101 @@ struct ContainerDamageTests {
         }
     }
 }
+
+/// Regressions for an independent review's findings.
+@Suite("Container review regressions")
+struct ContainerReviewRegressionTests {
+    static func put<T: FixedWidthInteger>(_ value: T, _ bytes: inout [UInt8], at offset: Int) {
+        withUnsafeBytes(of: value.littleEndian) { for (i, b) in $0.enumerated() { bytes[offset + i] = b } }
+    }
+
+    @Test("a frame and index claiming another payload size than the blob header are caught before any copy")
+    func payloadSizeMismatch() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/p.ckpt"
+            try writeContainer(path, [TestBlob(name: "w", dtype: .uint8, shape: [16], bytes: [UInt8](repeating: 7, count: 16)),
+                                      TestBlob(name: "x", dtype: .uint8, shape: [8192], bytes: [UInt8](repeating: 1, count: 8192))])
+            let entry = try ContainerReader.open(path).descriptor("w")
+            var bytes = try readFile(path)
+            Self.put(UInt64(8), &bytes, at: entry.recordOffset + 16)
+            let frameCRC = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[entry.recordOffset..<(entry.recordOffset + 28)])) }
+            Self.put(frameCRC, &bytes, at: entry.recordOffset + 28)
+            try writeFile(path, bytes)
+            try ContainerCompatibilityTests.editIndex(path) { b, body in
+                var stored = b
+                Self.put(UInt64(8), &stored, at: body + 32 + 16)
+                b = stored
+            }
+            for mode in [ReadMode.mmap, .pread] {
+                let reader = try ContainerReader.open(path, options: ReaderOptions(mode: mode))
+                #expect(throws: CheckpointError.self) { try reader.read("w", verify: false) }
+                #expect(throws: CheckpointError.self) { try reader.read("w") }
+            }
+        }
+    }
+
+    @Test("an index raw size of 2^62 is refused before anything is allocated")
+    func hugeIndexRawSize() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/h.ckpt"
+            try writeFile(path, try readFile(ContainerGoldenTests.fixturePath))
+            try ContainerCompatibilityTests.editIndex(path) { b, body in Self.put(UInt64(1) << 62, &b, at: body + 32 + 24) }
+            let reader = try ContainerReader.open(path)
+            #expect(throws: CheckpointError.self) { try reader.read("w") }
+        }
+    }
+
+    @Test("an intact trailer copied past the end opens as a torn file (the previous commit)")
+    func copiedTrailerAtEnd() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/c.ckpt"
+            let fixture = try readFile(ContainerGoldenTests.fixturePath)
+            try writeFile(path, fixture + fixture.suffix(64))
+            let reader = try ContainerReader.open(path)
+            #expect(reader.generation == 1 && reader.tornBytes == 64 && reader.names == ["w"])
+            let writer = try ContainerWriter.append(to: path)
+            try writer.commit()
+            #expect(try ContainerReader.open(path).tornBytes == 0)
+        }
+    }
+
+    @Test("an append with durability syncs its records before writing the trailer")
+    func appendWriteBarrier() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/b.ckpt"
+            try writeContainer(path, [TestBlob(name: "a", dtype: .uint8, shape: [1], bytes: [1])])
+            final class Log: @unchecked Sendable { var calls: [String] = [] }
+            let log = Log()
+            var options = WriterOptions(durability: .fileData)
+            let live = SystemCalls.live
+            options.systemCalls.pwritev = { fd, v, c, o in log.calls.append("write"); return live.pwritev(fd, v, c, o) }
+            options.systemCalls.fdatasync = { fd in log.calls.append("sync"); return live.fdatasync(fd) }
+            let writer = try ContainerWriter.append(to: path, options: options)
+            try write([TestBlob(name: "b", dtype: .uint8, shape: [3], bytes: [1, 2, 3])], with: writer)
+            try writer.commit()
+            #expect(log.calls == ["write", "sync", "write", "sync"])
+            #expect(try ContainerReader.open(path).names == ["a", "b"])
+        }
+    }
+
+    @Test("after a failed commit the writer refuses a retry; abort restores the old file")
+    func noRetryAfterFailedCommit() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/r.ckpt"
+            try writeContainer(path, [TestBlob(name: "a", dtype: .uint8, shape: [1], bytes: [1])])
+            let before = try readFile(path)
+            for inPlace in [false, true] {
+                let plan = ContainerDamageTests.FaultPlan(target: "fdatasync", failAt: inPlace ? 2 : 1, fault: .errno(EIO))
+                var options = WriterOptions(durability: .fileData)
+                options.systemCalls = plan.systemCalls
+                let writer = inPlace ? try ContainerWriter.append(to: path, options: options) : try ContainerWriter.create(at: path, options: options)
+                try write([TestBlob(name: "b", dtype: .uint8, shape: [2], bytes: [5, 6])], with: writer)
+                #expect(throws: CheckpointError.self) { try writer.commit() }
+                let retry = try #require(throws: CheckpointError.self) { try writer.commit() }
+                #expect(retry.code == .invalidField(field: "writer", reason: "an earlier write or commit failed; call abort()"))
+                writer.abort()
+                #expect(try readFile(path) == before, "in place: \(inPlace)")
+            }
+        }
+    }
+}
