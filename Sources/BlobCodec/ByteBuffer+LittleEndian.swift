@@ -1,14 +1,18 @@
 /// Appends fixed-width little-endian integers and raw bytes to a byte array.
-struct LittleEndianWriter {
-    var bytes: [UInt8] = []
+/// Shared with CheckpointIO (package access), which builds its frames,
+/// trailers and index the same way.
+package struct LittleEndianWriter {
+    package var bytes: [UInt8] = []
 
-    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+    package init(capacity: Int) { bytes.reserveCapacity(capacity) }
 
-    mutating func write<T: FixedWidthInteger>(littleEndian value: T) {
+    package mutating func write<T: FixedWidthInteger>(littleEndian value: T) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
-    mutating func write<Bytes: Collection<UInt8>>(_ data: Bytes) { bytes.append(contentsOf: data) }
+    package mutating func write<Bytes: Collection<UInt8>>(_ data: Bytes) { bytes.append(contentsOf: data) }
+
+    package mutating func write(zeros count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
 }
 
 /// Reads fixed-width little-endian integers from a buffer, checking every

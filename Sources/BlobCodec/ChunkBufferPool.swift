@@ -8,37 +8,24 @@ import Glibc
 /// kernel as in the compressor. Buffers released by ``OwnedBytes`` come back
 /// here and are handed out again; at most ``retainedByteLimit`` bytes are kept.
 ///
-/// Guarded by a pthread mutex rather than `Synchronization.Mutex`, whose
-/// futex-based implementation ThreadSanitizer cannot see (false race reports).
+/// Guarded by a ``PThreadLock``.
 final class ChunkBufferPool: @unchecked Sendable {
     static let shared = ChunkBufferPool(retainedByteLimit: 256 << 20)
 
     let retainedByteLimit: Int
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let lock = PThreadLock()
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
     private var retainedBytes = 0
 
-    init(retainedByteLimit: Int) {
-        self.retainedByteLimit = retainedByteLimit
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
+    init(retainedByteLimit: Int) { self.retainedByteLimit = retainedByteLimit }
 
     deinit {
         for pointers in free.values { pointers.forEach { Glibc.free($0) } }
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    private func locked<R>(_ body: () -> R) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
     }
 
     /// A buffer of exactly `capacity` bytes (recycled when one is free), or nil when out of memory.
     func take(capacity: Int) -> UnsafeMutableRawPointer? {
-        let recycled = locked { () -> UnsafeMutableRawPointer? in
+        let recycled = lock.locked { () -> UnsafeMutableRawPointer? in
             guard let pointer = free[capacity]?.popLast() else { return nil }
             retainedBytes -= capacity
             return pointer
@@ -48,7 +35,7 @@ final class ChunkBufferPool: @unchecked Sendable {
 
     /// Gives a buffer obtained from ``take(capacity:)`` back.
     func give(_ pointer: UnsafeMutableRawPointer, capacity: Int) {
-        let kept = locked { () -> Bool in
+        let kept = lock.locked { () -> Bool in
             guard retainedBytes + capacity <= retainedByteLimit else { return false }
             free[capacity, default: []].append(pointer)
             retainedBytes += capacity
@@ -66,5 +53,28 @@ final class ChunkBufferPool: @unchecked Sendable {
     /// Gives a buffer obtained from ``takeBuffer(capacity:)`` back.
     func giveBuffer(_ buffer: UnsafeMutableRawBufferPointer) {
         give(buffer.baseAddress!, capacity: buffer.count)
+    }
+}
+
+/// A pthread mutex. Used instead of `Synchronization.Mutex`, whose futex-based
+/// implementation ThreadSanitizer cannot see (it reports false races).
+/// Shared with CheckpointIO (package access).
+package final class PThreadLock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    package init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    package func locked<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
     }
 }

@@ -6,7 +6,7 @@ import Synchronization
 /// state (scratch buffers, codec contexts). Chunks are claimed from a shared
 /// counter, so uneven chunks balance; results go to per-chunk slots, so the
 /// output never depends on the thread count or the order of completion.
-enum ChunkScheduler {
+package enum ChunkScheduler {
     /// The CPUs this process may use (its affinity mask).
     static let availableCPUs = Int(ckk_available_cpus())
 
@@ -17,7 +17,7 @@ enum ChunkScheduler {
 
     /// Calls `body(worker, index)` for every index in `0..<count`. After a
     /// failure, no new index is started; the error of the lowest failed index is thrown.
-    static func run<Worker>(
+    package static func run<Worker>(
         count: Int, threads: Int,
         makeWorker: () -> Worker,
         _ body: (Worker, Int) throws(CheckpointError) -> Void

@@ -25,55 +25,55 @@ final class ContainerIndex: @unchecked Sendable {
 
     /// Encodes an index body for `entries` (in increasing record offset) and `metadata`.
     static func encode(entries: [BlobDescriptor], metadata: [String: String], generation: UInt64) -> [UInt8] {
-        var names = ByteWriter(capacity: entries.reduce(0) { $0 + $1.name.utf8.count })
+        var names = LittleEndianWriter(capacity: entries.reduce(0) { $0 + $1.name.utf8.count })
         var dims: [UInt64] = []
-        var table = ByteWriter(capacity: entries.count * entrySize)
+        var table = LittleEndianWriter(capacity: entries.count * entrySize)
         for entry in entries {
             let nameOffset = names.bytes.count
-            names.append(Array(entry.name.utf8))
+            names.write(Array(entry.name.utf8))
             let dimsOffset = dims.count
             dims.append(contentsOf: entry.shape.dimensions.map { UInt64($0) })
-            table.append(littleEndian: UInt64(entry.recordOffset))
-            table.append(littleEndian: UInt64(entry.payloadOffset))
-            table.append(littleEndian: UInt64(entry.storedSizeInBytes))
-            table.append(littleEndian: UInt64(entry.rawSizeInBytes))
-            table.append(littleEndian: UInt32(nameOffset))
-            table.append(littleEndian: UInt32(dimsOffset))
-            table.append(littleEndian: UInt32(entry.blobHeaderLength))
-            table.append(littleEndian: entry.rawCRC32C)
-            table.append(littleEndian: UInt16(entry.name.utf8.count))
-            table.append(littleEndian: UInt8(ContainerLayout.Kind.blob.rawValue))
-            table.append(littleEndian: entry.dtype.rawValue)
-            table.append(littleEndian: entry.compression.id)
-            table.append(littleEndian: UInt8(entry.compression.level))
-            table.append(littleEndian: entry.filter.id)
-            if case let .shuffle(size) = entry.filter { table.append(littleEndian: UInt8(size)) } else { table.append(littleEndian: UInt8(0)) }
-            table.append(littleEndian: UInt8(entry.shape.rank))
-            table.append(zeros: 7)
+            table.write(littleEndian: UInt64(entry.recordOffset))
+            table.write(littleEndian: UInt64(entry.payloadOffset))
+            table.write(littleEndian: UInt64(entry.storedSizeInBytes))
+            table.write(littleEndian: UInt64(entry.rawSizeInBytes))
+            table.write(littleEndian: UInt32(nameOffset))
+            table.write(littleEndian: UInt32(dimsOffset))
+            table.write(littleEndian: UInt32(entry.blobHeaderLength))
+            table.write(littleEndian: entry.rawCRC32C)
+            table.write(littleEndian: UInt16(entry.name.utf8.count))
+            table.write(littleEndian: UInt8(ContainerLayout.Kind.blob.rawValue))
+            table.write(littleEndian: entry.dtype.rawValue)
+            table.write(littleEndian: entry.compression.id)
+            table.write(littleEndian: UInt8(entry.compression.level))
+            table.write(littleEndian: entry.filter.id)
+            if case let .shuffle(size) = entry.filter { table.write(littleEndian: UInt8(size)) } else { table.write(littleEndian: UInt8(0)) }
+            table.write(littleEndian: UInt8(entry.shape.rank))
+            table.write(zeros: 7)
         }
         let order = entries.indices.sorted { entries[$0].name.utf8.lexicographicallyPrecedes(entries[$1].name.utf8) }
-        var meta = ByteWriter(capacity: 64)
+        var meta = LittleEndianWriter(capacity: 64)
         for key in metadata.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
-            meta.append(littleEndian: UInt16(key.utf8.count))
-            meta.append(Array(key.utf8))
+            meta.write(littleEndian: UInt16(key.utf8.count))
+            meta.write(Array(key.utf8))
             let value = metadata[key]!
-            meta.append(littleEndian: UInt32(value.utf8.count))
-            meta.append(Array(value.utf8))
+            meta.write(littleEndian: UInt32(value.utf8.count))
+            meta.write(Array(value.utf8))
         }
-        var w = ByteWriter(capacity: headerSize + table.bytes.count + 4 * entries.count + 8 * dims.count + names.bytes.count + meta.bytes.count + 8)
-        w.append(littleEndian: magic)
-        w.append(littleEndian: UInt32(1))
-        w.append(littleEndian: generation)
-        w.append(littleEndian: UInt32(entries.count))
-        w.append(littleEndian: UInt32(dims.count))
-        w.append(littleEndian: UInt32(names.bytes.count))
-        w.append(littleEndian: UInt32(meta.bytes.count))
-        w.append(table.bytes)
-        for index in order { w.append(littleEndian: UInt32(index)) }
-        w.append(zeros: ContainerLayout.alignUp(w.bytes.count, 8) - w.bytes.count)
-        for dimension in dims { w.append(littleEndian: dimension) }
-        w.append(names.bytes)
-        w.append(meta.bytes)
+        var w = LittleEndianWriter(capacity: headerSize + table.bytes.count + 4 * entries.count + 8 * dims.count + names.bytes.count + meta.bytes.count + 8)
+        w.write(littleEndian: magic)
+        w.write(littleEndian: UInt32(1))
+        w.write(littleEndian: generation)
+        w.write(littleEndian: UInt32(entries.count))
+        w.write(littleEndian: UInt32(dims.count))
+        w.write(littleEndian: UInt32(names.bytes.count))
+        w.write(littleEndian: UInt32(meta.bytes.count))
+        w.write(table.bytes)
+        for index in order { w.write(littleEndian: UInt32(index)) }
+        w.write(zeros: ContainerLayout.alignUp(w.bytes.count, 8) - w.bytes.count)
+        for dimension in dims { w.write(littleEndian: dimension) }
+        w.write(names.bytes)
+        w.write(meta.bytes)
         return w.bytes
     }
 

@@ -29,13 +29,13 @@ enum ContainerLayout {
     // MARK: File header
 
     static func encodeFileHeader(alignment: Int) -> [UInt8] {
-        var w = ByteWriter(capacity: fileHeaderSize)
-        w.append(fileMagic)
-        w.append(littleEndian: version)
-        w.append(littleEndian: UInt16(0))
-        w.append(littleEndian: UInt32(alignment))
-        w.append(zeros: 44)
-        w.append(littleEndian: CRC32C.checksum(w.bytes))
+        var w = LittleEndianWriter(capacity: fileHeaderSize)
+        w.write(fileMagic)
+        w.write(littleEndian: version)
+        w.write(littleEndian: UInt16(0))
+        w.write(littleEndian: UInt32(alignment))
+        w.write(zeros: 44)
+        w.write(littleEndian: CRC32C.checksum(w.bytes))
         return w.bytes
     }
 
@@ -80,15 +80,15 @@ enum ContainerLayout {
         var length: Int { payloadStart + payloadLength }
 
         func encoded() -> [UInt8] {
-            var w = ByteWriter(capacity: frameSize)
-            w.append(littleEndian: frameMagic)
-            w.append(littleEndian: kind)
-            w.append(littleEndian: UInt16(0))
-            w.append(littleEndian: UInt32(headerLength))
-            w.append(littleEndian: UInt32(paddingLength))
-            w.append(littleEndian: UInt64(payloadLength))
-            w.append(littleEndian: payloadCRC)
-            w.append(littleEndian: CRC32C.checksum(w.bytes))
+            var w = LittleEndianWriter(capacity: frameSize)
+            w.write(littleEndian: frameMagic)
+            w.write(littleEndian: kind)
+            w.write(littleEndian: UInt16(0))
+            w.write(littleEndian: UInt32(headerLength))
+            w.write(littleEndian: UInt32(paddingLength))
+            w.write(littleEndian: UInt64(payloadLength))
+            w.write(littleEndian: payloadCRC)
+            w.write(littleEndian: CRC32C.checksum(w.bytes))
             return w.bytes
         }
 
@@ -131,17 +131,17 @@ enum ContainerLayout {
         var indexCRC: UInt32
 
         func encoded() -> [UInt8] {
-            var w = ByteWriter(capacity: trailerSize)
-            w.append(littleEndian: trailerMagic)
-            w.append(littleEndian: UInt32(ContainerLayout.version))
-            w.append(littleEndian: UInt64(indexOffset))
-            w.append(littleEndian: UInt64(indexLength))
-            w.append(littleEndian: generation)
-            w.append(littleEndian: UInt64(fileLength))
-            w.append(littleEndian: indexCRC)
-            w.append(zeros: 12)
-            w.append(littleEndian: CRC32C.checksum(w.bytes))
-            w.append(littleEndian: trailerEndMagic)
+            var w = LittleEndianWriter(capacity: trailerSize)
+            w.write(littleEndian: trailerMagic)
+            w.write(littleEndian: UInt32(ContainerLayout.version))
+            w.write(littleEndian: UInt64(indexOffset))
+            w.write(littleEndian: UInt64(indexLength))
+            w.write(littleEndian: generation)
+            w.write(littleEndian: UInt64(fileLength))
+            w.write(littleEndian: indexCRC)
+            w.write(zeros: 12)
+            w.write(littleEndian: CRC32C.checksum(w.bytes))
+            w.write(littleEndian: trailerEndMagic)
             return w.bytes
         }
 
@@ -185,10 +185,10 @@ enum ContainerLayout {
     // MARK: Deletion marker
 
     static func encodeDeletionHeader(name: String) -> [UInt8] {
-        var w = ByteWriter(capacity: 2 + name.utf8.count + 4)
-        w.append(littleEndian: UInt16(name.utf8.count))
-        w.append(Array(name.utf8))
-        w.append(littleEndian: CRC32C.checksum(w.bytes))
+        var w = LittleEndianWriter(capacity: 2 + name.utf8.count + 4)
+        w.write(littleEndian: UInt16(name.utf8.count))
+        w.write(Array(name.utf8))
+        w.write(littleEndian: CRC32C.checksum(w.bytes))
         return w.bytes
     }
 
@@ -204,21 +204,6 @@ enum ContainerLayout {
         try BlobHeader.validateName(name)
         return name
     }
-}
-
-/// Builds little-endian byte strings.
-struct ByteWriter {
-    var bytes: [UInt8] = []
-
-    init(capacity: Int) { bytes.reserveCapacity(capacity) }
-
-    mutating func append<T: FixedWidthInteger>(littleEndian value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    mutating func append(_ data: [UInt8]) { bytes.append(contentsOf: data) }
-    mutating func append(_ data: UnsafeRawBufferPointer) { bytes.append(contentsOf: data) }
-    mutating func append(zeros count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
 }
 
 extension UnsafeRawBufferPointer {

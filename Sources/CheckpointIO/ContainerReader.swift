@@ -277,41 +277,26 @@ public final class ContainerReader: @unchecked Sendable {
     }
 
     /// pread of an uncompressed payload into the caller's memory, chunks in
-    /// parallel, each checksummed while it is still in cache.
+    /// parallel, each checksummed in 1 MiB pieces while they are still in cache.
+    /// Raw-stored, so the raw CRC is the combination of the chunk CRCs checked here.
     private func readRawWithPread(header: BlobHeader, entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
-        let chunkCount = header.chunks.count
         let file = self.file
-        let errors = UnsafeMutableBufferPointer<CheckpointError?>.allocate(capacity: max(chunkCount, 1))
-        errors.initialize(repeating: nil)
-        defer { errors.deinitialize().deallocate() }
-        nonisolated(unsafe) let destinationShared = destination
-        nonisolated(unsafe) let errorsShared = errors
-        let threads = max(1, min(chunkCount, options.threads > 0 ? options.threads : Processors.available))
-        DispatchQueueConcurrent.perform(iterations: threads) { worker in
-            for index in stride(from: worker, to: chunkCount, by: threads) {
-                let start = index * header.chunkSizeInBytes
-                let length = header.rawLength(ofChunk: index)
-                let piece = 1 << 20
-                var crc: UInt32 = 0
-                var done = 0
-                do throws(CheckpointError) {
-                    while done < length {
-                        let n = min(piece, length - done)
-                        let part = UnsafeMutableRawBufferPointer(rebasing: destinationShared[(start + done)..<(start + done + n)])
-                        try file.readAll(into: part, at: Int64(entry.payloadOffset + start + done))
-                        if verify { crc = CRC32C.extend(crc, UnsafeRawBufferPointer(part)) }
-                        done += n
-                    }
-                    if verify && crc != header.chunks[index].crc32c {
-                        throw CheckpointError(.chunkChecksumMismatch(chunk: index, expected: header.chunks[index].crc32c, actual: crc), offset: UInt64(start))
-                    }
-                } catch {
-                    errorsShared[index] = error
-                }
+        try ChunkScheduler.run(count: header.chunks.count, threads: options.threads, makeWorker: {}) { _, index throws(CheckpointError) in
+            let start = index * header.chunkSizeInBytes
+            let length = header.rawLength(ofChunk: index)
+            var crc: UInt32 = 0
+            var done = 0
+            while done < length {
+                let n = min(1 << 20, length - done)
+                let part = UnsafeMutableRawBufferPointer(rebasing: destination[(start + done)..<(start + done + n)])
+                try file.readAll(into: part, at: Int64(entry.payloadOffset + start + done))
+                if verify { crc = CRC32C.extend(crc, UnsafeRawBufferPointer(part)) }
+                done += n
+            }
+            if verify && crc != header.chunks[index].crc32c {
+                throw CheckpointError(.chunkChecksumMismatch(chunk: index, expected: header.chunks[index].crc32c, actual: crc), offset: UInt64(start))
             }
         }
-        if let error = errors.lazy.compactMap({ $0 }).first { throw error }
-        // Raw-stored: the raw CRC is the combination of the chunk CRCs just verified.
     }
 
     /// Reads blob `name` into a new array.

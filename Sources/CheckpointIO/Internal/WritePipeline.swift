@@ -1,6 +1,5 @@
 import BlobCodec
 import Dispatch
-import Glibc
 
 /// Writes segments to a file on a dedicated thread, in submission order,
 /// gathering contiguous segments into one `pwritev` (up to 1024 segments or
@@ -91,25 +90,4 @@ final class OwnedBuffer: @unchecked Sendable {
     }
 
     deinit { buffer.deallocate() }
-}
-
-/// A pthread mutex (visible to ThreadSanitizer, unlike Synchronization.Mutex's futex).
-final class PThreadLock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    func locked<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
-    }
 }
