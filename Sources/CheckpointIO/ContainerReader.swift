@@ -87,10 +87,10 @@ public final class ContainerReader: @unchecked Sendable {
             map = UnsafeRawBufferPointer(start: address, count: size)
         }
         self.map = map
-        let source = ByteSource(file: file, map: map)
+        let source = ByteSource(file: file, map: map, size: size)
         // The end of a torn file may be cut by a concurrent appender or repair: it is
         // only ever read with pread (a short read is an error, a vanished mapped page a SIGBUS).
-        let unmapped = ByteSource(file: file, map: nil)
+        let unmapped = ByteSource(file: file, map: nil, size: size)
         do throws(CheckpointError) {
             alignment = try source.withBytes(at: 0, count: ContainerLayout.fileHeaderSize) { bytes throws(CheckpointError) in
                 try ContainerLayout.parseFileHeader(bytes)
@@ -188,7 +188,7 @@ public final class ContainerReader: @unchecked Sendable {
     }
 
     private func record(_ entry: BlobDescriptor) throws(CheckpointError) -> (header: BlobHeader, frame: ContainerLayout.Frame) {
-        let source = ByteSource(file: file, map: map)
+        let source = ByteSource(file: file, map: map, size: committedLength)
         do throws(CheckpointError) {
             let frame = try source.withBytes(at: entry.recordOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
                 try ContainerLayout.Frame.parse(bytes, at: entry.recordOffset)
@@ -378,7 +378,7 @@ public final class ContainerReader: @unchecked Sendable {
                 let (header, _) = try record(entry)
                 let payloadEnd = entry.payloadOffset + entry.storedSizeInBytes
                 do throws(CheckpointError) {
-                    try requireZeros(ByteSource(file: file, map: map), at: payloadEnd,
+                    try requireZeros(ByteSource(file: file, map: map, size: committedLength), at: payloadEnd,
                                      count: min(ContainerLayout.alignUp(payloadEnd, ContainerLayout.unitAlignment), committedLength) - payloadEnd)
                 } catch {
                     throw error.adding(blobName: name, path: path)
@@ -422,14 +422,14 @@ func rebased(_ error: CheckpointError, by base: Int) -> CheckpointError {
     return copy
 }
 
-/// Reads byte ranges of a file through its mapping or with pread, bounds-checked.
+/// Reads byte ranges of a file through its mapping or with pread, checked
+/// against `size` (the file's size when opened, or a committed length within it).
 struct ByteSource {
     let file: SystemFile
     let map: UnsafeRawBufferPointer?
+    let size: Int
 
     func withBytes<R>(at offset: Int, count: Int, _ body: (UnsafeRawBufferPointer) throws(CheckpointError) -> R) throws(CheckpointError) -> R {
-        let size: Int
-        if let map { size = map.count } else { size = Int(try file.size()) }
         guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
             throw CheckpointError(.truncated(what: "file", needed: UInt64(max(0, offset)) + UInt64(max(0, count)), available: UInt64(size)), offset: UInt64(max(0, offset)))
         }

@@ -63,7 +63,7 @@ public enum ContainerRecovery {
         defer { file.close() }
         do throws(CheckpointError) {
             let size = Int(try file.size())
-            let source = ByteSource(file: file, map: nil)
+            let source = ByteSource(file: file, map: nil, size: size)
             let alignment = try source.withBytes(at: 0, count: ContainerLayout.fileHeaderSize) { bytes throws(CheckpointError) in
                 try ContainerLayout.parseFileHeader(bytes)
             }
