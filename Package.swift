@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // Debian's compression libraries, module maps only.
@@ -20,15 +21,22 @@ let package = Package(
         .target(name: "CCheckpointKernels"),
         // Bytes in, bytes out: dtypes, shapes, blob headers, chunked codecs, checksums. No file I/O.
         .target(name: "BlobCodec", dependencies: ["CCheckpointKernels", "CLZ4", "CZlib", "CZstd"]),
-        // Files: the container format (next issue).
-        .target(name: "CheckpointIO", dependencies: ["BlobCodec"]),
+        // Files: the container format, safetensors, and (Manager/) the Caffe2-style
+        // checkpoint managers on top. One module, so `import CheckpointIO` is the whole API.
+        .target(name: "CheckpointIO", dependencies: [
+            "BlobCodec",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The command line: parsing and printing only.
         .executableTarget(name: "ckpt", dependencies: [
             "CheckpointIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The child process of the crash tests: a training loop that can be killed at any moment.
+        .executableTarget(name: "checkpoint-stress", dependencies: ["CheckpointIO"]),
         .testTarget(name: "BlobCodecTests", dependencies: ["BlobCodec", "CCheckpointKernels"]),
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], exclude: ["Fixtures"]),
+        .testTarget(name: "CheckpointManagerTests", dependencies: ["CheckpointIO", "checkpoint-stress"]),
     ],
     swiftLanguageModes: [.v6]
 )

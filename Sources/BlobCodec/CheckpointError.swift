@@ -53,6 +53,11 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
         case unsupportedRecordKind(UInt16)
         /// The blob cannot be viewed in place (it is compressed or filtered).
         case notViewable(reason: String)
+        /// No complete checkpoint exists for this epoch (missing, temporary or torn).
+        case checkpointNotFound(epoch: Int)
+        /// The call is not allowed in the object's current state (a manager not
+        /// initialized, a different node list, a save still in flight…).
+        case invalidState(reason: String)
     }
 
     /// What went wrong.
@@ -138,6 +143,10 @@ extension CheckpointError.Code: CustomStringConvertible {
             return "unsupported record kind \(kind)"
         case let .notViewable(reason):
             return "cannot view in place: \(reason)"
+        case let .checkpointNotFound(epoch):
+            return "no complete checkpoint for epoch \(epoch)"
+        case let .invalidState(reason):
+            return reason
         }
     }
 }

@@ -72,7 +72,7 @@ package final class PThreadLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    package func locked<R>(_ body: () throws -> R) rethrows -> R {
+    package func locked<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()

@@ -161,9 +161,16 @@ public final class ContainerWriter {
         }
     }
 
-    private static func takeLock(for path: String, calls: SystemCalls) throws(CheckpointError) -> SystemFile {
+    static func takeLock(for path: String, calls: SystemCalls) throws(CheckpointError) -> SystemFile {
         try validatePath(path)
-        let lock = try calls.openFile(path + ".lock", .createOrOpen)
+        let lock: SystemFile
+        do throws(CheckpointError) {
+            lock = try calls.openFile(path + ".lock", .createOrOpen)
+        } catch {
+            // The lock file is created beside the target: name the directory, not a file the caller never chose.
+            guard AtomicFile.isMissingFile(error) else { throw error }
+            throw CheckpointError(.system(call: "open", errno: error.systemErrno ?? 0), path: splitPath(path).directory)
+        }
         do throws(CheckpointError) {
             try lock.lockExclusively(target: path)
         } catch {

@@ -1,0 +1,148 @@
+import BlobCodec
+import Glibc
+
+/// Whole-file writes that replace a file atomically, and small whole-file reads.
+enum AtomicFile {
+    /// Writes the concatenation of `segments` as the new content of `path`.
+    ///
+    /// Takes the writer lock `PATH.lock` (as ``ContainerWriter`` does), writes
+    /// `.NAME.tmp.PID.RANDOM` in the same directory with `pwritev` straight
+    /// from the segments, syncs it as `durability` asks, renames it over
+    /// `path` and, for ``Durability/full``, fsyncs the directory. On any
+    /// failure the temporary file is removed and `path` keeps its old content
+    /// (or stays absent).
+    static func write(_ segments: [UnsafeRawBufferPointer], to path: String, durability: Durability, calls: SystemCalls) throws(CheckpointError) {
+        let lock = try ContainerWriter.takeLock(for: path, calls: calls)
+        defer { lock.close() }
+        let (directory, base) = ContainerWriter.splitPath(path)
+        var random = SystemRandomNumberGenerator()
+        let temporary = "\(directory)/.\(base).tmp.\(SystemCalls.processID).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
+        let file = try calls.openFile(temporary, .createExclusive)
+        do throws(CheckpointError) {
+            try file.writeAll(segments, at: 0)
+            switch durability {
+            case .none: break
+            case .fileData: try file.dataSync()
+            case .full: try file.fullSync()
+            }
+            try file.retrying("rename") { calls.rename(temporary, path) }
+        } catch {
+            file.close()
+            _ = calls.unlink(temporary)
+            throw error.path == nil ? error.adding(path: path) : error
+        }
+        file.close()
+        if durability == .full {
+            try calls.syncDirectory(directory)
+        }
+    }
+
+    /// Reads a whole file of at most `limit` bytes; nil when it does not exist.
+    ///
+    /// - Throws: ``CheckpointError/Code/limitExceeded(what:limit:actual:)`` for a
+    ///   larger file; ``CheckpointError/Code/system(call:errno:)`` for other failures.
+    static func read(_ path: String, limit: Int, calls: SystemCalls) throws(CheckpointError) -> [UInt8]? {
+        let file: SystemFile
+        do throws(CheckpointError) {
+            file = try calls.openFile(path, .readOnly)
+        } catch {
+            if case .system(_, ENOENT) = error.code { return nil }
+            throw error
+        }
+        defer { file.close() }
+        let size = Int(try file.size())
+        guard size <= limit else {
+            throw CheckpointError(.limitExceeded(what: "file size", limit: UInt64(limit), actual: UInt64(size)), path: path)
+        }
+        var bytes = [UInt8](repeating: 0, count: size)
+        try typedThrows { try bytes.withUnsafeMutableBytes { buffer in try file.readAll(into: buffer, at: 0) } }
+        return bytes
+    }
+
+    /// Removes `path`; a missing file is not an error (`unlink`).
+    static func remove(_ path: String, calls: SystemCalls) throws(CheckpointError) {
+        if calls.unlink(path) != 0 {
+            let code = SystemCalls.errno
+            if code != ENOENT { throw CheckpointError(.system(call: "unlink", errno: code), path: path) }
+        }
+    }
+
+    /// True when `directory` exists and this process may create files in it (`access(W_OK | X_OK)`).
+    static func isWritableDirectory(_ directory: String) -> Bool {
+        var info = stat()
+        guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { return false }
+        return access(directory, W_OK | X_OK) == 0
+    }
+
+    /// Removes the temporary files that writers killed before their rename
+    /// left in `directory` for targets whose names start with `targetPrefix`,
+    /// and returns their names.
+    ///
+    /// A temporary `.TARGET.tmp.PID.RANDOM` is abandoned when nobody holds the
+    /// writer lock `TARGET.lock`: every writer holds it until its temporary is
+    /// renamed or removed. The lock is taken (without waiting) before the
+    /// unlink, so a live writer's file is never touched (`opendir`, `readdir`,
+    /// `flock`, `unlink`).
+    static func removeAbandonedTemporaries(in directory: String, targetPrefix: String, calls: SystemCalls) -> [String] {
+        var candidates: [(file: String, target: String)] = []
+        for name in listDirectory(directory) {
+            guard name.hasPrefix("." + targetPrefix), let marker = name.firstRange(of: ".tmp.") else { continue }
+            let target = String(name[name.index(after: name.startIndex)..<marker.lowerBound])
+            candidates.append((name, target))
+        }
+        var removed: [String] = []
+        for (file, target) in candidates {
+            let targetPath = CheckpointNaming.join(directory, target)
+            guard let lock = try? ContainerWriter.takeLock(for: targetPath, calls: calls) else { continue }
+            if calls.unlink(CheckpointNaming.join(directory, file)) == 0 { removed.append(file) }
+            lock.close()
+        }
+        return removed
+    }
+
+    /// The names in `directory` (without `.` and `..`); empty when it cannot be read (`opendir`, `readdir`).
+    static func listDirectory(_ directory: String) -> [String] {
+        guard let stream = opendir(directory.isEmpty ? "." : directory) else { return [] }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// True when `error` is an `open` that failed because the file does not exist (ENOENT).
+    static func isMissingFile(_ error: CheckpointError) -> Bool {
+        if case .system("open", ENOENT) = error.code { return true }
+        return false
+    }
+
+    /// True when something exists at `path` (`stat`).
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+}
+
+extension CheckpointError {
+    /// The errno of a ``CheckpointError/Code/system(call:errno:)`` error.
+    var systemErrno: Int32? {
+        if case let .system(_, code) = code { return code }
+        return nil
+    }
+}
+
+/// Runs `body`, whose only errors are ``CheckpointError``s, where an API in
+/// between rethrows them untyped (closures passed through `rethrows` functions).
+func typedThrows<R>(_ body: () throws -> R) throws(CheckpointError) -> R {
+    do {
+        return try body()
+    } catch let error as CheckpointError {
+        throw error
+    } catch {
+        preconditionFailure("unexpected error type: \(error)")
+    }
+}

@@ -1,0 +1,436 @@
+import BlobCodec
+import Dispatch
+
+/// What ``JobRunner`` needs of a checkpoint manager: ``CheckpointManager``
+/// (one node) and ``MultiNodeCheckpointManager`` both provide it.
+public protocol CheckpointManaging: AnyObject {
+    /// The workspace the job's steps for `node` run on.
+    func workspace(forNode node: String) -> Workspace
+    func setParams(nodes: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    func getResumeFromEpochID(userEpoch: Int?) throws(CheckpointError) -> Int?
+    func initialize(nodes: [String]?, retrieveFromEpoch: Int?, pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    func load(epoch: Int, pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    func save(epoch: Int) throws(CheckpointError)
+    func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
+    func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
+    func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
+    func reportCheckpointStats(action: String)
+    /// The file of each node's checkpoint of `epoch` (for uploads).
+    func checkpointPaths(epoch: Int) -> [(node: String, path: String)]
+}
+
+/// Options shared by the checkpoint managers.
+public struct CheckpointOptions: Sendable {
+    /// How files are written: codec, alignment, durability. The default is
+    /// uncompressed with ``Durability/full`` (file and directory fsync), so a
+    /// checkpoint reported complete survives a power cut.
+    public var writer: WriterOptions
+    /// The storage for `pathType` nil (default: the registry's `"local"`).
+    public var storage: (any CheckpointStorage)?
+
+    public init(writer: WriterOptions = WriterOptions(durability: .full), storage: (any CheckpointStorage)? = nil) {
+        self.writer = writer
+        self.storage = storage
+    }
+}
+
+/// Saves and loads one node's workspace at epoch boundaries: Caffe2's
+/// `CheckpointManager`, on the container format.
+///
+///     let manager = try CheckpointManager(dbPrefix: "/ckpt/run1", nodeName: "trainer_0",
+///                                         metadataHandler: DurableMetadataHandler())
+///     try manager.initialize()           // the blob list: every blob in the workspace now
+///     try manager.save(epoch: 1)         // /ckpt/run1/trainer_0.1, committed atomically
+///     try manager.writeCheckpointMetadata(epoch: 1)
+///     try manager.load(epoch: 1)         // every blob of the list, verified
+///
+/// Each checkpoint is one file, `dbName(epoch:)`, holding every blob of the
+/// blob list and the list itself (file metadata key ``blobListKey``, a JSON
+/// array). Files are written through a temporary name and renamed into place
+/// after an fsync, so a checkpoint is either complete under its name or
+/// absent; ``checkDBExists(epoch:)`` is true only for a complete one.
+///
+/// The directory `dbPrefix` must exist; it is not created.
+///
+/// Thread safety: the methods may be called from any thread; one save runs
+/// at a time.
+public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
+    /// The file metadata key holding the blob list (a JSON array of names).
+    public static let blobListKey = "checkpoint.blob_list"
+    /// The file metadata key holding the epoch.
+    public static let epochKey = "checkpoint.epoch"
+    /// The file metadata key holding the node name.
+    public static let nodeKey = "checkpoint.node"
+
+    public let dbPrefix: String
+    public let nodeName: String
+    public let dbType: String
+    public let format: CheckpointFormat
+    public let metadataHandler: (any CheckpointMetadataHandler)?
+    /// The blobs this manager saves and loads.
+    public let workspace: Workspace
+    public let options: CheckpointOptions
+
+    private let lock = PThreadLock()
+    private var blobNames: [String]?
+    private var pathPrefix: String?
+    private var pathType: String?
+    private var currentDBName: String?
+    private var currentDuration: UInt64?
+
+    private let asyncQueue = DispatchQueue(label: "checkpoint.manager.async-save")
+    private let asyncGroup = DispatchGroup()
+    private var asyncError: CheckpointError?
+
+    /// A manager for one node.
+    ///
+    /// - Parameters:
+    ///   - dbPrefix: the directory of the checkpoint files.
+    ///   - nodeName: the node, the first part of each file name.
+    ///   - dbType: `"ckpt"` (the container, default) or `"safetensors"`.
+    ///   - metadataHandler: records complete epochs and chooses where to resume; nil: resume = the user's epoch.
+    ///   - workspace: the blobs to save and load into.
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for an
+    ///   unknown `dbType`, a `dbPrefix` with a NUL or a `..` component, or a
+    ///   `nodeName` that is empty or has a NUL, a `/` or `..` (checked before
+    ///   any file is touched).
+    public init(dbPrefix: String, nodeName: String, dbType: String = CheckpointFormat.container.rawValue,
+                metadataHandler: (any CheckpointMetadataHandler)? = nil, workspace: Workspace = Workspace(),
+                options: CheckpointOptions = CheckpointOptions()) throws(CheckpointError) {
+        try CheckpointNaming.validate(dbPrefix: dbPrefix)
+        try CheckpointNaming.validate(nodeName: nodeName)
+        self.format = try CheckpointFormat(dbType: dbType)
+        self.dbPrefix = dbPrefix
+        self.nodeName = nodeName
+        self.dbType = dbType
+        self.metadataHandler = metadataHandler
+        self.workspace = workspace
+        self.options = options
+    }
+
+    // MARK: Names
+
+    /// The file of `epoch`'s checkpoint, exactly as Caffe2 names it: with a
+    /// path prefix, `pathPrefix + nodeName + "." + epoch`; otherwise
+    /// `dbPrefix/nodeName.epoch` (joined like `os.path.join`). No zero padding.
+    public func dbName(epoch: Int, pathPrefix: String? = nil) -> String {
+        CheckpointNaming.dbName(epoch: epoch, nodeName: nodeName, dbPrefix: dbPrefix, pathPrefix: pathPrefix)
+    }
+
+    public func workspace(forNode node: String) -> Workspace { workspace }
+
+    public func checkpointPaths(epoch: Int) -> [(node: String, path: String)] { [(nodeName, dbName(epoch: epoch))] }
+
+    // MARK: Initializing
+
+    /// Fixes the blob list (Caffe2's `init`), after removing the temporary
+    /// files that saves of this node killed mid-way left in `dbPrefix`.
+    ///
+    /// Without `retrieveFromEpoch` the list is every blob in the workspace
+    /// now, sorted; with it, the list stored in that epoch's checkpoint
+    /// (`dbName(epoch:pathPrefix:)`).
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for more
+    ///   than one node; ``CheckpointError/Code/checkpointNotFound(epoch:)`` when
+    ///   the epoch's file is missing; the reader's errors when it is damaged.
+    public func initialize(nodes: [String]? = nil, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
+        if let nodes, nodes.count > 1 {
+            throw CheckpointError(.invalidField(field: "nodes", reason: "CheckpointManager supports a single node (got \(nodes.count)); use MultiNodeCheckpointManager"))
+        }
+        // Temporary files of saves killed before their rename are garbage now (never a live writer's).
+        if let storage = try? storage(for: lock.locked({ self.pathType })) {
+            _ = storage.removeAbandonedWrites(in: dbPrefix, targetPrefix: nodeName + ".")
+        }
+        let names: [String]
+        if let epoch = retrieveFromEpoch {
+            let path = dbName(epoch: epoch, pathPrefix: pathPrefix)
+            let reader = try openCheckpoint(path, epoch: epoch, pathType: pathType)
+            names = try CheckpointManager.storedBlobList(reader, path: path)
+        } else {
+            names = workspace.blobNames
+        }
+        lock.locked { blobNames = names }
+    }
+
+    /// The blob list fixed by ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before it.
+    public func blobList() throws(CheckpointError) -> [String] {
+        guard let names = lock.locked({ blobNames }) else {
+            throw CheckpointError(.invalidState(reason: "CheckpointManager for node '\(nodeName)' is not initialized: call initialize() first"))
+        }
+        return names
+    }
+
+    static func storedBlobList(_ reader: any CheckpointFileReading, path: String) throws(CheckpointError) -> [String] {
+        guard let text = reader.fileMetadata[blobListKey] else {
+            throw CheckpointError(.invalidField(field: "metadata", reason: "no '\(blobListKey)' entry: not written by a CheckpointManager"), path: path)
+        }
+        guard case let .array(items) = try JSONValue.parse(Array(text.utf8), what: blobListKey) else {
+            throw CheckpointError(.invalidField(field: blobListKey, reason: "not a JSON array"), path: path)
+        }
+        var names: [String] = []
+        names.reserveCapacity(items.count)
+        for item in items {
+            guard let name = item.stringValue else { throw CheckpointError(.invalidField(field: blobListKey, reason: "an element is not a string"), path: path) }
+            names.append(name)
+        }
+        return names
+    }
+
+    // MARK: Saving
+
+    /// Writes every blob of the blob list, and the list, as `dbName(epoch:)`,
+    /// committed atomically (Caffe2's `save`). Does not write the metadata:
+    /// call ``writeCheckpointMetadata(epoch:metric:)`` after it succeeds.
+    ///
+    /// Waits for an ``saveAsync(epoch:metric:)`` in flight first, and throws
+    /// its error if it failed (without saving this epoch).
+    ///
+    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` for a listed blob
+    ///   missing from the workspace; the writer's errors (the previous file
+    ///   of that name, if any, is then intact).
+    public func save(epoch: Int) throws(CheckpointError) {
+        try waitUntilFinished()
+        let snapshot = try workspace.snapshot(try blobList())
+        try write(snapshot, epoch: epoch)
+    }
+
+    /// Writes a snapshot as `epoch`'s file and records its timing.
+    func write(_ snapshot: [(name: String, tensor: Tensor)], epoch: Int) throws(CheckpointError) {
+        let path = dbName(epoch: epoch)
+        lock.locked {
+            currentDBName = path
+            currentDuration = nil
+        }
+        let storage = try storage(for: lock.locked { pathType })
+        let start = ContinuousClock.now
+        var metadata = [CheckpointManager.epochKey: String(epoch), CheckpointManager.nodeKey: nodeName]
+        metadata[CheckpointManager.blobListKey] = JSONValue.array(snapshot.map { .string($0.name) }).text
+        let sources = snapshot.map { item in
+            BlobSource(name: item.name, dtype: item.tensor.dtype, shape: item.tensor.shape,
+                       bytes: UnsafeRawBufferPointer(start: item.tensor.storage.base, count: item.tensor.byteCount))
+        }
+        // The sources point into the snapshot's storages, which it keeps alive.
+        try withExtendedLifetime(snapshot) { () throws(CheckpointError) in
+            try storage.writeCheckpoint(sources, metadata: metadata, to: path, format: format, options: options.writer)
+        }
+        let nanoseconds = CheckpointManager.nanoseconds(since: start)
+        lock.locked { currentDuration = nanoseconds }
+    }
+
+    /// Starts saving `epoch` in the background and returns once a snapshot
+    /// of the blob list is taken (O(blobs), no payload copied: tensors are
+    /// copy-on-write, so later changes to the workspace do not reach it).
+    ///
+    /// The background task writes and commits the file, then (only if that
+    /// succeeded) calls ``writeCheckpointMetadata(epoch:metric:)`` and
+    /// reports `checkpoint_save` stats. At most one save is in flight: a
+    /// second `saveAsync` (or ``save(epoch:)``) first waits for the previous
+    /// one. A background error is thrown by the next ``saveAsync(epoch:metric:)``,
+    /// ``save(epoch:)`` or ``waitUntilFinished()``, once; the call that
+    /// throws it does not start a new save.
+    public func saveAsync(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
+        try waitUntilFinished()
+        let snapshot = try workspace.snapshot(try blobList())
+        asyncGroup.enter()
+        asyncQueue.async { [self] in
+            defer { asyncGroup.leave() }
+            do throws(CheckpointError) {
+                try write(snapshot, epoch: epoch)
+                try writeCheckpointMetadata(epoch: epoch, metric: metric)
+                reportCheckpointStats(action: "checkpoint_save")
+            } catch {
+                lock.locked { asyncError = error }
+            }
+        }
+    }
+
+    /// Waits for a ``saveAsync(epoch:metric:)`` in flight; throws its error, if any (once).
+    public func waitUntilFinished() throws(CheckpointError) {
+        asyncGroup.wait()
+        if let error = lock.locked({ () -> CheckpointError? in
+            defer { asyncError = nil }
+            return asyncError
+        }) {
+            throw error
+        }
+    }
+
+    // MARK: Loading
+
+    /// Loads every blob of the blob list from `epoch`'s checkpoint into the
+    /// workspace (Caffe2's `load`). All or nothing: the workspace changes only
+    /// when every blob was read and verified.
+    ///
+    /// - Throws: ``CheckpointError/Code/checkpointNotFound(epoch:)`` for a
+    ///   missing file; ``CheckpointError/Code/blobNotFound(_:)`` for a listed
+    ///   blob the file lacks; checksum errors naming the blob.
+    public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
+        let names = try blobList()
+        let path = dbName(epoch: epoch, pathPrefix: pathPrefix)
+        try timed(path) { () throws(CheckpointError) in
+            let reader = try openCheckpoint(path, epoch: epoch, pathType: pathType)
+            workspace.setBlobs(try CheckpointManager.readTensors(names, from: reader, path: path, allowMissing: false))
+        }
+    }
+
+    /// Loads the blobs of `blobNames` that `epoch`'s checkpoint has into
+    /// `workspace` (default: this manager's); names the file lacks are
+    /// skipped (Caffe2's `allow_incomplete`), but a present blob that fails
+    /// its checksum is an error. Needs no ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
+    public func loadBlobsFromCheckpoint(_ blobNames: [String], epoch: Int, into workspace: Workspace? = nil) throws(CheckpointError) {
+        let path = dbName(epoch: epoch)
+        try timed(path) { () throws(CheckpointError) in
+            let reader = try openCheckpoint(path, epoch: epoch, pathType: nil)
+            (workspace ?? self.workspace).setBlobs(try CheckpointManager.readTensors(blobNames, from: reader, path: path, allowMissing: true))
+        }
+    }
+
+    /// Caffe2's `load_blobs_locally` for one node: false when `epoch`'s
+    /// checkpoint is not complete, else loads the blobs it has and returns true.
+    public func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool {
+        guard checkDBExists(epoch: epoch) else { return false }
+        try loadBlobsFromCheckpoint(blobNames, epoch: epoch, into: workspace)
+        return true
+    }
+
+    /// True only when `epoch`'s file is a complete, committed checkpoint (a
+    /// missing, temporary, torn or structurally damaged file is not).
+    public func checkDBExists(epoch: Int) -> Bool {
+        guard let storage = try? storage(for: lock.locked({ pathType })) else { return false }
+        return storage.isCompleteCheckpoint(dbName(epoch: epoch), format: format)
+    }
+
+    static func readTensors(_ names: [String], from reader: any CheckpointFileReading, path: String, allowMissing: Bool) throws(CheckpointError) -> [(name: String, tensor: Tensor)] {
+        var result: [(name: String, tensor: Tensor)] = []
+        result.reserveCapacity(names.count)
+        for name in names {
+            guard reader.hasBlob(name) else {
+                if allowMissing { continue }
+                throw CheckpointError(.blobNotFound(name), blobName: name, path: path)
+            }
+            let info = try reader.blobInfo(name)
+            let storage = TensorStorage(uninitializedByteCount: info.byteCount)
+            try reader.readBlob(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: info.byteCount))
+            let tensor = Tensor(dtype: info.dtype, shape: info.shape, storage: storage)
+            if info.dtype == .string {
+                do throws(CheckpointError) { _ = try tensor.strings() } catch { throw error.adding(blobName: name, path: path) }
+            }
+            result.append((name, tensor))
+        }
+        return result
+    }
+
+    private func openCheckpoint(_ path: String, epoch: Int, pathType: String?) throws(CheckpointError) -> any CheckpointFileReading {
+        let storage = try storage(for: pathType ?? lock.locked({ self.pathType }))
+        do throws(CheckpointError) {
+            return try storage.openCheckpoint(path, format: format)
+        } catch {
+            if AtomicFile.isMissingFile(error) {
+                throw CheckpointError(.checkpointNotFound(epoch: epoch), path: path)
+            }
+            throw error
+        }
+    }
+
+    private func storage(for pathType: String?) throws(CheckpointError) -> any CheckpointStorage {
+        if pathType == nil, let storage = options.storage { return storage }
+        return try CheckpointStorageRegistry.storage(for: pathType)
+    }
+
+    private func timed(_ path: String, _ body: () throws(CheckpointError) -> Void) throws(CheckpointError) {
+        lock.locked {
+            currentDBName = path
+            currentDuration = nil
+        }
+        let start = ContinuousClock.now
+        try body()
+        let nanoseconds = CheckpointManager.nanoseconds(since: start)
+        lock.locked { currentDuration = nanoseconds }
+    }
+
+    static func nanoseconds(since start: ContinuousClock.Instant) -> UInt64 {
+        let elapsed = ContinuousClock.now - start
+        let (seconds, attoseconds) = elapsed.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    }
+
+    // MARK: Metadata and stats
+
+    /// Adds the last action's timing (database path → nanoseconds) to `stats`.
+    public func collectCheckpointStats(into stats: inout [String: UInt64]) {
+        let (name, duration) = lock.locked { (currentDBName, currentDuration) }
+        if let name, let duration { stats[name] = duration }
+    }
+
+    /// Reports the last action's timing to the metadata handler as `action`.
+    public func reportCheckpointStats(action: String) {
+        var stats: [String: UInt64] = [:]
+        collectCheckpointStats(into: &stats)
+        metadataHandler?.report(action: action, stats: stats)
+    }
+
+    /// Records `epoch` as complete in the metadata handler (nothing without one).
+    public func writeCheckpointMetadata(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
+        try metadataHandler?.write(epoch: epoch, metric: metric)
+    }
+
+    /// The epoch to resume from: the handler's answer, or `userEpoch` without a handler.
+    public func getResumeFromEpochID(userEpoch: Int? = nil) throws(CheckpointError) -> Int? {
+        guard let metadataHandler else { return userEpoch }
+        return try metadataHandler.lastEpoch(userEpoch: userEpoch)
+    }
+
+    /// Remembers the path prefix and type and passes them, with this node's
+    /// name, to the handler. `nodes` is ignored, as in Caffe2.
+    public func setParams(nodes: [String] = [], pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
+        let (prefix, type) = lock.locked { () -> (String?, String?) in
+            if let pathPrefix { self.pathPrefix = pathPrefix }
+            if let pathType { self.pathType = pathType }
+            return (self.pathPrefix, self.pathType)
+        }
+        try metadataHandler?.setParams(dbPrefix: dbPrefix, dbType: dbType, nodeNames: [nodeName], pathPrefix: prefix, pathType: type)
+    }
+
+    /// Whether checkpoints are accessible: the handler's answer, true without one.
+    public func cpAccessible(epoch: Int? = nil) throws(CheckpointError) -> Bool {
+        guard let metadataHandler else { return true }
+        return try metadataHandler.cpAccessible(epoch: epoch)
+    }
+}
+
+/// Checkpoint file names and the checks on their parts.
+public enum CheckpointNaming {
+    /// Caffe2's `db_name`: `pathPrefix + nodeName + "." + epoch` with a path
+    /// prefix, else `dbPrefix` joined with `nodeName.epoch` (a `/` added unless
+    /// `dbPrefix` is empty or already ends with one).
+    public static func dbName(epoch: Int, nodeName: String, dbPrefix: String, pathPrefix: String? = nil) -> String {
+        let file = nodeName + "." + String(epoch)
+        if let pathPrefix, !pathPrefix.isEmpty { return pathPrefix + file }
+        return join(dbPrefix, file)
+    }
+
+    /// `os.path.join(directory, name)` for a relative `name`.
+    public static func join(_ directory: String, _ name: String) -> String {
+        if directory.isEmpty { return name }
+        return directory.hasSuffix("/") ? directory + name : directory + "/" + name
+    }
+
+    /// Rejects a database prefix with a NUL or a `..` component.
+    public static func validate(dbPrefix: String) throws(CheckpointError) {
+        guard !dbPrefix.utf8.contains(0) else {
+            throw CheckpointError(.invalidField(field: "dbPrefix", reason: "contains a NUL byte"))
+        }
+        guard !dbPrefix.split(separator: "/", omittingEmptySubsequences: false).contains("..") else {
+            throw CheckpointError(.invalidField(field: "dbPrefix", reason: "'\(dbPrefix)' has a '..' component"))
+        }
+    }
+
+    /// Rejects a node name that is empty or has a NUL, a `/` or `..`.
+    public static func validate(nodeName: String) throws(CheckpointError) {
+        guard !nodeName.isEmpty, !nodeName.utf8.contains(0), !nodeName.contains("/"), !nodeName.contains("..") else {
+            throw CheckpointError(.invalidField(field: "nodeName", reason: "'\(nodeName.prefix(80))' is empty or contains a NUL, '/' or '..'"))
+        }
+    }
+}

@@ -1,0 +1,30 @@
+import BlobCodec
+
+/// Records which checkpoints are complete and where to resume: Caffe2's
+/// metadata handler, which the managers call at fixed points.
+///
+/// - ``setParams(dbPrefix:dbType:nodeNames:pathPrefix:pathType:)`` once per
+///   run, before anything else (``JobRunner/train()`` does it first);
+/// - ``lastEpoch(userEpoch:)`` to choose the epoch to resume from;
+/// - ``write(epoch:metric:)`` after **every node** of an epoch committed its file;
+/// - ``cpAccessible(epoch:)`` before a save (`nil`) or to ask about one epoch;
+/// - ``report(action:stats:)`` with timings (database path → nanoseconds) of
+///   `checkpoint_save`, `checkpoint_load` and `checkpoint_partial_load`.
+///
+/// ``DurableMetadataHandler`` is the default implementation.
+public protocol CheckpointMetadataHandler: AnyObject, Sendable {
+    func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    /// The epoch to resume from, or nil to start from scratch.
+    func lastEpoch(userEpoch: Int?) throws(CheckpointError) -> Int?
+    /// Whether checkpoints can be accessed: the store (`epoch` nil) or one epoch's files.
+    func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
+    /// Records that `epoch` is complete on every node; `metric` feeds a keep-best retention rule.
+    func write(epoch: Int, metric: Double?) throws(CheckpointError)
+    /// Receives timings of one action: database path → nanoseconds.
+    func report(action: String, stats: [String: UInt64])
+}
+
+extension CheckpointMetadataHandler {
+    /// Records that `epoch` is complete on every node (no metric).
+    public func write(epoch: Int) throws(CheckpointError) { try write(epoch: epoch, metric: nil) }
+}

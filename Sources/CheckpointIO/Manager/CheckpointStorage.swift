@@ -1,0 +1,205 @@
+import BlobCodec
+
+/// The file format of a checkpoint: Caffe2's `db_type`.
+public enum CheckpointFormat: String, Sendable, CaseIterable {
+    /// This package's container (FORMAT.md): CRC32C on every blob, optional
+    /// compression, atomic commit. The default.
+    case container = "ckpt"
+    /// Hugging Face safetensors, for interchange. **No checksums**: a damaged
+    /// tensor is not detected on load.
+    case safetensors = "safetensors"
+
+    /// The format a `dbType` string names: `"ckpt"` (or `"container"`) or `"safetensors"`.
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for any other string.
+    public init(dbType: String) throws(CheckpointError) {
+        switch dbType {
+        case "ckpt", "container": self = .container
+        case "safetensors": self = .safetensors
+        default:
+            throw CheckpointError(.invalidField(field: "dbType", reason: "'\(dbType)' is not a supported format (use \"ckpt\" or \"safetensors\")"))
+        }
+    }
+}
+
+/// Reads one checkpoint file, whatever its format.
+public protocol CheckpointFileReading: AnyObject {
+    /// The blob names, sorted by their UTF-8 bytes.
+    var blobNames: [String] { get }
+    /// File-level metadata (the container's metadata, safetensors' `__metadata__`).
+    var fileMetadata: [String: String] { get }
+    /// True when the file has a blob of this name.
+    func hasBlob(_ name: String) -> Bool
+    /// The dtype, shape and decoded size of a blob.
+    func blobInfo(_ name: String) throws(CheckpointError) -> (dtype: DType, shape: Shape, byteCount: Int)
+    /// Reads (and, where the format has checksums, verifies) a blob into `destination`, exactly its size.
+    func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError)
+}
+
+extension ContainerReader: CheckpointFileReading {
+    public var blobNames: [String] { names }
+    public var fileMetadata: [String: String] { metadata }
+    public func hasBlob(_ name: String) -> Bool { contains(name) }
+    public func blobInfo(_ name: String) throws(CheckpointError) -> (dtype: DType, shape: Shape, byteCount: Int) {
+        let entry = try descriptor(name)
+        return (entry.dtype, entry.shape, entry.rawSizeInBytes)
+    }
+    public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
+        try read(name, into: destination, verify: true)
+    }
+}
+
+extension SafetensorsFile: CheckpointFileReading {
+    public var blobNames: [String] { names }
+    public var fileMetadata: [String: String] { metadata ?? [:] }
+    public func hasBlob(_ name: String) -> Bool { contains(name) }
+    public func blobInfo(_ name: String) throws(CheckpointError) -> (dtype: DType, shape: Shape, byteCount: Int) {
+        let entry = try entry(name)
+        return (entry.dtype, entry.shape, entry.dataRange.count)
+    }
+    public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
+        try read(name, into: destination)
+    }
+}
+
+/// Where checkpoint files live: Caffe2's `path_type`.
+///
+/// The managers and ``DurableMetadataHandler`` touch storage only through
+/// this protocol, so a backend for another kind of storage (an object store)
+/// is a new conforming type registered with ``CheckpointStorageRegistry``,
+/// with no change to the managers. ``LocalCheckpointStorage`` (`"local"`) is
+/// POSIX files.
+///
+/// Contract: ``writeCheckpoint(_:metadata:to:format:options:)`` and
+/// ``writeFile(_:to:durability:)`` are atomic (after an error the old content
+/// or absence is intact; no partial object is ever visible under `path`).
+public protocol CheckpointStorage: Sendable {
+    /// Writes `blobs` as one complete checkpoint file at `path`, atomically.
+    func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String,
+                         format: CheckpointFormat, options: WriterOptions) throws(CheckpointError)
+    /// Opens a checkpoint file for reading, validating its structure.
+    func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading
+    /// True only when `path` holds a complete, committed checkpoint. Cheap:
+    /// checks the structure (container trailer and index CRC; safetensors
+    /// header and size), not every payload.
+    func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool
+    /// Removes a checkpoint file (and its lock file); a missing file is not an error.
+    func removeCheckpoint(_ path: String) throws(CheckpointError)
+    /// True when checkpoints can be written under `directory`.
+    func isAccessible(directory: String) -> Bool
+    /// Replaces a small file atomically (metadata).
+    func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError)
+    /// Reads a small file of at most `limit` bytes; nil when it does not exist.
+    func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]?
+    /// Removes what writes killed mid-way left behind in `directory` for
+    /// targets whose names start with `targetPrefix` (never a live writer's
+    /// files), and returns their names.
+    func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String]
+    /// The names of the files directly in `directory` (empty if it cannot be listed).
+    func listFiles(in directory: String) -> [String]
+}
+
+extension CheckpointStorage {
+    /// Storage whose writes leave nothing behind has nothing to remove.
+    public func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] { [] }
+}
+
+/// Checkpoint files on a POSIX file system (`path_type` `"local"`).
+public struct LocalCheckpointStorage: CheckpointStorage {
+    let calls: SystemCalls
+
+    public init() { self.calls = .live }
+    init(calls: SystemCalls) { self.calls = calls }
+
+    public func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String,
+                                format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
+        switch format {
+        case .container:
+            var options = options
+            options.systemCalls = calls
+            let writer = try ContainerWriter.create(at: path, options: options)
+            do throws(CheckpointError) {
+                writer.metadata = metadata
+                try writer.write(blobs)
+                try writer.commit()
+            } catch {
+                writer.abort()
+                throw error
+            }
+        case .safetensors:
+            try SafetensorsFile.write(blobs, metadata: metadata, to: path, durability: options.durability, calls: calls)
+        }
+    }
+
+    public func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading {
+        switch format {
+        case .container:
+            let reader = try ContainerReader.open(path, options: ReaderOptions(mode: .mmap, systemCalls: calls))
+            guard reader.tornBytes == 0 else {
+                throw CheckpointError(.tornFile(reason: "\(reader.tornBytes) bytes after the last commit"), path: path)
+            }
+            return reader
+        case .safetensors:
+            return try SafetensorsFile.open(path, calls: calls)
+        }
+    }
+
+    public func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool {
+        switch format {
+        case .container:
+            guard let reader = try? ContainerReader.open(path, options: ReaderOptions(mode: .pread, systemCalls: calls)) else { return false }
+            return reader.tornBytes == 0
+        case .safetensors:
+            return (try? SafetensorsFile.open(path, calls: calls)) != nil
+        }
+    }
+
+    public func removeCheckpoint(_ path: String) throws(CheckpointError) {
+        try AtomicFile.remove(path, calls: calls)
+        try? AtomicFile.remove(path + ".lock", calls: calls)
+    }
+
+    public func isAccessible(directory: String) -> Bool {
+        AtomicFile.isWritableDirectory(directory.isEmpty ? "." : directory)
+    }
+
+    public func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) {
+        try typedThrows {
+            try bytes.withUnsafeBytes { buffer in try AtomicFile.write([buffer], to: path, durability: durability, calls: calls) }
+        }
+    }
+
+    public func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? {
+        try AtomicFile.read(path, limit: limit, calls: calls)
+    }
+
+    /// Removes temporary files (`.TARGET.tmp.PID.RANDOM`) whose writer was
+    /// killed: those whose target's writer lock nobody holds.
+    public func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] {
+        AtomicFile.removeAbandonedTemporaries(in: directory, targetPrefix: targetPrefix, calls: calls)
+    }
+
+    public func listFiles(in directory: String) -> [String] { AtomicFile.listDirectory(directory) }
+}
+
+/// The storage backends by `path_type`. `"local"` is always registered.
+public enum CheckpointStorageRegistry {
+    private static let lock = PThreadLock()
+    nonisolated(unsafe) private static var backends: [String: any CheckpointStorage] = ["local": LocalCheckpointStorage()]
+
+    /// Registers (or replaces) the backend for `pathType`.
+    public static func register(_ storage: any CheckpointStorage, for pathType: String) {
+        lock.locked { backends[pathType] = storage }
+    }
+
+    /// The backend for `pathType` (nil means `"local"`).
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for an unregistered path type.
+    public static func storage(for pathType: String?) throws(CheckpointError) -> any CheckpointStorage {
+        let key = pathType ?? "local"
+        guard let storage = lock.locked({ backends[key] }) else {
+            throw CheckpointError(.invalidField(field: "pathType", reason: "no storage backend registered for '\(key)'"))
+        }
+        return storage
+    }
+}

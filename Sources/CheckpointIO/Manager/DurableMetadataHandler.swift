@@ -1,0 +1,279 @@
+import BlobCodec
+
+/// The default ``CheckpointMetadataHandler``: records which epochs are
+/// complete on which nodes in a small JSON file beside the checkpoints,
+/// replaced atomically (temporary file, fsync, rename, directory fsync), and
+/// applies a ``RetentionPolicy``.
+///
+///     let handler = DurableMetadataHandler(retention: RetentionPolicy(keepLatest: 3, keepEvery: 10))
+///     let manager = try CheckpointManager(dbPrefix: "/ckpt/run1", nodeName: "trainer_0", metadataHandler: handler)
+///
+/// The file is `dbPrefix/checkpoint_metadata.json`:
+///
+///     {"format":"checkpoint-metadata","version":1,"db_type":"ckpt","resumed_from":null,
+///      "epochs":[{"epoch":0,"nodes":["trainer_0"],"metric":null}, …]}
+///
+/// ``write(epoch:metric:)`` adds the epoch, decides what the retention rules
+/// drop, writes the new file **first**, and only then deletes the dropped
+/// checkpoint files: a crash at any point leaves a file that names only
+/// checkpoints that exist. With a retention rule set, it also deletes files
+/// `NODE.EPOCH` of the current nodes that no record names and that are
+/// older than the newest epoch (left by a run killed while deleting).
+/// ``setParams(dbPrefix:dbType:nodeNames:pathPrefix:pathType:)`` removes
+/// temporary files of metadata writes that were killed before their rename.
+/// ``lastEpoch(userEpoch:)`` returns the newest
+/// recorded epoch whose files, on every node, still pass a cheap integrity
+/// check (container trailer and index CRC), falling back to older ones.
+public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked Sendable {
+    /// The metadata file's name inside `dbPrefix`.
+    public static let fileName = "checkpoint_metadata.json"
+    static let formatName = "checkpoint-metadata"
+    static let maximumFileSize = 64 << 20
+
+    /// One complete epoch.
+    public struct EpochRecord: Sendable, Equatable {
+        public var epoch: Int
+        /// The nodes whose files make up the epoch.
+        public var nodes: [String]
+        /// The metric given to ``write(epoch:metric:)``, if any.
+        public var metric: Double?
+
+        public init(epoch: Int, nodes: [String], metric: Double? = nil) {
+            self.epoch = epoch
+            self.nodes = nodes
+            self.metric = metric
+        }
+    }
+
+    struct Params {
+        var dbPrefix: String
+        var dbType: String
+        var format: CheckpointFormat
+        var nodeNames: [String]
+        var pathPrefix: String?
+        var pathType: String?
+    }
+
+    public let retention: RetentionPolicy
+    public let durability: Durability
+    private let storageOverride: (any CheckpointStorage)?
+    private let lock = PThreadLock()
+    private var params: Params?
+    private var resumedFrom: Int?
+    private var reports: [String: [String: UInt64]] = [:]
+    private var removalErrors: [CheckpointError] = []
+
+    /// - Parameters:
+    ///   - retention: what to keep (default: everything).
+    ///   - durability: how the metadata file is synced (default: file and directory fsync).
+    ///   - storage: the storage to use (default: the registry's, by `pathType`).
+    public init(retention: RetentionPolicy = .keepAll, durability: Durability = .full, storage: (any CheckpointStorage)? = nil) {
+        self.retention = retention
+        self.durability = durability
+        self.storageOverride = storage
+    }
+
+    // MARK: CheckpointMetadataHandler
+
+    public func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError) {
+        try CheckpointNaming.validate(dbPrefix: dbPrefix)
+        for node in nodeNames { try CheckpointNaming.validate(nodeName: node) }
+        let format = try CheckpointFormat(dbType: dbType)
+        let params = Params(dbPrefix: dbPrefix, dbType: dbType, format: format, nodeNames: nodeNames, pathPrefix: pathPrefix, pathType: pathType)
+        lock.locked { self.params = params }
+        // A metadata write killed before its rename left a temporary file: remove it.
+        if let storage = try? storage(params) {
+            _ = storage.removeAbandonedWrites(in: dbPrefix, targetPrefix: DurableMetadataHandler.fileName)
+        }
+    }
+
+    /// `userEpoch` when given; else the newest recorded epoch whose files on
+    /// every current node pass the integrity check; nil when there is none.
+    /// Remembers the answer: retention never deletes it during this run.
+    public func lastEpoch(userEpoch: Int?) throws(CheckpointError) -> Int? {
+        let params = try requireParams()
+        if let userEpoch {
+            lock.locked { resumedFrom = userEpoch }
+            return userEpoch
+        }
+        let storage = try storage(params)
+        let records = try readRecords(params).records.sorted { $0.epoch > $1.epoch }
+        for record in records where Set(params.nodeNames).isSubset(of: record.nodes) {
+            let intact = params.nodeNames.allSatisfy { node in
+                storage.isCompleteCheckpoint(CheckpointNaming.dbName(epoch: record.epoch, nodeName: node, dbPrefix: params.dbPrefix), format: params.format)
+            }
+            if intact {
+                lock.locked { resumedFrom = record.epoch }
+                return record.epoch
+            }
+        }
+        return nil
+    }
+
+    /// With `epoch` nil: whether `dbPrefix` is a directory checkpoints can be
+    /// written in. With an epoch: whether its files on every node are complete.
+    public func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool {
+        let params = try requireParams()
+        let storage = try storage(params)
+        guard let epoch else { return storage.isAccessible(directory: params.dbPrefix) }
+        return params.nodeNames.allSatisfy { node in
+            storage.isCompleteCheckpoint(CheckpointNaming.dbName(epoch: epoch, nodeName: node, dbPrefix: params.dbPrefix), format: params.format)
+        }
+    }
+
+    /// Records `epoch` as complete on the current nodes, then applies the
+    /// retention rules: the new file is written before any checkpoint is deleted.
+    ///
+    /// - Throws: when the metadata file cannot be read or replaced (nothing is
+    ///   deleted then). Failures to delete dropped checkpoints are not thrown:
+    ///   they leave stray files the metadata no longer names (see ``lastRemovalErrors``).
+    public func write(epoch: Int, metric: Double?) throws(CheckpointError) {
+        let params = try requireParams()
+        let storage = try storage(params)
+        var state = try readRecords(params)
+        state.records.removeAll { $0.epoch == epoch }
+        state.records.append(EpochRecord(epoch: epoch, nodes: params.nodeNames, metric: metric))
+        state.records.sort { $0.epoch < $1.epoch }
+        let resumed = lock.locked { resumedFrom }
+        state.resumedFrom = resumed ?? state.resumedFrom
+        var protected: Set<Int> = [state.records.last!.epoch]
+        if let resumed { protected.insert(resumed) }
+        let keep = retention.epochsToKeep(state.records.map { ($0.epoch, $0.metric) }, protected: protected)
+        let dropped = state.records.filter { !keep.contains($0.epoch) }
+        state.records.removeAll { !keep.contains($0.epoch) }
+        try storage.writeFile(encode(state, params: params), to: metadataPath(params), durability: durability)
+        var doomed = dropped.flatMap { record in record.nodes.map { (node: $0, epoch: record.epoch) } }
+        if !retention.keepsEverything {
+            // Files of older epochs that no record names: left by a run killed while deleting, or
+            // saved but never recorded. Nothing resumes from them.
+            let newest = state.records.last!.epoch
+            doomed += unrecordedEpochs(storage: storage, params: params, records: state.records).filter { $0.epoch < newest && $0.epoch != resumed }
+        }
+        var errors: [CheckpointError] = []
+        for (node, epoch) in doomed {
+            do throws(CheckpointError) {
+                try storage.removeCheckpoint(CheckpointNaming.dbName(epoch: epoch, nodeName: node, dbPrefix: params.dbPrefix))
+            } catch {
+                errors.append(error)
+            }
+        }
+        lock.locked { removalErrors = errors }
+    }
+
+    /// The (node, epoch) of files `NODE.EPOCH` or `NODE.EPOCH.lock` in the
+    /// prefix, for current nodes, that no record names.
+    private func unrecordedEpochs(storage: any CheckpointStorage, params: Params, records: [EpochRecord]) -> [(node: String, epoch: Int)] {
+        let recorded = Set(records.flatMap { record in record.nodes.map { "\($0).\(record.epoch)" } })
+        var found = Set<String>()
+        var result: [(node: String, epoch: Int)] = []
+        for name in storage.listFiles(in: params.dbPrefix) {
+            let base = name.hasSuffix(".lock") ? String(name.dropLast(5)) : name
+            guard !recorded.contains(base), !found.contains(base), let dot = base.lastIndex(of: ".") else { continue }
+            let node = String(base[..<dot]), digits = base[base.index(after: dot)...]
+            guard params.nodeNames.contains(node), !digits.isEmpty, digits.allSatisfy(\.isASCII), let epoch = Int(digits), epoch >= 0 else { continue }
+            found.insert(base)
+            result.append((node, epoch))
+        }
+        return result
+    }
+
+    /// Keeps the stats of the latest report of each action (see ``lastReport(action:)``).
+    public func report(action: String, stats: [String: UInt64]) {
+        lock.locked { reports[action] = stats }
+    }
+
+    // MARK: Inspection
+
+    /// The stats of the latest report of `action` (database path → nanoseconds).
+    public func lastReport(action: String) -> [String: UInt64]? { lock.locked { reports[action] } }
+
+    /// Errors from deleting checkpoints dropped by the latest ``write(epoch:metric:)``.
+    public var lastRemovalErrors: [CheckpointError] { lock.locked { removalErrors } }
+
+    /// The complete epochs recorded in the metadata file, oldest first.
+    public func completeEpochs() throws(CheckpointError) -> [EpochRecord] {
+        try readRecords(try requireParams()).records.sorted { $0.epoch < $1.epoch }
+    }
+
+    /// The metadata file's path (after ``setParams(dbPrefix:dbType:nodeNames:pathPrefix:pathType:)``).
+    public var metadataPath: String? { lock.locked { params }.map(metadataPath) }
+
+    // MARK: The file
+
+    struct State {
+        var records: [EpochRecord] = []
+        var resumedFrom: Int?
+    }
+
+    private func requireParams() throws(CheckpointError) -> Params {
+        guard let params = lock.locked({ params }) else {
+            throw CheckpointError(.invalidState(reason: "DurableMetadataHandler: setParams was not called"))
+        }
+        return params
+    }
+
+    private func storage(_ params: Params) throws(CheckpointError) -> any CheckpointStorage {
+        if let storageOverride { return storageOverride }
+        return try CheckpointStorageRegistry.storage(for: params.pathType)
+    }
+
+    private func metadataPath(_ params: Params) -> String {
+        CheckpointNaming.join(params.dbPrefix, DurableMetadataHandler.fileName)
+    }
+
+    func readRecords(_ params: Params) throws(CheckpointError) -> State {
+        let path = metadataPath(params)
+        guard let bytes = try storage(params).readFile(path, limit: DurableMetadataHandler.maximumFileSize) else { return State() }
+        do throws(CheckpointError) {
+            return try DurableMetadataHandler.decode(bytes)
+        } catch {
+            throw error.adding(path: path)
+        }
+    }
+
+    static func decode(_ bytes: [UInt8]) throws(CheckpointError) -> State {
+        func invalid(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "checkpoint metadata", reason: reason)) }
+        let json = try JSONValue.parse(bytes, what: "checkpoint metadata")
+        guard json["format"]?.stringValue == formatName else { throw invalid("not a checkpoint metadata file") }
+        guard let version = json["version"]?.intValue else { throw invalid("no version") }
+        guard version == 1 else { throw CheckpointError(.unsupportedVersion(what: "checkpoint metadata", version: UInt32(clamping: version))) }
+        guard let epochs = json["epochs"]?.arrayValue else { throw invalid("no epochs array") }
+        var state = State()
+        state.resumedFrom = json["resumed_from"]?.intValue
+        for item in epochs {
+            guard let epoch = item["epoch"]?.intValue, let nodes = item["nodes"]?.arrayValue else { throw invalid("an epoch record lacks 'epoch' or 'nodes'") }
+            var names: [String] = []
+            for node in nodes {
+                guard let name = node.stringValue else { throw invalid("a node name is not a string") }
+                names.append(name)
+            }
+            let metric: Double?
+            switch item["metric"] {
+            case nil, .null?: metric = nil
+            case let value?:
+                guard let number = value.doubleValue else { throw invalid("metric of epoch \(epoch) is not a number") }
+                metric = number
+            }
+            state.records.append(EpochRecord(epoch: epoch, nodes: names, metric: metric))
+        }
+        return state
+    }
+
+    private func encode(_ state: State, params: Params) -> [UInt8] {
+        let epochs: [JSONValue] = state.records.map { record in
+            .object([
+                ("epoch", .integer(record.epoch)),
+                ("nodes", .array(record.nodes.map { .string($0) })),
+                ("metric", record.metric.map { JSONValue.double($0) } ?? .null),
+            ])
+        }
+        let document = JSONValue.object([
+            ("format", .string(DurableMetadataHandler.formatName)),
+            ("version", .integer(1)),
+            ("db_type", .string(params.dbType)),
+            ("resumed_from", state.resumedFrom.map { JSONValue.integer($0) } ?? .null),
+            ("epochs", .array(epochs)),
+        ])
+        return document.serialized() + [0x0A]
+    }
+}

@@ -1,0 +1,148 @@
+import BlobCodec
+import Logging
+
+/// Builds the upload that runs after training (Caffe2's `UploadTaskGroupBuilder`).
+public protocol UploadTaskGroupBuilder {
+    /// Returns the upload for the checkpoints of the final `epoch`; ``JobRunner`` runs it.
+    func build(epoch: Int, checkpointManager: (any CheckpointManaging)?) throws -> () throws -> Void
+}
+
+/// Runs a ``Job`` with checkpoints: Caffe2's `JobRunner`.
+///
+///     let manager = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0",
+///                                         metadataHandler: DurableMetadataHandler())
+///     let epochs = try JobRunner(job: job, checkpointManager: manager).train()
+///
+/// ``train()`` follows Caffe2 step by step:
+/// 1. `setParams` with the job's nodes, then the resume epoch from
+///    ``CheckpointManaging/getResumeFromEpochID(userEpoch:)`` (the metadata
+///    handler's choice, or `resumeFromEpoch`);
+/// 2. from scratch only: the init steps;
+/// 3. `initialize` the manager (from scratch: the blob list is the
+///    workspace's blobs, and epoch 0 is saved at once; resuming: the list is
+///    read from the resume epoch's checkpoint, which is then loaded);
+/// 4. epochs from 1 (or resume + 1): the epoch steps, the stop conditions,
+///    a checkpoint (``saveCheckpoints(epoch:)``, every epoch including the
+///    last), and a stop when any condition held;
+/// 5. the upload (given the final epoch), download and exit steps; returns the final epoch.
+///
+/// A failed save is logged and training goes on; the metadata is written
+/// only after a save succeeded, so it never names an epoch that did not commit.
+public final class JobRunner {
+    public let job: Job
+    public let checkpointManager: (any CheckpointManaging)?
+    public private(set) var resumeFromEpoch: Int?
+    public let uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)?
+    public var logger: Logger
+    private var ownWorkspaces: [String: Workspace] = [:]
+
+    public init(job: Job, checkpointManager: (any CheckpointManaging)? = nil, resumeFromEpoch: Int? = nil,
+                uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)? = nil, logger: Logger = Logger(label: "checkpoint.JobRunner")) {
+        self.job = job
+        self.checkpointManager = checkpointManager
+        self.resumeFromEpoch = resumeFromEpoch
+        self.uploadTaskGroupBuilder = uploadTaskGroupBuilder
+        self.logger = logger
+    }
+
+    /// The workspace `node`'s steps run on: the manager's, or (without a manager) one of the runner's own.
+    public func workspace(forNode node: String) -> Workspace {
+        if let checkpointManager { return checkpointManager.workspace(forNode: node) }
+        if let workspace = ownWorkspaces[node] { return workspace }
+        let workspace = Workspace()
+        ownWorkspaces[node] = workspace
+        return workspace
+    }
+
+    /// Runs the job to its end and returns the final epoch.
+    ///
+    /// - Throws: what a step or stop condition throws; the manager's errors
+    ///   while resuming (a resume epoch whose checkpoint is missing or damaged).
+    ///   Save failures are logged, not thrown.
+    @discardableResult
+    public func train() throws -> Int {
+        let nodes = job.nodesToCheckpoint
+        if let manager = checkpointManager {
+            try manager.setParams(nodes: nodes, pathPrefix: nil, pathType: nil)
+            resumeFromEpoch = try manager.getResumeFromEpochID(userEpoch: resumeFromEpoch)
+            if let resumeFromEpoch { logger.info("Resuming from epoch \(resumeFromEpoch)") }
+        }
+        let fromScratch = resumeFromEpoch == nil
+        if fromScratch { try run(job.initSteps) }
+        if let manager = checkpointManager {
+            logger.debug("Preparing checkpoints")
+            try manager.initialize(nodes: nodes, retrieveFromEpoch: resumeFromEpoch, pathPrefix: nil, pathType: nil)
+            if let resumeFromEpoch {
+                logger.info("Loading checkpoints for epoch \(resumeFromEpoch)")
+                try manager.load(epoch: resumeFromEpoch, pathPrefix: nil, pathType: nil)
+                manager.reportCheckpointStats(action: "checkpoint_load")
+            } else {
+                try saveCheckpoints(epoch: 0, metric: nil)
+            }
+        }
+        var epoch = (resumeFromEpoch ?? 0) + 1
+        while true {
+            logger.debug("Starting epoch \(epoch)")
+            try run(job.epochSteps)
+            var stop = false
+            for (node, condition) in job.stopConditions where try condition(workspace(forNode: node)) { stop = true }
+            if checkpointManager != nil {
+                let metric = try job.metric.map { try $0.compute(workspace(forNode: $0.node)) }
+                try saveCheckpoints(epoch: epoch, metric: metric)
+            }
+            if stop { break }
+            epoch += 1
+        }
+        logger.debug("Finished training at epoch \(epoch)")
+        if let uploadTaskGroupBuilder {
+            try uploadTaskGroupBuilder.build(epoch: epoch, checkpointManager: checkpointManager)()
+        }
+        try run(job.downloadSteps)
+        try run(job.exitSteps)
+        return epoch
+    }
+
+    /// Saves every node's checkpoint of `epoch`, then records it in the
+    /// metadata and reports the timing (Caffe2's `save_checkpoints`).
+    ///
+    /// Returns false, after logging a warning, when the store is not
+    /// accessible or the save failed; the metadata is then left alone.
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` when the runner has no manager.
+    @discardableResult
+    public func saveCheckpoints(epoch: Int, metric: Double? = nil) throws(CheckpointError) -> Bool {
+        guard let manager = checkpointManager else { throw CheckpointError(.invalidState(reason: "JobRunner has no checkpoint manager")) }
+        do throws(CheckpointError) {
+            guard try manager.cpAccessible(epoch: nil) else {
+                logger.warning("Checkpoint files cannot be accessed; epoch \(epoch) not saved")
+                return false
+            }
+            try manager.save(epoch: epoch)
+            try manager.writeCheckpointMetadata(epoch: epoch, metric: metric)
+            manager.reportCheckpointStats(action: "checkpoint_save")
+            logger.debug("Checkpoints saved for epoch \(epoch)")
+            return true
+        } catch {
+            logger.warning("Unable to write checkpoint for epoch \(epoch): \(error)")
+            return false
+        }
+    }
+
+    /// Loads `blobNames` from every node's checkpoint of `epoch` into
+    /// `workspace` (Caffe2's `load_blobs_from_checkpoints`); false when a
+    /// node's checkpoint is missing.
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` without a
+    ///   manager; corruption of a present blob.
+    public func loadBlobsFromCheckpoints(_ blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool {
+        guard let manager = checkpointManager else { throw CheckpointError(.invalidState(reason: "JobRunner has no checkpoint manager")) }
+        logger.debug("Loading checkpoint for epoch \(epoch)")
+        let loaded = try manager.loadBlobsLocally(nodes: job.nodesToCheckpoint, blobNames: blobNames, epoch: epoch, into: workspace)
+        manager.reportCheckpointStats(action: "checkpoint_partial_load")
+        return loaded
+    }
+
+    private func run(_ steps: [Job.NodeStep]) throws {
+        for step in steps { try step.run(workspace(forNode: step.node)) }
+    }
+}

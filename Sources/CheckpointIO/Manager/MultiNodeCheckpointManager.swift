@@ -1,0 +1,249 @@
+import BlobCodec
+import Dispatch
+
+/// Checkpoints a job that runs on several nodes: one ``CheckpointManager``
+/// (and one ``Workspace``) per node, Caffe2's `MultiNodeCheckpointManager`.
+///
+///     let manager = try MultiNodeCheckpointManager(dbPrefix: "/ckpt/run1", metadataHandler: DurableMetadataHandler())
+///     try manager.initialize(nodes: ["trainer_0", "trainer_1"])
+///     try manager.save(epoch: 3)                      // both nodes' files, in parallel
+///     try manager.writeCheckpointMetadata(epoch: 3)   // only after every node committed
+///
+/// An epoch is complete only when every node's file is committed: ``save(epoch:)``
+/// throws if any node's save failed, and ``JobRunner`` writes the metadata
+/// only after it returned.
+public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Sendable {
+    public let dbPrefix: String
+    public let dbType: String
+    public let metadataHandler: (any CheckpointMetadataHandler)?
+    public let options: CheckpointOptions
+
+    private let lock = PThreadLock()
+    private var managers: [(node: String, manager: CheckpointManager)]?
+    private var workspaces: [String: Workspace] = [:]
+    private var pathPrefix: String?
+    private var pathType: String?
+
+    private let asyncQueue = DispatchQueue(label: "checkpoint.multinode.async-save")
+    private let asyncGroup = DispatchGroup()
+    private var asyncError: CheckpointError?
+
+    /// - Throws: as ``CheckpointManager/init(dbPrefix:nodeName:dbType:metadataHandler:workspace:options:)``
+    ///   for `dbPrefix` and `dbType`.
+    public init(dbPrefix: String, dbType: String = CheckpointFormat.container.rawValue,
+                metadataHandler: (any CheckpointMetadataHandler)? = nil, options: CheckpointOptions = CheckpointOptions()) throws(CheckpointError) {
+        try CheckpointNaming.validate(dbPrefix: dbPrefix)
+        _ = try CheckpointFormat(dbType: dbType)
+        self.dbPrefix = dbPrefix
+        self.dbType = dbType
+        self.metadataHandler = metadataHandler
+        self.options = options
+    }
+
+    /// The node managers, in node order; nil before ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
+    public var nodeManagers: [(node: String, manager: CheckpointManager)]? { lock.locked { managers } }
+
+    /// The workspace of `node`, created empty on first use.
+    public func workspace(forNode node: String) -> Workspace {
+        lock.locked {
+            if let workspace = workspaces[node] { return workspace }
+            let workspace = Workspace()
+            workspaces[node] = workspace
+            return workspace
+        }
+    }
+
+    /// Caffe2's `get_ckpt_db_name`: the file of `nodeName`'s checkpoint of `epoch`.
+    public func dbName(nodeName: String, epoch: Int) -> String {
+        CheckpointNaming.dbName(epoch: epoch, nodeName: nodeName, dbPrefix: dbPrefix)
+    }
+
+    public func checkpointPaths(epoch: Int) -> [(node: String, path: String)] {
+        (nodeManagers ?? []).map { ($0.node, $0.manager.dbName(epoch: epoch)) }
+    }
+
+    /// Creates the node managers if there are none yet, else checks that `nodes` are theirs.
+    @discardableResult
+    private func makeManagers(_ nodes: [String]) throws(CheckpointError) -> (created: Bool, managers: [(node: String, manager: CheckpointManager)]) {
+        if let existing = nodeManagers {
+            guard existing.map(\.node) == nodes else {
+                throw CheckpointError(.invalidState(reason: "MultiNodeCheckpointManager was initialized for nodes \(existing.map(\.node)), not \(nodes)"))
+            }
+            return (false, existing)
+        }
+        guard Set(nodes).count == nodes.count else {
+            throw CheckpointError(.invalidField(field: "nodes", reason: "duplicate node names in \(nodes)"))
+        }
+        var created: [(node: String, manager: CheckpointManager)] = []
+        for node in nodes {
+            created.append((node, try CheckpointManager(dbPrefix: dbPrefix, nodeName: node, dbType: dbType, metadataHandler: nil,
+                                                        workspace: workspace(forNode: node), options: options)))
+        }
+        let (prefix, type) = lock.locked { (pathPrefix, pathType) }
+        for (_, manager) in created { try manager.setParams(pathPrefix: prefix, pathType: type) }
+        lock.locked { managers = created }
+        return (true, created)
+    }
+
+    private func requireManagers() throws(CheckpointError) -> [(node: String, manager: CheckpointManager)] {
+        guard let managers = nodeManagers else {
+            throw CheckpointError(.invalidState(reason: "MultiNodeCheckpointManager is not initialized: call initialize(nodes:) first"))
+        }
+        return managers
+    }
+
+    // MARK: Caffe2's API
+
+    /// Creates one manager per node and initializes each (see
+    /// ``CheckpointManager/initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``).
+    /// A second call with the same nodes does nothing.
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` when called
+    ///   again with different nodes; the node managers' errors.
+    public func initialize(nodes: [String]?, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
+        let nodes = nodes ?? []
+        let alreadyInitialized = nodeManagers.map { $0.allSatisfy { (try? $0.manager.blobList()) != nil } } ?? false
+        let (created, managers) = try makeManagers(nodes)
+        if !created && alreadyInitialized { return }
+        try forEachNode(managers) { (manager) throws(CheckpointError) in
+            try manager.initialize(nodes: [manager.nodeName], retrieveFromEpoch: retrieveFromEpoch, pathPrefix: pathPrefix, pathType: pathType)
+        }
+    }
+
+    /// Loads every node's blobs of `epoch`, nodes in parallel.
+    public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
+        try forEachNode(try requireManagers()) { (manager) throws(CheckpointError) in
+            try manager.load(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType)
+        }
+    }
+
+    /// Saves every node's blobs for `epoch`, nodes in parallel. Throws the
+    /// first node's error (in node order) if any node failed; the epoch is
+    /// then not complete and its metadata must not be written.
+    public func save(epoch: Int) throws(CheckpointError) {
+        try waitUntilFinished()
+        let managers = try requireManagers()
+        try write(try takeSnapshots(managers), managers: managers, epoch: epoch)
+    }
+
+    private func takeSnapshots(_ managers: [(node: String, manager: CheckpointManager)]) throws(CheckpointError) -> [[(name: String, tensor: Tensor)]] {
+        var snapshots: [[(name: String, tensor: Tensor)]] = []
+        for (_, manager) in managers { snapshots.append(try manager.workspace.snapshot(try manager.blobList())) }
+        return snapshots
+    }
+
+    private func write(_ snapshots: [[(name: String, tensor: Tensor)]], managers: [(node: String, manager: CheckpointManager)], epoch: Int) throws(CheckpointError) {
+        try forEachIndex(managers.count) { (index) throws(CheckpointError) in
+            try managers[index].manager.write(snapshots[index], epoch: epoch)
+        }
+    }
+
+    /// As ``CheckpointManager/saveAsync(epoch:metric:)``, for every node: the
+    /// snapshots are taken before returning; the files, then the metadata,
+    /// are written in the background.
+    public func saveAsync(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
+        try waitUntilFinished()
+        let managers = try requireManagers()
+        let snapshots = try takeSnapshots(managers)
+        let nodeManagers = managers
+        asyncGroup.enter()
+        asyncQueue.async { [self] in
+            defer { asyncGroup.leave() }
+            do throws(CheckpointError) {
+                try write(snapshots, managers: nodeManagers, epoch: epoch)
+                try writeCheckpointMetadata(epoch: epoch, metric: metric)
+                reportCheckpointStats(action: "checkpoint_save")
+            } catch {
+                lock.locked { asyncError = error }
+            }
+        }
+    }
+
+    /// Waits for a ``saveAsync(epoch:metric:)`` in flight; throws its error, if any (once).
+    public func waitUntilFinished() throws(CheckpointError) {
+        asyncGroup.wait()
+        if let error = lock.locked({ () -> CheckpointError? in
+            defer { asyncError = nil }
+            return asyncError
+        }) {
+            throw error
+        }
+    }
+
+    /// Loads `blobNames` from every node's checkpoint of `epoch` into
+    /// `workspace`, node by node (Caffe2's `load_blobs_locally`): stops and
+    /// returns false at the first node whose checkpoint is not complete; a
+    /// name present in several nodes ends with the last node's value; names
+    /// no node has are skipped.
+    public func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool {
+        let (_, managers) = try makeManagers(nodes)
+        for (_, manager) in managers {
+            guard manager.checkDBExists(epoch: epoch) else { return false }
+            try manager.loadBlobsFromCheckpoint(blobNames, epoch: epoch, into: workspace)
+        }
+        return true
+    }
+
+    /// Reports every node's last timing to the handler as one `action`.
+    public func reportCheckpointStats(action: String) {
+        var stats: [String: UInt64] = [:]
+        for (_, manager) in nodeManagers ?? [] { manager.collectCheckpointStats(into: &stats) }
+        metadataHandler?.report(action: action, stats: stats)
+    }
+
+    public func writeCheckpointMetadata(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
+        try metadataHandler?.write(epoch: epoch, metric: metric)
+    }
+
+    public func getResumeFromEpochID(userEpoch: Int? = nil) throws(CheckpointError) -> Int? {
+        guard let metadataHandler else { return userEpoch }
+        return try metadataHandler.lastEpoch(userEpoch: userEpoch)
+    }
+
+    /// Remembers the path prefix and type and passes them, with all node names, to the handler.
+    public func setParams(nodes: [String], pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
+        for node in nodes { try CheckpointNaming.validate(nodeName: node) }
+        let (prefix, type) = lock.locked { () -> (String?, String?) in
+            if let pathPrefix { self.pathPrefix = pathPrefix }
+            if let pathType { self.pathType = pathType }
+            return (self.pathPrefix, self.pathType)
+        }
+        for (_, manager) in nodeManagers ?? [] { try manager.setParams(pathPrefix: prefix, pathType: type) }
+        try metadataHandler?.setParams(dbPrefix: dbPrefix, dbType: dbType, nodeNames: nodes, pathPrefix: prefix, pathType: type)
+    }
+
+    public func cpAccessible(epoch: Int? = nil) throws(CheckpointError) -> Bool {
+        guard let metadataHandler else { return true }
+        return try metadataHandler.cpAccessible(epoch: epoch)
+    }
+
+    /// Runs `body` for every manager in parallel and throws the first error in node order.
+    private func forEachNode(_ managers: [(node: String, manager: CheckpointManager)], _ body: (CheckpointManager) throws(CheckpointError) -> Void) throws(CheckpointError) {
+        try forEachIndex(managers.count) { (index) throws(CheckpointError) in try body(managers[index].manager) }
+    }
+
+    /// Runs `body(0..<count)` in parallel and throws the error of the lowest index that failed.
+    private func forEachIndex(_ count: Int, _ body: (Int) throws(CheckpointError) -> Void) throws(CheckpointError) {
+        if count == 1 {
+            try body(0)
+            return
+        }
+        let errors = ErrorSlots(count: count)
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let body = body
+            DispatchQueue.concurrentPerform(iterations: count) { index in
+                do throws(CheckpointError) { try body(index) } catch { errors.set(index, error) }
+            }
+        }
+        if let error = errors.first { throw error }
+    }
+}
+
+/// One error slot per parallel task.
+final class ErrorSlots: @unchecked Sendable {
+    private let lock = PThreadLock()
+    private var slots: [CheckpointError?]
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ error: CheckpointError) { lock.locked { slots[index] = error } }
+    var first: CheckpointError? { lock.locked { slots.compactMap { $0 }.first } }
+}

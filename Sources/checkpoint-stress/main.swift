@@ -1,0 +1,106 @@
+// checkpoint-stress: the child process of the crash tests.
+//
+//     checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B]
+//                                    [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]
+//
+// Runs a JobRunner job on CheckpointManager + DurableMetadataHandler under
+// PREFIX: each epoch sets blob "epoch" (Int64) to the epoch and blobs w0…wN-1
+// to `StressContent.bytes(blob:epoch:count:)`, then checkpoints. It resumes
+// from whatever the metadata says, so a killed child can be started again.
+// After the metadata of an epoch is durably written it prints
+// "committed EPOCH" on stdout (flushed), which is what a crash test may
+// rely on: no epoch printed may ever be lost.
+import CheckpointIO
+import Glibc
+
+/// Wraps the durable handler and reports each committed epoch on stdout.
+final class ReportingHandler: CheckpointMetadataHandler, @unchecked Sendable {
+    let inner: DurableMetadataHandler
+    init(_ inner: DurableMetadataHandler) { self.inner = inner }
+    func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError) {
+        try inner.setParams(dbPrefix: dbPrefix, dbType: dbType, nodeNames: nodeNames, pathPrefix: pathPrefix, pathType: pathType)
+    }
+    func lastEpoch(userEpoch: Int?) throws(CheckpointError) -> Int? {
+        let epoch = try inner.lastEpoch(userEpoch: userEpoch)
+        emit("resumed \(epoch.map(String.init) ?? "none")", to: 1)
+        return epoch
+    }
+    func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool { try inner.cpAccessible(epoch: epoch) }
+    func write(epoch: Int, metric: Double?) throws(CheckpointError) {
+        try inner.write(epoch: epoch, metric: metric)
+        emit("committed \(epoch)", to: 1)
+    }
+    func report(action: String, stats: [String: UInt64]) { inner.report(action: action, stats: stats) }
+}
+
+/// Writes one line straight to a file descriptor (unbuffered: the process may be killed at any moment).
+func emit(_ line: String, to fd: Int32) {
+    var text = line + "\n"
+    text.withUTF8 { _ = Glibc.write(fd, $0.baseAddress, $0.count) }
+}
+
+func fail(_ message: String) -> Never {
+    emit("checkpoint-stress: \(message)", to: 2)
+    exit(2)
+}
+
+func integer(_ value: String, _ flag: String) -> Int {
+    guard let number = Int(value), number >= 0 else { fail("bad \(flag) \(value)") }
+    return number
+}
+
+var arguments = Array(CommandLine.arguments.dropFirst())
+guard arguments.first == "child", arguments.count >= 2 else {
+    fail("usage: checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B] [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]")
+}
+let prefix = arguments[1]
+var node = "trainer_0", blobCount = 4, byteCount = 65536, maxEpochs = 1_000_000, keepLatest: Int? = nil
+var durability = Durability.full
+var index = 2
+while index < arguments.count {
+    let flag = arguments[index]
+    guard index + 1 < arguments.count else { fail("\(flag) needs a value") }
+    let value = arguments[index + 1]
+    switch flag {
+    case "--node": node = value
+    case "--blobs": blobCount = integer(value, flag)
+    case "--bytes": byteCount = integer(value, flag)
+    case "--epochs": maxEpochs = integer(value, flag)
+    case "--keep-latest": keepLatest = integer(value, flag)
+    case "--durability":
+        guard let parsed = Durability(rawValue: value) else { fail("bad --durability \(value)") }
+        durability = parsed
+    default: fail("unknown option \(flag)")
+    }
+    index += 2
+}
+
+let blobNames = (0..<blobCount).map { "w\($0)" }
+let job = Job()
+job.addInitStep(node: node) { workspace in
+    workspace["epoch"] = Tensor(scalar: Int64(0))
+    for (i, name) in blobNames.enumerated() {
+        workspace[name] = try Tensor(dtype: .uint8, shape: [byteCount], bytes: StressContent.bytes(blob: i, epoch: 0, count: byteCount))
+    }
+}
+job.addEpochStep(node: node) { workspace in
+    let epoch = try workspace.fetchBlob("epoch").scalars(as: Int64.self)[0] + 1
+    workspace["epoch"] = Tensor(scalar: epoch)
+    for (i, name) in blobNames.enumerated() {
+        workspace[name] = try Tensor(dtype: .uint8, shape: [byteCount], bytes: StressContent.bytes(blob: i, epoch: Int(epoch), count: byteCount))
+    }
+}
+job.addStopCondition(node: node) { workspace in
+    try workspace.fetchBlob("epoch").scalars(as: Int64.self)[0] >= Int64(maxEpochs)
+}
+
+do {
+    let handler = ReportingHandler(DurableMetadataHandler(retention: RetentionPolicy(keepLatest: keepLatest)))
+    let manager = try CheckpointManager(dbPrefix: prefix, nodeName: node, metadataHandler: handler,
+                                        options: CheckpointOptions(writer: WriterOptions(durability: durability)))
+    let runner = JobRunner(job: job, checkpointManager: manager)
+    let last = try runner.train()
+    emit("finished \(last)", to: 1)
+} catch {
+    fail("\(error)")
+}

@@ -1,0 +1,81 @@
+@testable import CheckpointIO
+import Foundation
+import Testing
+
+/// Runs `checkpoint-stress child` and kills it with SIGKILL after `delay`.
+/// Returns the lines it printed (complete lines only).
+func runAndKill(prefix: String, arguments: [String], after delay: TimeInterval) throws -> [String] {
+    let process = Process()
+    process.executableURL = productsDirectory().appendingPathComponent("checkpoint-stress")
+    process.arguments = ["child", prefix] + arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    Thread.sleep(forTimeInterval: delay)
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    let text = String(decoding: data, as: UTF8.self)
+    var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    lines.removeLast()  // empty after a final newline, or a line cut short by the kill
+    return lines
+}
+
+@Suite("Crash safety")
+struct CrashTests {
+    static let blobCount = 3
+    static let byteCount = 200_000
+
+    /// After every kill: the handler's resume epoch is at least the last epoch
+    /// the child reported committed, its checkpoint loads, and every blob is
+    /// bit-exact; every file under a final name is a complete checkpoint.
+    @Test func sigkillAtRandomMomentsLosesNoCompletedEpoch() throws {
+        guard FileManager.default.isExecutableFile(atPath: productsDirectory().appendingPathComponent("checkpoint-stress").path) else {
+            Issue.record("checkpoint-stress is not built next to the tests")
+            return
+        }
+        try withTemporaryDirectory { dir in
+            var random = SystemRandomNumberGenerator()
+            var lastCommitted: Int?
+            var killsDuringWork = 0
+            var abandonedTemporaries = 0
+            let rounds = 40
+            for round in 0..<rounds {
+                let delay = Double.random(in: 0.005...0.12, using: &random)
+                let lines = try runAndKill(prefix: dir, arguments: ["--blobs", "\(Self.blobCount)", "--bytes", "\(Self.byteCount)", "--keep-latest", "3"], after: delay)
+                let committed = lines.compactMap { $0.hasPrefix("committed ") ? Int($0.dropFirst(10)) : nil }
+                if let newest = committed.max() { lastCommitted = max(lastCommitted ?? newest, newest) }
+                if lines.contains(where: { $0.hasPrefix("resumed") }) { killsDuringWork += 1 }
+
+                let temporaries = directoryListing(dir).filter { $0.hasPrefix(".trainer_0.") && $0.contains(".tmp.") }
+                abandonedTemporaries += temporaries.count
+
+                let handler = DurableMetadataHandler()
+                let manager = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: handler)
+                try manager.setParams()
+                let resume = try manager.getResumeFromEpochID(userEpoch: nil)
+                if let lastCommitted {
+                    let resume = try #require(resume, "round \(round): an epoch was committed but none is resumable")
+                    #expect(resume >= lastCommitted, "round \(round): committed \(lastCommitted) was lost (resume \(resume))")
+                    try manager.initialize(retrieveFromEpoch: resume)
+                    #expect(directoryListing(dir).allSatisfy { !$0.contains(".tmp.") }, "initialize removes abandoned temporaries: \(directoryListing(dir))")
+                    try manager.load(epoch: resume)
+                    #expect(try int64(manager.workspace, "epoch") == Int64(resume))
+                    for blob in 0..<Self.blobCount {
+                        let bytes = try manager.workspace.fetchBlob("w\(blob)").bytes
+                        #expect(bytes == StressContent.bytes(blob: blob, epoch: resume, count: Self.byteCount), "round \(round) epoch \(resume) blob w\(blob)")
+                    }
+                }
+                // Whatever is under a final name is complete; temporaries are not mistaken for checkpoints.
+                for name in directoryListing(dir) where name.hasPrefix("trainer_0.") && !name.hasSuffix(".lock") {
+                    let epoch = try #require(Int(name.dropFirst("trainer_0.".count)), "unexpected file \(name)")
+                    #expect(manager.checkDBExists(epoch: epoch), "round \(round): \(name) is not a complete checkpoint")
+                }
+            }
+            print("crash test: \(rounds) kills, last committed epoch \(lastCommitted ?? -1), \(abandonedTemporaries) abandoned temporary files found and removed")
+            #expect(lastCommitted != nil)
+            #expect(killsDuringWork > rounds / 2, "most children should have been killed after starting work")
+        }
+    }
+}
