@@ -13,3 +13,4 @@ test:
 bench:
 	cd Benchmarks && swift package benchmark --target CodecBenchmarks
 	cd Benchmarks && swift package benchmark --target ContainerBenchmarks
+	cd Benchmarks && swift package benchmark --target ManagerBenchmarks

@@ -4,6 +4,7 @@ import PackageDescription
 // Benchmarks of the checkpoint engine (ordo-one/benchmark). Run from this folder:
 //   swift package benchmark --target CodecBenchmarks
 //   swift package benchmark --target ContainerBenchmarks
+//   swift package benchmark --target ManagerBenchmarks
 let package = Package(
     name: "CheckpointEngineBenchmarks",
     dependencies: [
@@ -31,6 +32,15 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/ContainerBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "ManagerBenchmarks",
+            dependencies: [
+                .product(name: "CheckpointIO", package: "CheckpointEngine"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/ManagerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ],

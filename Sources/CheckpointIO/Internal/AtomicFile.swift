@@ -120,6 +120,36 @@ enum AtomicFile {
         return false
     }
 
+    /// Creates a directory (0755) unless it exists; with `parents`, its missing parents too (`mkdir`).
+    static func makeDirectory(_ path: String, parents: Bool = false) throws(CheckpointError) {
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        if trimmed.isEmpty || isDirectory(trimmed) { return }
+        if parents {
+            let parent = ContainerWriter.splitPath(trimmed).directory
+            if parent != trimmed { try makeDirectory(parent, parents: true) }
+        }
+        if mkdir(trimmed, 0o755) != 0 && errno != EEXIST {
+            throw CheckpointError(.system(call: "mkdir", errno: errno), path: trimmed)
+        }
+    }
+
+    /// The size of a file, or of all files below a directory (`stat`); 0 when missing.
+    static func totalSize(_ path: String) -> Int {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return 0 }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { return Int(info.st_size) }
+        return listDirectory(path).reduce(0) { $0 + totalSize(CheckpointNaming.join(path, $1)) }
+    }
+
+    /// `O_TRUNC`, for the benchmark's floor files.
+    static let truncateFlag = O_TRUNC
+
+    /// True when `path` is a directory (`stat`, following links).
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
     /// True when something exists at `path` (`stat`).
     static func exists(_ path: String) -> Bool {
         var info = stat()
@@ -144,5 +174,36 @@ func typedThrows<R>(_ body: () throws -> R) throws(CheckpointError) -> R {
         throw error
     } catch {
         preconditionFailure("unexpected error type: \(error)")
+    }
+}
+
+/// A whole file mapped read-only (`open`, `fstat`, `mmap`; `munmap` and `close` on deinit).
+/// An empty file has an empty buffer and no mapping.
+final class MappedFile: @unchecked Sendable {
+    let path: String
+    let bytes: UnsafeRawBufferPointer
+    private let file: SystemFile
+
+    init(_ path: String, calls: SystemCalls = .live) throws(CheckpointError) {
+        let file = try calls.openFile(path, .readOnly)
+        do throws(CheckpointError) {
+            let size = Int(try file.size())
+            if size == 0 {
+                bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            } else {
+                guard let address = calls.mmap(size, file.fd) else { throw file.error("mmap") }
+                bytes = UnsafeRawBufferPointer(start: address, count: size)
+            }
+        } catch {
+            file.close()
+            throw error
+        }
+        self.path = path
+        self.file = file
+    }
+
+    deinit {
+        if let base = bytes.baseAddress { _ = file.calls.munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        file.close()
     }
 }

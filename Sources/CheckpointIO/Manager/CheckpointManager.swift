@@ -1,5 +1,4 @@
 import BlobCodec
-import Dispatch
 
 /// What ``JobRunner`` needs of a checkpoint manager: ``CheckpointManager``
 /// (one node) and ``MultiNodeCheckpointManager`` both provide it.
@@ -78,9 +77,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     private var currentDBName: String?
     private var currentDuration: UInt64?
 
-    private let asyncQueue = DispatchQueue(label: "checkpoint.manager.async-save")
-    private let asyncGroup = DispatchGroup()
-    private var asyncError: CheckpointError?
+    private let background = BackgroundSave(label: "checkpoint.manager.async-save")
 
     /// A manager for one node.
     ///
@@ -233,28 +230,16 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     public func saveAsync(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
         try waitUntilFinished()
         let snapshot = try workspace.snapshot(try blobList())
-        asyncGroup.enter()
-        asyncQueue.async { [self] in
-            defer { asyncGroup.leave() }
-            do throws(CheckpointError) {
-                try write(snapshot, epoch: epoch)
-                try writeCheckpointMetadata(epoch: epoch, metric: metric)
-                reportCheckpointStats(action: "checkpoint_save")
-            } catch {
-                lock.locked { asyncError = error }
-            }
+        background.start { [self] () throws(CheckpointError) in
+            try write(snapshot, epoch: epoch)
+            try writeCheckpointMetadata(epoch: epoch, metric: metric)
+            reportCheckpointStats(action: "checkpoint_save")
         }
     }
 
     /// Waits for a ``saveAsync(epoch:metric:)`` in flight; throws its error, if any (once).
     public func waitUntilFinished() throws(CheckpointError) {
-        asyncGroup.wait()
-        if let error = lock.locked({ () -> CheckpointError? in
-            defer { asyncError = nil }
-            return asyncError
-        }) {
-            throw error
-        }
+        try background.wait()
     }
 
     // MARK: Loading

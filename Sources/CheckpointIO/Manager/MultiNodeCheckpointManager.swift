@@ -24,9 +24,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     private var pathPrefix: String?
     private var pathType: String?
 
-    private let asyncQueue = DispatchQueue(label: "checkpoint.multinode.async-save")
-    private let asyncGroup = DispatchGroup()
-    private var asyncError: CheckpointError?
+    private let background = BackgroundSave(label: "checkpoint.multinode.async-save")
 
     /// - Throws: as ``CheckpointManager/init(dbPrefix:nodeName:dbType:metadataHandler:workspace:options:)``
     ///   for `dbPrefix` and `dbType`.
@@ -146,28 +144,16 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         let managers = try requireManagers()
         let snapshots = try takeSnapshots(managers)
         let nodeManagers = managers
-        asyncGroup.enter()
-        asyncQueue.async { [self] in
-            defer { asyncGroup.leave() }
-            do throws(CheckpointError) {
-                try write(snapshots, managers: nodeManagers, epoch: epoch)
-                try writeCheckpointMetadata(epoch: epoch, metric: metric)
-                reportCheckpointStats(action: "checkpoint_save")
-            } catch {
-                lock.locked { asyncError = error }
-            }
+        background.start { [self] () throws(CheckpointError) in
+            try write(snapshots, managers: nodeManagers, epoch: epoch)
+            try writeCheckpointMetadata(epoch: epoch, metric: metric)
+            reportCheckpointStats(action: "checkpoint_save")
         }
     }
 
     /// Waits for a ``saveAsync(epoch:metric:)`` in flight; throws its error, if any (once).
     public func waitUntilFinished() throws(CheckpointError) {
-        asyncGroup.wait()
-        if let error = lock.locked({ () -> CheckpointError? in
-            defer { asyncError = nil }
-            return asyncError
-        }) {
-            throw error
-        }
+        try background.wait()
     }
 
     /// Loads `blobNames` from every node's checkpoint of `epoch` into

@@ -1,0 +1,246 @@
+import BlobCodec
+
+/// The tensor file formats the tools read and write.
+public enum TensorFileFormat: String, Sendable, CaseIterable {
+    /// This package's container (FORMAT.md §4).
+    case container = "ckpt"
+    case safetensors
+    /// One NumPy array.
+    case npy
+    /// A ZIP of NumPy arrays (`numpy.savez`).
+    case npz
+    /// A directory of `.npy` files, one per tensor (`NAME.npy`; `/` in a name makes subdirectories).
+    case npyDirectory = "npy-dir"
+
+    /// The format of the file at `path`, from its first bytes (not its
+    /// name); a directory is ``npyDirectory``.
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` when the
+    ///   bytes match no format; the system error when the file cannot be read.
+    public static func detect(_ path: String) throws(CheckpointError) -> TensorFileFormat {
+        if AtomicFile.isDirectory(path) { return .npyDirectory }
+        let file = try SystemCalls.live.openFile(path, .readOnly)
+        defer { file.close() }
+        let size = Int(try file.size())
+        var head = [UInt8](repeating: 0, count: min(size, 16))
+        try typedThrows { try head.withUnsafeMutableBytes { try file.readAll(into: $0, at: 0) } }
+        if head.starts(with: ContainerLayout.fileMagic) { return .container }
+        if head.starts(with: NumpyFormat.magic) { return .npy }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .npz }
+        if head.count >= 9 && head[8] == UInt8(ascii: "{") {
+            let length = head.withUnsafeBytes { $0.load(littleEndianAt: 0) as UInt64 }
+            if length <= UInt64(size - 8) { return .safetensors }
+        }
+        throw CheckpointError(.invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy or .npz file"), path: path)
+    }
+}
+
+/// What the tools show of one tensor; fields a format lacks are nil.
+public struct TensorEntry: Sendable, Equatable {
+    public var name: String
+    public var dtype: DType
+    public var shape: Shape
+    /// The codec name (`none`, `lz4`, `zstd`…); for npz members `stored` or `deflate`; nil where the format has none.
+    public var codec: String?
+    /// The filter (`none`, `shuffle`), where the format has filters.
+    public var filter: String?
+    public var rawBytes: Int
+    public var storedBytes: Int?
+    /// CRC32C of the raw bytes (the container), else nil.
+    public var crc32c: UInt32?
+    /// Offset of the stored bytes in the file, where there is one.
+    public var offset: Int?
+}
+
+/// Any tensor file, opened for reading: the container, safetensors, `.npy`,
+/// `.npz` or a directory of `.npy` files, detected from the bytes.
+///
+///     let file = try TensorFile.open("model.safetensors")
+///     for entry in file.entries { print(entry.name, entry.dtype, entry.shape) }
+///     try file.withUnsafeBytes(of: "lm_head.weight") { bytes in … }   // zero-copy where the format allows
+public final class TensorFile: @unchecked Sendable {
+    public let path: String
+    public let format: TensorFileFormat
+    /// The format version, e.g. "1" for the container, "1.0" for npy; nil where the format has none.
+    public let version: String?
+    /// File-level metadata (container metadata, safetensors `__metadata__`).
+    public let metadata: [String: String]
+    /// The tensors, sorted by name (UTF-8 bytes).
+    public let entries: [TensorEntry]
+
+    private enum Backend {
+        case container(ContainerReader)
+        case safetensors(SafetensorsFile, MappedFile)
+        /// Per tensor: the mapped file (or inflated buffer) and the data range in it.
+        case arrays([String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)])
+    }
+    private let backend: Backend
+    private let entryIndex: [String: Int]
+
+    private init(path: String, format: TensorFileFormat, version: String?, metadata: [String: String], entries: [TensorEntry], backend: Backend) {
+        self.path = path
+        self.format = format
+        self.version = version
+        self.metadata = metadata
+        let sorted = entries.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        self.entries = sorted
+        self.backend = backend
+        var index: [String: Int] = [:]
+        for (i, entry) in sorted.enumerated() { index[entry.name] = i }
+        self.entryIndex = index
+    }
+
+    /// Opens and validates `path` (see each format's rules).
+    ///
+    /// - Throws: ``CheckpointError`` naming the file and what is wrong.
+    public static func open(_ path: String) throws(CheckpointError) -> TensorFile {
+        let format = try TensorFileFormat.detect(path)
+        do throws(CheckpointError) {
+            switch format {
+            case .container: return try openContainer(path)
+            case .safetensors: return try openSafetensors(path)
+            case .npy: return try openNpy(path)
+            case .npz: return try openNpz(path)
+            case .npyDirectory: return try openNpyDirectory(path)
+            }
+        } catch {
+            throw error.path == nil ? error.adding(path: path) : error
+        }
+    }
+
+    private static func openContainer(_ path: String) throws(CheckpointError) -> TensorFile {
+        let reader = try ContainerReader.open(path)
+        let entries = try reader.descriptors().map { d in
+            TensorEntry(name: d.name, dtype: d.dtype, shape: d.shape, codec: d.compression.name, filter: d.filter.description,
+                        rawBytes: d.rawSizeInBytes, storedBytes: d.storedSizeInBytes, crc32c: d.rawCRC32C, offset: d.payloadOffset)
+        }
+        return TensorFile(path: path, format: .container, version: String(ContainerLayout.version), metadata: reader.metadata,
+                          entries: entries, backend: .container(reader))
+    }
+
+    private static func openSafetensors(_ path: String) throws(CheckpointError) -> TensorFile {
+        let file = try SafetensorsFile.open(path)
+        let map = try MappedFile(path)
+        guard map.bytes.count == file.fileSize else {
+            throw CheckpointError(.invalidField(field: "file", reason: "changed while being opened"), path: path)
+        }
+        let entries = file.entries.map { e in
+            TensorEntry(name: e.name, dtype: e.dtype, shape: e.shape, codec: nil, filter: nil, rawBytes: e.dataRange.count,
+                        storedBytes: e.dataRange.count, crc32c: nil, offset: file.dataOffset + e.dataRange.lowerBound)
+        }
+        return TensorFile(path: path, format: .safetensors, version: nil, metadata: file.metadata ?? [:], entries: entries, backend: .safetensors(file, map))
+    }
+
+    private static func openNpy(_ path: String) throws(CheckpointError) -> TensorFile {
+        let map = try MappedFile(path)
+        let header = try NumpyFormat.parseHeader(map.bytes)
+        let name = npyTensorName(ContainerWriter.splitPath(path).base)
+        let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
+        let entry = TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil, rawBytes: data.count,
+                                storedBytes: data.count, crc32c: nil, offset: header.dataOffset)
+        return TensorFile(path: path, format: .npy, version: header.version, metadata: [:], entries: [entry], backend: .arrays([name: (map, data)]))
+    }
+
+    private static func npyTensorName(_ fileName: String) -> String {
+        fileName.hasSuffix(".npy") ? String(fileName.dropLast(4)) : fileName
+    }
+
+    private static func openNpz(_ path: String) throws(CheckpointError) -> TensorFile {
+        let map = try MappedFile(path)
+        let members = try NpzArchive.members(of: map.bytes)
+        var entries: [TensorEntry] = []
+        var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        for member in members {
+            let name = npyTensorName(member.name)
+            let contents = try NpzArchive.contents(of: member, in: map.bytes)
+            let header: NumpyFormat.Header
+            do throws(CheckpointError) { header = try NumpyFormat.parseHeader(contents.bytes) } catch {
+                throw error.adding(blobName: name)
+            }
+            let data = UnsafeRawBufferPointer(rebasing: contents.bytes[header.dataOffset...])
+            arrays[name] = (member.isStored ? map : contents, data)
+            entries.append(TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: member.isStored ? "stored" : "deflate",
+                                       filter: nil, rawBytes: data.count, storedBytes: member.compressedSize, crc32c: nil,
+                                       offset: member.isStored ? member.dataOffset + header.dataOffset : member.dataOffset))
+        }
+        return TensorFile(path: path, format: .npz, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays))
+    }
+
+    private static func openNpyDirectory(_ path: String) throws(CheckpointError) -> TensorFile {
+        var entries: [TensorEntry] = []
+        var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        func walk(_ directory: String, prefix: String, depth: Int) throws(CheckpointError) {
+            guard depth < 32 else { throw CheckpointError(.limitExceeded(what: "directory depth", limit: 32, actual: UInt64(depth)), path: directory) }
+            for name in AtomicFile.listDirectory(directory).sorted() where !name.hasPrefix(".") {
+                let full = CheckpointNaming.join(directory, name)
+                if AtomicFile.isDirectory(full) {
+                    try walk(full, prefix: prefix + name + "/", depth: depth + 1)
+                } else if name.hasSuffix(".npy") {
+                    let map = try MappedFile(full)
+                    let header: NumpyFormat.Header
+                    do throws(CheckpointError) { header = try NumpyFormat.parseHeader(map.bytes) } catch { throw error.adding(path: full) }
+                    let tensor = prefix + npyTensorName(name)
+                    let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
+                    arrays[tensor] = (map, data)
+                    entries.append(TensorEntry(name: tensor, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil,
+                                               rawBytes: data.count, storedBytes: data.count, crc32c: nil, offset: header.dataOffset))
+                }
+            }
+        }
+        try walk(path, prefix: "", depth: 0)
+        return TensorFile(path: path, format: .npyDirectory, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays))
+    }
+
+    // MARK: Reading
+
+    /// The entry of `name`.
+    public func entry(_ name: String) throws(CheckpointError) -> TensorEntry {
+        guard let index = entryIndex[name] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
+        return entries[index]
+    }
+
+    /// Calls `body` with the raw bytes of `name`: a view of the mapped file
+    /// where the format stores them as they are (uncompressed container blobs,
+    /// safetensors, npy, stored npz members), else a decoded buffer that lives
+    /// for the call. Container blobs are verified (CRC32C) first.
+    public func withUnsafeBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let entry = try entry(name)
+        switch backend {
+        case let .container(reader):
+            let descriptor = try reader.descriptor(name)
+            if descriptor.isViewableInPlace {
+                return try reader.withUnsafeBytes(of: name, verify: true, body)
+            }
+            let storage = TensorStorage(uninitializedByteCount: entry.rawBytes)
+            let buffer = UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count)
+            try reader.read(name, into: buffer, verify: true)
+            return try withExtendedLifetime(storage) { try body(UnsafeRawBufferPointer(buffer)) }
+        case let .safetensors(file, map):
+            let e = try file.entry(name)
+            let start = file.dataOffset + e.dataRange.lowerBound
+            return try withExtendedLifetime(map) { try body(UnsafeRawBufferPointer(rebasing: map.bytes[start..<(start + e.dataRange.count)])) }
+        case let .arrays(arrays):
+            let array = arrays[name]!
+            return try withExtendedLifetime(array.owner) { try body(array.bytes) }
+        }
+    }
+
+    /// Copies (and verifies, for the container) the raw bytes of `name` into `destination`, exactly its size.
+    public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
+        if case let .container(reader) = backend {
+            try reader.read(name, into: destination, verify: true)
+            return
+        }
+        let entry = try entry(name)
+        guard destination.count == entry.rawBytes else {
+            throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(entry.rawBytes), actual: UInt64(destination.count)), blobName: name, path: path)
+        }
+        try typedThrows { try withUnsafeBytes(of: name) { destination.copyMemory(from: $0) } }
+    }
+
+    /// The container reader behind this file, when it is one.
+    public var containerReader: ContainerReader? {
+        if case let .container(reader) = backend { return reader }
+        return nil
+    }
+}

@@ -1,0 +1,96 @@
+import BlobCodec
+
+/// The outcome of checking every checksum of a file.
+public struct VerificationReport: Sendable {
+    /// One damaged blob.
+    public struct Damage: Sendable, Equatable {
+        public var blob: String
+        /// The chunk whose checksum failed, when the error names one.
+        public var chunk: Int?
+        public var expectedCRC: UInt32?
+        public var actualCRC: UInt32?
+        public var error: CheckpointError
+    }
+
+    /// A file whose end is torn (no valid trailer at the end).
+    public struct Torn: Sendable {
+        /// Why the last commit could not be used, or how many bytes follow it.
+        public var reason: String
+        /// What ``ContainerRecovery/repair(_:durability:)`` (`ckpt recover`) would keep.
+        public var recoverableBlobs: [String]
+        public var intactLength: Int
+        public var fileLength: Int
+    }
+
+    public var path: String
+    public var format: TensorFileFormat
+    /// False for formats without checksums (safetensors, npy): only their structure was checked.
+    public var hasChecksums: Bool
+    public var blobCount: Int
+    public var damaged: [Damage]
+    public var torn: Torn?
+
+    /// True when nothing is damaged or torn.
+    public var isIntact: Bool { damaged.isEmpty && torn == nil }
+}
+
+/// Checks files: ``verify(_:)`` reads every blob and checks every checksum the format has.
+public enum TensorVerification {
+    /// Verifies `path`.
+    ///
+    /// Containers: every chunk CRC32C and every raw CRC32C; a torn end is
+    /// reported with what recovery would keep. npz: every member's CRC-32.
+    /// safetensors, npy: the structure (they carry no checksums).
+    ///
+    /// - Throws: when the file cannot be read at all or is not a tensor file
+    ///   (the report covers damage inside a readable file).
+    public static func verify(_ path: String) throws(CheckpointError) -> VerificationReport {
+        let format = try TensorFileFormat.detect(path)
+        guard format == .container else {
+            let file = try TensorFile.open(path)  // validates structure; npz members' CRC-32 are checked while opening
+            return VerificationReport(path: path, format: format, hasChecksums: format == .npz, blobCount: file.entries.count, damaged: [], torn: nil)
+        }
+        let reader: ContainerReader
+        do throws(CheckpointError) {
+            reader = try ContainerReader.open(path)
+        } catch {
+            guard case let .tornFile(reason) = error.code else { throw error }
+            let scan = try ContainerRecovery.scan(path)
+            let torn = VerificationReport.Torn(reason: reason, recoverableBlobs: scan.blobNames, intactLength: scan.intactLength, fileLength: scan.fileLength)
+            return VerificationReport(path: path, format: format, hasChecksums: true, blobCount: 0, damaged: [], torn: torn)
+        }
+        var torn: VerificationReport.Torn?
+        if reader.tornBytes > 0 {
+            let scan = try ContainerRecovery.scan(path)
+            torn = VerificationReport.Torn(reason: "\(reader.tornBytes) bytes after the last complete commit", recoverableBlobs: scan.blobNames,
+                                           intactLength: scan.intactLength, fileLength: scan.fileLength)
+        }
+        let damaged = reader.verify().compactMap { check -> VerificationReport.Damage? in
+            guard let error = check.error else { return nil }
+            switch error.code {
+            case let .chunkChecksumMismatch(chunk, expected, actual):
+                return .init(blob: check.name, chunk: chunk, expectedCRC: expected, actualCRC: actual, error: error)
+            case let .rawChecksumMismatch(expected, actual), let .headerChecksumMismatch(expected, actual):
+                return .init(blob: check.name, chunk: nil, expectedCRC: expected, actualCRC: actual, error: error)
+            default:
+                return .init(blob: check.name, chunk: nil, expectedCRC: nil, actualCRC: nil, error: error)
+            }
+        }
+        return VerificationReport(path: path, format: format, hasChecksums: true, blobCount: reader.count, damaged: damaged, torn: torn)
+    }
+}
+
+extension ContainerRecovery {
+    /// Writes the recovered content of `path` to `output` (a copy cut back to
+    /// its last complete record and given a new index), leaving `path` as it is.
+    public static func recover(_ path: String, to output: String, durability: Durability = .fileData) throws(CheckpointError) -> RecoveryReport {
+        let source = try MappedFile(path)
+        try AtomicFile.write([source.bytes], to: output, durability: durability, calls: .live)
+        do throws(CheckpointError) {
+            return try repair(output, durability: durability)
+        } catch {
+            try? AtomicFile.remove(output, calls: .live)
+            throw error
+        }
+    }
+}
