@@ -15,7 +15,8 @@ import BlobCodec
 /// it, the final name holds its old content or nothing. An append writes new
 /// records after the current trailer and a new index and trailer last; until
 /// the new trailer is complete, readers see the previous commit. Writers of
-/// one path exclude each other with `flock` on `PATH.lock`; the loser gets
+/// one path exclude each other with `flock` on `PATH.lock` (deleted again on
+/// release); the loser gets
 /// ``CheckpointError/Code/writerLocked``.
 ///
 /// Uncompressed payloads go from the caller's memory to `pwritev` without a
@@ -31,7 +32,7 @@ public final class ContainerWriter {
 
     private let calls: SystemCalls
     private let file: SystemFile
-    private let lockFile: SystemFile
+    private let lockFile: WriterLock
     private let temporaryPath: String?  // nil when appending in place
     private let originalLength: Int  // append: where the file ended before this writer
     private let generation: UInt64
@@ -53,7 +54,7 @@ public final class ContainerWriter {
         }
     }
 
-    private init(path: String, options: WriterOptions, alignment: Int, calls: SystemCalls, file: SystemFile, lockFile: SystemFile,
+    private init(path: String, options: WriterOptions, alignment: Int, calls: SystemCalls, file: SystemFile, lockFile: WriterLock,
                  temporaryPath: String?, originalLength: Int, generation: UInt64, entries: [BlobDescriptor], metadata: [String: String]) {
         self.path = path
         self.options = options
@@ -94,7 +95,7 @@ public final class ContainerWriter {
         do throws(CheckpointError) {
             file = try calls.openFile(temporary, .createExclusive)
         } catch {
-            lock.close()
+            lock.release()
             throw error
         }
         let writer = ContainerWriter(path: path, options: options, alignment: options.alignment, calls: calls, file: file, lockFile: lock, temporaryPath: temporary,
@@ -150,7 +151,7 @@ public final class ContainerWriter {
             return ContainerWriter(path: path, options: options, alignment: plan.alignment, calls: calls, file: file, lockFile: lock, temporaryPath: nil,
                                    originalLength: plan.length, generation: plan.generation, entries: plan.entries, metadata: plan.metadata)
         } catch {
-            lock.close()
+            lock.release()
             throw error
         }
     }
@@ -161,23 +162,9 @@ public final class ContainerWriter {
         }
     }
 
-    static func takeLock(for path: String, calls: SystemCalls) throws(CheckpointError) -> SystemFile {
+    static func takeLock(for path: String, calls: SystemCalls) throws(CheckpointError) -> WriterLock {
         try validatePath(path)
-        let lock: SystemFile
-        do throws(CheckpointError) {
-            lock = try calls.openFile(path + ".lock", .createOrOpen)
-        } catch {
-            // The lock file is created beside the target: name the directory, not a file the caller never chose.
-            guard AtomicFile.isMissingFile(error) else { throw error }
-            throw CheckpointError(.system(call: "open", errno: error.systemErrno ?? 0), path: splitPath(path).directory)
-        }
-        do throws(CheckpointError) {
-            try lock.lockExclusively(target: path)
-        } catch {
-            lock.close()
-            throw error
-        }
-        return lock
+        return try WriterLock.acquire(for: path, directory: splitPath(path).directory, calls: calls)
     }
 
     // MARK: Writing
@@ -392,12 +379,12 @@ public final class ContainerWriter {
             // The file is complete and in place; only its name's durability is left.
             do throws(CheckpointError) { try calls.syncDirectory(ContainerWriter.splitPath(path).directory) } catch {
                 file.close()
-                lockFile.close()
+                lockFile.release()
                 throw error.adding(path: path)
             }
         }
         file.close()
-        lockFile.close()
+        lockFile.release()
     }
 
     private func sync() throws(CheckpointError) {
@@ -420,7 +407,7 @@ public final class ContainerWriter {
             _ = try? file.truncate(to: Int64(originalLength))
         }
         file.close()
-        lockFile.close()
+        lockFile.release()
     }
 
     // MARK: Paths

@@ -13,7 +13,7 @@ enum AtomicFile {
     /// (or stays absent).
     static func write(_ segments: [UnsafeRawBufferPointer], to path: String, durability: Durability, calls: SystemCalls) throws(CheckpointError) {
         let lock = try ContainerWriter.takeLock(for: path, calls: calls)
-        defer { lock.close() }
+        defer { lock.release() }
         let (directory, base) = ContainerWriter.splitPath(path)
         var random = SystemRandomNumberGenerator()
         let temporary = "\(directory)/.\(base).tmp.\(SystemCalls.processID).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
@@ -95,7 +95,7 @@ enum AtomicFile {
             let targetPath = CheckpointNaming.join(directory, target)
             guard let lock = try? ContainerWriter.takeLock(for: targetPath, calls: calls) else { continue }
             if calls.unlink(CheckpointNaming.join(directory, file)) == 0 { removed.append(file) }
-            lock.close()
+            lock.release()
         }
         return removed
     }

@@ -22,6 +22,10 @@ struct SystemCalls: @unchecked Sendable {
     var mmap: (_ length: Int, _ fd: Int32) -> UnsafeMutableRawPointer?
     var munmap: (_ address: UnsafeMutableRawPointer, _ length: Int) -> Int32
     var madvise: (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Int32
+    /// The (device, inode) of an open file (`fstat`), or nil.
+    var fileIdentity: (_ fd: Int32) -> FileIdentity?
+    /// The (device, inode) a path names now (`stat`), or nil.
+    var pathIdentity: (_ path: String) -> FileIdentity?
 
     /// The real system calls.
     static let live = SystemCalls(
@@ -44,7 +48,15 @@ struct SystemCalls: @unchecked Sendable {
             return address == MAP_FAILED ? nil : address
         },
         munmap: { Glibc.munmap($0, $1) },
-        madvise: { Glibc.madvise($0, $1, $2) }
+        madvise: { Glibc.madvise($0, $1, $2) },
+        fileIdentity: { fd in
+            var info = stat()
+            return fstat(fd, &info) == 0 ? FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)) : nil
+        },
+        pathIdentity: { path in
+            var info = stat()
+            return stat(path, &info) == 0 ? FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)) : nil
+        }
     )
 
     /// The current thread's errno.
@@ -144,6 +156,59 @@ struct SystemFile {
     }
 
     func close() { _ = calls.close(fd) }
+}
+
+/// Which file an open descriptor or a path refers to.
+struct FileIdentity: Equatable {
+    var device: UInt64
+    var inode: UInt64
+}
+
+/// The writer lock of a path: an exclusive `flock` on `PATH.lock`, a file
+/// that exists only while someone holds it.
+///
+/// Deleting a lock file is safe only because a taker checks, after its
+/// `flock` succeeded, that the name still refers to the file it locked: a
+/// taker that opened the file just before the previous holder deleted it
+/// would otherwise hold a lock on a file nobody else can find.
+struct WriterLock {
+    let file: SystemFile
+    let lockPath: String
+
+    /// Takes the lock of `target` without waiting.
+    ///
+    /// - Throws: ``CheckpointError/Code/writerLocked`` when another writer
+    ///   holds it; a system error naming `directory` when it does not exist.
+    static func acquire(for target: String, directory: String, calls: SystemCalls) throws(CheckpointError) -> WriterLock {
+        let lockPath = target + ".lock"
+        for _ in 0..<64 {
+            let file: SystemFile
+            do throws(CheckpointError) {
+                file = try calls.openFile(lockPath, .createOrOpen)
+            } catch {
+                // The lock file is created beside the target: name the directory, not a file the caller never chose.
+                if case .system("open", ENOENT) = error.code { throw CheckpointError(.system(call: "open", errno: ENOENT), path: directory) }
+                throw error
+            }
+            do throws(CheckpointError) {
+                try file.lockExclusively(target: target)
+            } catch {
+                file.close()
+                throw error
+            }
+            if let locked = calls.fileIdentity(file.fd), locked == calls.pathIdentity(lockPath) {
+                return WriterLock(file: file, lockPath: lockPath)
+            }
+            file.close()  // the previous holder deleted it meanwhile: try the new one
+        }
+        throw CheckpointError(.writerLocked, path: target)
+    }
+
+    /// Deletes the lock file, then releases the lock (`unlink`, `close`).
+    func release() {
+        _ = file.calls.unlink(lockPath)
+        file.close()
+    }
 }
 
 /// How a file is opened (the `open` flags, named).

@@ -83,7 +83,7 @@ public protocol CheckpointStorage: Sendable {
     /// checks the structure (container trailer and index CRC; safetensors
     /// header and size), not every payload.
     func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool
-    /// Removes a checkpoint file (and its lock file); a missing file is not an error.
+    /// Removes a checkpoint file; a missing file is not an error.
     func removeCheckpoint(_ path: String) throws(CheckpointError)
     /// True when checkpoints can be written under `directory`.
     func isAccessible(directory: String) -> Bool
@@ -156,7 +156,6 @@ public struct LocalCheckpointStorage: CheckpointStorage {
 
     public func removeCheckpoint(_ path: String) throws(CheckpointError) {
         try AtomicFile.remove(path, calls: calls)
-        try? AtomicFile.remove(path + ".lock", calls: calls)
     }
 
     public func isAccessible(directory: String) -> Bool {

@@ -104,14 +104,15 @@ public final class BenchmarkWorkload: @unchecked Sendable {
 /// One line of a benchmark: ours, and the physical floor on the same bytes.
 public struct BenchmarkResult: Sendable {
     public var name: String
+    /// The bytes moved; 0 for latency measurements (open + list, view), which have no throughput.
     public var bytes: Int
     /// Median seconds of ours.
     public var seconds: Double
     public var floorName: String?
     public var floorSeconds: Double?
 
-    public var gigabytesPerSecond: Double { Double(bytes) / seconds / 1e9 }
-    public var floorGigabytesPerSecond: Double? { floorSeconds.map { Double(bytes) / $0 / 1e9 } }
+    public var gigabytesPerSecond: Double? { bytes > 0 ? Double(bytes) / seconds / 1e9 : nil }
+    public var floorGigabytesPerSecond: Double? { bytes > 0 ? floorSeconds.map { Double(bytes) / $0 / 1e9 } : nil }
     /// Our throughput over the floor's (1.0 = as fast as the floor).
     public var ratio: Double? { floorSeconds.map { $0 / seconds } }
 }
@@ -202,7 +203,7 @@ public enum CheckpointBenchmark {
         // Leave one file of each for the read measurements.
         try save(.none)
         try ddWrite(sync: false)
-        try pair("open + list", floor: nil, bytes: total, ours: { () throws(CheckpointError) in
+        try pair("open + list", floor: nil, bytes: 0, ours: { () throws(CheckpointError) in
             let reader = try ContainerReader.open(ours)
             _ = reader.names
         }, floor: nil)
@@ -213,7 +214,7 @@ public enum CheckpointBenchmark {
                 try reader.read(tensor.name, into: UnsafeMutableRawBufferPointer(start: destination.base + tensor.range.lowerBound, count: tensor.range.count))
             }
         }, floor: { () throws(CheckpointError) in try ddRead() })
-        try pair("zero-copy view (open + every blob)", floor: nil, bytes: total, ours: { () throws(CheckpointError) in
+        try pair("zero-copy view (open + every blob)", floor: nil, bytes: 0, ours: { () throws(CheckpointError) in
             let reader = try ContainerReader.open(ours)
             for tensor in layout where try reader.descriptor(tensor.name).isViewableInPlace {
                 _ = try typedThrows { try reader.withUnsafeBytes(of: tensor.name) { $0.count } }

@@ -160,7 +160,7 @@ public final class TensorFile: @unchecked Sendable {
             let data = UnsafeRawBufferPointer(rebasing: contents.bytes[header.dataOffset...])
             arrays[name] = (member.isStored ? map : contents, data)
             entries.append(TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: member.isStored ? "stored" : "deflate",
-                                       filter: nil, rawBytes: data.count, storedBytes: member.compressedSize, crc32c: nil,
+                                       filter: nil, rawBytes: data.count, storedBytes: member.isStored ? data.count : member.compressedSize, crc32c: nil,
                                        offset: member.isStored ? member.dataOffset + header.dataOffset : member.dataOffset))
         }
         return TensorFile(path: path, format: .npz, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays))

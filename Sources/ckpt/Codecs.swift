@@ -2,20 +2,12 @@ import ArgumentParser
 import CheckpointIO
 import Foundation
 
-@main
-struct Ckpt: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "ckpt",
-        abstract: "The checkpoint engine's command line.",
-        subcommands: [Demo.self])
-}
-
 /// Encodes and decodes synthetic model weights with every codec and reports
 /// ratio, throughput and bit-exactness, then saves them all as one container
 /// file and reads and verifies it back: a quick end-to-end check on this machine.
-struct Demo: ParsableCommand {
+struct Codecs: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Round-trip synthetic fp32 and bf16 weights through every codec and a container file; print ratio and throughput.")
+        abstract: "Compare the codecs on synthetic fp32 and bf16 weights: ratio, throughput, bit-exactness.")
 
     @Option(name: .customLong("size-mib"), help: "MiB of weights per dtype.")
     var sizeMiB: Int = 64
@@ -35,7 +27,7 @@ struct Demo: ParsableCommand {
             (.float32, rng.float32Weights(count: count / 4)),
             (.bfloat16, rng.bfloat16Weights(count: count / 2)),
         ]
-        print("BlobCodec demo: \(sizeMiB) MiB of normal(0, 0.02) weights per dtype, CRC32C: \(CRC32C.implementation)")
+        print("Codec comparison: \(sizeMiB) MiB of normal(0, 0.02) weights per dtype, CRC32C: \(CRC32C.implementation)")
         print("(one run each, fresh output buffers included; `make bench` has steady-state figures next to their floors)")
         print("")
         let columns = ["dtype", "codec", "filter", "stored", "ratio", "encode GB/s", "decode GB/s", "bit-exact"]
@@ -72,13 +64,13 @@ struct Demo: ParsableCommand {
     /// Saves the weights in every codec as one container file, reopens it, reads
     /// every blob back through mmap and pread, and verifies every checksum.
     private func containerRoundTrip(_ weights: [(DType, [UInt8])]) throws {
-        let directory = NSTemporaryDirectory() + "/ckpt-demo-\(getpid())"
+        let directory = NSTemporaryDirectory() + "/ckpt-codecs-\(getpid())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/demo.ckpt"
         let codecs = try codecs.split(separator: ",").map { try Compression(parsing: String($0)) }
         let writer = try ContainerWriter.create(at: path, options: WriterOptions(durability: .fileData))
-        writer.metadata = ["producer": "ckpt demo", "epoch": "1"]
+        writer.metadata = ["producer": "ckpt codecs", "epoch": "1"]
         for (dtype, bytes) in weights {
             let shape = try Shape([bytes.count / dtype.elementSizeInBytes!])
             try bytes.withUnsafeBytes { raw in
@@ -111,40 +103,5 @@ struct Demo: ParsableCommand {
         try body()
         let elapsed = clock.now - start
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-    }
-}
-
-func formatBytes(_ count: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(count)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(count) B" : String(format2: value) + " " + units[unit]
-}
-
-func printTable(_ columns: [String], _ rows: [[String]]) {
-    let widths = columns.indices.map { column in ([columns[column]] + rows.map { $0[column] }).map(\.count).max()! }
-    func line(_ cells: [String]) -> String {
-        cells.enumerated().map { index, cell in
-            let pad = String(repeating: " ", count: widths[index] - cell.count)
-            return index < 3 ? cell + pad : pad + cell
-        }.joined(separator: "  ")
-    }
-    print(line(columns))
-    print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "))
-    rows.forEach { print(line($0)) }
-}
-
-extension String {
-    /// A number with two decimals, without Foundation.
-    init(format2 value: Double) {
-        guard value.isFinite else { self = "\(value)"; return }
-        let scaled = (value * 100).rounded()
-        let whole = Int(scaled / 100)
-        let fraction = Int(abs(scaled).truncatingRemainder(dividingBy: 100))
-        self = "\(value < 0 && whole == 0 ? "-" : "")\(whole).\(fraction < 10 ? "0" : "")\(fraction)"
     }
 }

@@ -1,0 +1,19 @@
+import ArgumentParser
+import CheckpointIO
+
+@main
+struct Ckpt: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ckpt",
+        abstract: "The checkpoint engine's command line.",
+        discussion: """
+            Reads our container format, safetensors, .npy and .npz (detected from the bytes, not the name).
+
+            Exit status:
+              0   success
+              64  usage error (bad option, unknown codec, bad size)
+              65  data error: corrupt or torn file, not a tensor file, failed verification
+              74  I/O error: missing file, permission denied, disk full
+            """,
+        subcommands: [Inspect.self, Verify.self, Convert.self, Extract.self, Recover.self, Bench.self, Demo.self, Codecs.self, DemoChild.self])
+}
