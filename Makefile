@@ -1,7 +1,7 @@
 # The two commands of the README, plus the benchmarks.
 .PHONY: demo test bench
 
-# The main job: round-trip synthetic model weights through every codec and a container file (release build).
+# The main job: a training job checkpointed by JobRunner + CheckpointManager, crashed mid-save, resumed and checked (release build).
 demo:
 	swift run -c release ckpt demo
 

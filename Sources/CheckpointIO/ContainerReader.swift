@@ -57,6 +57,8 @@ public final class ContainerReader: @unchecked Sendable {
 
     let index: ContainerIndex
     private let file: SystemFile
+    /// The open file descriptor (for in-kernel copies of raw payloads).
+    var fileDescriptor: Int32 { file.fd }
     private let map: UnsafeRawBufferPointer?  // the whole file, in mmap mode
 
     /// Opens `path`.

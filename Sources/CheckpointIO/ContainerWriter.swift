@@ -260,7 +260,11 @@ public final class ContainerWriter {
             header.chunks[index] = ChunkEntry(storedSize: UInt32(chunk.count), crc32c: crc)
             rawCRC = CRC32C.combine(rawCRC, crc, lengthOfB: chunk.count)
             if streaming {
-                pipeline.write(chunk, at: payloadOffset + begin)
+                if let source = blob.sourceFile {
+                    pipeline.copy(chunk, from: SourceFileRange(fd: source.fd, offset: source.offset + Int64(begin)), at: payloadOffset + begin)
+                } else {
+                    pipeline.write(chunk, at: payloadOffset + begin)
+                }
                 if pipeline.hasFailed { return }
             }
         }

@@ -37,6 +37,10 @@ public struct BlobSource {
     public var attributes: [String: String]
     /// Encoding for this blob; `nil` uses the writer's.
     public var encode: EncodeOptions?
+    /// Where `bytes` also lie in an open file (a mapping of it): an
+    /// uncompressed payload is then copied file to file in the kernel
+    /// (`copy_file_range`) instead of from memory.
+    var sourceFile: SourceFileRange?
 
     public init(name: String, dtype: DType, shape: Shape, bytes: UnsafeRawBufferPointer,
                 attributes: [String: String] = [:], encode: EncodeOptions? = nil) {
@@ -47,4 +51,10 @@ public struct BlobSource {
         self.attributes = attributes
         self.encode = encode
     }
+}
+
+/// The file and offset holding a copy of a blob's bytes.
+struct SourceFileRange {
+    var fd: Int32
+    var offset: Int64
 }

@@ -203,3 +203,59 @@ struct NumpyTests {
         #expect(Array("123456789".utf8).withUnsafeBytes { ZipCRC32.checksum($0) } == 0xCBF4_3926)
     }
 }
+
+@Suite("In-kernel copies")
+struct CopyFileRangeTests {
+    /// A 20 MiB tensor (above the streaming threshold) converted from safetensors: its payload goes by copy_file_range.
+    @Test func conversionCopiesPayloadsInTheKernelBitExact() throws {
+        try withTemporaryDirectory { dir in
+            var generator = SyntheticData(seed: 4)
+            let big = generator.randomBytes(count: 20 << 20 + 12)
+            try big.withUnsafeBytes { bytes in
+                try SafetensorsFile.write([BlobSource(name: "big", dtype: .uint8, shape: [bytes.count], bytes: bytes)], to: dir + "/in.safetensors")
+            }
+            let input = try TensorFile.open(dir + "/in.safetensors")
+            let view = try input.borrow("big").bytes
+            #expect(input.fileRange(of: "big", view: view)?.offset == Int64(try SafetensorsFile.open(dir + "/in.safetensors").dataOffset))
+            try TensorConversion.convert(input, to: dir + "/out.ckpt")
+            let reader = try ContainerReader.open(dir + "/out.ckpt")
+            #expect(try reader.read("big") == big)
+            #expect(reader.verify().allSatisfy { $0.error == nil })
+        }
+    }
+
+    /// Where the kernel cannot copy (ENOSYS, EXDEV…), the payload is written from memory instead.
+    @Test func fallsBackToWritingFromMemory() throws {
+        try withTemporaryDirectory { dir in
+            var generator = SyntheticData(seed: 5)
+            let big = generator.randomBytes(count: 17 << 20)
+            try writeFile(dir + "/source.bin", big)
+            let source = try MappedFile(dir + "/source.bin")
+            for code in [ENOSYS, EXDEV] {
+                var options = WriterOptions()
+                var calls = SystemCalls.live
+                calls.copyFileRange = { _, _, _, _, _ in errno = code; return -1 }
+                options.systemCalls = calls
+                let writer = try ContainerWriter.create(at: dir + "/out.ckpt", options: options)
+                var blob = BlobSource(name: "big", dtype: .uint8, shape: [big.count], bytes: source.bytes)
+                blob.sourceFile = source.fileRange(of: source.bytes)
+                try writer.write([blob])
+                try writer.commit()
+                #expect(try ContainerReader.open(dir + "/out.ckpt").read("big") == big, "errno \(code)")
+            }
+            // Any other failure is a write error naming the call.
+            var calls = SystemCalls.live
+            calls.copyFileRange = { _, _, _, _, _ in errno = EIO; return -1 }
+            var options = WriterOptions()
+            options.systemCalls = calls
+            let writer = try ContainerWriter.create(at: dir + "/failed.ckpt", options: options)
+            var blob = BlobSource(name: "big", dtype: .uint8, shape: [big.count], bytes: source.bytes)
+            blob.sourceFile = source.fileRange(of: source.bytes)
+            #expect { try writer.write([blob]) } throws: { error in
+                if case .system("copy_file_range", EIO)? = (error as? CheckpointError)?.code { return true } else { return false }
+            }
+            writer.abort()
+            #expect(!fileExists(dir + "/failed.ckpt"))
+        }
+    }
+}

@@ -184,6 +184,15 @@ final class MappedFile: @unchecked Sendable {
     let bytes: UnsafeRawBufferPointer
     private let file: SystemFile
 
+    /// The open file descriptor of the mapped file.
+    var fd: Int32 { file.fd }
+
+    /// Where a view into this mapping lies in the file.
+    func fileRange(of view: UnsafeRawBufferPointer) -> SourceFileRange? {
+        guard let base = bytes.baseAddress, let start = view.baseAddress, start >= base, start + view.count <= base + bytes.count else { return nil }
+        return SourceFileRange(fd: file.fd, offset: Int64(start - base))
+    }
+
     init(_ path: String, calls: SystemCalls = .live) throws(CheckpointError) {
         let file = try calls.openFile(path, .readOnly)
         do throws(CheckpointError) {

@@ -22,6 +22,8 @@ struct SystemCalls: @unchecked Sendable {
     var mmap: (_ length: Int, _ fd: Int32) -> UnsafeMutableRawPointer?
     var munmap: (_ address: UnsafeMutableRawPointer, _ length: Int) -> Int32
     var madvise: (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Int32
+    /// Copies up to `length` bytes between files in the kernel; -1 with errno on failure (`copy_file_range`).
+    var copyFileRange: (_ inFD: Int32, _ inOffset: Int64, _ outFD: Int32, _ outOffset: Int64, _ length: Int) -> Int
     /// The (device, inode) of an open file (`fstat`), or nil.
     var fileIdentity: (_ fd: Int32) -> FileIdentity?
     /// The (device, inode) a path names now (`stat`), or nil.
@@ -49,6 +51,10 @@ struct SystemCalls: @unchecked Sendable {
         },
         munmap: { Glibc.munmap($0, $1) },
         madvise: { Glibc.madvise($0, $1, $2) },
+        copyFileRange: { inFD, inOffset, outFD, outOffset, length in
+            var source = inOffset, destination = outOffset
+            return cCopyFileRange(inFD, &source, outFD, &destination, length, 0)
+        },
         fileIdentity: { fd in
             var info = stat()
             return fstat(fd, &info) == 0 ? FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)) : nil
@@ -67,6 +73,11 @@ struct SystemCalls: @unchecked Sendable {
 /// function for Swift, so the C symbol is bound by name.
 @_silgen_name("flock")
 private func cFlock(_ fd: Int32, _ operation: Int32) -> Int32
+
+/// `copy_file_range(2)`, which Glibc declares only under `_GNU_SOURCE`: bound by name.
+@_silgen_name("copy_file_range")
+private func cCopyFileRange(_ inFD: Int32, _ inOffset: UnsafeMutablePointer<Int64>?, _ outFD: Int32, _ outOffset: UnsafeMutablePointer<Int64>?,
+                            _ length: Int, _ flags: UInt32) -> Int
 
 /// Helpers over ``SystemCalls`` that retry EINTR, finish short transfers, and
 /// turn failures into ``CheckpointError``s naming the call and the file.
@@ -106,6 +117,29 @@ struct SystemFile {
                 vectors[first].iov_len -= left
             }
         }
+    }
+
+    /// Copies `count` bytes at `sourceOffset` of `source` to `offset` of this
+    /// file in the kernel, retrying EINTR and continuing short copies
+    /// (`copy_file_range`). Returns false, having copied nothing, when the
+    /// kernel or file system cannot do it (the caller then writes from memory).
+    func copyAll(from source: Int32, sourceOffset: Int64, count: Int, at offset: Int64) throws(CheckpointError) -> Bool {
+        var done = 0
+        while done < count {
+            let result = calls.copyFileRange(source, sourceOffset + Int64(done), fd, offset + Int64(done), min(count - done, 1 << 30))
+            if result < 0 {
+                let code = SystemCalls.errno
+                if code == EINTR { continue }
+                if done == 0 && (code == ENOSYS || code == EXDEV || code == EINVAL || code == EOPNOTSUPP || code == EBADF) { return false }
+                throw error("copy_file_range", code, offset: offset + Int64(done))
+            }
+            if result == 0 {
+                throw CheckpointError(.truncated(what: "source file of copy_file_range", needed: UInt64(sourceOffset) + UInt64(count),
+                                                 available: UInt64(sourceOffset) + UInt64(done)), path: path)
+            }
+            done += result
+        }
+        return true
     }
 
     /// Reads exactly `buffer.count` bytes at `offset`, retrying EINTR; end of file is an error (`pread`).

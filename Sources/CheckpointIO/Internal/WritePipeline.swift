@@ -45,6 +45,27 @@ final class WritePipeline: @unchecked Sendable {
         write(owned.buffer, at: offset)
     }
 
+    /// Queues a copy of `bytes`, which also lie at `source`, to `offset`: file
+    /// to file in the kernel when it can, else from `bytes`.
+    func copy(_ bytes: UnsafeRawBufferPointer, from source: SourceFileRange, at offset: Int) {
+        guard bytes.count > 0 else { return }
+        flush()
+        let file = self.file
+        nonisolated(unsafe) let view = bytes
+        group.enter()
+        queue.async { [self] in
+            defer { group.leave() }
+            if hasFailed { return }
+            do throws(CheckpointError) {
+                if try !file.copyAll(from: source.fd, sourceOffset: source.offset, count: view.count, at: Int64(offset)) {
+                    try file.writeAll([view], at: Int64(offset))
+                }
+            } catch {
+                failureLock.locked { if failure == nil { failure = error } }
+            }
+        }
+    }
+
     /// Hands the current batch to the writing thread.
     func flush() {
         guard !pending.isEmpty else { return }

@@ -60,7 +60,9 @@ public enum TensorConversion {
         for entry in selected {
             let (owner, bytes) = try input.borrow(entry.name)
             if let owner { owners.append(owner) }
-            sources.append(BlobSource(name: entry.name, dtype: entry.dtype, shape: entry.shape, bytes: bytes))
+            var source = BlobSource(name: entry.name, dtype: entry.dtype, shape: entry.shape, bytes: bytes)
+            source.sourceFile = input.fileRange(of: entry.name, view: bytes)
+            sources.append(source)
         }
         return try withExtendedLifetime(owners) { () throws(CheckpointError) -> ConversionSummary in
             try write(sources, metadata: input.metadata, to: output, options: options, progress: progress)
@@ -145,6 +147,19 @@ public enum TensorConversion {
 }
 
 extension TensorFile {
+    /// Where the raw bytes of `name` (borrowed as `view`) lie in the file, when they are stored there as they are.
+    func fileRange(of name: String, view: UnsafeRawBufferPointer) -> SourceFileRange? {
+        switch backend {
+        case let .container(reader):
+            guard let descriptor = try? reader.descriptor(name), descriptor.isViewableInPlace, reader.options.mode == .mmap else { return nil }
+            return SourceFileRange(fd: reader.fileDescriptor, offset: Int64(descriptor.payloadOffset))
+        case let .safetensors(_, map):
+            return map.fileRange(of: view)
+        case let .arrays(arrays):
+            return (arrays[name]?.owner as? MappedFile)?.fileRange(of: view)
+        }
+    }
+
     /// The raw bytes of `name` without copying where possible, and the object
     /// that keeps them alive (the file itself for views; a decoded buffer otherwise).
     func borrow(_ name: String) throws(CheckpointError) -> (owner: AnyObject?, bytes: UnsafeRawBufferPointer) {

@@ -68,13 +68,13 @@ public final class TensorFile: @unchecked Sendable {
     /// The tensors, sorted by name (UTF-8 bytes).
     public let entries: [TensorEntry]
 
-    private enum Backend {
+    enum Backend {
         case container(ContainerReader)
         case safetensors(SafetensorsFile, MappedFile)
         /// Per tensor: the mapped file (or inflated buffer) and the data range in it.
         case arrays([String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)])
     }
-    private let backend: Backend
+    let backend: Backend
     private let entryIndex: [String: Int]
 
     private init(path: String, format: TensorFileFormat, version: String?, metadata: [String: String], entries: [TensorEntry], backend: Backend) {
