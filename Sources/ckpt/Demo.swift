@@ -59,6 +59,10 @@ struct AnnouncingStorage: CheckpointStorage {
     func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? { try local.readFile(path, limit: limit) }
     func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] { local.removeAbandonedWrites(in: directory, targetPrefix: targetPrefix) }
     func listFiles(in directory: String) -> [String] { local.listFiles(in: directory) }
+    func updateFile(_ path: String, limit: Int, durability: Durability, _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
+        try local.updateFile(path, limit: limit, durability: durability, transform)
+    }
+    func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject { try local.lockWriter(in: directory, name: name) }
 }
 
 /// The demo's training settings, shared by the demo and its child.

@@ -79,6 +79,10 @@ struct Caffe2PortTests {
             let job = pipelineJob(nodes: ["trainer_0"])
             let first = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: DurableMetadataHandler())
             #expect(try JobRunner(job: job, checkpointManager: first).train() == 4)
+            // One writer per node and prefix: while `first` holds the lock, another manager's job would not start.
+            let blocked = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: DurableMetadataHandler())
+            #expect { try JobRunner(job: job, checkpointManager: blocked).train() } throws: { ($0 as? CheckpointError)?.code == .writerLocked }
+            first.releaseWriterLock()
             // A new run asks the handler: it resumes from epoch 4 and runs epoch 5, which reads nothing.
             let second = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: DurableMetadataHandler())
             let runner = JobRunner(job: job, checkpointManager: second)
@@ -236,6 +240,7 @@ struct Caffe2PortTests {
             let manager = try CheckpointManager(dbPrefix: dir, nodeName: "n")
             #expect(try JobRunner(job: makeJob(), checkpointManager: manager).train() == 6)
             #expect(try manager.blobList().contains(epochLimiterCounterBlob))
+            manager.releaseWriterLock()
             // Resuming from epoch 2 restores the counter: the job still ends at epoch 6.
             let resumed = try CheckpointManager(dbPrefix: dir, nodeName: "n")
             #expect(try JobRunner(job: makeJob(), checkpointManager: resumed, resumeFromEpoch: 2).train() == 6)

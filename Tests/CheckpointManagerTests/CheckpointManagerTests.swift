@@ -257,6 +257,10 @@ struct MultiNodeCheckpointManagerTests {
         func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) { try local.writeFile(bytes, to: path, durability: durability) }
         func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? { try local.readFile(path, limit: limit) }
         func listFiles(in directory: String) -> [String] { local.listFiles(in: directory) }
+        func updateFile(_ path: String, limit: Int, durability: Durability, _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
+            try local.updateFile(path, limit: limit, durability: durability, transform)
+        }
+        func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject { try local.lockWriter(in: directory, name: name) }
     }
 
     @Test func anEpochWithAFailedNodeIsNotRecorded() throws {

@@ -79,3 +79,54 @@ struct CrashTests {
         }
     }
 }
+
+@Suite("Writer exclusion")
+struct WriterExclusionTests {
+    /// Two processes saving to one prefix: the second fails fast with a clear error; the first goes on unharmed.
+    @Test func aSecondProcessOnTheSamePrefixFailsFast() throws {
+        let executable = productsDirectory().appendingPathComponent("checkpoint-stress")
+        try withTemporaryDirectory { dir in
+            let first = Process()
+            first.executableURL = executable
+            first.arguments = ["child", dir, "--blobs", "2", "--bytes", "100000", "--durability", "none"]
+            let firstOutput = Pipe()
+            first.standardOutput = firstOutput
+            first.standardError = FileHandle.nullDevice
+            try first.run()
+            defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }
+            // Wait until the first child has committed an epoch.
+            var seen = ""
+            while !seen.contains("committed") {
+                let data = firstOutput.fileHandleForReading.availableData
+                if data.isEmpty { break }
+                seen += String(decoding: data, as: UTF8.self)
+            }
+            #expect(seen.contains("committed"))
+
+            let second = Process()
+            second.executableURL = executable
+            second.arguments = ["child", dir, "--blobs", "2", "--bytes", "100000", "--durability", "none"]
+            let secondError = Pipe()
+            second.standardOutput = FileHandle.nullDevice
+            second.standardError = secondError
+            let start = Date()
+            try second.run()
+            second.waitUntilExit()
+            let message = String(decoding: secondError.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(second.terminationStatus != 0)
+            #expect(message.contains("another writer holds the lock"), "\(message)")
+            #expect(Date().timeIntervalSince(start) < 10)
+            #expect(first.isRunning, "the first writer goes on")
+
+            kill(first.processIdentifier, SIGKILL)
+            first.waitUntilExit()
+            let handler = DurableMetadataHandler()
+            let manager = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: handler)
+            try manager.setParams()
+            let resume = try #require(try manager.getResumeFromEpochID(userEpoch: nil))
+            try manager.initialize(retrieveFromEpoch: resume)
+            try manager.load(epoch: resume)
+            #expect(try manager.workspace.fetchBlob("w1").bytes == StressContent.bytes(blob: 1, epoch: resume, count: 100000))
+        }
+    }
+}

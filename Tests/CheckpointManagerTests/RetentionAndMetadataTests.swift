@@ -155,17 +155,29 @@ struct AsyncSaveTests {
     }
 
     @Test func anAsyncErrorSurfacesOnceAndLeavesNoMetadata() throws {
+        try withTemporaryDirectory { dir in
+            let handler = DurableMetadataHandler()
+            let storage = MultiNodeCheckpointManagerTests.FailingStorage(failing: [dir + "/n.1", dir + "/n.2"])
+            let manager = try CheckpointManager(dbPrefix: dir, nodeName: "n", metadataHandler: handler,
+                                                workspace: Workspace(["a": Tensor(scalar: 1)]), options: CheckpointOptions(storage: storage))
+            try manager.setParams()
+            try manager.initialize()
+            try manager.saveAsync(epoch: 1)
+            #expect { try manager.waitUntilFinished() } throws: { ($0 as? CheckpointError)?.path == dir + "/n.1" }
+            try manager.waitUntilFinished()  // reported once
+            try manager.saveAsync(epoch: 2)
+            // The next save call surfaces the failure instead of starting.
+            #expect { try manager.save(epoch: 3) } throws: { ($0 as? CheckpointError)?.path == dir + "/n.2" }
+            #expect(!fileExists(dir + "/n.3"))
+            #expect(try handler.completeEpochs().isEmpty)
+            try manager.save(epoch: 3)
+            #expect(try handler.completeEpochs().isEmpty)  // save alone does not record
+        }
+        // A missing directory fails at once: the writer lock cannot be taken.
         let missing = NSTemporaryDirectory() + "/async_missing_\(UInt32.random(in: 0...UInt32.max))"
-        let handler = DurableMetadataHandler()
-        let manager = try CheckpointManager(dbPrefix: missing, nodeName: "n", metadataHandler: handler, workspace: Workspace(["a": Tensor(scalar: 1)]))
-        try manager.setParams()
+        let manager = try CheckpointManager(dbPrefix: missing, nodeName: "n", workspace: Workspace(["a": Tensor(scalar: 1)]))
         try manager.initialize()
-        try manager.saveAsync(epoch: 1)
-        #expect(throws: CheckpointError.self) { try manager.waitUntilFinished() }
-        try manager.waitUntilFinished()  // reported once
-        try manager.saveAsync(epoch: 2)
-        // The next save call surfaces the failure instead of starting.
-        #expect(throws: CheckpointError.self) { try manager.save(epoch: 3) }
+        #expect(throws: CheckpointError.self) { try manager.saveAsync(epoch: 1) }
         #expect(!fileExists(missing))
     }
 

@@ -122,6 +122,10 @@ struct NullStorage: CheckpointStorage {
     func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) {}
     func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? { nil }
     func listFiles(in directory: String) -> [String] { [] }
+    func updateFile(_ path: String, limit: Int, durability: Durability, _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
+        try transform(nil)
+    }
+    func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject { NSObject() }
 }
 
 let benchmarks: @Sendable () -> Void = {

@@ -5,15 +5,16 @@ import Glibc
 enum AtomicFile {
     /// Writes the concatenation of `segments` as the new content of `path`.
     ///
-    /// Takes the writer lock `PATH.lock` (as ``ContainerWriter`` does), writes
+    /// Takes the writer lock `PATH.lock` (as ``ContainerWriter`` does; unless the caller holds it: `lockHeld`), writes
     /// `.NAME.tmp.PID.RANDOM` in the same directory with `pwritev` straight
     /// from the segments, syncs it as `durability` asks, renames it over
     /// `path` and, for ``Durability/full``, fsyncs the directory. On any
     /// failure the temporary file is removed and `path` keeps its old content
     /// (or stays absent).
-    static func write(_ segments: [UnsafeRawBufferPointer], to path: String, durability: Durability, calls: SystemCalls) throws(CheckpointError) {
-        let lock = try ContainerWriter.takeLock(for: path, calls: calls)
-        defer { lock.release() }
+    static func write(_ segments: [UnsafeRawBufferPointer], to path: String, durability: Durability, calls: SystemCalls,
+                      lockHeld: Bool = false) throws(CheckpointError) {
+        let lock = lockHeld ? nil : try ContainerWriter.takeLock(for: path, calls: calls)
+        defer { lock?.release() }
         let (directory, base) = ContainerWriter.splitPath(path)
         var random = SystemRandomNumberGenerator()
         let temporary = "\(directory)/.\(base).tmp.\(SystemCalls.processID).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"

@@ -10,6 +10,8 @@ public protocol CheckpointManaging: AnyObject {
     func initialize(nodes: [String]?, retrieveFromEpoch: Int?, pathPrefix: String?, pathType: String?) throws(CheckpointError)
     func load(epoch: Int, pathPrefix: String?, pathType: String?) throws(CheckpointError)
     func save(epoch: Int) throws(CheckpointError)
+    /// Takes the exclusive right to save `nodes`' checkpoints under the prefix (held until released or deinit).
+    func acquireWriterLock(nodes: [String]) throws(CheckpointError)
     func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
     func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
     func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
@@ -76,6 +78,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     private var pathType: String?
     private var currentDBName: String?
     private var currentDuration: UInt64?
+    private var writerToken: AnyObject?
 
     private let background = BackgroundSave(label: "checkpoint.manager.async-save")
 
@@ -189,6 +192,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     ///   of that name, if any, is then intact).
     public func save(epoch: Int) throws(CheckpointError) {
         try waitUntilFinished()
+        try acquireWriterLock()
         let snapshot = try workspace.snapshot(try blobList())
         try write(snapshot, epoch: epoch)
     }
@@ -229,6 +233,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// throws it does not start a new save.
     public func saveAsync(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
         try waitUntilFinished()
+        try acquireWriterLock()
         let snapshot = try workspace.snapshot(try blobList())
         background.start { [self] () throws(CheckpointError) in
             try write(snapshot, epoch: epoch)
@@ -240,6 +245,29 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// Waits for a ``saveAsync(epoch:metric:)`` in flight; throws its error, if any (once).
     public func waitUntilFinished() throws(CheckpointError) {
         try background.wait()
+    }
+
+    /// Takes the exclusive right to save this node's checkpoints under
+    /// `dbPrefix` (a lock file `.NODE.writer.lock` there), unless this manager
+    /// holds it already. ``save(epoch:)`` and ``saveAsync(epoch:metric:)`` take
+    /// it; ``JobRunner`` takes it before training, to fail fast. It is held
+    /// until ``releaseWriterLock()`` or until the manager is deinitialized.
+    ///
+    /// - Throws: ``CheckpointError/Code/writerLocked`` when another manager
+    ///   (in this or another process) holds it; a system error when `dbPrefix`
+    ///   does not exist.
+    public func acquireWriterLock(nodes: [String] = []) throws(CheckpointError) {
+        try lock.locked { () throws(CheckpointError) in
+            guard writerToken == nil else { return }
+            let storage = try storage(for: pathType)
+            writerToken = try storage.lockWriter(in: dbPrefix, name: nodeName)
+        }
+    }
+
+    /// Gives up the right to save (after waiting for a save in flight).
+    public func releaseWriterLock() {
+        _ = try? background.wait()
+        lock.locked { writerToken = nil }
     }
 
     // MARK: Loading

@@ -97,6 +97,16 @@ public protocol CheckpointStorage: Sendable {
     func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String]
     /// The names of the files directly in `directory` (empty if it cannot be listed).
     func listFiles(in directory: String) -> [String]
+    /// Replaces a small file with `transform(old content)` as one atomic
+    /// read-modify-write that excludes other writers of `path` (nil content:
+    /// the file does not exist). Returns the new content.
+    func updateFile(_ path: String, limit: Int, durability: Durability,
+                    _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8]
+    /// Takes the exclusive right to write checkpoints named `name` in
+    /// `directory`, without waiting; it lasts until the returned token is released
+    /// (deinitialized). Throws ``CheckpointError/Code/writerLocked`` when
+    /// another process (or manager) holds it.
+    func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject
 }
 
 extension CheckpointStorage {
@@ -179,6 +189,39 @@ public struct LocalCheckpointStorage: CheckpointStorage {
     }
 
     public func listFiles(in directory: String) -> [String] { AtomicFile.listDirectory(directory) }
+
+    /// Holds `PATH.lock` (as every writer of `path` does) across the read, the transform and the atomic replace.
+    public func updateFile(_ path: String, limit: Int, durability: Durability,
+                           _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
+        try ContainerWriter.validatePath(path)
+        let lock = try WriterLock.acquire(for: path, directory: ContainerWriter.splitPath(path).directory, calls: calls)
+        defer { lock.release() }
+        let updated = try transform(try AtomicFile.read(path, limit: limit, calls: calls))
+        try typedThrows {
+            try updated.withUnsafeBytes { buffer in try AtomicFile.write([buffer], to: path, durability: durability, calls: calls, lockHeld: true) }
+        }
+        return updated
+    }
+
+    /// An exclusive `flock` on `DIRECTORY/.NAME.writer.lock`, released when the token is deinitialized.
+    public func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject {
+        let target = CheckpointNaming.join(directory, ".\(name).writer")
+        do throws(CheckpointError) {
+            return WriterToken(try WriterLock.acquire(for: target, directory: directory.isEmpty ? "." : directory, calls: calls))
+        } catch {
+            if error.code == .writerLocked {
+                throw CheckpointError(.writerLocked, path: CheckpointNaming.join(directory, name + ".*"))
+            }
+            throw error
+        }
+    }
+}
+
+/// A held ``WriterLock``, released on deinit.
+final class WriterToken: @unchecked Sendable {
+    private let lock: WriterLock
+    init(_ lock: WriterLock) { self.lock = lock }
+    deinit { lock.release() }
 }
 
 /// The storage backends by `path_type`. `"local"` is always registered.

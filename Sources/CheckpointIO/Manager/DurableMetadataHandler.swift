@@ -130,18 +130,28 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     public func write(epoch: Int, metric: Double?) throws(CheckpointError) {
         let params = try requireParams()
         let storage = try storage(params)
-        var state = try readRecords(params)
-        state.records.removeAll { $0.epoch == epoch }
-        state.records.append(EpochRecord(epoch: epoch, nodes: params.nodeNames, metric: metric))
-        state.records.sort { $0.epoch < $1.epoch }
+        let path = metadataPath(params)
         let resumed = lock.locked { resumedFrom }
-        state.resumedFrom = resumed ?? state.resumedFrom
-        var protected: Set<Int> = [state.records.last!.epoch]
-        if let resumed { protected.insert(resumed) }
-        let keep = retention.epochsToKeep(state.records.map { ($0.epoch, $0.metric) }, protected: protected)
-        let dropped = state.records.filter { !keep.contains($0.epoch) }
-        state.records.removeAll { !keep.contains($0.epoch) }
-        try storage.writeFile(encode(state, params: params), to: metadataPath(params), durability: durability)
+        var dropped: [EpochRecord] = []
+        var state = State()
+        // Read, decide and replace under the file's writer lock: two handlers never lose each other's epochs.
+        _ = try storage.updateFile(path, limit: DurableMetadataHandler.maximumFileSize, durability: durability) { (old) throws(CheckpointError) -> [UInt8] in
+            do throws(CheckpointError) {
+                state = try old.map { (bytes) throws(CheckpointError) -> State in try DurableMetadataHandler.decode(bytes) } ?? State()
+            } catch {
+                throw error.adding(path: path)
+            }
+            state.records.removeAll { $0.epoch == epoch }
+            state.records.append(EpochRecord(epoch: epoch, nodes: params.nodeNames, metric: metric))
+            state.records.sort { $0.epoch < $1.epoch }
+            state.resumedFrom = resumed ?? state.resumedFrom
+            var protected: Set<Int> = [state.records.last!.epoch]
+            if let resumed { protected.insert(resumed) }
+            let keep = retention.epochsToKeep(state.records.map { ($0.epoch, $0.metric) }, protected: protected)
+            dropped = state.records.filter { !keep.contains($0.epoch) }
+            state.records.removeAll { !keep.contains($0.epoch) }
+            return encode(state, params: params)
+        }
         var doomed = dropped.flatMap { record in record.nodes.map { (node: $0, epoch: record.epoch) } }
         if !retention.keepsEverything {
             // Files of older epochs that no record names: left by a run killed while deleting, or

@@ -16,7 +16,9 @@ public protocol UploadTaskGroupBuilder {
 /// ``train()`` follows Caffe2 step by step:
 /// 1. `setParams` with the job's nodes, then the resume epoch from
 ///    ``CheckpointManaging/getResumeFromEpochID(userEpoch:)`` (the metadata
-///    handler's choice, or `resumeFromEpoch`);
+///    handler's choice, or `resumeFromEpoch`); then the writer lock of every
+///    node (another job saving to the same prefix: ``train()`` throws
+///    ``CheckpointError/Code/writerLocked`` before running anything);
 /// 2. from scratch only: the init steps;
 /// 3. `initialize` the manager (from scratch: the blob list is the
 ///    workspace's blobs, and epoch 0 is saved at once; resuming: the list is
@@ -66,6 +68,16 @@ public final class JobRunner {
             try manager.setParams(nodes: nodes, pathPrefix: nil, pathType: nil)
             resumeFromEpoch = try manager.getResumeFromEpochID(userEpoch: resumeFromEpoch)
             if let resumeFromEpoch { logger.info("Resuming from epoch \(resumeFromEpoch)") }
+        }
+        if let manager = checkpointManager {
+            // Fail fast when another job saves to the same prefix; other failures (a missing
+            // directory) surface, logged, at each save.
+            do throws(CheckpointError) {
+                try manager.acquireWriterLock(nodes: nodes)
+            } catch {
+                if error.code == .writerLocked { throw error }
+                logger.warning("Cannot lock the checkpoint prefix: \(error)")
+            }
         }
         let fromScratch = resumeFromEpoch == nil
         if fromScratch { try run(job.initSteps) }

@@ -108,6 +108,13 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         }
     }
 
+    /// Takes every node's writer lock (see ``CheckpointManager/acquireWriterLock(nodes:)``),
+    /// creating the node managers for `nodes` if there are none yet.
+    public func acquireWriterLock(nodes: [String]) throws(CheckpointError) {
+        let (_, managers) = try makeManagers(nodes)
+        for (_, manager) in managers { try manager.acquireWriterLock() }
+    }
+
     /// Loads every node's blobs of `epoch`, nodes in parallel.
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         try forEachNode(try requireManagers()) { (manager) throws(CheckpointError) in
