@@ -406,7 +406,7 @@ public final class ContainerWriter {
         state = .aborted
         _ = try? pipeline.drain()
         if let temporaryPath {
-            _ = calls.unlink(temporaryPath)
+            calls.unlinkRetrying(temporaryPath)
         } else {
             _ = try? file.truncate(to: Int64(originalLength))
         }

@@ -29,7 +29,7 @@ enum AtomicFile {
             try file.retrying("rename") { calls.rename(temporary, path) }
         } catch {
             file.close()
-            _ = calls.unlink(temporary)
+            calls.unlinkRetrying(temporary)
             throw error.path == nil ? error.adding(path: path) : error
         }
         file.close()
@@ -62,7 +62,7 @@ enum AtomicFile {
 
     /// Removes `path`; a missing file is not an error (`unlink`).
     static func remove(_ path: String, calls: SystemCalls) throws(CheckpointError) {
-        if calls.unlink(path) != 0 {
+        if calls.unlinkRetrying(path) != 0 {
             let code = SystemCalls.errno
             if code != ENOENT { throw CheckpointError(.system(call: "unlink", errno: code), path: path) }
         }
@@ -95,7 +95,7 @@ enum AtomicFile {
         for (file, target) in candidates {
             let targetPath = CheckpointNaming.join(directory, target)
             guard let lock = try? ContainerWriter.takeLock(for: targetPath, calls: calls) else { continue }
-            if calls.unlink(CheckpointNaming.join(directory, file)) == 0 { removed.append(file) }
+            if calls.unlinkRetrying(CheckpointNaming.join(directory, file)) == 0 { removed.append(file) }
             lock.release()
         }
         return removed

@@ -240,7 +240,7 @@ struct WriterLock {
 
     /// Deletes the lock file, then releases the lock (`unlink`, `close`).
     func release() {
-        _ = file.calls.unlink(lockPath)
+        file.calls.unlinkRetrying(lockPath)
         file.close()
     }
 }
@@ -265,6 +265,15 @@ extension SystemCalls {
 
     /// `madvise(MADV_WILLNEED)`.
     static let adviceWillNeed = MADV_WILLNEED
+
+    /// Removes `path`, retrying EINTR; 0 or -1 with errno (`unlink`).
+    @discardableResult
+    func unlinkRetrying(_ path: String) -> Int32 {
+        while true {
+            let result = unlink(path)
+            if result == 0 || SystemCalls.errno != EINTR { return result }
+        }
+    }
 
     /// Opens `path` in `mode` (files are created 0644), retrying EINTR (`open`).
     func openFile(_ path: String, _ mode: OpenMode) throws(CheckpointError) -> SystemFile {
