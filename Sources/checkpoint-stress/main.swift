@@ -2,6 +2,7 @@
 //
 //     checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B]
 //                                    [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]
+//                                    [--append-log PATH]
 //
 // Runs a JobRunner job on CheckpointManager + DurableMetadataHandler under
 // PREFIX: each epoch sets blob "epoch" (Int64) to the epoch and blobs w0…wN-1
@@ -9,14 +10,20 @@
 // from whatever the metadata says, so a killed child can be started again.
 // After the metadata of an epoch is durably written it prints
 // "committed EPOCH" on stdout (flushed), which is what a crash test may
-// rely on: no epoch printed may ever be lost.
+// rely on: no epoch printed may ever be lost. With --append-log, each
+// committed epoch is then also appended to one container file (blob
+// "epoch.N": StressContent of blob 0 at epoch N, 4 KiB) and "appended N" printed.
 import CheckpointIO
 import Glibc
 
 /// Wraps the durable handler and reports each committed epoch on stdout.
 final class ReportingHandler: CheckpointMetadataHandler, @unchecked Sendable {
     let inner: DurableMetadataHandler
-    init(_ inner: DurableMetadataHandler) { self.inner = inner }
+    let appendLog: String?
+    init(_ inner: DurableMetadataHandler, appendLog: String?) {
+        self.inner = inner
+        self.appendLog = appendLog
+    }
     func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError) {
         try inner.setParams(dbPrefix: dbPrefix, dbType: dbType, nodeNames: nodeNames, pathPrefix: pathPrefix, pathType: pathType)
     }
@@ -29,6 +36,25 @@ final class ReportingHandler: CheckpointMetadataHandler, @unchecked Sendable {
     func write(epoch: Int, metric: Double?) throws(CheckpointError) {
         try inner.write(epoch: epoch, metric: metric)
         emit("committed \(epoch)", to: 1)
+        guard let appendLog else { return }
+        let bytes = StressContent.bytes(blob: 0, epoch: epoch, count: 4096)
+        let writer = access(appendLog, F_OK) == 0 ? try ContainerWriter.append(to: appendLog) : try ContainerWriter.create(at: appendLog)
+        do throws(CheckpointError) {
+            let result = bytes.withUnsafeBytes { (buffer) -> Result<Void, CheckpointError> in
+                do throws(CheckpointError) {
+                    try writer.write([BlobSource(name: "epoch.\(epoch)", dtype: .uint8, shape: [buffer.count], bytes: buffer)])
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+            try result.get()
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        emit("appended \(epoch)", to: 1)
     }
     func report(action: String, stats: [String: UInt64]) { inner.report(action: action, stats: stats) }
 }
@@ -55,6 +81,7 @@ guard arguments.first == "child", arguments.count >= 2 else {
 }
 let prefix = arguments[1]
 var node = "trainer_0", blobCount = 4, byteCount = 65536, maxEpochs = 1_000_000, keepLatest: Int? = nil
+var appendLog: String?
 var durability = Durability.full
 var index = 2
 while index < arguments.count {
@@ -67,6 +94,7 @@ while index < arguments.count {
     case "--bytes": byteCount = integer(value, flag)
     case "--epochs": maxEpochs = integer(value, flag)
     case "--keep-latest": keepLatest = integer(value, flag)
+    case "--append-log": appendLog = value
     case "--durability":
         guard let parsed = Durability(rawValue: value) else { fail("bad --durability \(value)") }
         durability = parsed
@@ -95,7 +123,7 @@ job.addStopCondition(node: node) { workspace in
 }
 
 do {
-    let handler = ReportingHandler(DurableMetadataHandler(retention: RetentionPolicy(keepLatest: keepLatest)))
+    let handler = ReportingHandler(DurableMetadataHandler(retention: RetentionPolicy(keepLatest: keepLatest)), appendLog: appendLog)
     let manager = try CheckpointManager(dbPrefix: prefix, nodeName: node, metadataHandler: handler,
                                         options: CheckpointOptions(writer: WriterOptions(durability: durability)))
     let runner = JobRunner(job: job, checkpointManager: manager)

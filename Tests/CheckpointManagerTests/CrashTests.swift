@@ -38,13 +38,19 @@ struct CrashTests {
         try withTemporaryDirectory { dir in
             var random = SystemRandomNumberGenerator()
             var lastCommitted: Int?
+            var appended = Set<Int>()
             var killsDuringWork = 0
             var abandonedTemporaries = 0
-            let rounds = 40
+            var tornLogs = 0
+            // scripts/torture.sh sets CKPT_CRASH_ROUNDS for long runs; CI runs 40.
+            let rounds = Int(ProcessInfo.processInfo.environment["CKPT_CRASH_ROUNDS"] ?? "") ?? 40
+            let log = dir + "/appends.ckpt"
             for round in 0..<rounds {
                 let delay = Double.random(in: 0.005...0.12, using: &random)
-                let lines = try runAndKill(prefix: dir, arguments: ["--blobs", "\(Self.blobCount)", "--bytes", "\(Self.byteCount)", "--keep-latest", "3"], after: delay)
+                let lines = try runAndKill(prefix: dir, arguments: ["--blobs", "\(Self.blobCount)", "--bytes", "\(Self.byteCount)", "--keep-latest", "3",
+                                                                    "--append-log", log], after: delay)
                 let committed = lines.compactMap { $0.hasPrefix("committed ") ? Int($0.dropFirst(10)) : nil }
+                appended.formUnion(lines.compactMap { $0.hasPrefix("appended ") ? Int($0.dropFirst(9)) : nil })
                 if let newest = committed.max() { lastCommitted = max(lastCommitted ?? newest, newest) }
                 if lines.contains(where: { $0.hasPrefix("resumed") }) { killsDuringWork += 1 }
 
@@ -67,13 +73,28 @@ struct CrashTests {
                         #expect(bytes == StressContent.bytes(blob: blob, epoch: resume, count: Self.byteCount), "round \(round) epoch \(resume) blob w\(blob)")
                     }
                 }
-                // Whatever is under a final name is complete; temporaries are not mistaken for checkpoints.
+                // Whatever is under a final name is complete and verifies; temporaries are not mistaken for checkpoints.
                 for name in directoryListing(dir) where name.hasPrefix("trainer_0.") && !name.hasSuffix(".lock") {
                     let epoch = try #require(Int(name.dropFirst("trainer_0.".count)), "unexpected file \(name)")
                     #expect(manager.checkDBExists(epoch: epoch), "round \(round): \(name) is not a complete checkpoint")
+                    #expect(try TensorVerification.verify(dir + "/" + name).isIntact, "round \(round): \(name) does not verify")
+                }
+                // The append log: a torn tail is recovered (what `ckpt recover` does) to its complete prefix,
+                // which holds every epoch reported appended, bit-exact.
+                if fileExists(log) {
+                    if try TensorVerification.verify(log).torn != nil {
+                        tornLogs += 1
+                        _ = try ContainerRecovery.repair(log)
+                    }
+                    #expect(try TensorVerification.verify(log).isIntact, "round \(round): the append log does not verify")
+                    let reader = try ContainerReader.open(log)
+                    for epoch in appended {
+                        #expect(try reader.read("epoch.\(epoch)") == StressContent.bytes(blob: 0, epoch: epoch, count: 4096), "round \(round): appended epoch \(epoch)")
+                    }
                 }
             }
-            print("crash test: \(rounds) kills, last committed epoch \(lastCommitted ?? -1), \(abandonedTemporaries) abandoned temporary files found and removed")
+            print("crash test: \(rounds) kills, last committed epoch \(lastCommitted ?? -1), \(abandonedTemporaries) abandoned temporary files found and removed, "
+                  + "\(appended.count) appends kept, \(tornLogs) torn append logs recovered")
             #expect(lastCommitted != nil)
             #expect(killsDuringWork > rounds / 2, "most children should have been killed after starting work")
         }
