@@ -30,6 +30,9 @@ public enum RawDeflate {
             throw CheckpointError(.compressionFailed(chunk: 0, reason: "inflateInit2 failed"))
         }
         defer { inflateEnd(&stream) }
+        // One byte of room past the end of `output`: it tells a finished stream from one that wants more.
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+        defer { scratch.deallocate() }
         var inputOffset = 0, outputOffset = 0
         while true {
             if stream.avail_in == 0 && inputOffset < input.count {
@@ -44,11 +47,9 @@ public enum RawDeflate {
                 stream.avail_out = uInt(n)
                 outputOffset += n
             }
-            var scratch: UInt8 = 0
             let outputFull = stream.avail_out == 0
             if outputFull {
-                // Output is full: one more byte of room tells a finished stream from one that wants more.
-                withUnsafeMutablePointer(to: &scratch) { stream.next_out = $0 }
+                stream.next_out = scratch
                 stream.avail_out = 1
             }
             let status = CZlib.inflate(&stream, Z_NO_FLUSH)

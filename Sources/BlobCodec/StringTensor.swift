@@ -35,7 +35,9 @@ public enum StringTensor {
     }
 
     /// A string tensor of `count` elements needs at least its length table.
-    static func checkMinimumSize(_ size: Int, count: Int) throws(CheckpointError) {
+    ///
+    /// - Throws: ``CheckpointError/Code/truncated(what:needed:available:)`` when `size` is smaller.
+    public static func checkMinimumSize(_ size: Int, count: Int) throws(CheckpointError) {
         let (table, overflow) = count.multipliedReportingOverflow(by: 8)
         guard !overflow, size >= table else {
             throw CheckpointError(.truncated(what: "string tensor of \(count) strings", needed: overflow ? UInt64.max : UInt64(table), available: UInt64(size)))

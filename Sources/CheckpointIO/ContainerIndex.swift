@@ -318,10 +318,25 @@ final class ContainerIndex: @unchecked Sendable {
                 guard value <= UInt64(Int.max) else { throw CheckpointError(.invalidShape(reason: "dimension \(value)")) }
                 dimensions.append(Int(value))
             }
+            let shape = try Shape(dimensions)
+            let rawSize = Int(raw.load(littleEndianAt: base + 24) as UInt64)
+            let storedSize = Int(raw.load(littleEndianAt: base + 16) as UInt64)
+            // The raw size must follow from the shape (strings: at least their length table) and,
+            // uncompressed, equal the stored size: nothing is ever allocated from an unchecked size.
+            if let expected = try shape.byteCount(for: dtype) {
+                guard rawSize == expected else {
+                    throw CheckpointError(.sizeMismatch(what: "raw size of a \(dtype) blob of shape \(shape)", expected: UInt64(expected), actual: UInt64(rawSize)))
+                }
+            } else {
+                try StringTensor.checkMinimumSize(rawSize, count: shape.elementCount)
+            }
+            guard compression != .none || rawSize == storedSize else {
+                throw CheckpointError(.sizeMismatch(what: "stored size of an uncompressed blob", expected: UInt64(rawSize), actual: UInt64(storedSize)))
+            }
             return BlobDescriptor(
-                name: name, dtype: dtype, shape: try Shape(dimensions), compression: compression, filter: filter,
-                rawSizeInBytes: Int(raw.load(littleEndianAt: base + 24) as UInt64),
-                storedSizeInBytes: Int(raw.load(littleEndianAt: base + 16) as UInt64),
+                name: name, dtype: dtype, shape: shape, compression: compression, filter: filter,
+                rawSizeInBytes: rawSize,
+                storedSizeInBytes: storedSize,
                 rawCRC32C: raw.load(littleEndianAt: base + 44),
                 recordOffset: Int(raw.load(littleEndianAt: base) as UInt64),
                 payloadOffset: Int(raw.load(littleEndianAt: base + 8) as UInt64),

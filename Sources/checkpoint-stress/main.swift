@@ -12,7 +12,8 @@
 // "committed EPOCH" on stdout (flushed), which is what a crash test may
 // rely on: no epoch printed may ever be lost. With --append-log, each
 // committed epoch is then also appended to one container file (blob
-// "epoch.N": StressContent of blob 0 at epoch N, 4 KiB) and "appended N" printed.
+// "epoch.N": StressContent of blob 0 at epoch N, 4 KiB, deleting "epoch.N-3" in
+// the same commit) and "appended N" printed.
 import CheckpointIO
 import Glibc
 
@@ -43,6 +44,8 @@ final class ReportingHandler: CheckpointMetadataHandler, @unchecked Sendable {
             let result = bytes.withUnsafeBytes { (buffer) -> Result<Void, CheckpointError> in
                 do throws(CheckpointError) {
                     try writer.write([BlobSource(name: "epoch.\(epoch)", dtype: .uint8, shape: [buffer.count], bytes: buffer)])
+                    // Keep the live set (and so each appended index) small: the file grows linearly.
+                    if writer.names.contains("epoch.\(epoch - 3)") { try writer.delete("epoch.\(epoch - 3)") }
                     return .success(())
                 } catch {
                     return .failure(error)

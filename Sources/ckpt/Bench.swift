@@ -41,6 +41,7 @@ struct Bench: ParsableCommand {
             default: load = try BenchmarkWorkload.file(workload)
             }
             let status = ProgressBar("bench", output: output)
+            status.countsBytes = false
             var step = 0
             let results = try CheckpointBenchmark.run(load, directory: directory, encode: EncodeOptions(compression: compression), repetitions: repetitions) { _ in
                 step += 1

@@ -13,7 +13,7 @@ struct Ckpt: ParsableCommand {
               0   success
               64  usage error (bad option, unknown codec, bad size)
               65  data error: corrupt or torn file, not a tensor file, failed verification
-              74  I/O error: missing file, permission denied, disk full
+              74  I/O error: missing file, permission denied, disk full, locked by another writer
             """,
         subcommands: [Inspect.self, Verify.self, Convert.self, Extract.self, Recover.self, Bench.self, Demo.self, Codecs.self, DemoChild.self])
 }

@@ -97,9 +97,11 @@ struct Demo: ParsableCommand {
         let training = settings.training
         let workDirectory = dir ?? NSTemporaryDirectory() + "/ckpt-demo-\(getpid())"
         let prefix = workDirectory + "/checkpoints"
-        try FileManager.default.createDirectory(atPath: prefix, withIntermediateDirectories: true)
         defer { if dir == nil { try? FileManager.default.removeItem(atPath: workDirectory) } }
-        try reportingErrors(output) { try demo(training, prefix: prefix) }
+        try reportingErrors(output) {
+            try FileManager.default.createDirectory(atPath: prefix, withIntermediateDirectories: true)
+            try demo(training, prefix: prefix)
+        }
     }
 
     func demo(_ training: DemoTraining, prefix: String) throws {

@@ -51,11 +51,17 @@ struct Inspect: ParsableCommand {
     }
 
     func printHuman(_ file: TensorFile) {
-        let raw = file.entries.reduce(0) { $0 + $1.rawBytes }
-        let stored = file.entries.reduce(0) { $0 + ($1.storedBytes ?? $1.rawBytes) }
+        let raw = file.entries.reduce(0) { $0.addingReportingOverflow($1.rawBytes).overflow ? Int.max : $0 + $1.rawBytes }
+        let stored = file.entries.reduce(0) { sum, entry in
+            let bytes = entry.storedBytes ?? entry.rawBytes
+            return sum.addingReportingOverflow(bytes).overflow ? Int.max : sum + bytes
+        }
         print("file:     \(file.path)")
         print("format:   \(file.format.rawValue)\(file.version.map { " (version \($0))" } ?? "")")
         print("blobs:    \(file.entries.count), \(formatBytes(raw)) raw, \(formatBytes(stored)) stored")
+        if file.tornBytes > 0 {
+            print("warning:  torn file: \(file.tornBytes) bytes after the last complete commit (shown); `ckpt recover` cuts them")
+        }
         if !file.metadata.isEmpty {
             print("metadata:")
             for key in file.metadata.keys.sorted() {

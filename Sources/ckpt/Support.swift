@@ -30,7 +30,7 @@ func printTable(_ columns: [String], _ rows: [[String]], leftAligned: Int = 3) {
 extension String {
     /// A number with two decimals, without Foundation.
     init(format2 value: Double) {
-        guard value.isFinite else { self = "\(value)"; return }
+        guard value.isFinite, abs(value) < 1e15 else { self = value.isFinite ? "\(value)" : "-"; return }
         let scaled = (value * 100).rounded()
         let whole = Int(scaled / 100)
         let fraction = Int(abs(scaled).truncatingRemainder(dividingBy: 100))
@@ -61,10 +61,13 @@ func printError(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
-/// The exit status for an error: I/O for system call failures, data for the rest.
+/// The exit status for an error: I/O for system call failures and a lock
+/// held by another writer, data for the rest.
 func exitStatus(for error: CheckpointError) -> Int32 {
-    if case .system = error.code { return Exit.io }
-    return Exit.data
+    switch error.code {
+    case .system, .writerLocked: return Exit.io
+    default: return Exit.data
+    }
 }
 
 /// Runs a command body: a `CheckpointError` becomes one line on stderr (more
@@ -81,6 +84,14 @@ func reportingErrors(_ output: OutputOptions, _ body: () throws -> Void) throws 
             if let offset = error.offset { printError("  offset: \(offset)") }
         }
         throw ExitCode(exitStatus(for: error))
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        // Foundation's file and process errors: the system said no.
+        printError("ckpt: error: \(error.localizedDescription)")
+        throw ExitCode(Exit.io)
     }
 }
 
@@ -98,6 +109,9 @@ final class ProgressBar {
         self.enabled = !output.quiet && isatty(2) == 1
     }
 
+    /// Whether done/total are bytes (shown as sizes) or steps.
+    var countsBytes = true
+
     func update(_ done: Int, _ total: Int) {
         guard enabled, ContinuousClock.now - lastDraw > .milliseconds(100) || done >= total else { return }
         lastDraw = ContinuousClock.now
@@ -105,7 +119,8 @@ final class ProgressBar {
         let width = 30
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
-        FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(Int(fraction * 100))% \(formatBytes(done))/\(formatBytes(total))".utf8))
+        let counts = countsBytes ? "\(formatBytes(done))/\(formatBytes(total))" : "\(done)/\(total)"
+        FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(Int(fraction * 100))% \(counts)\u{1B}[K".utf8))
         drawn = true
     }
 

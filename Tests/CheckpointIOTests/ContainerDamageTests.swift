@@ -343,3 +343,57 @@ struct ContainerReviewRegressionTests {
         }
     }
 }
+
+@Suite("Bit-level damage and hostile names")
+struct BitFlipAndNameTests {
+    /// Every single-bit flip of a small multi-blob file (compressed, raw and
+    /// string blobs) is detected by open, read or verify.
+    @Test func everySingleBitFlipIsDetected() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/f.ckpt"
+            let blobs = ContainerDamageTests.sampleBlobs()
+            try writeContainer(path, blobs, metadata: ["epoch": "3"])
+            let original = try readFile(path)
+            let fd = open(path, O_RDWR)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            var detected = 0
+            for position in original.indices {
+                for bit in 0..<8 {
+                    var flipped = original[position] ^ UInt8(1 << bit)
+                    _ = pwrite(fd, &flipped, 1, off_t(position))
+                    if ContainerDamageTests.inspect(path, expecting: blobs) { detected += 1 } else { Issue.record("flip of bit \(bit) at \(position) went undetected") }
+                }
+                var restored = original[position]
+                _ = pwrite(fd, &restored, 1, off_t(position))
+            }
+            print("bit-flip sweep: \(detected) of \(original.count * 8) single-bit flips detected")
+            #expect(detected == original.count * 8)
+        }
+    }
+
+    /// Names that are empty, too long (1 MiB) or not UTF-8 are rejected with a clear error, never written or read.
+    @Test func hostileBlobNamesAreRejected() throws {
+        try withTemporaryDirectory { directory in
+            let bytes: [UInt8] = [1, 2, 3, 4]
+            for name in ["", String(repeating: "n", count: 1 << 20)] {
+                let writer = try ContainerWriter.create(at: directory + "/names.ckpt")
+                #expect(throws: CheckpointError.self, "\(name.count)-byte name") {
+                    try bytes.withUnsafeBytes { try writer.write([BlobSource(name: name, dtype: .uint8, shape: [4], bytes: $0)]) }
+                }
+                writer.abort()
+            }
+            #expect(!fileExists(directory + "/names.ckpt"))
+            // A blob header whose name is not UTF-8 is refused when read.
+            try writeContainer(directory + "/utf8.ckpt", [TestBlob(name: "abcd", dtype: .uint8, shape: [4], bytes: bytes)])
+            var file = try readFile(directory + "/utf8.ckpt")
+            let offset = try #require(file.indices.first { file[$0...].starts(with: Array("abcd".utf8)) })
+            file[offset] = 0xFF
+            try writeFile(directory + "/utf8.ckpt", file)
+            #expect(throws: CheckpointError.self) {
+                let reader = try ContainerReader.open(directory + "/utf8.ckpt")
+                _ = try reader.read(reader.names.first ?? "abcd")
+            }
+        }
+    }
+}

@@ -182,7 +182,16 @@ struct NumpyTests {
         try zip.withUnsafeBytes { bytes in
             let members = try NpzArchive.members(of: bytes)
             #expect(members.first?.uncompressedSize == 1 << 40)
-            #expect(throws: CheckpointError.self) { try NpzArchive.contents(of: members[0], in: bytes) }
+            // 2^40 bytes: over the member size cap.
+            #expect { try NpzArchive.contents(of: members[0], in: bytes) } throws: { error in
+                if case .limitExceeded = (error as? CheckpointError)?.code { return true } else { return false }
+            }
+            // 1 GiB, under the cap, from 2 compressed bytes: more than deflate's 1032:1 can produce.
+            var member = members[0]
+            member.uncompressedSize = 1 << 30
+            #expect { try NpzArchive.contents(of: member, in: bytes) } throws: { error in
+                "\(error)".contains("more than deflate can produce")
+            }
         }
     }
 

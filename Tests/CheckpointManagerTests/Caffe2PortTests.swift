@@ -79,7 +79,8 @@ struct Caffe2PortTests {
             let job = pipelineJob(nodes: ["trainer_0"])
             let first = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: DurableMetadataHandler())
             #expect(try JobRunner(job: job, checkpointManager: first).train() == 4)
-            // One writer per node and prefix: while `first` holds the lock, another manager's job would not start.
+            // One writer per node and prefix: while `first` holds the lock (train() released it), another manager's job does not start.
+            try first.acquireWriterLock()
             let blocked = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: DurableMetadataHandler())
             #expect { try JobRunner(job: job, checkpointManager: blocked).train() } throws: { ($0 as? CheckpointError)?.code == .writerLocked }
             first.releaseWriterLock()

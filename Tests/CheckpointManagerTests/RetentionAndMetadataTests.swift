@@ -92,6 +92,49 @@ struct DurableMetadataHandlerTests {
         }
     }
 
+    @Test func goingBackNeverDeletesTheNewEpochAndForgetsTheAbandonedRun() throws {
+        try withTemporaryDirectory { dir in
+            let first = DurableMetadataHandler(retention: RetentionPolicy(keepLatest: 1, keepEvery: 5))
+            let manager = try saveEpochs([0, 5, 10, 12], dir: dir, handler: first)
+            #expect(try first.completeEpochs().map(\.epoch) == [0, 5, 10, 12])
+            manager.releaseWriterLock()
+            // A new run goes back to epoch 5 and saves 6 and 7.
+            let second = DurableMetadataHandler(retention: RetentionPolicy(keepLatest: 1, keepEvery: 5))
+            let rerun = try CheckpointManager(dbPrefix: dir, nodeName: "n", metadataHandler: second, workspace: Workspace(["e": Tensor(scalar: Int64(-1))]))
+            try rerun.setParams()
+            #expect(try rerun.getResumeFromEpochID(userEpoch: 5) == 5)
+            try rerun.initialize()
+            for epoch in [6, 7] {
+                rerun.workspace["e"] = Tensor(scalar: Int64(epoch))
+                try rerun.save(epoch: epoch)
+                try rerun.writeCheckpointMetadata(epoch: epoch)
+                #expect(fileExists(rerun.dbName(epoch: epoch)), "epoch \(epoch) must survive its own write")
+            }
+            // Epochs 10 and 12 of the abandoned run are forgotten; 6 made way for 7; 0 and 5 stay.
+            #expect(try second.completeEpochs().map(\.epoch) == [0, 5, 7])
+            let fresh = DurableMetadataHandler()
+            try fresh.setParams(dbPrefix: dir, dbType: "ckpt", nodeNames: ["n"], pathPrefix: nil, pathType: nil)
+            #expect(try fresh.lastEpoch(userEpoch: nil) == 7)
+        }
+    }
+
+    @Test func strayFileNamesNeverCauseARecordedCheckpointToBeDeleted() throws {
+        try withTemporaryDirectory { dir in
+            let handler = DurableMetadataHandler(retention: RetentionPolicy(keepLatest: 2))
+            let manager = try saveEpochs([7], dir: dir, handler: handler)
+            let seven = try fileBytes(manager.dbName(epoch: 7))
+            try writeBytes(dir + "/n.07", seven)
+            try writeBytes(dir + "/n.+7", seven)
+            try writeBytes(dir + "/n.3", seven)  // an older, unrecorded file: retention removes it
+            manager.workspace["e"] = Tensor(scalar: Int64(8))
+            try manager.save(epoch: 8)
+            try manager.writeCheckpointMetadata(epoch: 8)
+            #expect(try fileBytes(manager.dbName(epoch: 7)) == seven)
+            #expect(fileExists(dir + "/n.07") && fileExists(dir + "/n.+7"))
+            #expect(!fileExists(dir + "/n.3"))
+        }
+    }
+
     @Test func cpAccessibleNeedsAWritableDirectory() throws {
         let handler = DurableMetadataHandler()
         try handler.setParams(dbPrefix: "/nonexistent/dir", dbType: "ckpt", nodeNames: ["n"], pathPrefix: nil, pathType: nil)

@@ -189,7 +189,7 @@ package enum JSONValue: Equatable, Sendable {
         mutating func parseObject(depth: Int) throws(CheckpointError) -> JSONValue {
             position += 1
             var members: [(String, JSONValue)] = []
-            var seen = Set<String>()
+            var seen = Set<[UInt8]>()
             skipWhitespace()
             if peek == UInt8(ascii: "}") { position += 1; return .object(members) }
             while true {
@@ -197,7 +197,7 @@ package enum JSONValue: Equatable, Sendable {
                 guard peek == UInt8(ascii: "\"") else { throw error("expected a member name") }
                 let start = position
                 let key = try parseString()
-                guard seen.insert(key).inserted else {
+                guard seen.insert(Array(key.utf8)).inserted else {
                     position = start
                     throw error("duplicate member name \"\(key.prefix(80))\"")
                 }

@@ -149,7 +149,7 @@ public enum NpzArchive {
             guard overflow || member.uncompressedSize <= bound + 1024 else {
                 throw CheckpointError(.invalidField(field: "npz member '\(member.name)'", reason: "declares \(member.uncompressedSize) bytes from \(member.compressedSize) compressed bytes, more than deflate can produce"))
             }
-            let owned = TensorStorage(uninitializedByteCount: member.uncompressedSize)
+            let owned = try TensorStorage(checkedByteCount: member.uncompressedSize)
             do throws(CheckpointError) {
                 try RawDeflate.inflate(compressed, into: UnsafeMutableRawBufferPointer(start: owned.base, count: owned.count))
             } catch {

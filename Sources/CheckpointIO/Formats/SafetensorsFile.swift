@@ -14,8 +14,9 @@ import BlobCodec
 /// need to trust.
 ///
 /// Reading checks, in order: at least 8 bytes; `N` ≤ ``maximumHeaderLength``
-/// and `8 + N` within the file; the header is UTF-8 JSON starting with `{`,
-/// without duplicate names; every dtype known and every shape's byte count
+/// and `8 + N` within the file; the header is UTF-8 JSON, an object, without
+/// duplicate names (stricter than the reference, which keeps the last one);
+/// every dtype known and every shape's byte count
 /// free of overflow; sorted by offset, each tensor starts where the previous
 /// one ended and spans exactly its byte count; the last one ends at the end
 /// of the file.
@@ -108,7 +109,6 @@ public final class SafetensorsFile: @unchecked Sendable {
     public static func parseHeader(_ header: UnsafeRawBufferPointer, dataLength: Int) throws(CheckpointError) -> (metadata: [String: String]?, entries: [Entry]) {
         func invalid(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "safetensors header", reason: reason)) }
         guard String(validating: header, as: UTF8.self) != nil else { throw invalid("not valid UTF-8") }
-        guard header.first == UInt8(ascii: "{") else { throw invalid("does not start with '{'") }
         guard case let .object(members) = try JSONValue.parse(header, what: "safetensors header") else { throw invalid("not a JSON object") }
         var metadata: [String: String]?
         var entries: [Entry] = []

@@ -238,6 +238,22 @@ struct WriterLock {
         throw CheckpointError(.writerLocked, path: target)
     }
 
+    /// Takes the lock of `target`, retrying every 10 ms while another writer
+    /// holds it, for at most `timeout` seconds (for short critical sections
+    /// such as a metadata update).
+    static func acquireWaiting(for target: String, directory: String, calls: SystemCalls, timeout: Double = 30) throws(CheckpointError) -> WriterLock {
+        var waited = 0.0
+        while true {
+            do throws(CheckpointError) {
+                return try acquire(for: target, directory: directory, calls: calls)
+            } catch {
+                guard error.code == .writerLocked, waited < timeout else { throw error }
+                usleep(10_000)
+                waited += 0.01
+            }
+        }
+    }
+
     /// Deletes the lock file, then releases the lock (`unlink`, `close`).
     func release() {
         file.calls.unlinkRetrying(lockPath)

@@ -14,11 +14,17 @@ enum TensorMemory {
     /// (`posix_memalign`, `madvise(MADV_HUGEPAGE)`). Traps when memory is exhausted,
     /// as every Swift allocation does.
     static func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
+        guard let pointer = allocateIfAvailable(byteCount: byteCount) else { fatalError("out of memory allocating a tensor of \(byteCount) bytes") }
+        return pointer
+    }
+
+    /// Allocates like ``allocate(byteCount:)`` but returns nil when the memory
+    /// is not available (for sizes read from files: a clean error, not a trap).
+    static func allocateIfAvailable(byteCount: Int) -> UnsafeMutableRawPointer? {
         let size = max(byteCount, 1)
         let alignment = size >= hugePageSize ? hugePageSize : cacheLineSize
         var pointer: UnsafeMutableRawPointer?
-        let result = posix_memalign(&pointer, alignment, size)
-        guard result == 0, let pointer else { fatalError("out of memory allocating a tensor of \(size) bytes") }
+        guard posix_memalign(&pointer, alignment, size) == 0, let pointer else { return nil }
         if alignment == hugePageSize {
             _ = Glibc.madvise(pointer, size & ~(hugePageSize - 1), MADV_HUGEPAGE)
         }

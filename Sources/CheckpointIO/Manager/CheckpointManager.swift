@@ -12,6 +12,8 @@ public protocol CheckpointManaging: AnyObject {
     func save(epoch: Int) throws(CheckpointError)
     /// Takes the exclusive right to save `nodes`' checkpoints under the prefix (held until released or deinit).
     func acquireWriterLock(nodes: [String]) throws(CheckpointError)
+    /// Gives the writer lock up (after a save in flight finished).
+    func releaseWriterLock()
     func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
     func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
     func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
@@ -73,6 +75,9 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     public let options: CheckpointOptions
 
     private let lock = PThreadLock()
+    /// Held from a save's wait for the previous one until its write is done
+    /// (or queued): saves, synchronous or not, never overlap.
+    private let saveMutex = PThreadLock()
     private var blobNames: [String]?
     private var pathPrefix: String?
     private var pathType: String?
@@ -191,10 +196,12 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     ///   missing from the workspace; the writer's errors (the previous file
     ///   of that name, if any, is then intact).
     public func save(epoch: Int) throws(CheckpointError) {
-        try waitUntilFinished()
-        try acquireWriterLock()
-        let snapshot = try workspace.snapshot(try blobList())
-        try write(snapshot, epoch: epoch)
+        try saveMutex.locked { () throws(CheckpointError) in
+            try waitUntilFinished()
+            try acquireWriterLock()
+            let snapshot = try workspace.snapshot(try blobList())
+            try write(snapshot, epoch: epoch)
+        }
     }
 
     /// Writes a snapshot as `epoch`'s file and records its timing.
@@ -232,13 +239,15 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// ``save(epoch:)`` or ``waitUntilFinished()``, once; the call that
     /// throws it does not start a new save.
     public func saveAsync(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
-        try waitUntilFinished()
-        try acquireWriterLock()
-        let snapshot = try workspace.snapshot(try blobList())
-        background.start { [self] () throws(CheckpointError) in
-            try write(snapshot, epoch: epoch)
-            try writeCheckpointMetadata(epoch: epoch, metric: metric)
-            reportCheckpointStats(action: "checkpoint_save")
+        try saveMutex.locked { () throws(CheckpointError) in
+            try waitUntilFinished()
+            try acquireWriterLock()
+            let snapshot = try workspace.snapshot(try blobList())
+            background.start { [self] () throws(CheckpointError) in
+                try write(snapshot, epoch: epoch)
+                try writeCheckpointMetadata(epoch: epoch, metric: metric)
+                reportCheckpointStats(action: "checkpoint_save")
+            }
         }
     }
 
@@ -280,12 +289,19 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     ///   missing file; ``CheckpointError/Code/blobNotFound(_:)`` for a listed
     ///   blob the file lacks; checksum errors naming the blob.
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
+        workspace.setBlobs(try readForLoad(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType))
+    }
+
+    /// Reads and verifies every blob of the blob list from `epoch`'s checkpoint, without touching the workspace.
+    func readForLoad(epoch: Int, pathPrefix: String?, pathType: String?) throws(CheckpointError) -> [(name: String, tensor: Tensor)] {
         let names = try blobList()
         let path = dbName(epoch: epoch, pathPrefix: pathPrefix)
+        var tensors: [(name: String, tensor: Tensor)] = []
         try timed(path) { () throws(CheckpointError) in
             let reader = try openCheckpoint(path, epoch: epoch, pathType: pathType)
-            workspace.setBlobs(try CheckpointManager.readTensors(names, from: reader, path: path, allowMissing: false))
+            tensors = try CheckpointManager.readTensors(names, from: reader, path: path, allowMissing: false)
         }
+        return tensors
     }
 
     /// Loads the blobs of `blobNames` that `epoch`'s checkpoint has into
@@ -324,7 +340,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
                 throw CheckpointError(.blobNotFound(name), blobName: name, path: path)
             }
             let info = try reader.blobInfo(name)
-            let storage = TensorStorage(uninitializedByteCount: info.byteCount)
+            let storage = try TensorStorage(checkedByteCount: info.byteCount)
             try reader.readBlob(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: info.byteCount))
             let tensor = Tensor(dtype: info.dtype, shape: info.shape, storage: storage)
             if info.dtype == .string {

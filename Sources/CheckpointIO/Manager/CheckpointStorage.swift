@@ -164,8 +164,12 @@ public struct LocalCheckpointStorage: CheckpointStorage {
         }
     }
 
+    /// Removes the file, then a lock file a killed writer may have left beside it (only if nobody holds it).
     public func removeCheckpoint(_ path: String) throws(CheckpointError) {
         try AtomicFile.remove(path, calls: calls)
+        if AtomicFile.exists(path + ".lock"), let lock = try? WriterLock.acquire(for: path, directory: ContainerWriter.splitPath(path).directory, calls: calls) {
+            lock.release()
+        }
     }
 
     public func isAccessible(directory: String) -> Bool {
@@ -190,11 +194,13 @@ public struct LocalCheckpointStorage: CheckpointStorage {
 
     public func listFiles(in directory: String) -> [String] { AtomicFile.listDirectory(directory) }
 
-    /// Holds `PATH.lock` (as every writer of `path` does) across the read, the transform and the atomic replace.
+    /// Holds `PATH.lock` (as every writer of `path` does) across the read, the
+    /// transform and the atomic replace; waits (up to 30 s) while another
+    /// writer holds it.
     public func updateFile(_ path: String, limit: Int, durability: Durability,
                            _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
         try ContainerWriter.validatePath(path)
-        let lock = try WriterLock.acquire(for: path, directory: ContainerWriter.splitPath(path).directory, calls: calls)
+        let lock = try WriterLock.acquireWaiting(for: path, directory: ContainerWriter.splitPath(path).directory, calls: calls)
         defer { lock.release() }
         let updated = try transform(try AtomicFile.read(path, limit: limit, calls: calls))
         try typedThrows {

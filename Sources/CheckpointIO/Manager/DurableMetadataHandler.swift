@@ -16,7 +16,13 @@ import BlobCodec
 /// ``write(epoch:metric:)`` adds the epoch, decides what the retention rules
 /// drop, writes the new file **first**, and only then deletes the dropped
 /// checkpoint files: a crash at any point leaves a file that names only
-/// checkpoints that exist. With a retention rule set, it also deletes files
+/// checkpoints that exist. Never dropped: the epoch being written, the
+/// newest one, and the epochs runs resumed from (this run's and the one the
+/// file records). When a run went back to an older epoch, the records of
+/// later epochs it did not write itself are forgotten at its first write, so
+/// a restart resumes from this run, not the abandoned one. One handler (one
+/// job) writes a prefix's metadata; concurrent writers of the file wait for
+/// each other's update (`checkpoint_metadata.json.lock`). With a retention rule set, it also deletes files
 /// `NODE.EPOCH` of the current nodes that no record names and that are
 /// older than the newest epoch (left by a run killed while deleting).
 /// ``setParams(dbPrefix:dbType:nodeNames:pathPrefix:pathType:)`` removes
@@ -62,6 +68,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     private var resumedFrom: Int?
     private var reports: [String: [String: UInt64]] = [:]
     private var removalErrors: [CheckpointError] = []
+    private var writtenThisRun = Set<Int>()
 
     /// - Parameters:
     ///   - retention: what to keep (default: everything).
@@ -131,33 +138,43 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         let params = try requireParams()
         let storage = try storage(params)
         let path = metadataPath(params)
-        let resumed = lock.locked { resumedFrom }
+        let (resumed, written) = lock.locked { (resumedFrom, writtenThisRun) }
         var dropped: [EpochRecord] = []
         var state = State()
-        // Read, decide and replace under the file's writer lock: two handlers never lose each other's epochs.
+        // Read, decide and replace under the file's writer lock (writers of the file wait for each other).
         _ = try storage.updateFile(path, limit: DurableMetadataHandler.maximumFileSize, durability: durability) { (old) throws(CheckpointError) -> [UInt8] in
             do throws(CheckpointError) {
                 state = try old.map { (bytes) throws(CheckpointError) -> State in try DurableMetadataHandler.decode(bytes) } ?? State()
             } catch {
                 throw error.adding(path: path)
             }
+            // Epochs after this one that this run did not write belong to a run this one went back
+            // from: forget them (their files are overwritten as this run reaches them), so that a
+            // restart never resumes from the abandoned run.
+            state.records.removeAll { $0.epoch > epoch && !written.contains($0.epoch) }
+            let previousNodes = state.records.first { $0.epoch == epoch }?.nodes ?? []
             state.records.removeAll { $0.epoch == epoch }
-            state.records.append(EpochRecord(epoch: epoch, nodes: params.nodeNames, metric: metric))
+            let nodes = previousNodes.filter { !params.nodeNames.contains($0) } + params.nodeNames
+            state.records.append(EpochRecord(epoch: epoch, nodes: nodes, metric: metric))
             state.records.sort { $0.epoch < $1.epoch }
+            let previousResume = state.resumedFrom
             state.resumedFrom = resumed ?? state.resumedFrom
-            var protected: Set<Int> = [state.records.last!.epoch]
-            if let resumed { protected.insert(resumed) }
+            // Never dropped: the epoch just written, the newest, and the epochs runs resumed from.
+            var protected: Set<Int> = [epoch, state.records.last!.epoch]
+            for keep in [resumed, previousResume] { if let keep { protected.insert(keep) } }
             let keep = retention.epochsToKeep(state.records.map { ($0.epoch, $0.metric) }, protected: protected)
             dropped = state.records.filter { !keep.contains($0.epoch) }
             state.records.removeAll { !keep.contains($0.epoch) }
             return encode(state, params: params)
         }
+        lock.locked { _ = writtenThisRun.insert(epoch) }
         var doomed = dropped.flatMap { record in record.nodes.map { (node: $0, epoch: record.epoch) } }
         if !retention.keepsEverything {
-            // Files of older epochs that no record names: left by a run killed while deleting, or
-            // saved but never recorded. Nothing resumes from them.
+            // Files of older epochs that no record names at all: left by a run killed while
+            // deleting, or saved but never recorded. Nothing resumes from them.
             let newest = state.records.last!.epoch
-            doomed += unrecordedEpochs(storage: storage, params: params, records: state.records).filter { $0.epoch < newest && $0.epoch != resumed }
+            let spared = Set([resumed, state.resumedFrom].compactMap { $0 })
+            doomed += unrecordedEpochs(storage: storage, params: params, records: state.records).filter { $0.epoch < newest && !spared.contains($0.epoch) }
         }
         var errors: [CheckpointError] = []
         for (node, epoch) in doomed {
@@ -173,14 +190,15 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     /// The (node, epoch) of files `NODE.EPOCH` or `NODE.EPOCH.lock` in the
     /// prefix, for current nodes, that no record names.
     private func unrecordedEpochs(storage: any CheckpointStorage, params: Params, records: [EpochRecord]) -> [(node: String, epoch: Int)] {
-        let recorded = Set(records.flatMap { record in record.nodes.map { "\($0).\(record.epoch)" } })
+        let recorded = Set(records.map(\.epoch))
         var found = Set<String>()
         var result: [(node: String, epoch: Int)] = []
         for name in storage.listFiles(in: params.dbPrefix) {
             let base = name.hasSuffix(".lock") ? String(name.dropLast(5)) : name
-            guard !recorded.contains(base), !found.contains(base), let dot = base.lastIndex(of: ".") else { continue }
-            let node = String(base[..<dot]), digits = base[base.index(after: dot)...]
-            guard params.nodeNames.contains(node), !digits.isEmpty, digits.allSatisfy(\.isASCII), let epoch = Int(digits), epoch >= 0 else { continue }
+            guard !found.contains(base), let dot = base.lastIndex(of: ".") else { continue }
+            let node = String(base[..<dot]), digits = String(base[base.index(after: dot)...])
+            // Only names the manager writes: a current node, an epoch in canonical decimal ("7", not "07" or "+7").
+            guard params.nodeNames.contains(node), let epoch = Int(digits), epoch >= 0, String(epoch) == digits, !recorded.contains(epoch) else { continue }
             found.insert(base)
             result.append((node, epoch))
         }

@@ -18,7 +18,8 @@ public protocol UploadTaskGroupBuilder {
 ///    ``CheckpointManaging/getResumeFromEpochID(userEpoch:)`` (the metadata
 ///    handler's choice, or `resumeFromEpoch`); then the writer lock of every
 ///    node (another job saving to the same prefix: ``train()`` throws
-///    ``CheckpointError/Code/writerLocked`` before running anything);
+///    ``CheckpointError/Code/writerLocked`` before running anything),
+///    released when ``train()`` returns;
 /// 2. from scratch only: the init steps;
 /// 3. `initialize` the manager (from scratch: the blob list is the
 ///    workspace's blobs, and epoch 0 is saved at once; resuming: the list is
@@ -79,6 +80,8 @@ public final class JobRunner {
                 logger.warning("Cannot lock the checkpoint prefix: \(error)")
             }
         }
+        // The prefix is free for another job once this one is over.
+        defer { checkpointManager?.releaseWriterLock() }
         let fromScratch = resumeFromEpoch == nil
         if fromScratch { try run(job.initSteps) }
         if let manager = checkpointManager {

@@ -19,6 +19,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     public let options: CheckpointOptions
 
     private let lock = PThreadLock()
+    private let saveMutex = PThreadLock()
     private var managers: [(node: String, manager: CheckpointManager)]?
     private var workspaces: [String: Workspace] = [:]
     private var pathPrefix: String?
@@ -115,20 +116,33 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         for (_, manager) in managers { try manager.acquireWriterLock() }
     }
 
-    /// Loads every node's blobs of `epoch`, nodes in parallel.
+    /// Gives up every node's writer lock.
+    public func releaseWriterLock() {
+        _ = try? waitUntilFinished()
+        for (_, manager) in nodeManagers ?? [] { manager.releaseWriterLock() }
+    }
+
+    /// Loads every node's blobs of `epoch`, nodes in parallel. All or nothing:
+    /// the workspaces change only when every node's blobs were read and verified.
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
-        try forEachNode(try requireManagers()) { (manager) throws(CheckpointError) in
-            try manager.load(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType)
+        let managers = try requireManagers()
+        let staged = StagedTensors(count: managers.count)
+        try forEachIndex(managers.count) { (index) throws(CheckpointError) in
+            staged.set(index, try managers[index].manager.readForLoad(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType))
         }
+        for (index, (_, manager)) in managers.enumerated() { manager.workspace.setBlobs(staged.get(index)) }
     }
 
     /// Saves every node's blobs for `epoch`, nodes in parallel. Throws the
     /// first node's error (in node order) if any node failed; the epoch is
     /// then not complete and its metadata must not be written.
     public func save(epoch: Int) throws(CheckpointError) {
-        try waitUntilFinished()
-        let managers = try requireManagers()
-        try write(try takeSnapshots(managers), managers: managers, epoch: epoch)
+        try saveMutex.locked { () throws(CheckpointError) in
+            try waitUntilFinished()
+            let managers = try requireManagers()
+            for (_, manager) in managers { try manager.acquireWriterLock() }
+            try write(try takeSnapshots(managers), managers: managers, epoch: epoch)
+        }
     }
 
     private func takeSnapshots(_ managers: [(node: String, manager: CheckpointManager)]) throws(CheckpointError) -> [[(name: String, tensor: Tensor)]] {
@@ -147,14 +161,16 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     /// snapshots are taken before returning; the files, then the metadata,
     /// are written in the background.
     public func saveAsync(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
-        try waitUntilFinished()
-        let managers = try requireManagers()
-        let snapshots = try takeSnapshots(managers)
-        let nodeManagers = managers
-        background.start { [self] () throws(CheckpointError) in
-            try write(snapshots, managers: nodeManagers, epoch: epoch)
-            try writeCheckpointMetadata(epoch: epoch, metric: metric)
-            reportCheckpointStats(action: "checkpoint_save")
+        try saveMutex.locked { () throws(CheckpointError) in
+            try waitUntilFinished()
+            let managers = try requireManagers()
+            for (_, manager) in managers { try manager.acquireWriterLock() }
+            let snapshots = try takeSnapshots(managers)
+            background.start { [self] () throws(CheckpointError) in
+                try write(snapshots, managers: managers, epoch: epoch)
+                try writeCheckpointMetadata(epoch: epoch, metric: metric)
+                reportCheckpointStats(action: "checkpoint_save")
+            }
         }
     }
 
@@ -230,6 +246,15 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         }
         if let error = errors.first { throw error }
     }
+}
+
+/// One result slot per parallel load.
+final class StagedTensors: @unchecked Sendable {
+    private let lock = PThreadLock()
+    private var slots: [[(name: String, tensor: Tensor)]]
+    init(count: Int) { slots = Array(repeating: [], count: count) }
+    func set(_ index: Int, _ tensors: [(name: String, tensor: Tensor)]) { lock.locked { slots[index] = tensors } }
+    func get(_ index: Int) -> [(name: String, tensor: Tensor)] { lock.locked { slots[index] } }
 }
 
 /// One error slot per parallel task.

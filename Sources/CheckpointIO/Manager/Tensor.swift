@@ -212,6 +212,17 @@ final class TensorStorage: @unchecked Sendable {
         self.base = TensorMemory.allocate(byteCount: count)
     }
 
+    /// Memory for `count` bytes whose size came from a file.
+    ///
+    /// - Throws: ``CheckpointError/Code/limitExceeded(what:limit:actual:)`` when it cannot be allocated.
+    init(checkedByteCount count: Int) throws(CheckpointError) {
+        guard let base = TensorMemory.allocateIfAvailable(byteCount: count) else {
+            throw CheckpointError(.limitExceeded(what: "memory for a tensor (bytes)", limit: 0, actual: UInt64(count)))
+        }
+        self.count = count
+        self.base = base
+    }
+
     func copy() -> TensorStorage {
         let copy = TensorStorage(uninitializedByteCount: count)
         copy.base.copyMemory(from: base, byteCount: count)

@@ -26,7 +26,8 @@ public final class BenchmarkWorkload: @unchecked Sendable {
     public static func llm(size: Int = 2 << 30) -> BenchmarkWorkload {
         var hidden = 64
         while hidden < 4096 && 16 * (hidden * 2) * (hidden * 2) * 4 <= size / 8 { hidden *= 2 }
-        let vocabulary = 32000
+        // The embedding and head take at most a quarter of the size.
+        let vocabulary = max(16, min(32000, size / 4 / (2 * hidden * 4)))
         var shapes: [(String, [Int])] = [("model.embed_tokens.weight", [vocabulary, hidden])]
         let layerBytes = (12 * hidden * hidden + 2 * hidden) * 4
         let fixedBytes = (2 * vocabulary * hidden + hidden) * 4
@@ -79,7 +80,7 @@ public final class BenchmarkWorkload: @unchecked Sendable {
             tensors.append((entry.name, entry.dtype, entry.shape, offset..<(offset + entry.rawBytes)))
             offset += (entry.rawBytes + 63) / 64 * 64
         }
-        let arena = TensorStorage(uninitializedByteCount: offset)
+        let arena = try TensorStorage(checkedByteCount: offset)
         for tensor in tensors {
             try file.read(tensor.name, into: UnsafeMutableRawBufferPointer(start: arena.base + tensor.range.lowerBound, count: tensor.range.count))
         }

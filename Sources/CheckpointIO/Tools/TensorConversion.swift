@@ -65,13 +65,13 @@ public enum TensorConversion {
             sources.append(source)
         }
         return try withExtendedLifetime(owners) { () throws(CheckpointError) -> ConversionSummary in
-            try write(sources, metadata: input.metadata, to: output, options: options, progress: progress)
+            try write(sources, metadata: input.hasMetadataSection ? input.metadata : nil, to: output, options: options, progress: progress)
         }
     }
 
     /// Writes `tensors` to `path` in the format ``outputFormat(for:)`` names.
     @discardableResult
-    public static func write(_ tensors: [BlobSource], metadata: [String: String] = [:], to path: String, options: ConversionOptions = ConversionOptions(),
+    public static func write(_ tensors: [BlobSource], metadata: [String: String]? = nil, to path: String, options: ConversionOptions = ConversionOptions(),
                              progress: ((Int, Int) -> Void)? = nil) throws(CheckpointError) -> ConversionSummary {
         let format = outputFormat(for: path)
         let total = tensors.reduce(0) { $0 + $1.bytes.count }
@@ -79,7 +79,7 @@ public enum TensorConversion {
         case .container:
             let writer = try ContainerWriter.create(at: path, options: WriterOptions(encode: options.encode, alignment: options.alignment, durability: options.durability))
             do throws(CheckpointError) {
-                writer.metadata = metadata
+                writer.metadata = metadata ?? [:]
                 // Batches of about 256 MiB, so that progress moves.
                 var batch: [BlobSource] = []
                 var batchBytes = 0, done = 0
@@ -101,7 +101,7 @@ public enum TensorConversion {
                 throw error
             }
         case .safetensors:
-            try SafetensorsFile.write(tensors, metadata: metadata.isEmpty ? nil : metadata, to: path, durability: options.durability)
+            try SafetensorsFile.write(tensors, metadata: metadata, to: path, durability: options.durability)
         case .npz:
             try NpzArchive.write(tensors, to: path, durability: options.durability)
         case .npy:
@@ -165,7 +165,7 @@ extension TensorFile {
     func borrow(_ name: String) throws(CheckpointError) -> (owner: AnyObject?, bytes: UnsafeRawBufferPointer) {
         let entry = try entry(name)
         if let reader = containerReader, try reader.descriptor(name).isViewableInPlace == false || reader.options.mode != .mmap {
-            let storage = TensorStorage(uninitializedByteCount: entry.rawBytes)
+            let storage = try TensorStorage(checkedByteCount: entry.rawBytes)
             try reader.read(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count), verify: true)
             return (storage, UnsafeRawBufferPointer(start: storage.base, count: storage.count))
         }

@@ -67,6 +67,14 @@ public final class TensorFile: @unchecked Sendable {
     public let metadata: [String: String]
     /// The tensors, sorted by name (UTF-8 bytes).
     public let entries: [TensorEntry]
+    /// Bytes after the last complete commit of a torn container (0 otherwise); the entries are those of that commit.
+    public var tornBytes: Int { containerReader?.tornBytes ?? 0 }
+    /// True when the file has a metadata section even if it is empty (safetensors `"__metadata__": {}`),
+    /// so that a conversion back writes it again.
+    public var hasMetadataSection: Bool {
+        if case let .safetensors(file, _) = backend { return file.metadata != nil }
+        return !metadata.isEmpty
+    }
 
     enum Backend {
         case container(ContainerReader)
@@ -152,6 +160,9 @@ public final class TensorFile: @unchecked Sendable {
         var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
         for member in members {
             let name = npyTensorName(member.name)
+            guard arrays[name] == nil else {
+                throw CheckpointError(.invalidField(field: "npz member '\(member.name)'", reason: "names the same tensor '\(name)' as another member"))
+            }
             let contents = try NpzArchive.contents(of: member, in: map.bytes)
             let header: NumpyFormat.Header
             do throws(CheckpointError) { header = try NumpyFormat.parseHeader(contents.bytes) } catch {
@@ -211,7 +222,7 @@ public final class TensorFile: @unchecked Sendable {
             if descriptor.isViewableInPlace {
                 return try reader.withUnsafeBytes(of: name, verify: true, body)
             }
-            let storage = TensorStorage(uninitializedByteCount: entry.rawBytes)
+            let storage = try TensorStorage(checkedByteCount: entry.rawBytes)
             let buffer = UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count)
             try reader.read(name, into: buffer, verify: true)
             return try withExtendedLifetime(storage) { try body(UnsafeRawBufferPointer(buffer)) }
