@@ -171,6 +171,27 @@ struct CLITests {
         }
     }
 
+    @Test func moreErrorPathsHaveTheirExitCodes() throws {
+        try withTemporaryDirectory { dir in
+            try makeContainer(dir + "/m.ckpt", commits: 2)
+            #expect(try ckpt("extract", "none.ckpt", "-o", "x.npz", in: dir).status == 74)
+            #expect(try ckpt("bench", "--codec", "brotli").status == 64)
+            try writeBytes(dir + "/text.bin", Array("not a tensor file".utf8))
+            #expect(try ckpt("verify", "text.bin", in: dir).status == 65)
+            #expect(try ckpt("convert", "text.bin", "o.ckpt", in: dir).status == 65)
+            var bytes = try fileBytes(dir + "/m.ckpt")
+            let offset = try ContainerReader.open(dir + "/m.ckpt").descriptor("layer.weight").payloadOffset
+            bytes[offset] ^= 1
+            try writeBytes(dir + "/bad.ckpt", bytes)
+            let corrupt = try ckpt("convert", "bad.ckpt", "o.safetensors", in: dir)
+            #expect(corrupt.status == 65 && corrupt.stderr.contains("layer.weight"))
+            try writeBytes(dir + "/torn.ckpt", Array(try fileBytes(dir + "/m.ckpt").dropLast(3)))
+            let torn = try ckpt("inspect", "torn.ckpt", in: dir)
+            #expect(torn.status == 0 && torn.stdout.contains("warning:  torn file"))
+            #expect(try ckpt("inspect", "--json", in: dir).status == 64)
+        }
+    }
+
     @Test func benchRunsAndReportsJSON() throws {
         try withTemporaryDirectory { dir in
             let result = try ckpt("bench", "--size", "4M", "--repetitions", "1", "--json", "--dir", dir)

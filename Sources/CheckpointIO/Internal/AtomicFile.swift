@@ -183,18 +183,19 @@ func typedThrows<R>(_ body: () throws -> R) throws(CheckpointError) -> R {
 final class MappedFile: @unchecked Sendable {
     let path: String
     let bytes: UnsafeRawBufferPointer
-    private let file: SystemFile
+    private let file: SystemFile?
+    private let calls: SystemCalls
 
-    /// The open file descriptor of the mapped file.
-    var fd: Int32 { file.fd }
-
-    /// Where a view into this mapping lies in the file.
+    /// Where a view into this mapping lies in the file (nil once the file was closed).
     func fileRange(of view: UnsafeRawBufferPointer) -> SourceFileRange? {
-        guard let base = bytes.baseAddress, let start = view.baseAddress, start >= base, start + view.count <= base + bytes.count else { return nil }
+        guard let file, let base = bytes.baseAddress, let start = view.baseAddress, start >= base, start + view.count <= base + bytes.count else { return nil }
         return SourceFileRange(fd: file.fd, offset: Int64(start - base))
     }
 
-    init(_ path: String, calls: SystemCalls = .live) throws(CheckpointError) {
+    /// Maps `path`. Without `keepDescriptor` the file is closed once mapped
+    /// (the mapping stays valid): many mapped files then hold no descriptors,
+    /// but ``fileRange(of:)`` has no file to offer.
+    init(_ path: String, keepDescriptor: Bool = true, calls: SystemCalls = .live) throws(CheckpointError) {
         let file = try calls.openFile(path, .readOnly)
         do throws(CheckpointError) {
             let size = Int(try file.size())
@@ -209,11 +210,17 @@ final class MappedFile: @unchecked Sendable {
             throw error
         }
         self.path = path
-        self.file = file
+        if keepDescriptor {
+            self.file = file
+        } else {
+            file.close()
+            self.file = nil
+        }
+        self.calls = calls
     }
 
     deinit {
-        if let base = bytes.baseAddress { _ = file.calls.munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
-        file.close()
+        if let base = bytes.baseAddress { _ = calls.munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        file?.close()
     }
 }

@@ -187,7 +187,8 @@ public final class TensorFile: @unchecked Sendable {
                 if AtomicFile.isDirectory(full) {
                     try walk(full, prefix: prefix + name + "/", depth: depth + 1)
                 } else if name.hasSuffix(".npy") {
-                    let map = try MappedFile(full)
+                    // One mapping per file but no descriptor: a directory of thousands of arrays stays under the fd limit.
+                    let map = try MappedFile(full, keepDescriptor: false)
                     let header: NumpyFormat.Header
                     do throws(CheckpointError) { header = try NumpyFormat.parseHeader(map.bytes) } catch { throw error.adding(path: full) }
                     let tensor = prefix + npyTensorName(name)
