@@ -55,11 +55,20 @@ func printSummary(_ summary: ConversionSummary, to output: String, seconds: Doub
           + "\(formatBytes(summary.outputBytes)) on disk, \(String(format2: seconds)) s, \(rate)")
 }
 
-func timedConversion(_ body: () throws -> ConversionSummary) rethrows -> (ConversionSummary, Double) {
-    let start = ContinuousClock.now
-    let summary = try body()
-    let elapsed = ContinuousClock.now - start
-    return (summary, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+/// Converts `names` (nil: all) of `input` to `output` with a progress bar and a summary line.
+func runConversion(label: String, input: String, names: [String]?, output: String, write: WriteOptions, outputOptions: OutputOptions) throws {
+    let options = try write.conversionOptions()
+    try reportingErrors(outputOptions) {
+        let file = try TensorFile.open(input)
+        let progress = ProgressBar(label, output: outputOptions)
+        let start = ContinuousClock.now
+        let summary = try TensorConversion.convert(file, names: names, to: output, options: options, progress: progress.update)
+        let elapsed = ContinuousClock.now - start
+        progress.finish()
+        if !outputOptions.quiet {
+            printSummary(summary, to: output, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        }
+    }
 }
 
 /// `ckpt convert IN OUT`: between the container, safetensors, .npz and .npy.
@@ -78,16 +87,7 @@ struct Convert: ParsableCommand {
     @OptionGroup var outputOptions: OutputOptions
 
     func run() throws {
-        let options = try write.conversionOptions()
-        try reportingErrors(outputOptions) {
-            let file = try TensorFile.open(input)
-            let progress = ProgressBar("convert", output: outputOptions)
-            let (summary, seconds) = try timedConversion {
-                try TensorConversion.convert(file, to: output, options: options, progress: progress.update)
-            }
-            progress.finish()
-            if !outputOptions.quiet { printSummary(summary, to: output, seconds: seconds) }
-        }
+        try runConversion(label: "convert", input: input, names: nil, output: output, write: write, outputOptions: outputOptions)
     }
 }
 
@@ -108,16 +108,7 @@ struct Extract: ParsableCommand {
     @OptionGroup var outputOptions: OutputOptions
 
     func run() throws {
-        let options = try write.conversionOptions()
-        try reportingErrors(outputOptions) {
-            let file = try TensorFile.open(input)
-            let progress = ProgressBar("extract", output: outputOptions)
-            let (summary, seconds) = try timedConversion {
-                try TensorConversion.convert(file, names: names.isEmpty ? nil : names, to: output, options: options, progress: progress.update)
-            }
-            progress.finish()
-            if !outputOptions.quiet { printSummary(summary, to: output, seconds: seconds) }
-        }
+        try runConversion(label: "extract", input: input, names: names.isEmpty ? nil : names, output: output, write: write, outputOptions: outputOptions)
     }
 }
 

@@ -35,8 +35,8 @@ final class AnnouncingHandler: CheckpointMetadataHandler, @unchecked Sendable {
 /// Local storage that announces each checkpoint write, and pauses half-way
 /// through it (after half of the blobs are written, before the commit) so
 /// that the demo's kill lands in the middle of a save whatever the disk speed.
-struct AnnouncingStorage: CheckpointStorage {
-    let local = LocalCheckpointStorage()
+struct AnnouncingStorage: CheckpointStorageDecorator {
+    let base: any CheckpointStorage = LocalCheckpointStorage()
     func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String, format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
         let writer = try ContainerWriter.create(at: path, options: options)
         do throws(CheckpointError) {
@@ -51,18 +51,6 @@ struct AnnouncingStorage: CheckpointStorage {
             throw error
         }
     }
-    func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading { try local.openCheckpoint(path, format: format) }
-    func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool { local.isCompleteCheckpoint(path, format: format) }
-    func removeCheckpoint(_ path: String) throws(CheckpointError) { try local.removeCheckpoint(path) }
-    func isAccessible(directory: String) -> Bool { local.isAccessible(directory: directory) }
-    func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) { try local.writeFile(bytes, to: path, durability: durability) }
-    func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? { try local.readFile(path, limit: limit) }
-    func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] { local.removeAbandonedWrites(in: directory, targetPrefix: targetPrefix) }
-    func listFiles(in directory: String) -> [String] { local.listFiles(in: directory) }
-    func updateFile(_ path: String, limit: Int, durability: Durability, _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
-        try local.updateFile(path, limit: limit, durability: durability, transform)
-    }
-    func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject { try local.lockWriter(in: directory, name: name) }
 }
 
 /// The demo's training settings, shared by the demo and its child.

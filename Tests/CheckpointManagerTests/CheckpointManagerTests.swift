@@ -243,24 +243,13 @@ struct MultiNodeCheckpointManagerTests {
     }
 
     /// Local storage whose checkpoint writes fail for chosen paths.
-    struct FailingStorage: CheckpointStorage {
-        let local = LocalCheckpointStorage()
+    struct FailingStorage: CheckpointStorageDecorator {
+        let base: any CheckpointStorage = LocalCheckpointStorage()
         let failing: Set<String>
         func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String, format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
             if failing.contains(path) { throw CheckpointError(.system(call: "pwritev", errno: ENOSPC), path: path) }
-            try local.writeCheckpoint(blobs, metadata: metadata, to: path, format: format, options: options)
+            try base.writeCheckpoint(blobs, metadata: metadata, to: path, format: format, options: options)
         }
-        func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading { try local.openCheckpoint(path, format: format) }
-        func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool { local.isCompleteCheckpoint(path, format: format) }
-        func removeCheckpoint(_ path: String) throws(CheckpointError) { try local.removeCheckpoint(path) }
-        func isAccessible(directory: String) -> Bool { local.isAccessible(directory: directory) }
-        func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) { try local.writeFile(bytes, to: path, durability: durability) }
-        func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? { try local.readFile(path, limit: limit) }
-        func listFiles(in directory: String) -> [String] { local.listFiles(in: directory) }
-        func updateFile(_ path: String, limit: Int, durability: Durability, _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
-            try local.updateFile(path, limit: limit, durability: durability, transform)
-        }
-        func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject { try local.lockWriter(in: directory, name: name) }
     }
 
     @Test func anEpochWithAFailedNodeIsNotRecorded() throws {

@@ -114,6 +114,51 @@ extension CheckpointStorage {
     public func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] { [] }
 }
 
+/// A storage that wraps another and forwards every call to it: conform,
+/// give ``base``, and implement only the calls to change (to count, log,
+/// throttle or fail them).
+///
+///     struct CountingStorage: CheckpointStorageDecorator {
+///         let base: any CheckpointStorage = LocalCheckpointStorage()
+///         func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String,
+///                              format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
+///             print("saving \(path)")
+///             try base.writeCheckpoint(blobs, metadata: metadata, to: path, format: format, options: options)
+///         }
+///     }
+public protocol CheckpointStorageDecorator: CheckpointStorage {
+    /// The storage calls go to.
+    var base: any CheckpointStorage { get }
+}
+
+extension CheckpointStorageDecorator {
+    public func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String,
+                                format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
+        try base.writeCheckpoint(blobs, metadata: metadata, to: path, format: format, options: options)
+    }
+    public func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading {
+        try base.openCheckpoint(path, format: format)
+    }
+    public func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool { base.isCompleteCheckpoint(path, format: format) }
+    public func removeCheckpoint(_ path: String) throws(CheckpointError) { try base.removeCheckpoint(path) }
+    public func isAccessible(directory: String) -> Bool { base.isAccessible(directory: directory) }
+    public func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) {
+        try base.writeFile(bytes, to: path, durability: durability)
+    }
+    public func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? { try base.readFile(path, limit: limit) }
+    public func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] {
+        base.removeAbandonedWrites(in: directory, targetPrefix: targetPrefix)
+    }
+    public func listFiles(in directory: String) -> [String] { base.listFiles(in: directory) }
+    public func updateFile(_ path: String, limit: Int, durability: Durability,
+                           _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
+        try base.updateFile(path, limit: limit, durability: durability, transform)
+    }
+    public func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject {
+        try base.lockWriter(in: directory, name: name)
+    }
+}
+
 /// Checkpoint files on a POSIX file system (`path_type` `"local"`).
 public struct LocalCheckpointStorage: CheckpointStorage {
     let calls: SystemCalls
