@@ -22,6 +22,11 @@ final class BackgroundSave: @unchecked Sendable {
         }
     }
 
+    /// Waits for the save in flight, if any, leaving its error for ``wait()``.
+    func waitForCompletion() {
+        group.wait()
+    }
+
     /// Waits for the save in flight, if any; throws its error once.
     func wait() throws(CheckpointError) {
         group.wait()

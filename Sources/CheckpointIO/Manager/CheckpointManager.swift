@@ -273,9 +273,10 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         }
     }
 
-    /// Gives up the right to save (after waiting for a save in flight).
+    /// Gives up the right to save (after waiting for a save in flight, whose
+    /// error, if any, the next save call or ``waitUntilFinished()`` still throws).
     public func releaseWriterLock() {
-        _ = try? background.wait()
+        background.waitForCompletion()
         lock.locked { writerToken = nil }
     }
 

@@ -118,7 +118,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
 
     /// Gives up every node's writer lock.
     public func releaseWriterLock() {
-        _ = try? waitUntilFinished()
+        background.waitForCompletion()
         for (_, manager) in nodeManagers ?? [] { manager.releaseWriterLock() }
     }
 
