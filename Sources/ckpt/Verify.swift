@@ -54,9 +54,10 @@ struct Verify: ParsableCommand {
             print("         recovery (`ckpt recover`) would keep \(torn.recoverableBlobs.count) blobs, the first \(torn.intactLength) of \(torn.fileLength) bytes"
                   + (torn.recoverableBlobs.isEmpty ? "" : ": " + torn.recoverableBlobs.prefix(10).joined(separator: ", ") + (torn.recoverableBlobs.count > 10 ? ", …" : "")))
         }
+        let checksum = report.format == .npz ? "CRC-32" : "CRC32C"
         for damage in report.damaged {
             let chunk = damage.chunk.map { ", chunk \($0)" } ?? ""
-            let crc = damage.expectedCRC != nil ? ": expected CRC32C \(hex(damage.expectedCRC)), actual \(hex(damage.actualCRC))" : ": \(damage.error.code)"
+            let crc = damage.expectedCRC != nil ? ": expected \(checksum) \(hex(damage.expectedCRC)), actual \(hex(damage.actualCRC))" : ": \(damage.error.code)"
             print("DAMAGED  \(report.path): blob '\(damage.blob)'\(chunk)\(crc)")
         }
     }

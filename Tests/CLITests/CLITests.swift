@@ -189,6 +189,14 @@ struct CLITests {
             let torn = try ckpt("inspect", "torn.ckpt", in: dir)
             #expect(torn.status == 0 && torn.stdout.contains("warning:  torn file"))
             #expect(try ckpt("inspect", "--json", in: dir).status == 64)
+            // npz: every damaged member is reported with both CRC-32s; the others still count as checked.
+            #expect(try ckpt("extract", "m.ckpt", "layer.weight", "-o", "w.npz", in: dir).status == 0)
+            var npz = try fileBytes(dir + "/w.npz")
+            let member = try #require(TensorFile.open(dir + "/w.npz").entries.first?.offset)
+            npz[member + 5] ^= 0x20
+            try writeBytes(dir + "/bad.npz", npz)
+            let verify = try ckpt("verify", "bad.npz", in: dir)
+            #expect(verify.status == 65 && verify.stdout.contains("DAMAGED  bad.npz: blob 'layer.weight': expected CRC-32 0x"), "\(verify.stdout)")
         }
     }
 

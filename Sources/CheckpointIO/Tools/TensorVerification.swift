@@ -39,16 +39,18 @@ public enum TensorVerification {
     /// Verifies `path`.
     ///
     /// Containers: every chunk CRC32C and every raw CRC32C; a torn end is
-    /// reported with what recovery would keep. npz: every member's CRC-32.
+    /// reported with what recovery would keep. npz: every member's CRC-32
+    /// (note: ZIP's CRC-32, not CRC32C) and npy header, member by member.
     /// safetensors, npy: the structure (they carry no checksums).
     ///
     /// - Throws: when the file cannot be read at all or is not a tensor file
     ///   (the report covers damage inside a readable file).
     public static func verify(_ path: String) throws(CheckpointError) -> VerificationReport {
         let format = try TensorFileFormat.detect(path)
+        if format == .npz { return try verifyNpz(path) }
         guard format == .container else {
-            let file = try TensorFile.open(path)  // validates structure; npz members' CRC-32 are checked while opening
-            return VerificationReport(path: path, format: format, hasChecksums: format == .npz, blobCount: file.entries.count, damaged: [], torn: nil)
+            let file = try TensorFile.open(path)  // validates the structure
+            return VerificationReport(path: path, format: format, hasChecksums: false, blobCount: file.entries.count, damaged: [], torn: nil)
         }
         let reader: ContainerReader
         do throws(CheckpointError) {
@@ -77,6 +79,32 @@ public enum TensorVerification {
             }
         }
         return VerificationReport(path: path, format: format, hasChecksums: true, blobCount: reader.count, damaged: damaged, torn: torn)
+    }
+}
+
+extension TensorVerification {
+    /// Every member of an npz: its CRC-32 and its npy header, each damaged member reported on its own.
+    static func verifyNpz(_ path: String) throws(CheckpointError) -> VerificationReport {
+        let map = try MappedFile(path)
+        let members: [NpzArchive.Member]
+        do throws(CheckpointError) { members = try NpzArchive.members(of: map.bytes) } catch { throw error.adding(path: path) }
+        var damaged: [VerificationReport.Damage] = []
+        for member in members {
+            let name = member.name.hasSuffix(".npy") ? String(member.name.dropLast(4)) : member.name
+            do throws(CheckpointError) {
+                let contents = try NpzArchive.contents(of: member, in: map.bytes, verify: false)
+                let actual = ZipCRC32.checksum(contents.bytes)
+                guard actual == member.crc32 else {
+                    damaged.append(.init(blob: name, chunk: nil, expectedCRC: member.crc32, actualCRC: actual,
+                                         error: CheckpointError(.rawChecksumMismatch(expected: member.crc32, actual: actual), blobName: name, path: path)))
+                    continue
+                }
+                _ = try NumpyFormat.parseHeader(contents.bytes)
+            } catch {
+                damaged.append(.init(blob: name, chunk: nil, expectedCRC: nil, actualCRC: nil, error: error.adding(blobName: name, path: path)))
+            }
+        }
+        return VerificationReport(path: path, format: .npz, hasChecksums: true, blobCount: members.count, damaged: damaged, torn: nil)
     }
 }
 
