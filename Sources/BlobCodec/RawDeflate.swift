@@ -18,6 +18,30 @@ public enum ZipCRC32 {
 
 /// Raw deflate streams (no zlib or gzip wrapper), as ZIP stores them.
 public enum RawDeflate {
+    /// The first `count` bytes the stream decodes to (fewer if it ends before).
+    ///
+    /// - Throws: ``CheckpointError/Code/corruptChunk(chunk:reason:)`` for a malformed stream.
+    public static func inflatePrefix(_ input: UnsafeRawBufferPointer, count: Int) throws(CheckpointError) -> [UInt8] {
+        var stream = z_stream()
+        guard inflateInit2_(&stream, -15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            throw CheckpointError(.compressionFailed(chunk: 0, reason: "inflateInit2 failed"))
+        }
+        defer { inflateEnd(&stream) }
+        var output = [UInt8](repeating: 0, count: count)
+        let produced = output.withUnsafeMutableBytes { out -> Int32 in
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
+            stream.avail_in = uInt(min(input.count, Int(UInt32.max)))
+            stream.next_out = out.baseAddress?.assumingMemoryBound(to: Bytef.self)
+            stream.avail_out = uInt(count)
+            return CZlib.inflate(&stream, Z_SYNC_FLUSH)
+        }
+        guard produced == Z_OK || produced == Z_STREAM_END || produced == Z_BUF_ERROR else {
+            throw CheckpointError(.corruptChunk(chunk: 0, reason: "deflate stream is malformed (zlib status \(produced))"))
+        }
+        output.removeLast(Int(stream.avail_out))
+        return output
+    }
+
     /// Inflates `input` into exactly `output.count` bytes.
     ///
     /// - Throws: ``CheckpointError/Code/corruptChunk(chunk:reason:)`` for a

@@ -126,6 +126,17 @@ struct InteropTests {
                 let file = try TensorFile.open(dir + "/\(name).npy")
                 #expect(try file.withUnsafeBytes(of: name) { Array($0) } == (try fileBytes(dir + "/raw/" + name)), "\(name).npy")
             }
+            // Deflated members are inflated when read: damage to one is found then, and only for it.
+            let deflated = try TensorFile.open(dir + "/deflated.npz")
+            let victim = try #require(deflated.entries.first { $0.name == "weights.f64" })
+            var bytes = try fileBytes(dir + "/deflated.npz")
+            bytes[try #require(victim.offset) + (victim.storedBytes ?? 0) - 6] ^= 0xFF
+            try writeBytes(dir + "/damaged.npz", bytes)
+            let damaged = try TensorFile.open(dir + "/damaged.npz")
+            #expect(throws: CheckpointError.self) { try damaged.withUnsafeBytes(of: "weights.f64") { $0.count } }
+            #expect(try damaged.withUnsafeBytes(of: "i32") { Array($0) } == (try fileBytes(dir + "/raw/i32")))
+            let verify = try ckpt("verify", "damaged.npz", in: dir)
+            #expect(verify.status == 65 && verify.stdout.contains("blob 'weights.f64'") && !verify.stdout.contains("blob 'i32'"), "\(verify.stdout)")
             #expect(try TensorFile.open(dir + "/fortran_vector.npy").entries.first?.shape == [5])
             let bigEndian = try ckpt("inspect", "big_endian.npy", in: dir)
             #expect(bigEndian.status == 65 && bigEndian.stderr.contains("big-endian"))

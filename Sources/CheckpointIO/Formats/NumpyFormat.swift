@@ -126,6 +126,12 @@ public enum NumpyFormat {
     /// first bytes) and checks that the data fits in `bytes`; with
     /// `exactSize`, that it ends exactly at the end.
     public static func parseHeader(_ bytes: UnsafeRawBufferPointer, exactSize: Bool = true) throws(CheckpointError) -> Header {
+        try parseHeader(bytes, fileSize: bytes.count, exactSize: exactSize)
+    }
+
+    /// Parses the header at the start of `bytes`, the first bytes of an
+    /// `.npy` of `fileSize` bytes, and checks the data against `fileSize`.
+    public static func parseHeader(_ bytes: UnsafeRawBufferPointer, fileSize: Int, exactSize: Bool = true) throws(CheckpointError) -> Header {
         guard bytes.count >= magic.count + 4 else {
             throw CheckpointError(.truncated(what: "npy header", needed: UInt64(magic.count + 4), available: UInt64(bytes.count)))
         }
@@ -168,7 +174,7 @@ public enum NumpyFormat {
         }
         let dataByteCount = try shape.byteCount(for: dtype)!
         let dataOffset = start + headerLength
-        let available = bytes.count - dataOffset
+        let available = fileSize - dataOffset
         if exactSize ? available != dataByteCount : available < dataByteCount {
             throw CheckpointError(.sizeMismatch(what: "npy data of \(dtype) \(shape)", expected: UInt64(dataByteCount), actual: UInt64(available)))
         }

@@ -169,6 +169,10 @@ extension TensorFile {
             try reader.read(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count), verify: true)
             return (storage, UnsafeRawBufferPointer(start: storage.base, count: storage.count))
         }
+        if case let .arrays(arrays) = backend, arrays[name] == nil {
+            let contents = try inflatedMember(name)
+            return (contents.owner, contents.bytes)
+        }
         // Views into a mapping that lives as long as this file.
         let view = try typedThrows { try withUnsafeBytes(of: name) { $0 } }
         return (self, view)

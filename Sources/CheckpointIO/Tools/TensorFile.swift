@@ -84,8 +84,12 @@ public final class TensorFile: @unchecked Sendable {
     }
     let backend: Backend
     private let entryIndex: [String: Int]
+    /// Deflated npz members, inflated (and CRC-checked) only when read.
+    private let deflated: (map: MappedFile, members: [String: (member: NpzArchive.Member, dataOffset: Int)])?
 
-    private init(path: String, format: TensorFileFormat, version: String?, metadata: [String: String], entries: [TensorEntry], backend: Backend) {
+    private init(path: String, format: TensorFileFormat, version: String?, metadata: [String: String], entries: [TensorEntry], backend: Backend,
+                 deflated: (map: MappedFile, members: [String: (member: NpzArchive.Member, dataOffset: Int)])? = nil) {
+        self.deflated = deflated
         self.path = path
         self.format = format
         self.version = version
@@ -158,23 +162,38 @@ public final class TensorFile: @unchecked Sendable {
         let members = try NpzArchive.members(of: map.bytes)
         var entries: [TensorEntry] = []
         var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        var deflated: [String: (member: NpzArchive.Member, dataOffset: Int)] = [:]
         for member in members {
             let name = npyTensorName(member.name)
-            guard arrays[name] == nil else {
+            guard arrays[name] == nil && deflated[name] == nil else {
                 throw CheckpointError(.invalidField(field: "npz member '\(member.name)'", reason: "names the same tensor '\(name)' as another member"))
             }
-            let contents = try NpzArchive.contents(of: member, in: map.bytes)
             let header: NumpyFormat.Header
-            do throws(CheckpointError) { header = try NumpyFormat.parseHeader(contents.bytes) } catch {
+            do throws(CheckpointError) {
+                if member.isStored {
+                    // Stored: checked (CRC-32) and viewed in place.
+                    let contents = try NpzArchive.contents(of: member, in: map.bytes)
+                    header = try NumpyFormat.parseHeader(contents.bytes)
+                    arrays[name] = (map, UnsafeRawBufferPointer(rebasing: contents.bytes[header.dataOffset...]))
+                } else {
+                    // Deflated: only the header is inflated now; the data (and its CRC-32) when read.
+                    let compressed = UnsafeRawBufferPointer(rebasing: map.bytes[member.dataOffset..<(member.dataOffset + member.compressedSize)])
+                    var prefix = try RawDeflate.inflatePrefix(compressed, count: min(member.uncompressedSize, 4096))
+                    if prefix.count < member.uncompressedSize, (try? prefix.withUnsafeBytes({ try NumpyFormat.parseHeader($0, fileSize: member.uncompressedSize) })) == nil {
+                        prefix = try RawDeflate.inflatePrefix(compressed, count: min(member.uncompressedSize, NumpyFormat.maximumHeaderLength + 16))
+                    }
+                    header = try typedThrows { try prefix.withUnsafeBytes { try NumpyFormat.parseHeader($0, fileSize: member.uncompressedSize) } }
+                    deflated[name] = (member, header.dataOffset)
+                }
+            } catch {
                 throw error.adding(blobName: name)
             }
-            let data = UnsafeRawBufferPointer(rebasing: contents.bytes[header.dataOffset...])
-            arrays[name] = (member.isStored ? map : contents, data)
             entries.append(TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: member.isStored ? "stored" : "deflate",
-                                       filter: nil, rawBytes: data.count, storedBytes: member.isStored ? data.count : member.compressedSize, crc32c: nil,
-                                       offset: member.isStored ? member.dataOffset + header.dataOffset : member.dataOffset))
+                                       filter: nil, rawBytes: header.dataByteCount, storedBytes: member.isStored ? header.dataByteCount : member.compressedSize,
+                                       crc32c: nil, offset: member.isStored ? member.dataOffset + header.dataOffset : member.dataOffset))
         }
-        return TensorFile(path: path, format: .npz, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays))
+        return TensorFile(path: path, format: .npz, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays),
+                          deflated: deflated.isEmpty ? nil : (map, deflated))
     }
 
     private static func openNpyDirectory(_ path: String) throws(CheckpointError) -> TensorFile {
@@ -232,8 +251,22 @@ public final class TensorFile: @unchecked Sendable {
             let start = file.dataOffset + e.dataRange.lowerBound
             return try withExtendedLifetime(map) { try body(UnsafeRawBufferPointer(rebasing: map.bytes[start..<(start + e.dataRange.count)])) }
         case let .arrays(arrays):
-            let array = arrays[name]!
-            return try withExtendedLifetime(array.owner) { try body(array.bytes) }
+            if let array = arrays[name] {
+                return try withExtendedLifetime(array.owner) { try body(array.bytes) }
+            }
+            let contents = try inflatedMember(name)
+            return try withExtendedLifetime(contents.owner) { try body(contents.bytes) }
+        }
+    }
+
+    /// Inflates and CRC-checks a deflated npz member; its data and the object that owns them.
+    func inflatedMember(_ name: String) throws(CheckpointError) -> (owner: AnyObject, bytes: UnsafeRawBufferPointer) {
+        guard let deflated, let (member, dataOffset) = deflated.members[name] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
+        do throws(CheckpointError) {
+            let contents = try NpzArchive.contents(of: member, in: deflated.map.bytes)
+            return (contents, UnsafeRawBufferPointer(rebasing: contents.bytes[dataOffset...]))
+        } catch {
+            throw error.adding(blobName: name, path: path)
         }
     }
 
