@@ -58,6 +58,10 @@ public struct TensorEntry: Sendable, Equatable {
 ///     let file = try TensorFile.open("model.safetensors")
 ///     for entry in file.entries { print(entry.name, entry.dtype, entry.shape) }
 ///     try file.withUnsafeBytes(of: "lm_head.weight") { bytes in … }   // zero-copy where the format allows
+///
+/// Opening reads headers and indexes only, except stored `.npz` members,
+/// whose CRC-32 is checked then (they are viewed in place afterwards);
+/// deflated members are inflated and checked each time they are read.
 public final class TensorFile: @unchecked Sendable {
     public let path: String
     public let format: TensorFileFormat
