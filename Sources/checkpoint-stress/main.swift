@@ -2,7 +2,10 @@
 //
 //     checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B]
 //                                    [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]
-//                                    [--append-log PATH]
+//                                    [--append-log PATH] [--file-size-limit BYTES]
+//
+// --file-size-limit sets RLIMIT_FSIZE (with SIGXFSZ ignored), so that writes
+// past it fail with EFBIG: a real "disk full" for one process.
 //
 // Runs a JobRunner job on CheckpointManager + DurableMetadataHandler under
 // PREFIX: each epoch sets blob "epoch" (Int64) to the epoch and blobs w0…wN-1
@@ -85,6 +88,7 @@ guard arguments.first == "child", arguments.count >= 2 else {
 let prefix = arguments[1]
 var node = "trainer_0", blobCount = 4, byteCount = 65536, maxEpochs = 1_000_000, keepLatest: Int? = nil
 var appendLog: String?
+var fileSizeLimit: Int?
 var durability = Durability.full
 var index = 2
 while index < arguments.count {
@@ -98,12 +102,19 @@ while index < arguments.count {
     case "--epochs": maxEpochs = integer(value, flag)
     case "--keep-latest": keepLatest = integer(value, flag)
     case "--append-log": appendLog = value
+    case "--file-size-limit": fileSizeLimit = integer(value, flag)
     case "--durability":
         guard let parsed = Durability(rawValue: value) else { fail("bad --durability \(value)") }
         durability = parsed
     default: fail("unknown option \(flag)")
     }
     index += 2
+}
+
+if let fileSizeLimit {
+    signal(SIGXFSZ, SIG_IGN)
+    var limit = rlimit(rlim_cur: rlim_t(fileSizeLimit), rlim_max: rlim_t(fileSizeLimit))
+    guard setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit) == 0 else { fail("setrlimit(RLIMIT_FSIZE) failed") }
 }
 
 let blobNames = (0..<blobCount).map { "w\($0)" }

@@ -185,3 +185,45 @@ struct FaultInjectionTests {
         for (name, bytes) in files { try writeBytes(dir + "/" + name, bytes) }
     }
 }
+
+@Suite("A real file size limit")
+struct FileSizeLimitTests {
+    /// A child whose RLIMIT_FSIZE is below a checkpoint's size: every save fails
+    /// with EFBIG, the job still ends, and the last checkpoint from before stays
+    /// the resume point, bit-exact, with nothing under a final name.
+    @Test func efbigFailsSavesCleanly() throws {
+        let executable = productsDirectory().appendingPathComponent("checkpoint-stress").path
+        try withTemporaryDirectory { dir in
+            func child(_ extra: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: executable)
+                process.arguments = ["child", dir, "--blobs", "2", "--bytes", "300000", "--durability", "fileData"] + extra
+                let out = Pipe(), err = Pipe()
+                process.standardOutput = out
+                process.standardError = err
+                try process.run()
+                let errData = err.fileHandleForReading.readDataToEndOfFile()
+                let outData = out.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+            }
+            let first = try child(["--epochs", "2"])
+            #expect(first.status == 0 && first.stdout.contains("committed 2"), "\(first.stderr)")
+            // A checkpoint is ~600 KB; the limit is 100 KB: saves of epochs 3 and 4 fail with EFBIG.
+            let limited = try child(["--epochs", "4", "--file-size-limit", "100000"])
+            #expect(limited.status == 0, "\(limited.stderr)")
+            #expect(limited.stdout.contains("finished 4"))
+            #expect(!limited.stdout.contains("committed 3") && !limited.stdout.contains("committed 4"))
+            #expect(limited.stderr.contains("EFBIG"), "\(limited.stderr)")
+            #expect(!fileExists(dir + "/trainer_0.3") && !fileExists(dir + "/trainer_0.4"))
+            #expect(directoryListing(dir).allSatisfy { !$0.contains(".tmp.") })
+
+            let manager = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", metadataHandler: DurableMetadataHandler())
+            try manager.setParams()
+            #expect(try manager.getResumeFromEpochID(userEpoch: nil) == 2)
+            try manager.initialize(retrieveFromEpoch: 2)
+            try manager.load(epoch: 2)
+            #expect(try manager.workspace.fetchBlob("w0").bytes == StressContent.bytes(blob: 0, epoch: 2, count: 300000))
+        }
+    }
+}
