@@ -88,9 +88,7 @@ public final class ContainerWriter {
         try validate(options)
         let calls = options.systemCalls
         let lock = try takeLock(for: path, calls: calls)
-        let (directory, base) = splitPath(path)
-        var random = SystemRandomNumberGenerator()
-        let temporary = "\(directory)/.\(base).tmp.\(SystemCalls.processID).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
+        let temporary = temporaryPath(for: path)
         let file: SystemFile
         do throws(CheckpointError) {
             file = try calls.openFile(temporary, .createExclusive)
@@ -420,6 +418,13 @@ public final class ContainerWriter {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }
         let directory = String(path[..<slash])
         return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+    }
+
+    /// `DIR/.NAME.tmp.PID.RANDOM`: where a new version of `path` is written before its rename (FORMAT.md §6.3).
+    static func temporaryPath(for path: String) -> String {
+        let (directory, base) = splitPath(path)
+        var random = SystemRandomNumberGenerator()
+        return "\(directory)/.\(base).tmp.\(SystemCalls.processID).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
     }
 
     /// Rejects paths that cannot name a file: empty, containing NUL, or ending in "/".

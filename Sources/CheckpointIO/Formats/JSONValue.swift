@@ -138,10 +138,7 @@ package enum JSONValue: Equatable, Sendable {
     }
 
     package static func parse(_ bytes: [UInt8], what: String) throws(CheckpointError) -> JSONValue {
-        let result = bytes.withUnsafeBytes { (buffer) -> Result<JSONValue, CheckpointError> in
-            do throws(CheckpointError) { return .success(try parse(buffer, what: what)) } catch { return .failure(error) }
-        }
-        return try result.get()
+        try typedThrows { try bytes.withUnsafeBytes { try parse($0, what: what) } }
     }
 
     private struct Parser {

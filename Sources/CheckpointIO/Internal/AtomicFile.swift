@@ -15,9 +15,8 @@ enum AtomicFile {
                       lockHeld: Bool = false) throws(CheckpointError) {
         let lock = lockHeld ? nil : try ContainerWriter.takeLock(for: path, calls: calls)
         defer { lock?.release() }
-        let (directory, base) = ContainerWriter.splitPath(path)
-        var random = SystemRandomNumberGenerator()
-        let temporary = "\(directory)/.\(base).tmp.\(SystemCalls.processID).\(String(random.next() & 0xFFFF_FFFF, radix: 16))"
+        let directory = ContainerWriter.splitPath(path).directory
+        let temporary = ContainerWriter.temporaryPath(for: path)
         let file = try calls.openFile(temporary, .createExclusive)
         do throws(CheckpointError) {
             try file.writeAll(segments, at: 0)

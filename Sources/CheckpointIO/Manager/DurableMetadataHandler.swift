@@ -143,11 +143,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         var state = State()
         // Read, decide and replace under the file's writer lock (writers of the file wait for each other).
         _ = try storage.updateFile(path, limit: DurableMetadataHandler.maximumFileSize, durability: durability) { (old) throws(CheckpointError) -> [UInt8] in
-            do throws(CheckpointError) {
-                state = try old.map { (bytes) throws(CheckpointError) -> State in try DurableMetadataHandler.decode(bytes) } ?? State()
-            } catch {
-                throw error.adding(path: path)
-            }
+            state = try old.map { (bytes) throws(CheckpointError) -> State in try DurableMetadataHandler.decode(bytes, path: path) } ?? State()
             // Epochs after this one that this run did not write belong to a run this one went back
             // from: forget them (their files are overwritten as this run reaches them), so that a
             // restart never resumes from the abandoned run.
@@ -252,11 +248,12 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     func readRecords(_ params: Params) throws(CheckpointError) -> State {
         let path = metadataPath(params)
         guard let bytes = try storage(params).readFile(path, limit: DurableMetadataHandler.maximumFileSize) else { return State() }
-        do throws(CheckpointError) {
-            return try DurableMetadataHandler.decode(bytes)
-        } catch {
-            throw error.adding(path: path)
-        }
+        return try DurableMetadataHandler.decode(bytes, path: path)
+    }
+
+    /// ``decode(_:)``, with errors naming the file.
+    static func decode(_ bytes: [UInt8], path: String) throws(CheckpointError) -> State {
+        do throws(CheckpointError) { return try decode(bytes) } catch { throw error.adding(path: path) }
     }
 
     static func decode(_ bytes: [UInt8]) throws(CheckpointError) -> State {

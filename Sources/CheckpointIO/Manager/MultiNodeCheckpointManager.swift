@@ -126,11 +126,11 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     /// the workspaces change only when every node's blobs were read and verified.
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         let managers = try requireManagers()
-        let staged = StagedTensors(count: managers.count)
+        let staged = ParallelSlots<[(name: String, tensor: Tensor)]>(count: managers.count)
         try forEachIndex(managers.count) { (index) throws(CheckpointError) in
             staged.set(index, try managers[index].manager.readForLoad(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType))
         }
-        for (index, (_, manager)) in managers.enumerated() { manager.workspace.setBlobs(staged.get(index)) }
+        for (index, (_, manager)) in managers.enumerated() { manager.workspace.setBlobs(staged.get(index) ?? []) }
     }
 
     /// Saves every node's blobs for `epoch`, nodes in parallel. Throws the
@@ -237,7 +237,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
             try body(0)
             return
         }
-        let errors = ErrorSlots(count: count)
+        let errors = ParallelSlots<CheckpointError>(count: count)
         withoutActuallyEscaping(body) { body in
             nonisolated(unsafe) let body = body
             DispatchQueue.concurrentPerform(iterations: count) { index in
@@ -248,20 +248,13 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     }
 }
 
-/// One result slot per parallel load.
-final class StagedTensors: @unchecked Sendable {
+/// One result slot per parallel task, written from any thread.
+final class ParallelSlots<Value>: @unchecked Sendable {
     private let lock = PThreadLock()
-    private var slots: [[(name: String, tensor: Tensor)]]
-    init(count: Int) { slots = Array(repeating: [], count: count) }
-    func set(_ index: Int, _ tensors: [(name: String, tensor: Tensor)]) { lock.locked { slots[index] = tensors } }
-    func get(_ index: Int) -> [(name: String, tensor: Tensor)] { lock.locked { slots[index] } }
-}
-
-/// One error slot per parallel task.
-final class ErrorSlots: @unchecked Sendable {
-    private let lock = PThreadLock()
-    private var slots: [CheckpointError?]
+    private var slots: [Value?]
     init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ index: Int, _ error: CheckpointError) { lock.locked { slots[index] = error } }
-    var first: CheckpointError? { lock.locked { slots.compactMap { $0 }.first } }
+    func set(_ index: Int, _ value: Value) { lock.locked { slots[index] = value } }
+    func get(_ index: Int) -> Value? { lock.locked { slots[index] } }
+    /// The value of the lowest index that has one.
+    var first: Value? { lock.locked { slots.lazy.compactMap { $0 }.first } }
 }

@@ -83,10 +83,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 
     /// A tensor holding a copy of `bytes`; see ``init(dtype:shape:bytes:)-(_,_,UnsafeRawBufferPointer)``.
     public init(dtype: DType, shape: Shape, bytes: [UInt8]) throws(CheckpointError) {
-        let result = bytes.withUnsafeBytes { (buffer) -> Result<Tensor, CheckpointError> in
-            do throws(CheckpointError) { return .success(try Tensor(dtype: dtype, shape: shape, bytes: buffer)) } catch { return .failure(error) }
-        }
-        self = try result.get()
+        self = try typedThrows { try bytes.withUnsafeBytes { try Tensor(dtype: dtype, shape: shape, bytes: $0) } }
     }
 
     /// A tensor of `values`, shaped `shape` (default: one dimension of `values.count`).
@@ -95,10 +92,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     ///   when the shape's element count is not `values.count`.
     public init<Element: TensorElement>(_ values: [Element], shape: Shape? = nil) throws(CheckpointError) {
         let shape = shape ?? Shape(arrayLiteral: values.count)
-        let result = values.withUnsafeBytes { (buffer) -> Result<Tensor, CheckpointError> in
-            do throws(CheckpointError) { return .success(try Tensor(dtype: Element.dtype, shape: shape, bytes: buffer)) } catch { return .failure(error) }
-        }
-        self = try result.get()
+        self = try typedThrows { try values.withUnsafeBytes { try Tensor(dtype: Element.dtype, shape: shape, bytes: $0) } }
     }
 
     /// A rank-0 tensor holding one value.
