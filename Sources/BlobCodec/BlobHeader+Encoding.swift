@@ -233,7 +233,10 @@ extension BlobHeader {
                 throw CheckpointError(.invalidField(field: "attribute '\(key)'", reason: "keys not strictly ascending"))
             }
             previousKey = key
-            attributes[key] = value
+            // Distinct bytes (strictly ascending), but Swift's String merges canonically equivalent keys.
+            guard attributes.updateValue(value, forKey: key) == nil else {
+                throw CheckpointError(.invalidField(field: "attribute '\(key)'", reason: "has a canonically equivalent twin that a Swift String dictionary cannot keep apart"))
+            }
         }
         return attributes
     }

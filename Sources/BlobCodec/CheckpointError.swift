@@ -58,6 +58,10 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
         /// The call is not allowed in the object's current state (a manager not
         /// initialized, a different node list, a save still in flight…).
         case invalidState(reason: String)
+        /// The path names something other than a regular file (a FIFO, a device,
+        /// a socket, a directory where a file is expected): refused, since reading
+        /// it could block forever or never end.
+        case notRegularFile(kind: String)
     }
 
     /// What went wrong.
@@ -147,6 +151,8 @@ extension CheckpointError.Code: CustomStringConvertible {
             return "no complete checkpoint for epoch \(epoch)"
         case let .invalidState(reason):
             return reason
+        case let .notRegularFile(kind):
+            return "not a regular file: it is \(kind)"
         }
     }
 }

@@ -248,7 +248,11 @@ final class ContainerIndex: @unchecked Sendable {
             offset += valueLength
             if let previousKey, !previousKey.lexicographicallyPrecedes(keyBytes) { throw bad("keys not strictly ascending") }
             previousKey = keyBytes
-            metadata[key] = value
+            // Keys are distinct bytes (strictly ascending), but Swift's String merges canonically
+            // equivalent ones (NFC/NFD): refuse rather than silently keep one value.
+            guard metadata.updateValue(value, forKey: key) == nil else {
+                throw bad("key '\(key.prefix(64))' has a canonically equivalent twin that a Swift String dictionary cannot keep apart")
+            }
         }
         return metadata
     }
@@ -270,6 +274,9 @@ final class ContainerIndex: @unchecked Sendable {
             return bytes.count
         }
     }
+
+    /// The record offset entry `index` gives (validated at open for kind-1 entries).
+    func recordOffset(_ index: Int) -> Int { Int(clamping: raw.load(littleEndianAt: entryBase(index)) as UInt64) }
 
     /// Entry numbers in name order.
     func entryInNameOrder(_ position: Int) -> Int { Int(raw.load(littleEndianAt: orderStart + 4 * position) as UInt32) }

@@ -218,7 +218,7 @@ public final class ContainerReader: @unchecked Sendable {
                     throw error.offset == nil ? error.adding(offset: UInt64(headerOffset)) : rebased(error, by: headerOffset)
                 }
             }
-            guard header.name == entry.name, header.dtype == entry.dtype, header.shape == entry.shape,
+            guard header.name.hasSameBytes(as: entry.name), header.dtype == entry.dtype, header.shape == entry.shape,
                   header.compression == entry.compression, header.filter == entry.filter,
                   header.rawSizeInBytes == entry.rawSizeInBytes, header.rawCRC32C == entry.rawCRC32C,
                   header.storedSizeInBytes == frame.payloadLength

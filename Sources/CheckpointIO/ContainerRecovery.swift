@@ -2,22 +2,48 @@ import BlobCodec
 
 /// What a recovery scan found (FORMAT.md §4.8).
 public struct RecoveryReport: Sendable {
-    /// Live blob names after replaying every intact record in order (sorted).
+    /// Live blob names after recovery: the last complete commit's blobs whose
+    /// records verify, then every intact record after it replayed in order (sorted).
     public var blobNames: [String]
-    /// Intact blob records seen (including ones replaced later).
+    /// Intact blob records kept or replayed (including ones replaced later).
     public var blobRecords: Int
-    /// Intact deletion markers seen.
+    /// Intact deletion markers seen after the last complete commit.
     public var deletions: Int
-    /// Complete trailers seen (commits).
+    /// Complete commits seen: the last complete commit (if any) and every
+    /// complete trailer after it.
     public var commits: Int
-    /// Where the intact prefix ends: everything after it is lost.
+    /// Where the kept part of the file ends: repair cuts the file here (never
+    /// before the end of the last complete commit) and writes a new index and
+    /// trailer. Everything after it is lost.
     public var intactLength: Int
     /// The file's size when scanned.
     public var fileLength: Int
-    /// Why the scan stopped before the end of the file, if it did.
+    /// Why the walk stopped before the end of the file, if it did.
     public var stopReason: String?
     /// The file metadata of the last intact index, if any.
     public var metadata: [String: String]
+    /// The generation of the last complete commit the scan started from, or
+    /// nil when the file has none (the walk then starts at offset 64).
+    public var baseGeneration: UInt64?
+    /// Damaged records that recovery skips (their frames hold, so the walk
+    /// steps over them), in file order.
+    public var damagedRecords: [DamagedRecord]
+    /// Names whose newest record is damaged: they are not in ``blobNames``,
+    /// and repair drops them (an older record of the name is never revived).
+    public var lostBlobs: [String]
+
+    /// True when recovery keeps every blob it found: nothing damaged was dropped.
+    public var keepsEverything: Bool { damagedRecords.isEmpty }
+}
+
+/// A record that a recovery scan found damaged and skips.
+public struct DamagedRecord: Sendable {
+    /// The blob (or deletion) name, when the record's header or the index still says it.
+    public var name: String?
+    /// The file offset of the record's frame.
+    public var offset: Int
+    /// What is wrong with it.
+    public var error: CheckpointError
 }
 
 /// Scanning of container files unit by unit: finding the last complete commit
@@ -28,9 +54,19 @@ public enum ContainerRecovery {
         try scan(path, calls: .live).report
     }
 
-    /// Rebuilds the index of `path` from its intact records: cuts the file
-    /// after the last intact unit and writes a fresh index and trailer there
-    /// (generation = the highest seen + 1). Takes the writer lock.
+    /// Rebuilds the index of `path` from its intact records and writes a fresh
+    /// index and trailer (generation = the highest seen + 1), under the writer lock.
+    ///
+    /// What is kept (FORMAT.md §4.8): every blob of the last complete commit
+    /// whose record verifies, then every intact record after that commit in
+    /// file order. A damaged record is skipped and reported in
+    /// ``RecoveryReport/damagedRecords``; its name is dropped (listed in
+    /// ``RecoveryReport/lostBlobs``) unless a later intact record replaces it.
+    ///
+    /// The file is never cut before the end of its last complete commit, so a
+    /// reader that has that commit open (mapped) keeps working: only a torn
+    /// tail after it is cut; damaged records inside it stay in the file as
+    /// unreferenced bytes.
     public static func repair(_ path: String, durability: Durability = .fileData) throws(CheckpointError) -> RecoveryReport {
         try repair(path, options: WriterOptions(durability: durability))
     }
@@ -58,6 +94,12 @@ public enum ContainerRecovery {
         var alignment: Int
     }
 
+    /// A name's state during the scan: its newest intact record, or lost to a damaged one.
+    private enum LiveState {
+        case kept(BlobDescriptor)
+        case lost
+    }
+
     static func scan(_ path: String, calls: SystemCalls) throws(CheckpointError) -> ScanResult {
         let file = try calls.openFile(path, .readOnly)
         defer { file.close() }
@@ -67,11 +109,36 @@ public enum ContainerRecovery {
             let alignment = try source.withBytes(at: 0, count: ContainerLayout.fileHeaderSize) { bytes throws(CheckpointError) in
                 try ContainerLayout.parseFileHeader(bytes)
             }
-            var live: [String: BlobDescriptor] = [:]
+            var live: [BlobName: LiveState] = [:]
             var report = RecoveryReport(blobNames: [], blobRecords: 0, deletions: 0, commits: 0,
-                                        intactLength: ContainerLayout.fileHeaderSize, fileLength: size, stopReason: nil, metadata: [:])
+                                        intactLength: ContainerLayout.fileHeaderSize, fileLength: size, stopReason: nil, metadata: [:],
+                                        baseGeneration: nil, damagedRecords: [], lostBlobs: [])
             var highest: UInt64 = 0
-            report.stopReason = walk(source, fileSize: size) { unit throws(CheckpointError) in
+            var walkStart = ContainerLayout.fileHeaderSize
+            // The last complete commit is the base: its index says which records are live, so a
+            // damaged one is dropped by name and no older record of that name is revived.
+            if let base = lastCompleteCommit(source, fileSize: size) {
+                report.baseGeneration = base.trailer.generation
+                report.commits = 1
+                report.metadata = base.index.metadata
+                highest = base.trailer.generation
+                for entry in 0..<base.index.count {
+                    let name = base.index.name(entry)
+                    do throws(CheckpointError) {
+                        let descriptor = try checkIndexedRecord(source, entry: try base.index.descriptor(entry))
+                        live[BlobName(name)] = .kept(descriptor)
+                        report.blobRecords += 1
+                    } catch {
+                        let offset = base.index.recordOffset(entry)
+                        live[BlobName(name)] = .lost
+                        report.damagedRecords.append(DamagedRecord(name: name, offset: offset, error: error.adding(blobName: name)))
+                    }
+                }
+                walkStart = base.trailer.fileLength
+                report.intactLength = walkStart
+            }
+            // Then every unit after it (a torn append's records), replayed in order.
+            report.stopReason = walk(source, from: walkStart, fileSize: size) { unit throws(CheckpointError) in
                 switch unit {
                 case let .trailer(offset, trailer):
                     report.commits += 1
@@ -80,33 +147,84 @@ public enum ContainerRecovery {
                 case let .record(offset, frame):
                     switch frame.kind {
                     case ContainerLayout.Kind.blob.rawValue:
-                        let descriptor = try checkBlobRecord(source, at: offset, frame: frame)
-                        live[descriptor.name] = descriptor
-                        report.blobRecords += 1
+                        do throws(CheckpointError) {
+                            let descriptor = try checkBlobRecord(source, at: offset, frame: frame)
+                            live[BlobName(descriptor.name)] = .kept(descriptor)
+                            report.blobRecords += 1
+                        } catch {
+                            // The frame holds, so the walk can step over it.
+                            let name = try? source.withBytes(at: offset + ContainerLayout.frameSize, count: frame.headerLength) { bytes throws(CheckpointError) in
+                                try BlobHeader.decode(from: bytes).header.name
+                            }
+                            // Without a base commit the newest record of a name is all there is, so a damaged
+                            // one loses the name. After a base commit, the committed version stands.
+                            if let name, report.baseGeneration == nil { live[BlobName(name)] = .lost }
+                            report.damagedRecords.append(DamagedRecord(name: name, offset: offset, error: name.map { error.adding(blobName: $0) } ?? error))
+                        }
                     case ContainerLayout.Kind.deletion.rawValue:
-                        guard frame.paddingLength == 0, frame.payloadLength == 0, frame.payloadCRC == 0 else {
-                            throw CheckpointError(.invalidField(field: "deletion marker", reason: "padding or payload not empty"), offset: UInt64(offset))
+                        do throws(CheckpointError) {
+                            guard frame.paddingLength == 0, frame.payloadLength == 0, frame.payloadCRC == 0 else {
+                                throw CheckpointError(.invalidField(field: "deletion marker", reason: "padding or payload not empty"), offset: UInt64(offset))
+                            }
+                            let name = try source.withBytes(at: offset + ContainerLayout.frameSize, count: frame.headerLength) { bytes throws(CheckpointError) in
+                                try ContainerLayout.parseDeletionHeader(bytes)
+                            }
+                            live[BlobName(name)] = nil
+                            report.deletions += 1
+                        } catch {
+                            report.damagedRecords.append(DamagedRecord(name: nil, offset: offset, error: error))
                         }
-                        let name = try source.withBytes(at: offset + ContainerLayout.frameSize, count: frame.headerLength) { bytes throws(CheckpointError) in
-                            try ContainerLayout.parseDeletionHeader(bytes)
-                        }
-                        live[name] = nil
-                        report.deletions += 1
                     case ContainerLayout.Kind.index.rawValue:
                         // Derived data: only its metadata is worth keeping.
                         if let metadata = try? indexMetadata(source, at: offset, frame: frame) { report.metadata = metadata }
                     default:
-                        break  // unknown kinds are stepped over
+                        // A kind this version does not know (a newer writer's): it cannot be kept, so say so.
+                        report.damagedRecords.append(DamagedRecord(name: nil, offset: offset, error: CheckpointError(.unsupportedRecordKind(frame.kind), offset: UInt64(offset))))
                     }
                     report.intactLength = offset + frame.length
                 }
             }
-            let entries = live.values.sorted { $0.recordOffset < $1.recordOffset }
-            report.blobNames = entries.map(\.name).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+            var entries: [BlobDescriptor] = []
+            for (name, state) in live {
+                switch state {
+                case let .kept(descriptor): entries.append(descriptor)
+                case .lost: report.lostBlobs.append(name.string)
+                }
+            }
+            entries.sort { $0.recordOffset < $1.recordOffset }
+            report.blobNames = entries.map { BlobName($0.name) }.sorted().map(\.string)
+            report.lostBlobs = report.lostBlobs.map { BlobName($0) }.sorted().map(\.string)
             return ScanResult(report: report, entries: entries, highestGeneration: highest, alignment: alignment)
         } catch {
             throw error.adding(path: path)
         }
+    }
+
+    /// The commit a reader would open: the trailer at the end, else the last
+    /// complete one before a torn end (FORMAT.md §4.8); nil when there is none.
+    static func lastCompleteCommit(_ source: ByteSource, fileSize: Int) -> ContainerReader.OpenedCommit? {
+        guard fileSize >= ContainerLayout.fileHeaderSize + ContainerLayout.trailerSize else { return nil }
+        if let commit = try? ContainerReader.openCommit(source, trailerAt: fileSize - ContainerLayout.trailerSize) { return commit }
+        return try? ContainerScanner.lastCommit(source, fileSize: fileSize)
+    }
+
+    /// Fully checks the record an index entry points at, and its agreement with the entry.
+    static func checkIndexedRecord(_ source: ByteSource, entry: BlobDescriptor) throws(CheckpointError) -> BlobDescriptor {
+        let frame = try source.withBytes(at: entry.recordOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
+            try ContainerLayout.Frame.parse(bytes, at: entry.recordOffset)
+        }
+        guard frame.kind == ContainerLayout.Kind.blob.rawValue else {
+            throw CheckpointError(.unsupportedRecordKind(frame.kind), offset: UInt64(entry.recordOffset))
+        }
+        let record = try checkBlobRecord(source, at: entry.recordOffset, frame: frame)
+        guard record.name.hasSameBytes(as: entry.name), record.dtype == entry.dtype, record.shape == entry.shape,
+              record.compression == entry.compression, record.filter == entry.filter,
+              record.rawSizeInBytes == entry.rawSizeInBytes, record.storedSizeInBytes == entry.storedSizeInBytes,
+              record.rawCRC32C == entry.rawCRC32C, record.payloadOffset == entry.payloadOffset, record.blobHeaderLength == entry.blobHeaderLength
+        else {
+            throw CheckpointError(.invalidField(field: "blob header", reason: "disagrees with the index"), offset: UInt64(entry.recordOffset))
+        }
+        return record
     }
 
     enum Unit {
@@ -114,11 +232,13 @@ public enum ContainerRecovery {
         case trailer(offset: Int, trailer: ContainerLayout.Trailer)
     }
 
-    /// Walks the units from offset 64, stepping over each intact frame and
-    /// trailer; stops at the first unit that is neither, or when `visit` throws.
+    /// Walks the units from `start` (offset 64 unless given), stepping over
+    /// each intact frame and trailer; stops at the first unit that is neither,
+    /// or when `visit` throws.
     /// - Returns: why it stopped before the end of the file, or nil.
-    static func walk(_ source: ByteSource, fileSize: Int, _ visit: (Unit) throws(CheckpointError) -> Void) -> String? {
-        var offset = ContainerLayout.fileHeaderSize
+    static func walk(_ source: ByteSource, from start: Int = ContainerLayout.fileHeaderSize, fileSize: Int,
+                     _ visit: (Unit) throws(CheckpointError) -> Void) -> String? {
+        var offset = start
         while offset < fileSize {
             guard fileSize - offset >= ContainerLayout.frameSize else { return "\(fileSize - offset) stray bytes at \(offset)" }
             do throws(CheckpointError) {
@@ -164,6 +284,10 @@ public enum ContainerRecovery {
             throw CheckpointError(.headerChecksumMismatch(expected: frame.payloadCRC, actual: combined), offset: UInt64(offset + 24))
         }
         let payloadOffset = offset + frame.payloadStart
+        // Unchecksummed bytes must be zeros, or the kept blob would fail a later read or verify.
+        try requireZeros(source, at: offset + ContainerLayout.frameSize + frame.headerLength, count: frame.paddingLength)
+        let payloadEnd = payloadOffset + frame.payloadLength
+        try requireZeros(source, at: payloadEnd, count: min(ContainerLayout.alignUp(payloadEnd, ContainerLayout.unitAlignment), source.size) - payloadEnd)
         try source.withBytes(at: payloadOffset, count: frame.payloadLength) { payload throws(CheckpointError) in
             try BlobDecoder.verify(payload: payload, header: header)
         }

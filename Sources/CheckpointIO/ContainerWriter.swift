@@ -38,7 +38,7 @@ public final class ContainerWriter {
     private let generation: UInt64
     private var position: Int  // end of the last unit written (not padded)
     private var entries: [BlobDescriptor]  // live blobs, in record order
-    private var entryIndexByName: [String: Int]
+    private var entryIndexByName: [BlobName: Int]  // byte-wise: NFC and NFD spellings are two names
     private let pipeline: WritePipeline
     private var state = State.open
 
@@ -68,8 +68,8 @@ public final class ContainerWriter {
         self.generation = generation
         self.entries = entries
         self.metadata = metadata
-        var byName: [String: Int] = [:]
-        for (index, entry) in entries.enumerated() { byName[entry.name] = index }
+        var byName: [BlobName: Int] = [:]
+        for (index, entry) in entries.enumerated() { byName[BlobName(entry.name)] = index }
         self.entryIndexByName = byName
         self.pipeline = WritePipeline(file: file)
     }
@@ -168,7 +168,7 @@ public final class ContainerWriter {
     // MARK: Writing
 
     /// The live blob names so far (sorted), including those this writer added.
-    public var names: [String] { entryIndexByName.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) } }
+    public var names: [String] { entryIndexByName.keys.sorted().map(\.string) }
 
     /// Writes one blob; see ``write(_:)``.
     public func write(name: String, dtype: DType, shape: Shape, bytes: UnsafeRawBufferPointer,
@@ -209,7 +209,7 @@ public final class ContainerWriter {
     /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` when no live blob has that name.
     public func delete(_ name: String) throws(CheckpointError) {
         try requireWritable()
-        guard entryIndexByName[name] != nil else { throw CheckpointError(.blobNotFound(name), path: path) }
+        guard entryIndexByName[BlobName(name)] != nil else { throw CheckpointError(.blobNotFound(name), path: path) }
         let header = ContainerLayout.encodeDeletionHeader(name: name)
         let start = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
         let frame = ContainerLayout.Frame(kind: ContainerLayout.Kind.deletion.rawValue, headerLength: header.count,
@@ -314,7 +314,7 @@ public final class ContainerWriter {
         }
         position = payloadOffset + header.storedSizeInBytes
         remove(header.name)
-        entryIndexByName[header.name] = entries.count
+        entryIndexByName[BlobName(header.name)] = entries.count
         entries.append(BlobDescriptor(
             name: header.name, dtype: header.dtype, shape: header.shape, compression: header.compression, filter: header.filter,
             rawSizeInBytes: header.rawSizeInBytes, storedSizeInBytes: header.storedSizeInBytes, rawCRC32C: header.rawCRC32C,
@@ -322,9 +322,9 @@ public final class ContainerWriter {
     }
 
     private func remove(_ name: String) {
-        guard let index = entryIndexByName.removeValue(forKey: name) else { return }
+        guard let index = entryIndexByName.removeValue(forKey: BlobName(name)) else { return }
         entries.remove(at: index)
-        for i in index..<entries.count { entryIndexByName[entries[i].name] = i }
+        for i in index..<entries.count { entryIndexByName[BlobName(entries[i].name)] = i }
     }
 
     // MARK: Commit

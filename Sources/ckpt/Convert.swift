@@ -115,7 +115,8 @@ struct Extract: ParsableCommand {
 /// `ckpt recover FILE [-o OUT]`: rebuild a torn container's index.
 struct Recover: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rebuild the index of a torn container from its complete records (in place, or into a copy with -o).")
+        abstract: "Rebuild the index of a torn container from its complete records (in place, or into a copy with -o).",
+        discussion: "Keeps every blob of the last complete commit whose record verifies, then every intact record after it. Damaged records are skipped and named on stderr, and the exit status is then 65 (the file is repaired, but those blobs are lost). The file is never cut before the end of its last complete commit, so readers that have it open keep working.")
 
     @Argument(help: "The container file.")
     var file: String
@@ -138,8 +139,18 @@ struct Recover: ParsableCommand {
             }
             let lost = report.fileLength - report.intactLength
             print("recovered \(output ?? file): \(report.blobNames.count) blobs from \(report.blobRecords) intact records"
-                  + (lost > 0 ? ", dropped \(lost) bytes after the last intact record" : ", nothing lost")
-                  + (report.stopReason.map { " (\($0))" } ?? ""))
+                  + (lost > 0 ? ", dropped \(lost) bytes after the last intact record" : "")
+                  + (report.stopReason.map { " (\($0))" } ?? "")
+                  + (lost == 0 && report.keepsEverything ? ", nothing lost" : ""))
+            // Damaged records are skipped, never silently: each is named, and the exit status says data was lost.
+            for damaged in report.damagedRecords {
+                printError("dropped damaged record at offset \(damaged.offset)" + (damaged.name.map { " (blob '\($0)')" } ?? "") + ": \(damaged.error.code)")
+            }
+            if !report.lostBlobs.isEmpty {
+                printError("lost \(report.lostBlobs.count) blob\(report.lostBlobs.count == 1 ? "" : "s") whose newest record is damaged: "
+                           + report.lostBlobs.prefix(20).joined(separator: ", ") + (report.lostBlobs.count > 20 ? ", …" : ""))
+            }
+            if !report.keepsEverything { throw ExitCode(Exit.data) }
         }
     }
 }

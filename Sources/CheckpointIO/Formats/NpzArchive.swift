@@ -74,7 +74,7 @@ public enum NpzArchive {
         let length = try checkedInt(directorySize, "central directory size")
         guard start <= directoryEnd, length <= directoryEnd - start else { throw invalid("central directory overlaps its end record") }
         var members: [Member] = []
-        var names = Set<String>()
+        var names = Set<BlobName>()  // byte-wise, as zip and numpy compare names
         var position = start
         let end = start + length
         for index in 0..<count {
@@ -110,7 +110,7 @@ public enum NpzArchive {
             }
             guard flags & 1 == 0 else { throw invalid("member '\(name)' is encrypted") }
             guard method == 0 || method == 8 else { throw invalid("member '\(name)' uses compression method \(method) (only stored and deflate are supported)") }
-            guard names.insert(name).inserted else { throw invalid("duplicate member name '\(name)'") }
+            guard names.insert(BlobName(name)).inserted else { throw invalid("duplicate member name '\(name)'") }
             let local = try checkedInt(localOffset, "local header offset of '\(name)'")
             guard local + 30 <= start, u32(local) == 0x0403_4B50 else { throw invalid("local header of '\(name)' is missing or outside the data area") }
             let dataOffset = local + 30 + u16(local + 26) + u16(local + 28)
@@ -188,9 +188,9 @@ public enum NpzArchive {
         var segments: [UnsafeRawBufferPointer] = []
         var central: [UInt8] = []
         var offset = 0
-        var names = Set<String>()
+        var names = Set<BlobName>()  // byte-wise, as zip and numpy compare names
         for tensor in tensors {
-            guard names.insert(tensor.name).inserted else {
+            guard names.insert(BlobName(tensor.name)).inserted else {
                 throw CheckpointError(.invalidField(field: "name", reason: "duplicate tensor name"), blobName: tensor.name, path: path)
             }
             let header: [UInt8]

@@ -46,7 +46,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     public var dataOffset: Int { 8 + headerLength }
 
     private let file: SystemFile
-    private let entryIndexByName: [String: Int]
+    private let entryIndexByName: [BlobName: Int]  // byte-wise, like the reference
 
     private init(path: String, metadata: [String: String]?, entries: [Entry], headerLength: Int, fileSize: Int, file: SystemFile) {
         self.path = path
@@ -55,8 +55,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         self.headerLength = headerLength
         self.fileSize = fileSize
         self.file = file
-        var byName: [String: Int] = [:]
-        for (i, entry) in entries.enumerated() { byName[entry.name] = i }
+        var byName: [BlobName: Int] = [:]
+        for (i, entry) in entries.enumerated() { byName[BlobName(entry.name)] = i }
         self.entryIndexByName = byName
     }
 
@@ -114,16 +114,16 @@ public final class SafetensorsFile: @unchecked Sendable {
         var entries: [Entry] = []
         entries.reserveCapacity(members.count)
         for (name, value) in members {
-            if name == "__metadata__" {
+            if name.hasSameBytes(as: "__metadata__") {
                 switch value {
                 case .null: metadata = nil
                 case let .object(pairs):
-                    var map: [String: String] = [:]
+                    var texts: [(String, String)] = []
                     for (key, item) in pairs {
                         guard let text = item.stringValue else { throw invalid("__metadata__ value of '\(key.prefix(80))' is not a string") }
-                        map[key] = text
+                        texts.append((key, text))
                     }
-                    metadata = map
+                    metadata = try [String: String](byteDistinctPairs: texts, what: "safetensors __metadata__")
                 default: throw invalid("__metadata__ is not an object")
                 }
                 continue
@@ -181,11 +181,11 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The tensor names, sorted by their UTF-8 bytes.
     public var names: [String] { entries.map(\.name).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) } }
 
-    public func contains(_ name: String) -> Bool { entryIndexByName[name] != nil }
+    public func contains(_ name: String) -> Bool { entryIndexByName[BlobName(name)] != nil }
 
     /// The header entry of `name`.
     public func entry(_ name: String) throws(CheckpointError) -> Entry {
-        guard let index = entryIndexByName[name] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
+        guard let index = entryIndexByName[BlobName(name)] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
         return entries[index]
     }
 
@@ -295,15 +295,15 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     static func write(_ tensors: [BlobSource], metadata: [String: String]?, to path: String, durability: Durability, calls: SystemCalls) throws(CheckpointError) {
-        var seen = Set<String>()
+        var seen = Set<BlobName>()
         for tensor in tensors {
             guard tensor.dtype.safetensorsName != nil else {
                 throw CheckpointError(.invalidField(field: "dtype", reason: "safetensors has no \(tensor.dtype) dtype"), blobName: tensor.name, path: path)
             }
-            guard !tensor.name.isEmpty, tensor.name != "__metadata__" else {
+            guard !tensor.name.isEmpty, !tensor.name.hasSameBytes(as: "__metadata__") else {
                 throw CheckpointError(.invalidField(field: "name", reason: "'\(tensor.name)' cannot name a safetensors tensor"), blobName: tensor.name, path: path)
             }
-            guard seen.insert(tensor.name).inserted else {
+            guard seen.insert(BlobName(tensor.name)).inserted else {
                 throw CheckpointError(.invalidField(field: "name", reason: "duplicate tensor name"), blobName: tensor.name, path: path)
             }
             let expected = try shapeByteCount(tensor)

@@ -150,6 +150,12 @@ enum AtomicFile {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
+    /// The type of what `path` names itself, without following a final symbolic link (`lstat`); nil when nothing is there.
+    static func entryType(_ path: String) -> FileType? {
+        var info = stat()
+        return lstat(path, &info) == 0 ? FileType(mode: info.st_mode) : nil
+    }
+
     /// True when something exists at `path` (`stat`).
     static func exists(_ path: String) -> Bool {
         var info = stat()

@@ -28,6 +28,11 @@ struct SystemCalls: @unchecked Sendable {
     var fileIdentity: (_ fd: Int32) -> FileIdentity?
     /// The (device, inode) a path names now (`stat`), or nil.
     var pathIdentity: (_ path: String) -> FileIdentity?
+    /// The type of an open file (`fstat`'s `st_mode & S_IFMT`), or nil.
+    var fileType: (_ fd: Int32) -> FileType? = { fd in
+        var info = stat()
+        return fstat(fd, &info) == 0 ? FileType(mode: info.st_mode) : nil
+    }
 
     /// The real system calls.
     static let live = SystemCalls(
@@ -261,14 +266,47 @@ struct WriterLock {
     }
 }
 
+/// The type of a file, from `st_mode`.
+enum FileType: Equatable, CustomStringConvertible {
+    case regular, directory, fifo, socket, characterDevice, blockDevice, symbolicLink, unknown
+
+    init(mode: mode_t) {
+        switch mode & S_IFMT {
+        case S_IFREG: self = .regular
+        case S_IFDIR: self = .directory
+        case S_IFIFO: self = .fifo
+        case S_IFSOCK: self = .socket
+        case S_IFCHR: self = .characterDevice
+        case S_IFBLK: self = .blockDevice
+        case S_IFLNK: self = .symbolicLink
+        default: self = .unknown
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .regular: return "a regular file"
+        case .directory: return "a directory"
+        case .fifo: return "a FIFO (named pipe)"
+        case .socket: return "a socket"
+        case .characterDevice: return "a character device"
+        case .blockDevice: return "a block device"
+        case .symbolicLink: return "a symbolic link"
+        case .unknown: return "a special file"
+        }
+    }
+}
+
 /// How a file is opened (the `open` flags, named).
 enum OpenMode {
     case readOnly, readWrite, createExclusive, createOrOpen
 
     var flags: Int32 {
         switch self {
-        case .readOnly: return O_RDONLY
-        case .readWrite: return O_RDWR
+        // Non-blocking, so that opening a FIFO returns at once (and is then refused) instead
+        // of waiting forever for a writer; it changes nothing for regular files.
+        case .readOnly: return O_RDONLY | O_NONBLOCK
+        case .readWrite: return O_RDWR | O_NONBLOCK
         case .createExclusive: return O_RDWR | O_CREAT | O_EXCL
         case .createOrOpen: return O_RDWR | O_CREAT
         }
@@ -292,8 +330,28 @@ extension SystemCalls {
     }
 
     /// Opens `path` in `mode` (files are created 0644), retrying EINTR (`open`).
+    ///
+    /// An existing file opened to be read or rewritten must be a regular file:
+    /// a FIFO, device, socket or directory is refused with
+    /// ``CheckpointError/Code/notRegularFile(kind:)`` (it is opened
+    /// non-blocking, so a FIFO without a writer cannot hang the open).
     func openFile(_ path: String, _ mode: OpenMode) throws(CheckpointError) -> SystemFile {
-        try openFile(path, flags: mode.flags)
+        let file = try openFile(path, flags: mode.flags)
+        switch mode {
+        case .readOnly, .readWrite:
+            guard let type = fileType(file.fd) else {
+                let error = file.error("fstat")
+                file.close()
+                throw error
+            }
+            guard type == .regular else {
+                file.close()
+                throw CheckpointError(.notRegularFile(kind: type.description), path: path)
+            }
+        case .createExclusive, .createOrOpen:
+            break
+        }
+        return file
     }
 
     /// Opens `path`, retrying EINTR (`open`).

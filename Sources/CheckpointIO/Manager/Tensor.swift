@@ -206,10 +206,20 @@ final class TensorStorage: @unchecked Sendable {
         self.base = TensorMemory.allocate(byteCount: count)
     }
 
-    /// Memory for `count` bytes whose size came from a file.
+    /// The most bytes one allocation sized by a file may take (64 GiB, the
+    /// per-blob cap of ``ReaderOptions/maximumRawSize`` and ``DecodeOptions``).
+    static let maximumCheckedByteCount = 64 << 30
+
+    /// Memory for `count` bytes whose size came from a file: the one path
+    /// through which every decode of a declared size allocates (the manager's
+    /// loads, ``TensorFile``, conversions, npz members).
     ///
-    /// - Throws: ``CheckpointError/Code/limitExceeded(what:limit:actual:)`` when it cannot be allocated.
-    init(checkedByteCount count: Int) throws(CheckpointError) {
+    /// - Throws: ``CheckpointError/Code/limitExceeded(what:limit:actual:)`` when
+    ///   `count` is negative, above `limit` (default 64 GiB), or cannot be allocated.
+    init(checkedByteCount count: Int, limit: Int = TensorStorage.maximumCheckedByteCount) throws(CheckpointError) {
+        guard count >= 0, count <= limit else {
+            throw CheckpointError(.limitExceeded(what: "declared tensor size (bytes)", limit: UInt64(max(0, limit)), actual: UInt64(clamping: count)))
+        }
         guard let base = TensorMemory.allocateIfAvailable(byteCount: count) else {
             throw CheckpointError(.limitExceeded(what: "memory for a tensor (bytes)", limit: 0, actual: UInt64(count)))
         }

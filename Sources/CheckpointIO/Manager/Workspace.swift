@@ -9,31 +9,34 @@ import BlobCodec
 ///         total.withUnsafeMutableBytes { $0.storeBytes(of: Int64(103), as: Int64.self) }
 ///     }
 ///
+/// Names are compared by their UTF-8 bytes (``BlobName``), as in a file:
+/// `"\u{E9}"` and `"e\u{301}"` are two blobs.
+///
 /// Every method takes one lock, so each call is atomic with respect to the
 /// others. Blobs are ``Tensor``s, whose payloads are copy-on-write: reading a
 /// blob out, or taking a ``snapshot(_:)``, copies no bytes.
 public final class Workspace: @unchecked Sendable {
     private let lock = PThreadLock()
-    private var blobs: [String: Tensor]
+    private var blobs: [BlobName: Tensor]
 
     /// A workspace holding `blobs` (empty by default).
     public init(_ blobs: [String: Tensor] = [:]) {
-        self.blobs = blobs
+        self.blobs = Dictionary(uniqueKeysWithValues: blobs.map { (BlobName($0.key), $0.value) })
     }
 
     /// The blob names, sorted by their UTF-8 bytes (the order of a container's index).
     public var blobNames: [String] {
-        lock.locked { blobs.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) } }
+        lock.locked { blobs.keys.sorted().map(\.string) }
     }
 
     /// The number of blobs.
     public var count: Int { lock.locked { blobs.count } }
 
     /// True when a blob of this name exists.
-    public func hasBlob(_ name: String) -> Bool { lock.locked { blobs[name] != nil } }
+    public func hasBlob(_ name: String) -> Bool { lock.locked { blobs[BlobName(name)] != nil } }
 
     /// The blob of this name, or nil. Shares its bytes (no copy).
-    public func blob(_ name: String) -> Tensor? { lock.locked { blobs[name] } }
+    public func blob(_ name: String) -> Tensor? { lock.locked { blobs[BlobName(name)] } }
 
     /// The blob of this name.
     ///
@@ -44,17 +47,17 @@ public final class Workspace: @unchecked Sendable {
     }
 
     /// Sets (adds or replaces) a blob.
-    public func setBlob(_ name: String, _ tensor: Tensor) { lock.locked { blobs[name] = tensor } }
+    public func setBlob(_ name: String, _ tensor: Tensor) { lock.locked { blobs[BlobName(name)] = tensor } }
 
     /// Gets, sets (a non-nil value) or removes (nil) a blob.
     public subscript(name: String) -> Tensor? {
         get { blob(name) }
-        set { lock.locked { blobs[name] = newValue } }
+        set { lock.locked { blobs[BlobName(name)] = newValue } }
     }
 
     /// Removes a blob; returns it, or nil when there was none.
     @discardableResult
-    public func removeBlob(_ name: String) -> Tensor? { lock.locked { blobs.removeValue(forKey: name) } }
+    public func removeBlob(_ name: String) -> Tensor? { lock.locked { blobs.removeValue(forKey: BlobName(name)) } }
 
     /// Removes every blob (Caffe2's `ResetWorkspace`).
     public func reset() { lock.locked { blobs.removeAll() } }
@@ -68,8 +71,9 @@ public final class Workspace: @unchecked Sendable {
     @discardableResult
     public func update<R>(_ name: String, _ body: (inout Tensor) throws -> R) throws -> R {
         try lock.locked { () throws -> R in
-            guard blobs[name] != nil else { throw CheckpointError(.blobNotFound(name), blobName: name) }
-            return try body(&blobs[name]!)
+            let key = BlobName(name)
+            guard blobs[key] != nil else { throw CheckpointError(.blobNotFound(name), blobName: name) }
+            return try body(&blobs[key]!)
         }
     }
 
@@ -81,7 +85,7 @@ public final class Workspace: @unchecked Sendable {
             var result: [(name: String, tensor: Tensor)] = []
             result.reserveCapacity(names.count)
             for name in names {
-                guard let tensor = blobs[name] else { throw CheckpointError(.blobNotFound(name), blobName: name) }
+                guard let tensor = blobs[BlobName(name)] else { throw CheckpointError(.blobNotFound(name), blobName: name) }
                 result.append((name, tensor))
             }
             return result
@@ -90,6 +94,6 @@ public final class Workspace: @unchecked Sendable {
 
     /// Sets many blobs under one lock.
     public func setBlobs(_ tensors: [(name: String, tensor: Tensor)]) {
-        lock.locked { for (name, tensor) in tensors { blobs[name] = tensor } }
+        lock.locked { for (name, tensor) in tensors { blobs[BlobName(name)] = tensor } }
     }
 }

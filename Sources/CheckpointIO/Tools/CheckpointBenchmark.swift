@@ -80,7 +80,7 @@ public final class BenchmarkWorkload: @unchecked Sendable {
             tensors.append((entry.name, entry.dtype, entry.shape, offset..<(offset + entry.rawBytes)))
             offset += (entry.rawBytes + 63) / 64 * 64
         }
-        let arena = try TensorStorage(checkedByteCount: offset)
+        let arena = try TensorStorage(checkedByteCount: offset, limit: .max)  // backed by a real file of that size
         for tensor in tensors {
             try file.read(tensor.name, into: UnsafeMutableRawBufferPointer(start: arena.base + tensor.range.lowerBound, count: tensor.range.count))
         }

@@ -156,7 +156,7 @@ extension TensorFile {
         case let .safetensors(_, map):
             return map.fileRange(of: view)
         case let .arrays(arrays):
-            return (arrays[name]?.owner as? MappedFile)?.fileRange(of: view)
+            return (arrays[BlobName(name)]?.owner as? MappedFile)?.fileRange(of: view)
         }
     }
 
@@ -169,7 +169,7 @@ extension TensorFile {
             try reader.read(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count), verify: true)
             return (storage, UnsafeRawBufferPointer(start: storage.base, count: storage.count))
         }
-        if case let .arrays(arrays) = backend, arrays[name] == nil {
+        if case let .arrays(arrays) = backend, arrays[BlobName(name)] == nil {
             let contents = try inflatedMember(name)
             return (contents.owner, contents.bytes)
         }

@@ -10,6 +10,8 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
     /// A ZIP of NumPy arrays (`numpy.savez`).
     case npz
     /// A directory of `.npy` files, one per tensor (`NAME.npy`; `/` in a name makes subdirectories).
+    /// Symbolic links to directories are not followed; a walk visits at most
+    /// ``TensorFile/maximumDirectoryEntries`` entries.
     case npyDirectory = "npy-dir"
 
     /// The format of the file at `path`, from its first bytes (not its
@@ -84,15 +86,15 @@ public final class TensorFile: @unchecked Sendable {
         case container(ContainerReader)
         case safetensors(SafetensorsFile, MappedFile)
         /// Per tensor: the mapped file (or inflated buffer) and the data range in it.
-        case arrays([String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)])
+        case arrays([BlobName: (owner: AnyObject, bytes: UnsafeRawBufferPointer)])
     }
     let backend: Backend
-    private let entryIndex: [String: Int]
+    private let entryIndex: [BlobName: Int]  // byte-wise: NFC and NFD spellings are two tensors
     /// Deflated npz members, inflated (and CRC-checked) only when read.
-    private let deflated: (map: MappedFile, members: [String: (member: NpzArchive.Member, dataOffset: Int)])?
+    private let deflated: (map: MappedFile, members: [BlobName: (member: NpzArchive.Member, dataOffset: Int)])?
 
     private init(path: String, format: TensorFileFormat, version: String?, metadata: [String: String], entries: [TensorEntry], backend: Backend,
-                 deflated: (map: MappedFile, members: [String: (member: NpzArchive.Member, dataOffset: Int)])? = nil) {
+                 deflated: (map: MappedFile, members: [BlobName: (member: NpzArchive.Member, dataOffset: Int)])? = nil) {
         self.deflated = deflated
         self.path = path
         self.format = format
@@ -101,8 +103,8 @@ public final class TensorFile: @unchecked Sendable {
         let sorted = entries.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         self.entries = sorted
         self.backend = backend
-        var index: [String: Int] = [:]
-        for (i, entry) in sorted.enumerated() { index[entry.name] = i }
+        var index: [BlobName: Int] = [:]
+        for (i, entry) in sorted.enumerated() { index[BlobName(entry.name)] = i }
         self.entryIndex = index
     }
 
@@ -154,7 +156,7 @@ public final class TensorFile: @unchecked Sendable {
         let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
         let entry = TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil, rawBytes: data.count,
                                 storedBytes: data.count, crc32c: nil, offset: header.dataOffset)
-        return TensorFile(path: path, format: .npy, version: header.version, metadata: [:], entries: [entry], backend: .arrays([name: (map, data)]))
+        return TensorFile(path: path, format: .npy, version: header.version, metadata: [:], entries: [entry], backend: .arrays([BlobName(name): (map, data)]))
     }
 
     private static func npyTensorName(_ fileName: String) -> String {
@@ -165,11 +167,11 @@ public final class TensorFile: @unchecked Sendable {
         let map = try MappedFile(path)
         let members = try NpzArchive.members(of: map.bytes)
         var entries: [TensorEntry] = []
-        var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
-        var deflated: [String: (member: NpzArchive.Member, dataOffset: Int)] = [:]
+        var arrays: [BlobName: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        var deflated: [BlobName: (member: NpzArchive.Member, dataOffset: Int)] = [:]
         for member in members {
             let name = npyTensorName(member.name)
-            guard arrays[name] == nil && deflated[name] == nil else {
+            guard arrays[BlobName(name)] == nil && deflated[BlobName(name)] == nil else {
                 throw CheckpointError(.invalidField(field: "npz member '\(member.name)'", reason: "names the same tensor '\(name)' as another member"))
             }
             let header: NumpyFormat.Header
@@ -178,7 +180,7 @@ public final class TensorFile: @unchecked Sendable {
                     // Stored: checked (CRC-32) and viewed in place.
                     let contents = try NpzArchive.contents(of: member, in: map.bytes)
                     header = try NumpyFormat.parseHeader(contents.bytes)
-                    arrays[name] = (map, UnsafeRawBufferPointer(rebasing: contents.bytes[header.dataOffset...]))
+                    arrays[BlobName(name)] = (map, UnsafeRawBufferPointer(rebasing: contents.bytes[header.dataOffset...]))
                 } else {
                     // Deflated: only the header is inflated now; the data (and its CRC-32) when read.
                     let compressed = UnsafeRawBufferPointer(rebasing: map.bytes[member.dataOffset..<(member.dataOffset + member.compressedSize)])
@@ -187,7 +189,7 @@ public final class TensorFile: @unchecked Sendable {
                         prefix = try RawDeflate.inflatePrefix(compressed, count: min(member.uncompressedSize, NumpyFormat.maximumHeaderLength + 16))
                     }
                     header = try typedThrows { try prefix.withUnsafeBytes { try NumpyFormat.parseHeader($0, fileSize: member.uncompressedSize) } }
-                    deflated[name] = (member, header.dataOffset)
+                    deflated[BlobName(name)] = (member, header.dataOffset)
                 }
             } catch {
                 throw error.adding(blobName: name)
@@ -200,14 +202,24 @@ public final class TensorFile: @unchecked Sendable {
                           deflated: deflated.isEmpty ? nil : (map, deflated))
     }
 
+    /// The most entries (files and directories) a walk of a `.npy` directory visits.
+    public static let maximumDirectoryEntries = 1_000_000
+
     private static func openNpyDirectory(_ path: String) throws(CheckpointError) -> TensorFile {
         var entries: [TensorEntry] = []
-        var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        var arrays: [BlobName: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        // Symbolic links to directories are not followed (links that fan out or loop would make
+        // the walk exponential or endless), and the walk visits a bounded number of entries.
+        var visited = 0
         func walk(_ directory: String, prefix: String, depth: Int) throws(CheckpointError) {
             guard depth < 32 else { throw CheckpointError(.limitExceeded(what: "directory depth", limit: 32, actual: UInt64(depth)), path: directory) }
             for name in AtomicFile.listDirectory(directory).sorted() where !name.hasPrefix(".") {
+                visited += 1
+                guard visited <= maximumDirectoryEntries else {
+                    throw CheckpointError(.limitExceeded(what: "directory entries visited", limit: UInt64(maximumDirectoryEntries), actual: UInt64(visited)), path: path)
+                }
                 let full = CheckpointNaming.join(directory, name)
-                if AtomicFile.isDirectory(full) {
+                if AtomicFile.entryType(full) == .directory {
                     try walk(full, prefix: prefix + name + "/", depth: depth + 1)
                 } else if name.hasSuffix(".npy") {
                     // One mapping per file but no descriptor: a directory of thousands of arrays stays under the fd limit.
@@ -216,7 +228,7 @@ public final class TensorFile: @unchecked Sendable {
                     do throws(CheckpointError) { header = try NumpyFormat.parseHeader(map.bytes) } catch { throw error.adding(path: full) }
                     let tensor = prefix + npyTensorName(name)
                     let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
-                    arrays[tensor] = (map, data)
+                    arrays[BlobName(tensor)] = (map, data)
                     entries.append(TensorEntry(name: tensor, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil,
                                                rawBytes: data.count, storedBytes: data.count, crc32c: nil, offset: header.dataOffset))
                 }
@@ -230,7 +242,7 @@ public final class TensorFile: @unchecked Sendable {
 
     /// The entry of `name`.
     public func entry(_ name: String) throws(CheckpointError) -> TensorEntry {
-        guard let index = entryIndex[name] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
+        guard let index = entryIndex[BlobName(name)] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
         return entries[index]
     }
 
@@ -255,7 +267,7 @@ public final class TensorFile: @unchecked Sendable {
             let start = file.dataOffset + e.dataRange.lowerBound
             return try withExtendedLifetime(map) { try body(UnsafeRawBufferPointer(rebasing: map.bytes[start..<(start + e.dataRange.count)])) }
         case let .arrays(arrays):
-            if let array = arrays[name] {
+            if let array = arrays[BlobName(name)] {
                 return try withExtendedLifetime(array.owner) { try body(array.bytes) }
             }
             let contents = try inflatedMember(name)
@@ -265,7 +277,7 @@ public final class TensorFile: @unchecked Sendable {
 
     /// Inflates and CRC-checks a deflated npz member; its data and the object that owns them.
     func inflatedMember(_ name: String) throws(CheckpointError) -> (owner: AnyObject, bytes: UnsafeRawBufferPointer) {
-        guard let deflated, let (member, dataOffset) = deflated.members[name] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
+        guard let deflated, let (member, dataOffset) = deflated.members[BlobName(name)] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
         do throws(CheckpointError) {
             let contents = try NpzArchive.contents(of: member, in: deflated.map.bytes)
             return (contents, UnsafeRawBufferPointer(rebasing: contents.bytes[dataOffset...]))
