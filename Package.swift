@@ -36,7 +36,7 @@ let package = Package(
         // The child process of the crash tests: a training loop that can be killed at any moment.
         .executableTarget(name: "checkpoint-stress", dependencies: ["CheckpointIO"]),
         .testTarget(name: "BlobCodecTests", dependencies: ["BlobCodec", "CCheckpointKernels"]),
-        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO"], exclude: ["Fixtures"]),
+        .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "CZlib"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointManagerTests", dependencies: ["CheckpointIO", "checkpoint-stress"]),
         // Runs the built `ckpt` binary, and the real Python safetensors / numpy packages for interop.
         .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "ckpt"]),

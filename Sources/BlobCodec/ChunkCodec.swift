@@ -178,6 +178,10 @@ final class ChunkDecompressor {
                 throw CheckpointError(.chunkSizeMismatch(chunk: chunk, expected: UInt64(expected), actual: UInt64(produced)))
             }
         case .zlib:
+            // FORMAT.md §3.5: chunks are self-contained; a stream asking for a preset dictionary (FDICT, RFC 1950) is refused.
+            guard stored.count < 2 || stored[1] & 0x20 == 0 else {
+                throw CheckpointError(.corruptChunk(chunk: chunk, reason: "zlib stream needs a preset dictionary (FDICT), which chunks may not use"))
+            }
             var outLength = uLongf(expected)
             var inLength = uLong(stored.count)
             let status = uncompress2(dst.assumingMemoryBound(to: Bytef.self), &outLength, src.assumingMemoryBound(to: Bytef.self), &inLength)

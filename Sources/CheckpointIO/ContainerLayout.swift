@@ -58,6 +58,10 @@ enum ContainerLayout {
         guard isValidAlignment(alignment) else {
             throw CheckpointError(.invalidField(field: "file alignment", reason: "\(alignment) is not a power of two in 8...4096"), offset: 12)
         }
+        guard bytes[16..<60].allSatisfy({ $0 == 0 }) else {
+            let index = bytes[16..<60].firstIndex { $0 != 0 }!
+            throw CheckpointError(.invalidField(field: "file header", reason: "reserved byte at \(index) is not zero"), offset: UInt64(index))
+        }
         return alignment
     }
 
