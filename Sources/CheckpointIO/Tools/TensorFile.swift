@@ -15,6 +15,13 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
     /// The format of the file at `path`, from its first bytes (not its
     /// name); a directory is ``npyDirectory``.
     ///
+    /// Safetensors has no magic: a file is taken for one when its first 8
+    /// bytes are a little-endian length `N` that fits in the file and the
+    /// first byte of the header that is not JSON whitespace is `{` (writers
+    /// may pad the header on either side). Reads the first 16 bytes, and for
+    /// a safetensors candidate whose header starts with whitespace, that
+    /// whitespace (within the header size cap).
+    ///
     /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` when the
     ///   bytes match no format; the system error when the file cannot be read.
     public static func detect(_ path: String) throws(CheckpointError) -> TensorFileFormat {
@@ -27,11 +34,27 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
         if head.starts(with: ContainerLayout.fileMagic) { return .container }
         if head.starts(with: NumpyFormat.magic) { return .npy }
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .npz }
-        if head.count >= 9 && head[8] == UInt8(ascii: "{") {
+        if head.count >= 9 {
             let length = head.withUnsafeBytes { $0.load(littleEndianAt: 0) as UInt64 }
-            if length <= UInt64(size - 8) { return .safetensors }
+            if length <= UInt64(size - 8), try firstNonWhitespaceByte(of: file, from: 8, to: 8 + min(Int(length), SafetensorsFile.maximumHeaderLength)) == UInt8(ascii: "{") {
+                return .safetensors
+            }
         }
         throw CheckpointError(.invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy or .npz file"), path: path)
+    }
+
+    /// The first byte in `start..<end` of `file` that is not JSON whitespace
+    /// (space, tab, line feed, carriage return), or nil; reads 4 KiB at a time.
+    private static func firstNonWhitespaceByte(of file: SystemFile, from start: Int, to end: Int) throws(CheckpointError) -> UInt8? {
+        var position = start
+        var block = [UInt8](repeating: 0, count: 4096)
+        while position < end {
+            let count = min(block.count, end - position)
+            try typedThrows { try block.withUnsafeMutableBytes { try file.readAll(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<count]), at: Int64(position)) } }
+            if let byte = block[..<count].first(where: { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) }) { return byte }
+            position += count
+        }
+        return nil
     }
 }
 
