@@ -296,7 +296,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// file renamed into place; `durability` says what is synced.
     ///
     /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a dtype
-    ///   safetensors lacks (C128, RAW, STRING), an empty or duplicate name, or
+    ///   safetensors lacks (C128, RAW, STRING), the name `__metadata__`, a duplicate name, or
     ///   a header over the size cap; the errors of the write.
     public static func write(_ tensors: [BlobSource], metadata: [String: String]? = nil, to path: String, durability: Durability = .none) throws(CheckpointError) {
         try write(tensors, metadata: metadata, to: path, durability: durability, calls: .live)
@@ -308,7 +308,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             guard tensor.dtype.safetensorsName != nil else {
                 throw CheckpointError(.invalidField(field: "dtype", reason: "safetensors has no \(tensor.dtype) dtype"), blobName: tensor.name, path: path)
             }
-            guard !tensor.name.isEmpty, tensor.name != "__metadata__" else {
+            // The empty name is legal (the reference writes and reads it); "__metadata__" is the metadata's key.
+            guard tensor.name != "__metadata__" else {
                 throw CheckpointError(.invalidField(field: "name", reason: "'\(tensor.name)' cannot name a safetensors tensor"), blobName: tensor.name, path: path)
             }
             guard seen.insert(tensor.name).inserted else {
