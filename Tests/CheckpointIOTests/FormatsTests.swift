@@ -116,11 +116,10 @@ struct NumpyTests {
             let body = Array(dict.utf8)
             return NumpyFormat.magic + [version, 0, UInt8(body.count & 0xFF), UInt8(body.count >> 8)] + body + [UInt8](repeating: 0, count: data)
         }
+        // (Big-endian and Fortran-order arrays are read since issue 20: InteropRulesTests.)
         let cases: [(String, [UInt8])] = [
-            ("big-endian", npy("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", data: 4)),
             ("object", npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", data: 8)),
             ("structured", npy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", data: 4)),
-            ("fortran", npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", data: 16)),
             ("short data", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", data: 4)),
             ("long data", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", data: 8)),
             ("overflow", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807, 2), }")),

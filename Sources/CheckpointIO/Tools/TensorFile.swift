@@ -65,7 +65,9 @@ public struct TensorEntry: Sendable, Equatable {
     public var shape: Shape
     /// The codec name (`none`, `lz4`, `zstd`…); for npz members `stored` or `deflate`; nil where the format has none.
     public var codec: String?
-    /// The filter (`none`, `shuffle`), where the format has filters.
+    /// The filter (`none`, `shuffle`), where the format has filters; for a
+    /// `.npy` array stored big-endian or in Fortran order, the conversion its
+    /// bytes go through when read (`byteswap`, `transpose`, `byteswap+transpose`).
     public var filter: String?
     public var rawBytes: Int
     public var storedBytes: Int?
@@ -85,6 +87,9 @@ public struct TensorEntry: Sendable, Equatable {
 /// Opening reads headers and indexes only, except stored `.npz` members,
 /// whose CRC-32 is checked then (they are viewed in place afterwards);
 /// deflated members are inflated and checked each time they are read.
+/// `.npy` arrays stored big-endian or in Fortran order are converted to
+/// little-endian C order each time they are read (no zero-copy view);
+/// ``notes`` lists them, and the `.npz` members that are not arrays (skipped).
 public final class TensorFile: @unchecked Sendable {
     public let path: String
     public let format: TensorFileFormat
@@ -94,6 +99,10 @@ public final class TensorFile: @unchecked Sendable {
     public let metadata: [String: String]
     /// The tensors, sorted by name (UTF-8 bytes).
     public let entries: [TensorEntry]
+    /// What opening found that a user should know, one sentence each: `.npz`
+    /// members skipped because they are not `.npy` arrays, arrays converted
+    /// when read (big-endian, Fortran order) and so never viewed in place.
+    public let notes: [String]
     /// Bytes after the last complete commit of a torn container (0 otherwise); the entries are those of that commit.
     public var tornBytes: Int { containerReader?.tornBytes ?? 0 }
     /// True when the file has a metadata section even if it is empty (safetensors `"__metadata__": {}`),
@@ -113,10 +122,15 @@ public final class TensorFile: @unchecked Sendable {
     private let entryIndex: [String: Int]
     /// Deflated npz members, inflated (and CRC-checked) only when read.
     private let deflated: (map: MappedFile, members: [String: (member: NpzArchive.Member, dataOffset: Int)])?
+    /// The headers of arrays whose stored bytes need converting (big-endian, Fortran order).
+    let conversions: [String: NumpyFormat.Header]
 
     private init(path: String, format: TensorFileFormat, version: String?, metadata: [String: String], entries: [TensorEntry], backend: Backend,
-                 deflated: (map: MappedFile, members: [String: (member: NpzArchive.Member, dataOffset: Int)])? = nil) {
+                 deflated: (map: MappedFile, members: [String: (member: NpzArchive.Member, dataOffset: Int)])? = nil,
+                 conversions: [String: NumpyFormat.Header] = [:], notes: [String] = []) {
         self.deflated = deflated
+        self.conversions = conversions
+        self.notes = notes
         self.path = path
         self.format = format
         self.version = version
@@ -175,9 +189,20 @@ public final class TensorFile: @unchecked Sendable {
         let header = try NumpyFormat.parseHeader(map.bytes)
         let name = npyTensorName(ContainerWriter.splitPath(path).base)
         let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
-        let entry = TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil, rawBytes: data.count,
+        let entry = TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: nil, filter: header.conversion, rawBytes: data.count,
                                 storedBytes: data.count, crc32c: nil, offset: header.dataOffset)
-        return TensorFile(path: path, format: .npy, version: header.version, metadata: [:], entries: [entry], backend: .arrays([name: (map, data)]))
+        let conversions = header.needsConversion ? [name: header] : [:]
+        return TensorFile(path: path, format: .npy, version: header.version, metadata: [:], entries: [entry], backend: .arrays([name: (map, data)]),
+                          conversions: conversions, notes: conversionNotes(conversions))
+    }
+
+    /// One note per converted array, in name order.
+    private static func conversionNotes(_ conversions: [String: NumpyFormat.Header]) -> [String] {
+        conversions.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.map { name in
+            let header = conversions[name]!
+            let stored = [header.isBigEndian ? "big-endian" : nil, header.isTransposed ? "in Fortran order" : nil].compactMap { $0 }.joined(separator: " and ")
+            return "'\(name)' is stored \(stored): converted to little-endian C order when read (\(header.conversion!)), never viewed in place"
+        }
     }
 
     private static func npyTensorName(_ fileName: String) -> String {
@@ -190,7 +215,15 @@ public final class TensorFile: @unchecked Sendable {
         var entries: [TensorEntry] = []
         var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
         var deflated: [String: (member: NpzArchive.Member, dataOffset: Int)] = [:]
+        var conversions: [String: NumpyFormat.Header] = [:]
+        var skipped: [String] = []
         for member in members {
+            guard member.isArray else {
+                // numpy.load returns such members as bytes; they are no tensors, and no reason to refuse the archive.
+                skipped.append(member.name.hasSuffix("/") ? "skipped '\(member.name)': a directory entry, not an .npy array"
+                                                          : "skipped '\(member.name)': not an .npy array (numpy.load returns it as bytes)")
+                continue
+            }
             let name = npyTensorName(member.name)
             guard arrays[name] == nil && deflated[name] == nil else {
                 throw CheckpointError(.invalidField(field: "npz member '\(member.name)'", reason: "names the same tensor '\(name)' as another member"))
@@ -215,17 +248,19 @@ public final class TensorFile: @unchecked Sendable {
             } catch {
                 throw error.adding(blobName: name)
             }
+            if header.needsConversion { conversions[name] = header }
             entries.append(TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: member.isStored ? "stored" : "deflate",
-                                       filter: nil, rawBytes: header.dataByteCount, storedBytes: member.isStored ? header.dataByteCount : member.compressedSize,
+                                       filter: header.conversion, rawBytes: header.dataByteCount, storedBytes: member.isStored ? header.dataByteCount : member.compressedSize,
                                        crc32c: nil, offset: member.isStored ? member.dataOffset + header.dataOffset : member.dataOffset))
         }
         return TensorFile(path: path, format: .npz, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays),
-                          deflated: deflated.isEmpty ? nil : (map, deflated))
+                          deflated: deflated.isEmpty ? nil : (map, deflated), conversions: conversions, notes: skipped + conversionNotes(conversions))
     }
 
     private static func openNpyDirectory(_ path: String) throws(CheckpointError) -> TensorFile {
         var entries: [TensorEntry] = []
         var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        var conversions: [String: NumpyFormat.Header] = [:]
         func walk(_ directory: String, prefix: String, depth: Int) throws(CheckpointError) {
             guard depth < 32 else { throw CheckpointError(.limitExceeded(what: "directory depth", limit: 32, actual: UInt64(depth)), path: directory) }
             for name in AtomicFile.listDirectory(directory).sorted() where !name.hasPrefix(".") {
@@ -240,13 +275,15 @@ public final class TensorFile: @unchecked Sendable {
                     let tensor = prefix + npyTensorName(name)
                     let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
                     arrays[tensor] = (map, data)
-                    entries.append(TensorEntry(name: tensor, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil,
+                    if header.needsConversion { conversions[tensor] = header }
+                    entries.append(TensorEntry(name: tensor, dtype: header.dtype, shape: header.shape, codec: nil, filter: header.conversion,
                                                rawBytes: data.count, storedBytes: data.count, crc32c: nil, offset: header.dataOffset))
                 }
             }
         }
         try walk(path, prefix: "", depth: 0)
-        return TensorFile(path: path, format: .npyDirectory, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays))
+        return TensorFile(path: path, format: .npyDirectory, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays),
+                          conversions: conversions, notes: conversionNotes(conversions))
     }
 
     // MARK: Reading
@@ -260,7 +297,8 @@ public final class TensorFile: @unchecked Sendable {
     /// Calls `body` with the raw bytes of `name`: a view of the mapped file
     /// where the format stores them as they are (uncompressed container blobs,
     /// safetensors, npy, stored npz members), else a decoded buffer that lives
-    /// for the call. Container blobs are verified (CRC32C) first.
+    /// for the call (compressed blobs, deflated members, big-endian or
+    /// Fortran-order arrays). Container blobs are verified (CRC32C) first.
     public func withUnsafeBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let entry = try entry(name)
         switch backend {
@@ -278,12 +316,22 @@ public final class TensorFile: @unchecked Sendable {
             let start = file.dataOffset + e.dataRange.lowerBound
             return try withExtendedLifetime(map) { try body(UnsafeRawBufferPointer(rebasing: map.bytes[start..<(start + e.dataRange.count)])) }
         case let .arrays(arrays):
-            if let array = arrays[name] {
-                return try withExtendedLifetime(array.owner) { try body(array.bytes) }
+            let array = try arrays[name] ?? inflatedMember(name)
+            if conversions[name] != nil {
+                let converted = try withExtendedLifetime(array.owner) { () throws(CheckpointError) in try convertedArray(name, stored: array.bytes) }
+                return try withExtendedLifetime(converted.owner) { try body(converted.bytes) }
             }
-            let contents = try inflatedMember(name)
-            return try withExtendedLifetime(contents.owner) { try body(contents.bytes) }
+            return try withExtendedLifetime(array.owner) { try body(array.bytes) }
         }
+    }
+
+    /// A little-endian C-order copy of an array stored big-endian or in Fortran order.
+    func convertedArray(_ name: String, stored: UnsafeRawBufferPointer) throws(CheckpointError) -> (owner: AnyObject, bytes: UnsafeRawBufferPointer) {
+        guard let header = conversions[name] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
+        let storage = try TensorStorage(checkedByteCount: header.dataByteCount)
+        let buffer = UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count)
+        NumpyFormat.convertToLittleEndianCOrder(stored, header: header, into: buffer)
+        return (storage, UnsafeRawBufferPointer(buffer))
     }
 
     /// Inflates and CRC-checks a deflated npz member; its data and the object that owns them.
