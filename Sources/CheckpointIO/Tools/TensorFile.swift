@@ -355,6 +355,13 @@ public final class TensorFile: @unchecked Sendable {
         guard destination.count == entry.rawBytes else {
             throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(entry.rawBytes), actual: UInt64(destination.count)), blobName: name, path: path)
         }
+        if let header = conversions[name], case let .arrays(arrays) = backend {
+            // Converted straight into the destination, without a temporary copy.
+            let stored: (owner: AnyObject, bytes: UnsafeRawBufferPointer)
+            if let view = arrays[name] { stored = view } else { stored = try inflatedMember(name) }
+            withExtendedLifetime(stored.owner) { NumpyFormat.convertToLittleEndianCOrder(stored.bytes, header: header, into: destination) }
+            return
+        }
         try typedThrows { try withUnsafeBytes(of: name) { destination.copyMemory(from: $0) } }
     }
 
