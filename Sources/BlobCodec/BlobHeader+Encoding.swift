@@ -244,10 +244,10 @@ extension BlobHeader {
     /// Byte-wise UTF-8 order, the order attributes are stored in.
     static func utf8Order(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
 
-    /// Checks a blob name: non-empty, at most ``maximumNameLength`` UTF-8 bytes, no NUL.
+    /// Checks a blob name: at most ``maximumNameLength`` UTF-8 bytes, no NUL.
+    /// The empty name is a name (safetensors and numpy allow it; FORMAT.md §3.2).
     public static func validateName(_ name: String) throws(CheckpointError) {
         let length = name.utf8.count
-        guard length > 0 else { throw CheckpointError(.invalidField(field: "blob name", reason: "empty")) }
         guard length <= maximumNameLength else {
             throw CheckpointError(.invalidField(field: "blob name", reason: "\(length) bytes exceeds \(maximumNameLength)"))
         }

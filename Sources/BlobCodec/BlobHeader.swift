@@ -17,7 +17,7 @@ public struct ChunkEntry: Sendable, Hashable {
 /// validate and decode its payload. Its byte layout is specified in FORMAT.md
 /// ("Blob header") and implemented in `BlobHeader+Encoding.swift`.
 public struct BlobHeader: Sendable, Hashable {
-    /// The blob's name: non-empty UTF-8, at most 65,535 bytes, no NUL.
+    /// The blob's name: UTF-8, at most 65,535 bytes (possibly none), no NUL.
     public var name: String
     public var dtype: DType
     public var shape: Shape

@@ -168,7 +168,7 @@ final class ContainerIndex: @unchecked Sendable {
                 // A kind this version cannot read (a future blob reference): its name and
                 // dimensions must still be sound, its location is not ours to judge.
                 // Reading it fails with unsupportedRecordKind; the other blobs stay readable.
-                guard tail >> 8 == 0, nameLength > 0, nameOffset <= namesLength, nameLength <= namesLength - nameOffset,
+                guard tail >> 8 == 0, nameOffset <= namesLength, nameLength <= namesLength - nameOffset,
                       rank <= Shape.maximumRank, dimsOffset <= dimsCount, rank <= dimsCount - dimsOffset,
                       ContainerIndex.isValidUTF8(UnsafeRawBufferPointer(start: names + nameOffset, count: nameLength))
                 else { throw describeInvalidEntry(index, previousEnd: previousEnd, dataEnd: dataEnd, dimsCount: dimsCount, namesLength: namesLength) }
@@ -179,7 +179,7 @@ final class ContainerIndex: @unchecked Sendable {
                 && recordOffset % 8 == 0 && recordOffset >= previousEnd && recordOffset <= end && headerLength <= end
                 && payloadOffset >= recordOffset + UInt64(ContainerLayout.frameSize) + headerLength
                 && payloadOffset <= end && storedSize <= end - payloadOffset && rawSize <= UInt64(Int.max)
-                && nameLength > 0 && nameOffset <= namesLength && nameLength <= namesLength - nameOffset
+                && nameOffset <= namesLength && nameLength <= namesLength - nameOffset
                 && rank <= Shape.maximumRank && dimsOffset <= dimsCount && rank <= dimsCount - dimsOffset
             guard valid else { throw describeInvalidEntry(index, previousEnd: previousEnd, dataEnd: dataEnd, dimsCount: dimsCount, namesLength: namesLength) }
             guard ContainerIndex.isValidUTF8(UnsafeRawBufferPointer(start: names + nameOffset, count: nameLength)) else {
@@ -200,7 +200,7 @@ final class ContainerIndex: @unchecked Sendable {
         if rawSize > UInt64(Int.max) { return bad("raw size \(rawSize)") }
         let nameOffset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
         let nameLength = Int(raw.load(littleEndianAt: base + 48) as UInt16)
-        if nameLength == 0 || nameOffset > namesLength || nameLength > namesLength - nameOffset { return bad("name outside the name pool") }
+        if nameOffset > namesLength || nameLength > namesLength - nameOffset { return bad("name outside the name pool") }
         let rank = Int(tail & 0xFF)
         let dimsOffset = Int(raw.load(littleEndianAt: base + 36) as UInt32)
         if rank > Shape.maximumRank || dimsOffset > dimsCount || rank > dimsCount - dimsOffset { return bad("dimensions outside the pool") }

@@ -60,6 +60,7 @@ func runConversion(label: String, input: String, names: [String]?, output: Strin
     let options = try write.conversionOptions()
     try reportingErrors(outputOptions) {
         let file = try TensorFile.open(input)
+        if outputOptions.verbose { file.notes.forEach { printError("ckpt: note: \($0)") } }
         let progress = ProgressBar(label, output: outputOptions)
         let start = ContinuousClock.now
         let summary = try TensorConversion.convert(file, names: names, to: output, options: options, progress: progress.update)

@@ -46,6 +46,7 @@ struct Inspect: ParsableCommand {
             ("format", .string(file.format.rawValue)),
             ("version", file.version.map { .string($0) } ?? .null),
             ("metadata", .object(metadata)),
+            ("notes", .array(file.notes.map { .string($0) })),
             ("blobs", .array(blobs)),
         ])
     }
@@ -62,6 +63,7 @@ struct Inspect: ParsableCommand {
         if file.tornBytes > 0 {
             print("warning:  torn file: \(file.tornBytes) bytes after the last complete commit (shown); `ckpt recover` cuts them")
         }
+        for note in file.notes { print("note:     \(note)") }
         if !file.metadata.isEmpty {
             print("metadata:")
             for key in file.metadata.keys.sorted() {

@@ -102,8 +102,9 @@ struct CodecRoundTripTests {
         }
         let wrongSize = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: "a", dtype: .float32, shape: [4]) } }
         #expect(wrongSize == .sizeMismatch(what: "data of F32 [4]", expected: 16, actual: 12))
+        // The empty name is a name (FORMAT.md §3.2), as in safetensors and numpy.
         let emptyName = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: "", dtype: .float32, shape: [3]) } }
-        #expect(emptyName == .invalidField(field: "blob name", reason: "empty"))
+        #expect(emptyName == nil)
         let badChunk = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: "a", dtype: .float32, shape: [3], options: EncodeOptions(chunkSizeInBytes: 100)) } }
         #expect(badChunk != nil)
         let nul = code { _ = try bytes.withUnsafeBytes { try BlobEncoder.encode($0, name: "a\u{0}b", dtype: .float32, shape: [3]) } }

@@ -17,7 +17,7 @@ struct JSONTests {
 
     @Test func rejectsWhatRFC8259Rejects() {
         let bad = ["", "{", "[1,]", "{\"a\":1,}", "{\"a\":1 \"b\":2}", "01", "1.", "-", "+1", "'x'", "\"\u{1}\"", "\"\\x\"", "\"\\ud800\"",
-                   "{\"a\":1,\"a\":2}", "nul", "[1] 2", String(repeating: "[", count: 65) + String(repeating: "]", count: 65)]
+                   "{\"a\":1,\"a\":2}", "nul", "[1] 2", String(repeating: "[", count: 128) + String(repeating: "]", count: 128)]
         for text in bad {
             #expect(throws: CheckpointError.self, "\(text.prefix(20))") { try parseJSON(text) }
         }
@@ -116,11 +116,10 @@ struct NumpyTests {
             let body = Array(dict.utf8)
             return NumpyFormat.magic + [version, 0, UInt8(body.count & 0xFF), UInt8(body.count >> 8)] + body + [UInt8](repeating: 0, count: data)
         }
+        // (Big-endian and Fortran-order arrays are read since issue 20: InteropRulesTests.)
         let cases: [(String, [UInt8])] = [
-            ("big-endian", npy("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", data: 4)),
             ("object", npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", data: 8)),
             ("structured", npy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", data: 4)),
-            ("fortran", npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", data: 16)),
             ("short data", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", data: 4)),
             ("long data", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", data: 8)),
             ("overflow", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807, 2), }")),

@@ -5,8 +5,8 @@ import BlobCodec
 /// checkpoint metadata file, the CLI's `--json` output).
 ///
 /// The parser is strict (RFC 8259): no trailing commas, no comments, no
-/// duplicate member names, valid UTF-8 and escapes only, nesting at most
-/// ``maximumDepth`` deep. Numbers keep their literal text, so 64-bit integers
+/// duplicate member names, valid UTF-8 and escapes only, arrays and objects
+/// nested at most ``maximumDepth`` deep. Numbers keep their literal text, so 64-bit integers
 /// round-trip exactly.
 package enum JSONValue: Equatable, Sendable {
     case null
@@ -18,7 +18,11 @@ package enum JSONValue: Equatable, Sendable {
     /// Members in document order; names are unique.
     case object([(String, JSONValue)])
 
-    package static let maximumDepth = 64
+    /// How many arrays and objects may be open at once: 127, serde_json's
+    /// recursion limit (128 levels, the 128th refused), which the safetensors
+    /// reference reads its header with, so that unknown fields it tolerates
+    /// are tolerated here too. Scalars do not count.
+    package static let maximumDepth = 127
 
     package static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
@@ -168,9 +172,12 @@ package enum JSONValue: Equatable, Sendable {
             }
         }
 
+        /// Parses a value inside `depth` open arrays and objects.
         mutating func parseValue(depth: Int) throws(CheckpointError) -> JSONValue {
-            guard depth < JSONValue.maximumDepth else { throw error("nesting deeper than \(JSONValue.maximumDepth)") }
             guard let byte = peek else { throw error("unexpected end of input") }
+            if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
+                guard depth < JSONValue.maximumDepth else { throw error("arrays and objects nested deeper than \(JSONValue.maximumDepth)") }
+            }
             switch byte {
             case UInt8(ascii: "{"): return try parseObject(depth: depth)
             case UInt8(ascii: "["): return try parseArray(depth: depth)

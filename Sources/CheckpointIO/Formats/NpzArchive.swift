@@ -9,8 +9,11 @@ import BlobCodec
 /// size against ``maximumMemberSize`` and against what deflate can
 /// physically produce from the compressed size (1032:1), so a zip bomb is
 /// refused instead of allocated; the inflated bytes must then match the
-/// declared size and the member's CRC-32. Encrypted members and other
-/// methods are rejected.
+/// declared size and the member's CRC-32. Encrypted `.npy` members and other
+/// methods are rejected. Members not named `NAME.npy` (a `README.txt`, a
+/// directory entry `sub/`) are listed with ``Member/isArray`` false and not
+/// judged further: numpy returns them as bytes, readers of tensors skip them
+/// (``contents(of:in:verify:)`` still refuses encrypted ones and other methods).
 ///
 /// Writing produces what `numpy.savez` does: stored members with ZIP64
 /// sizes in every local header, and ZIP64 end records when needed.
@@ -28,7 +31,12 @@ public enum NpzArchive {
         public var uncompressedSize: Int
         /// Offset of the member's (possibly compressed) data in the file.
         public var dataOffset: Int
+        /// General purpose flag bit 0.
+        public var isEncrypted: Bool
         public var isStored: Bool { method == 0 }
+        /// Named `NAME.npy`: an array. numpy keys other members by their full
+        /// name and returns their bytes; tensor readers skip them.
+        public var isArray: Bool { name.hasSuffix(".npy") }
     }
 
     // MARK: Reading
@@ -108,8 +116,10 @@ public enum NpzArchive {
                 }
                 extra += 4 + dataLength
             }
-            guard flags & 1 == 0 else { throw invalid("member '\(name)' is encrypted") }
-            guard method == 0 || method == 8 else { throw invalid("member '\(name)' uses compression method \(method) (only stored and deflate are supported)") }
+            if name.hasSuffix(".npy") {
+                guard flags & 1 == 0 else { throw invalid("member '\(name)' is encrypted") }
+                guard method == 0 || method == 8 else { throw invalid("member '\(name)' uses compression method \(method) (only stored and deflate are supported)") }
+            }
             guard names.insert(BlobName(name)).inserted else { throw invalid("duplicate member name '\(name)'") }
             let local = try checkedInt(localOffset, "local header offset of '\(name)'")
             guard local + 30 <= start, u32(local) == 0x0403_4B50 else { throw invalid("local header of '\(name)' is missing or outside the data area") }
@@ -118,11 +128,11 @@ public enum NpzArchive {
             guard dataOffset <= start, compressedSize <= start - dataOffset else { throw invalid("data of '\(name)' runs into the central directory") }
             guard uncompressed <= UInt64(Int.max) else { throw invalid("uncompressed size of '\(name)' overflows") }
             let uncompressedSize = Int(uncompressed)
-            if method == 0 && compressedSize != uncompressedSize {
+            if method == 0 && flags & 1 == 0 && compressedSize != uncompressedSize {
                 throw invalid("stored member '\(name)' has compressed size \(compressedSize) but uncompressed size \(uncompressedSize)")
             }
             members.append(Member(name: name, method: UInt16(method), crc32: crc, compressedSize: compressedSize,
-                                  uncompressedSize: uncompressedSize, dataOffset: dataOffset))
+                                  uncompressedSize: uncompressedSize, dataOffset: dataOffset, isEncrypted: flags & 1 != 0))
             position = variable + nameLength + extraLength + commentLength
         }
         // Members must not overlap (a classic zip-bomb construction).
@@ -137,6 +147,10 @@ public enum NpzArchive {
     /// else a new buffer (owned by the returned array) after the size checks
     /// described above. Verifies the CRC-32 when `verify`.
     public static func contents(of member: Member, in bytes: UnsafeRawBufferPointer, verify: Bool = true) throws(CheckpointError) -> MemberContents {
+        guard !member.isEncrypted else { throw CheckpointError(.invalidField(field: "zip archive", reason: "member '\(member.name)' is encrypted")) }
+        guard member.isStored || member.method == 8 else {
+            throw CheckpointError(.invalidField(field: "zip archive", reason: "member '\(member.name)' uses compression method \(member.method) (only stored and deflate are supported)"))
+        }
         let compressed = UnsafeRawBufferPointer(rebasing: bytes[member.dataOffset..<(member.dataOffset + member.compressedSize)])
         let contents: MemberContents
         if member.isStored {

@@ -12,10 +12,16 @@ import BlobCodec
 ///
 /// Writing follows `numpy.lib.format.write_array`: the header is padded so
 /// that the data starts at a multiple of 64, version 1.0 unless the header
-/// needs more than 65535 bytes. Reading accepts little-endian and
-/// byte-order-free descriptors of the dtypes below and C order only; big-endian,
-/// Fortran-order, structured and object (pickled) arrays are rejected with a
-/// clear error rather than converted.
+/// needs more than 65535 bytes, little-endian C order.
+///
+/// Reading accepts every numeric dtype below in any byte order (`<`, `>`,
+/// `=`, `|`; one-byte types have none, so `>u1` is `u1`) and in C or Fortran
+/// order, as `numpy.load` does. A big-endian or Fortran-order array cannot be
+/// used in place: ``Header/needsConversion`` says so, and
+/// ``convertToLittleEndianCOrder(_:header:into:)`` copies it into
+/// little-endian C order. Structured, string, datetime and object (pickled)
+/// arrays are rejected with a clear error. The shape must be a tuple, as
+/// numpy requires (`(4,)`; `(4)` is the integer 4).
 public enum NumpyFormat {
     static let magic: [UInt8] = [0x93] + Array("NUMPY".utf8)
     static let alignment = 64
@@ -44,32 +50,35 @@ public enum NumpyFormat {
         }
     }
 
-    /// The dtype of a little-endian (`<`), native (`=`) or byte-order-free (`|`) descr.
-    static func dtype(descr: String) throws(CheckpointError) -> DType {
+    /// The dtype of a descr, and whether its elements are stored big-endian.
+    ///
+    /// `<` is little-endian, `=` native (little-endian on every platform this
+    /// package runs on), `|` or nothing byte-order-free, `>` big-endian, which
+    /// one-byte types ignore (numpy reads `>u1` as `|u1`).
+    static func dtype(descr: String) throws(CheckpointError) -> (dtype: DType, isBigEndian: Bool) {
         var text = Substring(descr)
         let order = text.first
-        if order == "<" || order == "|" || order == "=" { text = text.dropFirst() }
-        if order == ">" {
-            throw CheckpointError(.invalidField(field: "npy descr", reason: "'\(descr)' is big-endian; convert it with numpy (arr.astype(arr.dtype.newbyteorder('<'))) first"))
-        }
+        if order == "<" || order == "|" || order == "=" || order == ">" { text = text.dropFirst() }
+        let dtype: DType
         switch text {
-        case "b1", "?": return .bool
-        case "u1", "B": return .uint8
-        case "i1", "b": return .int8
-        case "u2": return .uint16
-        case "i2": return .int16
-        case "f2", "e": return .float16
-        case "u4": return .uint32
-        case "i4": return .int32
-        case "f4", "f": return .float32
-        case "u8": return .uint64
-        case "i8": return .int64
-        case "f8", "d": return .float64
-        case "c8": return .complex64
-        case "c16": return .complex128
+        case "b1", "?": dtype = .bool
+        case "u1", "B": dtype = .uint8
+        case "i1", "b": dtype = .int8
+        case "u2": dtype = .uint16
+        case "i2": dtype = .int16
+        case "f2", "e": dtype = .float16
+        case "u4": dtype = .uint32
+        case "i4": dtype = .int32
+        case "f4", "f": dtype = .float32
+        case "u8": dtype = .uint64
+        case "i8": dtype = .int64
+        case "f8", "d": dtype = .float64
+        case "c8": dtype = .complex64
+        case "c16": dtype = .complex128
         default:
             throw CheckpointError(.unknownDType("npy descr '\(descr.prefix(80))' (object, structured and other dtypes are not supported)"))
         }
+        return (dtype, order == ">" && dtype.elementSizeInBytes! > 1)
     }
 
     /// A parsed header: the dtype, the shape, and where the data starts.
@@ -81,6 +90,93 @@ public enum NumpyFormat {
         /// The format version, e.g. "1.0".
         public var version: String
         public var dataByteCount: Int
+        /// The elements are stored big-endian (`>` with a multi-byte dtype).
+        public var isBigEndian: Bool = false
+        /// The header says `'fortran_order': True`.
+        public var isFortranOrder: Bool = false
+
+        /// Fortran order changes the layout only with two or more dimensions above 1.
+        var isTransposed: Bool { isFortranOrder && shape.dimensions.filter({ $0 > 1 }).count > 1 }
+
+        /// The stored bytes differ from the little-endian C-order bytes this
+        /// package works with, so they cannot be viewed in place: convert them
+        /// with ``NumpyFormat/convertToLittleEndianCOrder(_:header:into:)``.
+        public var needsConversion: Bool { (isBigEndian || isTransposed) && dataByteCount > 0 }
+
+        /// What a conversion does, for display: `byteswap`, `transpose`, both, or nil.
+        public var conversion: String? {
+            guard needsConversion else { return nil }
+            return [isBigEndian ? "byteswap" : nil, isTransposed ? "transpose" : nil].compactMap { $0 }.joined(separator: "+")
+        }
+    }
+
+    /// Copies an array's stored data (`dataByteCount` bytes laid out as
+    /// `header` says) into `destination` (the same size) as little-endian
+    /// C-order elements: Fortran order is transposed, big-endian elements
+    /// (each half of a complex number) are byte-swapped. O(n); one pass for
+    /// the copy and one over the destination for the swap.
+    public static func convertToLittleEndianCOrder(_ source: UnsafeRawBufferPointer, header: Header, into destination: UnsafeMutableRawBufferPointer) {
+        precondition(source.count == header.dataByteCount && destination.count == header.dataByteCount, "buffers must hold exactly the array's bytes")
+        guard header.dataByteCount > 0 else { return }
+        let elementSize = header.dtype.elementSizeInBytes!
+        if header.isTransposed {
+            copyFortranToC(source, dimensions: header.shape.dimensions, elementSize: elementSize, into: destination)
+        } else {
+            destination.copyMemory(from: source)
+        }
+        if header.isBigEndian {
+            let wordSize = header.dtype == .complex64 || header.dtype == .complex128 ? elementSize / 2 : elementSize
+            swapBytes(destination, wordSize: wordSize)
+        }
+    }
+
+    /// Fortran order (first index fastest) to C order (last index fastest).
+    static func copyFortranToC(_ source: UnsafeRawBufferPointer, dimensions: [Int], elementSize: Int, into destination: UnsafeMutableRawBufferPointer) {
+        let rank = dimensions.count
+        // Element strides of the Fortran layout.
+        var strides = [Int](repeating: 1, count: rank)
+        for k in 1..<rank { strides[k] = strides[k - 1] * dimensions[k - 1] }
+        let innerCount = dimensions[rank - 1], innerStride = strides[rank - 1] * elementSize
+        var index = [Int](repeating: 0, count: rank - 1)
+        var sourceBase = 0  // byte offset of index (i0, …, i(rank-2), 0)
+        var out = destination.baseAddress!
+        let end = destination.baseAddress! + destination.count
+        let input = source.baseAddress!
+        while out < end {
+            var from = input + sourceBase
+            for _ in 0..<innerCount {
+                out.copyMemory(from: from, byteCount: elementSize)
+                out += elementSize
+                from += innerStride
+            }
+            var k = rank - 2
+            while k >= 0 {
+                index[k] += 1
+                sourceBase += strides[k] * elementSize
+                if index[k] < dimensions[k] { break }
+                sourceBase -= index[k] * strides[k] * elementSize
+                index[k] = 0
+                k -= 1
+            }
+        }
+    }
+
+    /// Reverses the bytes of every `wordSize`-byte word of `buffer` in place.
+    static func swapBytes(_ buffer: UnsafeMutableRawBufferPointer, wordSize: Int) {
+        let count = buffer.count / wordSize
+        switch wordSize {
+        case 2:
+            for i in 0..<count { buffer.storeBytes(of: buffer.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).byteSwapped, toByteOffset: 2 * i, as: UInt16.self) }
+        case 4:
+            for i in 0..<count { buffer.storeBytes(of: buffer.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).byteSwapped, toByteOffset: 4 * i, as: UInt32.self) }
+        case 8:
+            for i in 0..<count { buffer.storeBytes(of: buffer.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self).byteSwapped, toByteOffset: 8 * i, as: UInt64.self) }
+        default:
+            for i in 0..<count {
+                var low = i * wordSize, high = low + wordSize - 1
+                while low < high { buffer.swapAt(low, high); low += 1; high -= 1 }
+            }
+        }
     }
 
     // MARK: Writing
@@ -167,18 +263,16 @@ public enum NumpyFormat {
         guard let descr = dict.descr else { throw CheckpointError(.invalidField(field: "npy header", reason: "no 'descr'")) }
         guard let fortranOrder = dict.fortranOrder else { throw CheckpointError(.invalidField(field: "npy header", reason: "no 'fortran_order'")) }
         guard let dims = dict.shape else { throw CheckpointError(.invalidField(field: "npy header", reason: "no 'shape'")) }
-        let dtype = try self.dtype(descr: descr)
+        let (dtype, isBigEndian) = try self.dtype(descr: descr)
         let shape = try Shape(dims)
-        if fortranOrder && shape.dimensions.filter({ $0 > 1 }).count > 1 {
-            throw CheckpointError(.invalidField(field: "npy header", reason: "Fortran-order arrays are not supported; save with np.ascontiguousarray first"))
-        }
         let dataByteCount = try shape.byteCount(for: dtype)!
         let dataOffset = start + headerLength
         let available = fileSize - dataOffset
         if exactSize ? available != dataByteCount : available < dataByteCount {
             throw CheckpointError(.sizeMismatch(what: "npy data of \(dtype) \(shape)", expected: UInt64(dataByteCount), actual: UInt64(available)))
         }
-        return Header(dtype: dtype, shape: shape, dataOffset: dataOffset, version: "\(major).\(minor)", dataByteCount: dataByteCount)
+        return Header(dtype: dtype, shape: shape, dataOffset: dataOffset, version: "\(major).\(minor)", dataByteCount: dataByteCount,
+                      isBigEndian: isBigEndian, isFortranOrder: fortranOrder)
     }
 }
 
@@ -265,12 +359,24 @@ struct PythonLiteralParser {
         throw error("expected True or False")
     }
 
+    /// A tuple of integers: `()`, `(4,)`, `(2, 3)`, `(2, 3,)`. As in Python,
+    /// `(4)` is the integer 4, not a tuple, and numpy rejects it.
     mutating func parseIntTuple() throws(CheckpointError) -> [Int] {
         try expect(UInt8(ascii: "("))
+        let open = position - 1
         var values: [Int] = []
+        var trailingComma = false
         while true {
             skipSpace()
-            if peek == UInt8(ascii: ")") { position += 1; return values }
+            if peek == UInt8(ascii: ")") {
+                if values.count == 1 && !trailingComma {
+                    position = open
+                    throw error("shape (\(values[0])) is the integer \(values[0]), not a tuple (numpy: \"shape is not valid: \(values[0])\"); a one-dimensional shape is written (\(values[0]),)")
+                }
+                position += 1
+                return values
+            }
+            trailingComma = false
             let start = position
             while let b = peek, b >= 0x30 && b <= 0x39 { position += 1 }
             guard position > start, position - start <= 19, let value = Int(String(decoding: bytes[start..<position], as: UTF8.self)) else {
@@ -279,7 +385,7 @@ struct PythonLiteralParser {
             if peek == UInt8(ascii: "L") { position += 1 }  // Python 2 longs
             values.append(value)
             skipSpace()
-            if peek == UInt8(ascii: ",") { position += 1; continue }
+            if peek == UInt8(ascii: ",") { position += 1; trailingComma = true; continue }
             skipSpace()
             guard peek == UInt8(ascii: ")") else { throw error("expected ',' or ')'") }
         }

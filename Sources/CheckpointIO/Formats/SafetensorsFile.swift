@@ -14,7 +14,8 @@ import BlobCodec
 /// need to trust.
 ///
 /// Reading checks, in order: at least 8 bytes; `N` ≤ ``maximumHeaderLength``
-/// and `8 + N` within the file; the header is UTF-8 JSON, an object, without
+/// and `8 + N` within the file; the header is UTF-8 JSON (whitespace may come
+/// before and after it), an object, without
 /// duplicate names (stricter than the reference, which keeps the last one);
 /// every dtype known and every shape's byte count
 /// free of overflow; sorted by offset, each tensor starts where the previous
@@ -157,7 +158,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard let dims = value["shape"]?.arrayValue else { throw invalid("shape", "missing or not an array") }
         var dimensions: [Int] = []
         for dim in dims {
-            guard let d = dim.nonNegativeIntValue else { throw invalid("shape", "dimension \(dim.text) is not a non-negative 64-bit integer") }
+            guard let d = dim.nonNegativeIntValue else {
+                if case let .number(text) = dim, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), UInt64(text) != nil {
+                    // The reference takes any usize when another dimension is 0 (no elements);
+                    // numpy cannot make such an array and our shapes stop at 2^63−1, so it is refused.
+                    throw invalid("shape", "dimension \(text) is larger than 2^63−1, the largest dimension this package (and numpy) can represent, even in a tensor with no elements")
+                }
+                throw invalid("shape", "dimension \(dim.text) is not a non-negative 64-bit integer")
+            }
             dimensions.append(d)
         }
         let shape: Shape
@@ -288,7 +296,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// file renamed into place; `durability` says what is synced.
     ///
     /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a dtype
-    ///   safetensors lacks (C128, RAW, STRING), an empty or duplicate name, or
+    ///   safetensors lacks (C128, RAW, STRING), the name `__metadata__`, a duplicate name, or
     ///   a header over the size cap; the errors of the write.
     public static func write(_ tensors: [BlobSource], metadata: [String: String]? = nil, to path: String, durability: Durability = .none) throws(CheckpointError) {
         try write(tensors, metadata: metadata, to: path, durability: durability, calls: .live)
@@ -300,7 +308,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             guard tensor.dtype.safetensorsName != nil else {
                 throw CheckpointError(.invalidField(field: "dtype", reason: "safetensors has no \(tensor.dtype) dtype"), blobName: tensor.name, path: path)
             }
-            guard !tensor.name.isEmpty, !tensor.name.hasSameBytes(as: "__metadata__") else {
+            // The empty name is legal (the reference writes and reads it); "__metadata__" is the metadata's key.
+            guard !tensor.name.hasSameBytes(as: "__metadata__") else {
                 throw CheckpointError(.invalidField(field: "name", reason: "'\(tensor.name)' cannot name a safetensors tensor"), blobName: tensor.name, path: path)
             }
             guard seen.insert(BlobName(tensor.name)).inserted else {

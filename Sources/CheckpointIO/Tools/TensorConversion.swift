@@ -169,9 +169,11 @@ extension TensorFile {
             try reader.read(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count), verify: true)
             return (storage, UnsafeRawBufferPointer(start: storage.base, count: storage.count))
         }
-        if case let .arrays(arrays) = backend, arrays[BlobName(name)] == nil {
-            let contents = try inflatedMember(name)
-            return (contents.owner, contents.bytes)
+        if case let .arrays(arrays) = backend, arrays[BlobName(name)] == nil || conversions[BlobName(name)] != nil {
+            let stored: (owner: AnyObject, bytes: UnsafeRawBufferPointer)
+            if let view = arrays[BlobName(name)] { stored = view } else { stored = try inflatedMember(name) }
+            defer { withExtendedLifetime(stored.owner) {} }
+            return conversions[BlobName(name)] == nil ? stored : try convertedArray(name, stored: stored.bytes)
         }
         // Views into a mapping that lives as long as this file.
         let view = try typedThrows { try withUnsafeBytes(of: name) { $0 } }

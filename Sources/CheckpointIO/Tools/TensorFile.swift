@@ -17,6 +17,13 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
     /// The format of the file at `path`, from its first bytes (not its
     /// name); a directory is ``npyDirectory``.
     ///
+    /// Safetensors has no magic: a file is taken for one when its first 8
+    /// bytes are a little-endian length `N` that fits in the file and the
+    /// first byte of the header that is not JSON whitespace is `{` (writers
+    /// may pad the header on either side). Reads the first 16 bytes, and for
+    /// a safetensors candidate whose header starts with whitespace, that
+    /// whitespace (within the header size cap).
+    ///
     /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` when the
     ///   bytes match no format; the system error when the file cannot be read.
     public static func detect(_ path: String) throws(CheckpointError) -> TensorFileFormat {
@@ -29,11 +36,27 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
         if head.starts(with: ContainerLayout.fileMagic) { return .container }
         if head.starts(with: NumpyFormat.magic) { return .npy }
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .npz }
-        if head.count >= 9 && head[8] == UInt8(ascii: "{") {
+        if head.count >= 9 {
             let length = head.withUnsafeBytes { $0.load(littleEndianAt: 0) as UInt64 }
-            if length <= UInt64(size - 8) { return .safetensors }
+            if length <= UInt64(size - 8), try firstNonWhitespaceByte(of: file, from: 8, to: 8 + min(Int(length), SafetensorsFile.maximumHeaderLength)) == UInt8(ascii: "{") {
+                return .safetensors
+            }
         }
         throw CheckpointError(.invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy or .npz file"), path: path)
+    }
+
+    /// The first byte in `start..<end` of `file` that is not JSON whitespace
+    /// (space, tab, line feed, carriage return), or nil; reads 4 KiB at a time.
+    private static func firstNonWhitespaceByte(of file: SystemFile, from start: Int, to end: Int) throws(CheckpointError) -> UInt8? {
+        var position = start
+        var block = [UInt8](repeating: 0, count: 4096)
+        while position < end {
+            let count = min(block.count, end - position)
+            try typedThrows { try block.withUnsafeMutableBytes { try file.readAll(into: UnsafeMutableRawBufferPointer(rebasing: $0[..<count]), at: Int64(position)) } }
+            if let byte = block[..<count].first(where: { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) }) { return byte }
+            position += count
+        }
+        return nil
     }
 }
 
@@ -44,7 +67,9 @@ public struct TensorEntry: Sendable, Equatable {
     public var shape: Shape
     /// The codec name (`none`, `lz4`, `zstd`…); for npz members `stored` or `deflate`; nil where the format has none.
     public var codec: String?
-    /// The filter (`none`, `shuffle`), where the format has filters.
+    /// The filter (`none`, `shuffle`), where the format has filters; for a
+    /// `.npy` array stored big-endian or in Fortran order, the conversion its
+    /// bytes go through when read (`byteswap`, `transpose`, `byteswap+transpose`).
     public var filter: String?
     public var rawBytes: Int
     public var storedBytes: Int?
@@ -64,6 +89,9 @@ public struct TensorEntry: Sendable, Equatable {
 /// Opening reads headers and indexes only, except stored `.npz` members,
 /// whose CRC-32 is checked then (they are viewed in place afterwards);
 /// deflated members are inflated and checked each time they are read.
+/// `.npy` arrays stored big-endian or in Fortran order are converted to
+/// little-endian C order each time they are read (no zero-copy view);
+/// ``notes`` lists them, and the `.npz` members that are not arrays (skipped).
 public final class TensorFile: @unchecked Sendable {
     public let path: String
     public let format: TensorFileFormat
@@ -73,6 +101,10 @@ public final class TensorFile: @unchecked Sendable {
     public let metadata: [String: String]
     /// The tensors, sorted by name (UTF-8 bytes).
     public let entries: [TensorEntry]
+    /// What opening found that a user should know, one sentence each: `.npz`
+    /// members skipped because they are not `.npy` arrays, arrays converted
+    /// when read (big-endian, Fortran order) and so never viewed in place.
+    public let notes: [String]
     /// Bytes after the last complete commit of a torn container (0 otherwise); the entries are those of that commit.
     public var tornBytes: Int { containerReader?.tornBytes ?? 0 }
     /// True when the file has a metadata section even if it is empty (safetensors `"__metadata__": {}`),
@@ -92,10 +124,15 @@ public final class TensorFile: @unchecked Sendable {
     private let entryIndex: [BlobName: Int]  // byte-wise: NFC and NFD spellings are two tensors
     /// Deflated npz members, inflated (and CRC-checked) only when read.
     private let deflated: (map: MappedFile, members: [BlobName: (member: NpzArchive.Member, dataOffset: Int)])?
+    /// The headers of arrays whose stored bytes need converting (big-endian, Fortran order).
+    let conversions: [BlobName: NumpyFormat.Header]
 
     private init(path: String, format: TensorFileFormat, version: String?, metadata: [String: String], entries: [TensorEntry], backend: Backend,
-                 deflated: (map: MappedFile, members: [BlobName: (member: NpzArchive.Member, dataOffset: Int)])? = nil) {
+                 deflated: (map: MappedFile, members: [BlobName: (member: NpzArchive.Member, dataOffset: Int)])? = nil,
+                 conversions: [BlobName: NumpyFormat.Header] = [:], notes: [String] = []) {
         self.deflated = deflated
+        self.conversions = conversions
+        self.notes = notes
         self.path = path
         self.format = format
         self.version = version
@@ -154,9 +191,20 @@ public final class TensorFile: @unchecked Sendable {
         let header = try NumpyFormat.parseHeader(map.bytes)
         let name = npyTensorName(ContainerWriter.splitPath(path).base)
         let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
-        let entry = TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil, rawBytes: data.count,
+        let entry = TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: nil, filter: header.conversion, rawBytes: data.count,
                                 storedBytes: data.count, crc32c: nil, offset: header.dataOffset)
-        return TensorFile(path: path, format: .npy, version: header.version, metadata: [:], entries: [entry], backend: .arrays([BlobName(name): (map, data)]))
+        let conversions = header.needsConversion ? [BlobName(name): header] : [:]
+        return TensorFile(path: path, format: .npy, version: header.version, metadata: [:], entries: [entry], backend: .arrays([BlobName(name): (map, data)]),
+                          conversions: conversions, notes: conversionNotes(conversions))
+    }
+
+    /// One note per converted array, in name order.
+    private static func conversionNotes(_ conversions: [BlobName: NumpyFormat.Header]) -> [String] {
+        conversions.keys.sorted().map { key in
+            let name = key.string, header = conversions[key]!
+            let stored = [header.isBigEndian ? "big-endian" : nil, header.isTransposed ? "in Fortran order" : nil].compactMap { $0 }.joined(separator: " and ")
+            return "'\(name)' is stored \(stored): converted to little-endian C order when read (\(header.conversion!)), never viewed in place"
+        }
     }
 
     private static func npyTensorName(_ fileName: String) -> String {
@@ -169,7 +217,15 @@ public final class TensorFile: @unchecked Sendable {
         var entries: [TensorEntry] = []
         var arrays: [BlobName: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
         var deflated: [BlobName: (member: NpzArchive.Member, dataOffset: Int)] = [:]
+        var conversions: [BlobName: NumpyFormat.Header] = [:]
+        var skipped: [String] = []
         for member in members {
+            guard member.isArray else {
+                // numpy.load returns such members as bytes; they are no tensors, and no reason to refuse the archive.
+                skipped.append(member.name.hasSuffix("/") ? "skipped '\(member.name)': a directory entry, not an .npy array"
+                                                          : "skipped '\(member.name)': not an .npy array (numpy.load returns it as bytes)")
+                continue
+            }
             let name = npyTensorName(member.name)
             guard arrays[BlobName(name)] == nil && deflated[BlobName(name)] == nil else {
                 throw CheckpointError(.invalidField(field: "npz member '\(member.name)'", reason: "names the same tensor '\(name)' as another member"))
@@ -194,12 +250,13 @@ public final class TensorFile: @unchecked Sendable {
             } catch {
                 throw error.adding(blobName: name)
             }
+            if header.needsConversion { conversions[BlobName(name)] = header }
             entries.append(TensorEntry(name: name, dtype: header.dtype, shape: header.shape, codec: member.isStored ? "stored" : "deflate",
-                                       filter: nil, rawBytes: header.dataByteCount, storedBytes: member.isStored ? header.dataByteCount : member.compressedSize,
+                                       filter: header.conversion, rawBytes: header.dataByteCount, storedBytes: member.isStored ? header.dataByteCount : member.compressedSize,
                                        crc32c: nil, offset: member.isStored ? member.dataOffset + header.dataOffset : member.dataOffset))
         }
         return TensorFile(path: path, format: .npz, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays),
-                          deflated: deflated.isEmpty ? nil : (map, deflated))
+                          deflated: deflated.isEmpty ? nil : (map, deflated), conversions: conversions, notes: skipped + conversionNotes(conversions))
     }
 
     /// The most entries (files and directories) a walk of a `.npy` directory visits.
@@ -208,6 +265,7 @@ public final class TensorFile: @unchecked Sendable {
     private static func openNpyDirectory(_ path: String) throws(CheckpointError) -> TensorFile {
         var entries: [TensorEntry] = []
         var arrays: [BlobName: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
+        var conversions: [BlobName: NumpyFormat.Header] = [:]
         // Symbolic links to directories are not followed (links that fan out or loop would make
         // the walk exponential or endless), and the walk visits a bounded number of entries.
         var visited = 0
@@ -229,13 +287,15 @@ public final class TensorFile: @unchecked Sendable {
                     let tensor = prefix + npyTensorName(name)
                     let data = UnsafeRawBufferPointer(rebasing: map.bytes[header.dataOffset...])
                     arrays[BlobName(tensor)] = (map, data)
-                    entries.append(TensorEntry(name: tensor, dtype: header.dtype, shape: header.shape, codec: nil, filter: nil,
+                    if header.needsConversion { conversions[BlobName(tensor)] = header }
+                    entries.append(TensorEntry(name: tensor, dtype: header.dtype, shape: header.shape, codec: nil, filter: header.conversion,
                                                rawBytes: data.count, storedBytes: data.count, crc32c: nil, offset: header.dataOffset))
                 }
             }
         }
         try walk(path, prefix: "", depth: 0)
-        return TensorFile(path: path, format: .npyDirectory, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays))
+        return TensorFile(path: path, format: .npyDirectory, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays),
+                          conversions: conversions, notes: conversionNotes(conversions))
     }
 
     // MARK: Reading
@@ -249,7 +309,8 @@ public final class TensorFile: @unchecked Sendable {
     /// Calls `body` with the raw bytes of `name`: a view of the mapped file
     /// where the format stores them as they are (uncompressed container blobs,
     /// safetensors, npy, stored npz members), else a decoded buffer that lives
-    /// for the call. Container blobs are verified (CRC32C) first.
+    /// for the call (compressed blobs, deflated members, big-endian or
+    /// Fortran-order arrays). Container blobs are verified (CRC32C) first.
     public func withUnsafeBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let entry = try entry(name)
         switch backend {
@@ -267,12 +328,22 @@ public final class TensorFile: @unchecked Sendable {
             let start = file.dataOffset + e.dataRange.lowerBound
             return try withExtendedLifetime(map) { try body(UnsafeRawBufferPointer(rebasing: map.bytes[start..<(start + e.dataRange.count)])) }
         case let .arrays(arrays):
-            if let array = arrays[BlobName(name)] {
-                return try withExtendedLifetime(array.owner) { try body(array.bytes) }
+            let array = try arrays[BlobName(name)] ?? inflatedMember(name)
+            if conversions[BlobName(name)] != nil {
+                let converted = try withExtendedLifetime(array.owner) { () throws(CheckpointError) in try convertedArray(name, stored: array.bytes) }
+                return try withExtendedLifetime(converted.owner) { try body(converted.bytes) }
             }
-            let contents = try inflatedMember(name)
-            return try withExtendedLifetime(contents.owner) { try body(contents.bytes) }
+            return try withExtendedLifetime(array.owner) { try body(array.bytes) }
         }
+    }
+
+    /// A little-endian C-order copy of an array stored big-endian or in Fortran order.
+    func convertedArray(_ name: String, stored: UnsafeRawBufferPointer) throws(CheckpointError) -> (owner: AnyObject, bytes: UnsafeRawBufferPointer) {
+        guard let header = conversions[BlobName(name)] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
+        let storage = try TensorStorage(checkedByteCount: header.dataByteCount)
+        let buffer = UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count)
+        NumpyFormat.convertToLittleEndianCOrder(stored, header: header, into: buffer)
+        return (storage, UnsafeRawBufferPointer(buffer))
     }
 
     /// Inflates and CRC-checks a deflated npz member; its data and the object that owns them.
@@ -295,6 +366,13 @@ public final class TensorFile: @unchecked Sendable {
         let entry = try entry(name)
         guard destination.count == entry.rawBytes else {
             throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(entry.rawBytes), actual: UInt64(destination.count)), blobName: name, path: path)
+        }
+        if let header = conversions[BlobName(name)], case let .arrays(arrays) = backend {
+            // Converted straight into the destination, without a temporary copy.
+            let stored: (owner: AnyObject, bytes: UnsafeRawBufferPointer)
+            if let view = arrays[BlobName(name)] { stored = view } else { stored = try inflatedMember(name) }
+            withExtendedLifetime(stored.owner) { NumpyFormat.convertToLittleEndianCOrder(stored.bytes, header: header, into: destination) }
+            return
         }
         try typedThrows { try withUnsafeBytes(of: name) { destination.copyMemory(from: $0) } }
     }

@@ -83,11 +83,13 @@ public enum TensorVerification {
 }
 
 extension TensorVerification {
-    /// Every member of an npz: its CRC-32 and its npy header, each damaged member reported on its own.
+    /// Every `.npy` member of an npz: its CRC-32 and its npy header, each
+    /// damaged member reported on its own. Other members are skipped, as
+    /// ``TensorFile`` skips them.
     static func verifyNpz(_ path: String) throws(CheckpointError) -> VerificationReport {
         let map = try MappedFile(path)
         let members: [NpzArchive.Member]
-        do throws(CheckpointError) { members = try NpzArchive.members(of: map.bytes) } catch { throw error.adding(path: path) }
+        do throws(CheckpointError) { members = try NpzArchive.members(of: map.bytes).filter(\.isArray) } catch { throw error.adding(path: path) }
         var damaged: [VerificationReport.Damage] = []
         for member in members {
             let name = member.name.hasSuffix(".npy") ? String(member.name.dropLast(4)) : member.name
