@@ -1,16 +1,21 @@
-# The two commands of the README, plus the benchmarks.
-.PHONY: demo test bench
+# The two commands of the README, plus the benchmarks. Both start with
+# scripts/bootstrap.sh, which installs the Debian and Python packages the build
+# and tests need (or prints the one command to run when it cannot).
+.PHONY: bootstrap demo test bench
+
+bootstrap:
+	@scripts/bootstrap.sh
 
 # The main job: a training job checkpointed by JobRunner + CheckpointManager, crashed mid-save, resumed and checked (release build).
-demo:
+demo: bootstrap
 	swift run -c release ckpt demo
 
 # The test suite (Swift Testing).
-test:
+test: bootstrap
 	swift test
 
 # Throughput benchmarks (ordo-one/benchmark, release build); see Benchmarks/.
-bench:
+bench: bootstrap
 	cd Benchmarks && swift package benchmark --target CodecBenchmarks
 	cd Benchmarks && swift package benchmark --target ContainerBenchmarks
 	cd Benchmarks && swift package benchmark --target ManagerBenchmarks
