@@ -201,6 +201,10 @@ public final class TensorFile: @unchecked Sendable {
     }
 
     private static func openNpyDirectory(_ path: String) throws(CheckpointError) -> TensorFile {
+        if CheckpointDirectory.isCheckpointDirectory(path) {
+            throw CheckpointError(.invalidField(field: "directory", reason: "is a checkpoint directory (it has \(DurableMetadataHandler.fileName)), "
+                + "not a directory of .npy files: open one of its checkpoint files, or read it with CheckpointDirectory"), path: path)
+        }
         var entries: [TensorEntry] = []
         var arrays: [String: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
         func walk(_ directory: String, prefix: String, depth: Int) throws(CheckpointError) {
@@ -223,6 +227,9 @@ public final class TensorFile: @unchecked Sendable {
             }
         }
         try walk(path, prefix: "", depth: 0)
+        guard !entries.isEmpty else {
+            throw CheckpointError(.invalidField(field: "directory", reason: "holds no .npy files (a directory is read as one .npy file per tensor)"), path: path)
+        }
         return TensorFile(path: path, format: .npyDirectory, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays))
     }
 
