@@ -45,6 +45,18 @@ public enum InterruptCleanup {
         }
     }
 
+    /// Removes what writers killed outright (SIGKILL, a crash, a power cut)
+    /// left in `directory`: temporaries `.NAME.tmp.PID.RANDOM` (files or
+    /// directories) whose process is gone and whose `NAME.lock` nobody holds,
+    /// with that lock file. Never touches a live writer's files or names of
+    /// any other shape. ``TensorConversion`` and
+    /// ``ContainerRecovery/recover(_:to:durability:)`` call it on their
+    /// output's directory. Returns the removed names and their total size.
+    @discardableResult
+    public static func removeTemporariesOfDeadWriters(in directory: String) -> (names: [String], bytes: Int) {
+        AtomicFile.removeTemporariesOfDeadWriters(in: directory, calls: .live)
+    }
+
     private static func cleanUpAndExit(signal: Int32, announce: (Int32, [String]) -> Void) -> Never {
         HeldWriterLocks.shared.withHeldLocksFrozen { locks, scratch in
             let calls = SystemCalls.live

@@ -36,6 +36,10 @@ struct Bench: ParsableCommand {
             guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1, not \(repetitions)") }
             let compression = try parseCodec(codec, level: level, help: "bench")
             let directory = dir ?? NSTemporaryDirectory()
+            let cleaned = InterruptCleanup.removeTemporariesOfDeadWriters(in: directory)
+            if !cleaned.names.isEmpty && !json {
+                print("removed \(plural(cleaned.names.count, "abandoned temporary", "abandoned temporaries")) (\(formatBytesShort(cleaned.bytes))) that interrupted runs left in \(directory)")
+            }
             let load: BenchmarkWorkload
             switch workload {
             case "llm": load = BenchmarkWorkload.llm(size: bytes)

@@ -219,6 +219,10 @@ struct Recover: ParsableCommand {
                 throw CheckpointError(.invalidField(field: "format", reason: "recover works on our container files only"), path: file)
             }
             let report: RecoveryReport
+            let cleaned = InterruptCleanup.removeTemporariesOfDeadWriters(in: ((output ?? file) as NSString).deletingLastPathComponent.nonEmpty ?? ".")
+            if !cleaned.names.isEmpty {
+                print("removed \(plural(cleaned.names.count, "abandoned temporary", "abandoned temporaries")) (\(formatBytesShort(cleaned.bytes))) that interrupted runs left")
+            }
             if let output {
                 report = try ContainerRecovery.recover(file, to: output, durability: noSync ? .none : .full)
             } else {

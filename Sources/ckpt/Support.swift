@@ -73,6 +73,9 @@ func printTable(_ columns: [String], _ rows: [[String]], leftAligned: Int = 3, a
 }
 
 extension String {
+    /// nil for the empty string.
+    var nonEmpty: String? { isEmpty ? nil : self }
+
     /// The string without trailing spaces (table lines end at their last cell).
     var trailingSpacesRemoved: String {
         var copy = self

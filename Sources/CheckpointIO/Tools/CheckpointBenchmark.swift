@@ -133,13 +133,23 @@ public struct BenchmarkResult: Sendable {
 /// warms caches and allocates file blocks), then `repetitions` more times
 /// (ours and the floor alternating), whose median is the steady state.
 /// Destination buffers are allocated and touched before any timing
-/// (first-touch page faults would measure the hypervisor).
+/// (first-touch page faults would measure the hypervisor). Scratch files
+/// (`.ckpt-bench.PID.*` in `directory`) are removed at the end, on SIGINT or
+/// SIGTERM under ``InterruptCleanup``, and, for a benchmark killed outright,
+/// by the next one in the same directory.
 public enum CheckpointBenchmark {
     public static func run(_ workload: BenchmarkWorkload, directory: String, encode: EncodeOptions = EncodeOptions(), repetitions: Int = 3,
                            progress: (String) -> Void = { _ in }) throws(CheckpointError) -> [BenchmarkResult] {
         let calls = SystemCalls.live
         let ours = CheckpointNaming.join(directory, ".ckpt-bench.\(SystemCalls.processID).ckpt")
         let floorFile = CheckpointNaming.join(directory, ".ckpt-bench.\(SystemCalls.processID).dd")
+        // Scratch files of benchmarks killed outright (SIGKILL): `.ckpt-bench.PID.*` of processes that are gone.
+        for name in AtomicFile.listDirectory(directory) where name.hasPrefix(".ckpt-bench.") {
+            let parts = name.split(separator: ".")
+            if parts.count >= 3, let pid = Int32(parts[1]), pid != SystemCalls.processID, !SystemCalls.processExists(pid) {
+                calls.unlinkRetrying(CheckpointNaming.join(directory, name))
+            }
+        }
         HeldWriterLocks.shared.addScratch([ours, floorFile])
         defer {
             HeldWriterLocks.shared.removeScratch([ours, floorFile])
