@@ -279,6 +279,13 @@ struct NoSilentSuccessCLITests {
             #expect(one.stdout.contains("% (4.0 KiB => "), "\(one.stdout)")
             #expect(one.stdout.contains(" ms,") && !one.stdout.contains("GB/s") && !one.stdout.contains("0.00"), "\(one.stdout)")
             #expect(one.stdout.contains("iB/s"))
+            // The progress bar (drawn only on a terminal: util-linux `script` provides one) shows the rate.
+            if FileManager.default.isExecutableFile(atPath: "/usr/bin/script") {
+                let command = "'\(productsDirectory().appendingPathComponent("ckpt").path)' convert m.ckpt bar.ckpt"
+                let terminal = try run("/usr/bin/script", ["-qec", command, "/dev/null"], in: dir)
+                let bar = terminal.stdout.components(separatedBy: "convert [").dropFirst().first?.components(separatedBy: "\u{1B}[K").first ?? ""
+                #expect(bar.contains("100% ") && bar.contains("iB/s"), "\(terminal.stdout)")
+            }
             let bench = try ckpt("bench", "--size", "1M", "--repetitions", "1", "--dir", dir + "/")
             #expect(bench.status == 0)
             let output = bench.stdout.replacingOccurrences(of: dir, with: "DIR")  // the test's own directory may hold a "//"
