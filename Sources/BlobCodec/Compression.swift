@@ -77,16 +77,25 @@ public enum Compression: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The codec names ``init(parsing:)`` accepts.
+    public static let names = ["none", "lz4", "lz4hc", "zlib", "zstd"]
+
+    /// The level a codec name without `-LEVEL` gets: lz4hc 9, zlib 6, zstd 1
+    /// (zstd 1 measured smaller and about twice as fast as 3 on shuffled fp32
+    /// and bf16 weights); nil for an unknown name, 0 for codecs without levels.
+    public static func defaultLevel(forName name: String) -> Int? {
+        ["none": 0, "lz4": 0, "lz4hc": 9, "zlib": 6, "zstd": 1][name.lowercased()]
+    }
+
     /// Parses `none`, `lz4`, `lz4hc`, `zlib`, `zstd`, optionally with `-LEVEL` (`zstd-3`);
-    /// a missing level takes the codec's default (lz4hc 9, zlib 6, zstd 3).
+    /// a missing level takes the codec's default (``defaultLevel(forName:)``).
     public init(parsing text: String) throws(CheckpointError) {
         let parts = text.lowercased().split(separator: "-", maxSplits: 1).map(String.init)
         let ids: [String: UInt8] = ["none": 0, "lz4": 1, "lz4hc": 2, "zlib": 3, "zstd": 4]
-        let defaults: [UInt8: Int] = [0: 0, 1: 0, 2: 9, 3: 6, 4: 3]
         guard let first = parts.first, let id = ids[first] else {
             throw CheckpointError(.invalidField(field: "codec", reason: "'\(text)' is not one of none, lz4, lz4hc, zlib, zstd"))
         }
-        var level = defaults[id]!
+        var level = Compression.defaultLevel(forName: first)!
         if parts.count == 2 {
             guard let parsed = Int(parts[1]) else {
                 throw CheckpointError(.invalidField(field: "codec level", reason: "'\(parts[1])' is not a number"))

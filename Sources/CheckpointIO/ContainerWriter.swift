@@ -94,7 +94,7 @@ public final class ContainerWriter {
             file = try calls.openFile(temporary, .createExclusive)
         } catch {
             lock.release()
-            throw error
+            throw error.naming(path, insteadOf: temporary)
         }
         let writer = ContainerWriter(path: path, options: options, alignment: options.alignment, calls: calls, file: file, lockFile: lock, temporaryPath: temporary,
                                      originalLength: ContainerLayout.fileHeaderSize, generation: 1, entries: [], metadata: [:])
@@ -200,7 +200,7 @@ public final class ContainerWriter {
             // Whatever was queued is finished before the caller may reuse its buffers.
             _ = try? pipeline.drain()
             if pipeline.hasFailed { state = .failed }
-            throw error.adding(path: temporaryPath ?? path)
+            throw error.naming(path, insteadOf: temporaryPath ?? path)
         }
     }
 
@@ -219,7 +219,7 @@ public final class ContainerWriter {
         remove(name)
         do throws(CheckpointError) { try pipeline.drain() } catch {
             state = .failed
-            throw error.adding(path: temporaryPath ?? path)
+            throw error.naming(path, insteadOf: temporaryPath ?? path)
         }
     }
 
@@ -374,7 +374,7 @@ public final class ContainerWriter {
             }
         } catch {
             state = .failed
-            throw error.adding(path: temporaryPath ?? path)
+            throw error.naming(path, insteadOf: temporaryPath ?? path)
         }
         state = .committed
         if temporaryPath != nil && options.durability == .full {

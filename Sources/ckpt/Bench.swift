@@ -13,13 +13,16 @@ struct Bench: ParsableCommand {
     @Option(help: "Bytes of the llm workload, e.g. 2G.")
     var size: String = "2G"
 
-    @Option(help: "Codec for the saves: none, lz4, lz4hc, zlib, zstd (with -N for a level, e.g. zstd-3).")
+    @Option(help: ArgumentHelp("Codec for the saves: \(codecList); NAME-LEVEL (zstd-3) or --level.", valueName: "codec"))
     var codec: String = "none"
+
+    @Option(help: "Codec level (lz4hc 1-12, zlib 1-9, zstd 1-19); same as NAME-LEVEL.")
+    var level: Int?
 
     @Option(help: "Directory for the benchmark files (default: the temporary directory).")
     var dir: String?
 
-    @Option(help: "Repetitions of each measurement (the median is reported).")
+    @Option(parsing: .unconditional, help: "Repetitions of each measurement after its first run (their median is the steady state; the first run is reported apart).")
     var repetitions: Int = 3
 
     @Flag(help: "Print one JSON object.")
@@ -28,12 +31,15 @@ struct Bench: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        guard let bytes = parseSize(size), bytes >= 1 << 20 else { throw ValidationError("bad --size '\(size)': at least 1M, e.g. 2G") }
-        guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
-        let compression: Compression
-        do { compression = try Compression(parsing: codec) } catch { throw ValidationError("\(error.code)") }
-        let directory = dir ?? NSTemporaryDirectory()
         try reportingErrors(output) {
+            guard let bytes = parseSize(size), bytes >= 1 << 20 else { throw ValidationError("bad --size '\(size)': at least 1M, e.g. 2G") }
+            guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1, not \(repetitions)") }
+            let compression = try parseCodec(codec, level: level, help: "bench")
+            let directory = dir ?? NSTemporaryDirectory()
+            let cleaned = InterruptCleanup.removeTemporariesOfDeadWriters(in: directory)
+            if !cleaned.names.isEmpty && !json {
+                print("removed \(plural(cleaned.names.count, "abandoned temporary", "abandoned temporaries")) (\(formatBytesShort(cleaned.bytes))) that interrupted runs left in \(directory)")
+            }
             let load: BenchmarkWorkload
             switch workload {
             case "llm": load = BenchmarkWorkload.llm(size: bytes)
@@ -51,13 +57,17 @@ struct Bench: ParsableCommand {
             if json {
                 printJSON(encode(load, results))
             } else {
-                print("workload \(load.name): \(load.tensors.count) tensors, \(formatBytes(load.totalBytes)), codec \(compression), in \(directory) (median of \(repetitions))")
+                let shownDirectory = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+                print("workload \(load.name): \(plural(load.tensors.count, "tensor")), \(formatBytesShort(load.totalBytes)), codec \(compression), in \(shownDirectory)")
+                print("each measurement: 1 first run (warm-up, shown apart), then the median of \(plural(repetitions, "repetition"))")
                 let rows = results.map { result -> [String] in
-                    [result.name, String(format2: result.seconds * 1000) + " ms", result.gigabytesPerSecond.map { String(format2: $0) } ?? "-",
-                     result.floorName ?? "-", result.floorGigabytesPerSecond.map { String(format2: $0) } ?? "-",
-                     result.ratio.map { String(format2: $0) } ?? "-"]
+                    let rate = result.bytes > 0 ? formatRate(bytes: result.bytes, seconds: result.seconds) : "-"
+                    let floorRate = result.bytes > 0 ? result.floorSeconds.map { formatRate(bytes: result.bytes, seconds: $0) } ?? "-" : "-"
+                    return [result.name, formatDuration(result.firstSeconds), formatDuration(result.seconds), rate,
+                            result.floorName ?? "-", floorRate, result.ratio.map { String(format2: $0) } ?? "-"]
                 }
-                printTable(["measurement", "time", "GB/s", "floor", "floor GB/s", "ours/floor"], rows, leftAligned: 1)
+                printTable(["measurement", "first run", "steady", "rate", "floor", "floor rate", "ours/floor"], rows, leftAligned: 1, alsoLeftAligned: [4])
+                for result in results { if let note = result.note { print("note: \(result.name): \(note)") } }
             }
         }
     }
@@ -68,10 +78,15 @@ struct Bench: ParsableCommand {
             ("tensors", .integer(workload.tensors.count)),
             ("bytes", .integer(workload.totalBytes)),
             ("codec", .string(codec)),
+            ("warmup_repetitions", .integer(1)),
+            ("repetitions", .integer(repetitions)),
             ("results", .array(results.map { result in
                 .object([
                     ("name", .string(result.name)),
                     ("seconds", .double(result.seconds)),
+                    ("first_seconds", .double(result.firstSeconds)),
+                    ("floor_first_seconds", result.floorFirstSeconds.map { .double($0) } ?? .null),
+                    ("note", result.note.map { .string($0) } ?? .null),
                     ("gb_per_s", result.gigabytesPerSecond.map { .double($0) } ?? .null),
                     ("floor", result.floorName.map { .string($0) } ?? .null),
                     ("floor_seconds", result.floorSeconds.map { .double($0) } ?? .null),

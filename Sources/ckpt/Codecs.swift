@@ -12,15 +12,24 @@ struct Codecs: ParsableCommand {
     @Option(name: .customLong("size-mib"), help: "MiB of weights per dtype.")
     var sizeMiB: Int = 64
 
-    @Option(help: "Worker threads (0 = one per CPU).")
+    @Option(parsing: .unconditional, help: "Worker threads (0 = one per CPU).")
     var threads: Int = 0
 
-    @Option(help: "Codecs to run, comma-separated (none, lz4, lz4hc-N, zlib-N, zstd-N).")
+    @Option(help: ArgumentHelp("Codecs to run, comma-separated, each NAME or NAME-LEVEL: \(codecList).", valueName: "codecs"))
     var codecs: String = "none,lz4,zstd-1,zstd-3,zlib-1,lz4hc-9"
 
+    @OptionGroup var output: OutputOptions
+
     mutating func run() throws {
-        guard sizeMiB > 0 else { throw ValidationError("--size-mib must be positive") }
-        let compressions = try codecs.split(separator: ",").map { try Compression(parsing: String($0)) }
+        try reportingErrors(output) {
+            guard sizeMiB > 0 else { throw ValidationError("--size-mib must be positive, not \(sizeMiB)") }
+            guard threads >= 0 else { throw ValidationError("--threads must be ≥ 0 (0 = one per CPU), not \(threads)") }
+            let compressions = try codecs.split(separator: ",").map { try parseCodec(String($0), level: nil, help: "codecs") }
+            try compare(compressions)
+        }
+    }
+
+    private func compare(_ compressions: [Compression]) throws {
         let count = sizeMiB << 20
         var rng = SyntheticData(seed: 2026)
         let weights: [(DType, [UInt8])] = [
@@ -30,7 +39,7 @@ struct Codecs: ParsableCommand {
         print("Codec comparison: \(sizeMiB) MiB of normal(0, 0.02) weights per dtype, CRC32C: \(CRC32C.implementation)")
         print("(one run each, fresh output buffers included; `make bench` has steady-state figures next to their floors)")
         print("")
-        let columns = ["dtype", "codec", "filter", "stored", "ratio", "encode GB/s", "decode GB/s", "bit-exact"]
+        let columns = ["dtype", "codec", "filter", "stored", "ratio", "encode", "decode", "bit-exact"]
         var rows: [[String]] = []
         for (dtype, bytes) in weights {
             let shape = try Shape([bytes.count / dtype.elementSizeInBytes!])
@@ -48,27 +57,28 @@ struct Codecs: ParsableCommand {
                 let header = decoded.header
                 rows.append([
                     dtype.name, compression.description, header.filter.description,
-                    formatBytes(header.storedSizeInBytes),
+                    formatBytesShort(header.storedSizeInBytes),
                     String(format2: Double(bytes.count) / Double(max(1, header.storedSizeInBytes))),
-                    String(format2: Double(bytes.count) / encodeTime / 1e9),
-                    String(format2: Double(bytes.count) / decodeTime / 1e9),
+                    formatRate(bytes: bytes.count, seconds: encodeTime),
+                    formatRate(bytes: bytes.count, seconds: decodeTime),
                     decoded.bytes == bytes ? "yes" : "NO",
                 ])
-                if decoded.bytes != bytes { throw ValidationError("round trip of \(dtype) with \(compression) was not bit-exact") }
+                if decoded.bytes != bytes {
+                    throw CheckpointError(.invalidState(reason: "round trip of \(dtype) with \(compression) was not bit-exact"))
+                }
             }
         }
         printTable(columns, rows)
-        try containerRoundTrip(weights)
+        try containerRoundTrip(weights, codecs: compressions)
     }
 
     /// Saves the weights in every codec as one container file, reopens it, reads
     /// every blob back through mmap and pread, and verifies every checksum.
-    private func containerRoundTrip(_ weights: [(DType, [UInt8])]) throws {
-        let directory = NSTemporaryDirectory() + "/ckpt-codecs-\(getpid())"
+    private func containerRoundTrip(_ weights: [(DType, [UInt8])], codecs: [Compression]) throws {
+        let directory = joinPath(NSTemporaryDirectory(), "ckpt-codecs-\(getpid())")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/demo.ckpt"
-        let codecs = try codecs.split(separator: ",").map { try Compression(parsing: String($0)) }
         let writer = try ContainerWriter.create(at: path, options: WriterOptions(durability: .fileData))
         writer.metadata = ["producer": "ckpt codecs", "epoch": "1"]
         for (dtype, bytes) in weights {
@@ -92,9 +102,9 @@ struct Codecs: ParsableCommand {
         let damaged = reader.verify().filter { $0.error != nil }
         let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         print("")
-        print("Container: \(reader.count) blobs, \(formatBytes(size)), committed with fdatasync; " +
+        print("Container: \(plural(reader.count, "blob")), \(formatBytesShort(size)), committed with fdatasync; " +
               "read back through mmap and pread: \(exact ? "bit-exact" : "NOT bit-exact"); verify: \(damaged.isEmpty ? "all checksums hold" : "\(damaged.count) damaged")")
-        if !exact || !damaged.isEmpty { throw ValidationError("container round trip failed") }
+        if !exact || !damaged.isEmpty { throw CheckpointError(.invalidState(reason: "container round trip failed"), path: path) }
     }
 
     private func measure(_ body: () throws -> Void) throws -> Double {

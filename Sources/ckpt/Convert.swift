@@ -4,70 +4,147 @@ import Foundation
 
 /// Options for writing tensors (convert, extract).
 struct WriteOptions: ParsableArguments {
-    @Option(help: "Codec for container output: none, lz4, lz4hc, zlib, zstd.")
-    var codec: String = "none"
+    @Option(help: ArgumentHelp("Codec for container (.ckpt) output: \(codecList); NAME-LEVEL (zstd-3) or --level. Default: none, so the output can be viewed zero-copy.",
+                               valueName: "codec"))
+    var codec: String?
 
-    @Option(help: "Codec level (lz4hc 1-12, zlib 1-9, zstd 1-19).")
+    @Option(help: "Codec level (lz4hc 1-12, zlib 1-9, zstd 1-19); same as NAME-LEVEL.")
     var level: Int?
 
-    @Option(help: "Byte shuffle before compressing: auto, on, off.")
-    var shuffle: String = "auto"
+    @Option(help: "Byte shuffle before compressing (needs --codec): auto, on, off. Default: auto (floats only).")
+    var shuffle: String?
 
-    @Option(name: .customLong("chunk-size"), help: "Chunk size, e.g. 4M (a multiple of 16, at most 1G).")
-    var chunkSize: String = "4M"
+    @Option(name: .customLong("chunk-size"), help: "Chunk size for container output, e.g. 4M (a multiple of 16, at most 1G). Default: 4M.")
+    var chunkSize: String?
 
-    @Option(help: "Worker threads (0 = one per CPU).")
+    @Option(parsing: .unconditional, help: "Worker threads (0 = one per CPU).")
     var threads: Int = 0
 
-    @Option(help: "Payload alignment for container output (a power of two, 8-4096).")
-    var align: Int = 64
+    @Option(parsing: .unconditional, help: "Payload alignment for container output (a power of two, 8-4096). Default: 64.")
+    var align: Int?
 
-    func conversionOptions() throws -> ConversionOptions {
-        let compression: Compression
-        do {
-            if let level {
-                guard ["lz4hc", "zlib", "zstd"].contains(codec.lowercased()) else {
-                    throw ValidationError("--level applies to lz4hc, zlib and zstd, not '\(codec)'")
-                }
-                compression = try Compression(parsing: "\(codec)-\(level)")
-            } else {
-                guard !codec.contains("-") else { throw ValidationError("unknown codec '\(codec)' (use --level for the level)") }
-                compression = try Compression(parsing: codec)
+    @Option(help: "Output format: ckpt, safetensors, npz, npy, npy-dir. Default: from the output's name (.ckpt, .safetensors, .npz, .npy, a directory); other names are refused without it.")
+    var format: String?
+
+    @Flag(name: .shortAndLong, help: "Replace an existing output file (add to an existing directory), as `zstd -f` does; without it an existing output is an error.")
+    var force = false
+
+    @Flag(name: .customLong("no-sync"), help: "Skip the fsyncs, for scratch outputs. By default the output is durable: the file is fsync'd, renamed into place and its directory fsync'd, so that deleting the input afterwards is safe even across a power cut.")
+    var noSync = false
+
+    /// The output format: `--format`, or the one the name says; a usage error otherwise.
+    func outputFormat(for output: String) throws -> TensorFileFormat {
+        if let format {
+            guard let parsed = TensorFileFormat(rawValue: format.lowercased()) else {
+                let suggestion = closestNames(to: format, among: TensorFileFormat.allCases.map(\.rawValue), limit: 1).first.map { "; did you mean \($0)?" } ?? ""
+                throw ValidationError("unknown --format '\(format)'\(suggestion) Formats: ckpt, safetensors, npz, npy, npy-dir.")
             }
-        } catch let error as CheckpointError {
-            throw ValidationError("\(error.code)")
+            return parsed
         }
-        guard let shuffleMode = ShuffleMode(rawValue: shuffle) else { throw ValidationError("--shuffle must be auto, on or off, not '\(shuffle)'") }
-        guard let chunk = parseSize(chunkSize), chunk >= 16, chunk <= EncodeOptions.maximumChunkSize, chunk % 16 == 0 else {
-            throw ValidationError("bad --chunk-size '\(chunkSize)': a multiple of 16 bytes up to 1G, e.g. 4M")
+        guard let inferred = TensorConversion.outputFormat(for: output) else {
+            throw ValidationError("'\(output)': ckpt writes .ckpt, .safetensors, .npz and .npy files and directories of .npy (ending in /); "
+                                  + "pass --format to write one of them under another name")
         }
-        guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
-        guard align >= 8, align <= 4096, align & (align - 1) == 0 else { throw ValidationError("--align must be a power of two in 8...4096") }
+        return inferred
+    }
+
+    func conversionOptions(format: TensorFileFormat, output: String) throws -> ConversionOptions {
+        guard threads >= 0 else { throw ValidationError("--threads must be ≥ 0 (0 = one per CPU), not \(threads)") }
+        if format != .container {
+            let given = [("--codec", codec != nil), ("--level", level != nil), ("--shuffle", shuffle != nil), ("--chunk-size", chunkSize != nil), ("--align", align != nil)]
+                .filter(\.1).map(\.0)
+            if !given.isEmpty {
+                throw ValidationError("\(given.joined(separator: ", ")) \(given.count == 1 ? "applies" : "apply") to container (.ckpt) output only; '\(output)' is written as \(format.rawValue)")
+            }
+        }
+        let compression = try codec.map { try parseCodec($0, level: level, help: "convert") } ?? {
+            if level != nil { throw ValidationError("--level needs --codec (e.g. --codec zstd --level 3)") }
+            return Compression.none
+        }()
+        var shuffleMode = ShuffleMode.auto
+        if let shuffle {
+            guard let mode = ShuffleMode(rawValue: shuffle) else { throw ValidationError("--shuffle must be auto, on or off, not '\(shuffle)'") }
+            guard compression != .none else {
+                throw ValidationError("--shuffle needs --codec: uncompressed blobs are never shuffled (they stay viewable in place)")
+            }
+            shuffleMode = mode
+        }
+        var chunk = 4 << 20
+        if let chunkSize {
+            guard let parsed = parseSize(chunkSize), parsed >= 16, parsed <= EncodeOptions.maximumChunkSize, parsed % 16 == 0 else {
+                throw ValidationError("bad --chunk-size '\(chunkSize)': a multiple of 16 bytes up to 1G, e.g. 4M")
+            }
+            chunk = parsed
+        }
+        let alignment = align ?? 64
+        guard alignment >= 8, alignment <= 4096, alignment & (alignment - 1) == 0 else { throw ValidationError("--align must be a power of two in 8...4096, not \(alignment)") }
         return ConversionOptions(encode: EncodeOptions(compression: compression, shuffle: shuffleMode, chunkSizeInBytes: chunk, threads: threads),
-                                 alignment: align)
+                                 alignment: alignment, durability: noSync ? .none : .full, format: format)
     }
 }
 
-/// Writes a one-line summary of a conversion.
-func printSummary(_ summary: ConversionSummary, to output: String, seconds: Double) {
-    let rate = seconds > 0 ? String(format2: Double(summary.rawBytes) / seconds / 1e9) + " GB/s" : "-"
-    print("wrote \(output) (\(summary.format.rawValue)): \(summary.tensorCount) tensors, \(formatBytes(summary.rawBytes)) raw, "
-          + "\(formatBytes(summary.outputBytes)) on disk, \(String(format2: seconds)) s, \(rate)")
+/// Refuses an output that exists (unless `force`) or whose directory does not.
+func checkOutput(_ output: String, format: TensorFileFormat, force: Bool) throws {
+    let trimmed = output.count > 1 && output.hasSuffix("/") ? String(output.dropLast()) : output
+    let parent = (trimmed as NSString).deletingLastPathComponent
+    var isDirectory: ObjCBool = false
+    if !parent.isEmpty, !(FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) && isDirectory.boolValue) {
+        printError("ckpt: error: the output directory '\(parent)' does not exist (create it first, e.g. mkdir -p '\(parent)')")
+        throw ExitCode(Exit.io)
+    }
+    guard FileManager.default.fileExists(atPath: trimmed, isDirectory: &isDirectory), !force else { return }
+    if isDirectory.boolValue {
+        guard format == .npyDirectory else {
+            throw usageError("'\(output)' is a directory; name a file, or write one .npy per tensor into it with --format npy-dir")
+        }
+        if (try? FileManager.default.contentsOfDirectory(atPath: trimmed))?.isEmpty ?? true { return }
+        throw usageError("'\(output)' is a directory with files in it; pass --force (-f) to add the .npy files to it (files of the same names are replaced)")
+    }
+    throw usageError("'\(output)' exists; pass --force (-f) to replace it")
+}
+
+/// Writes the summary of a conversion: what, how much, how compressed, how long, how fast, how durable.
+func printSummary(_ summary: ConversionSummary, to output: String, seconds: Double, compressed: Bool, durable: Bool) {
+    var line = "wrote \(output) (\(summary.format.rawValue)): \(plural(summary.tensorCount, "tensor")), "
+    if compressed {
+        line += compressionSummary(raw: summary.rawBytes, stored: summary.outputBytes)
+    } else {
+        line += "\(formatBytesShort(summary.rawBytes)) of tensors in \(formatBytesShort(summary.outputBytes))"
+    }
+    line += ", \(formatDuration(seconds)), \(formatRate(bytes: summary.rawBytes, seconds: seconds))"
+    line += durable ? ", durable (fsync'd)" : ", not synced (--no-sync)"
+    print(line)
 }
 
 /// Converts `names` (nil: all) of `input` to `output` with a progress bar and a summary line.
 func runConversion(label: String, input: String, names: [String]?, output: String, write: WriteOptions, outputOptions: OutputOptions) throws {
-    let options = try write.conversionOptions()
     try reportingErrors(outputOptions) {
+        let format = try write.outputFormat(for: output)
+        let options = try write.conversionOptions(format: format, output: output)
+        try checkOutput(output, format: format, force: write.force)
         let file = try TensorFile.open(input)
         if outputOptions.verbose { file.notes.forEach { printError("ckpt: note: \($0)") } }
+        if let names {
+            let known = Set(file.entries.map { BlobName($0.name) })
+            for name in names where !known.contains(BlobName(name)) {
+                let suggestions = closestNames(to: name, among: file.entries.map(\.name))
+                throw usageError("\(input) has no tensor '\(name)'"
+                                 + (suggestions.isEmpty ? "" : "; did you mean " + suggestions.map { "'\($0)'" }.joined(separator: ", ") + "?")
+                                 + " (`ckpt inspect \(input)` lists its \(plural(file.entries.count, "tensor")))")
+            }
+        }
         let progress = ProgressBar(label, output: outputOptions)
         let start = ContinuousClock.now
         let summary = try TensorConversion.convert(file, names: names, to: output, options: options, progress: progress.update)
         let elapsed = ContinuousClock.now - start
         progress.finish()
+        if !summary.removedTemporaries.isEmpty && !outputOptions.quiet {
+            print("removed \(plural(summary.removedTemporaries.count, "abandoned temporary", "abandoned temporaries")) (\(formatBytes(summary.removedTemporaryBytes))) "
+                  + "that interrupted runs left beside \(output)")
+        }
         if !outputOptions.quiet {
-            printSummary(summary, to: output, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            printSummary(summary, to: output, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+                         compressed: options.encode.compression != .none && format == .container, durable: options.durability != .none)
         }
     }
 }
@@ -76,7 +153,11 @@ func runConversion(label: String, input: String, names: [String]?, output: Strin
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert between our container, safetensors, .npz and .npy files.",
-        discussion: "The output format comes from OUT: .safetensors, .npz, .npy (one tensor), a directory (existing, or ending in /) for one .npy per tensor, anything else our container. Without --codec the container is uncompressed, so it can be viewed zero-copy.")
+        discussion: """
+            The output format comes from OUT: .ckpt our container, .safetensors, .npz, .npy (one tensor), a directory (existing, or ending in /) for one .npy per tensor; any other name needs --format. Without --codec the container is uncompressed, so it can be viewed zero-copy; --codec, --level, --shuffle, --chunk-size and --align apply to container output only.
+
+            An existing OUT is an error unless --force (as with zstd). The output is written under a hidden temporary name, fsync'd, renamed into place and its directory fsync'd (durable: deleting the input afterwards is safe); --no-sync skips the fsyncs. Ctrl-C removes the unfinished temporary; temporaries left by killed runs are removed by the next write into the directory.
+            """)
 
     @Argument(help: "The input file (format detected from its bytes).")
     var input: String
@@ -125,22 +206,33 @@ struct Recover: ParsableCommand {
     @Option(name: .shortAndLong, help: "Write the recovered file here and leave FILE untouched.")
     var output: String?
 
+    @Flag(name: .shortAndLong, help: "Replace an existing -o file; without it an existing output is an error.")
+    var force = false
+
+    @Flag(name: .customLong("no-sync"), help: "Skip the fsyncs. By default the result is durable: -o output is fsync'd, renamed into place and its directory fsync'd; an in-place repair syncs before and after writing the new index.")
+    var noSync = false
+
     @OptionGroup var outputOptions: OutputOptions
 
     func run() throws {
+        if let output { try checkOutput(output, format: .container, force: force) }
         try reportingErrors(outputOptions) {
             guard try TensorFileFormat.detect(file) == .container else {
                 throw CheckpointError(.invalidField(field: "format", reason: "recover works on our container files only"), path: file)
             }
             let report: RecoveryReport
+            let cleaned = InterruptCleanup.removeTemporariesOfDeadWriters(in: ((output ?? file) as NSString).deletingLastPathComponent.nonEmpty ?? ".")
+            if !cleaned.names.isEmpty {
+                print("removed \(plural(cleaned.names.count, "abandoned temporary", "abandoned temporaries")) (\(formatBytesShort(cleaned.bytes))) that interrupted runs left")
+            }
             if let output {
-                report = try ContainerRecovery.recover(file, to: output)
+                report = try ContainerRecovery.recover(file, to: output, durability: noSync ? .none : .full)
             } else {
-                report = try ContainerRecovery.repair(file)
+                report = try ContainerRecovery.repair(file, durability: noSync ? .none : .fileData)
             }
             let lost = report.fileLength - report.intactLength
-            print("recovered \(output ?? file): \(report.blobNames.count) blobs from \(report.blobRecords) intact records"
-                  + (lost > 0 ? ", dropped \(lost) bytes after the last intact record" : "")
+            print("recovered \(output ?? file): \(plural(report.blobNames.count, "blob")) from \(plural(report.blobRecords, "intact record"))"
+                  + (lost > 0 ? ", dropped \(formatBytes(lost)) after the last intact record" : "")
                   + (report.stopReason.map { " (\($0))" } ?? "")
                   + (lost == 0 && report.keepsEverything ? ", nothing lost" : ""))
             // Damaged records are skipped, never silently: each is named, and the exit status says data was lost.
@@ -148,7 +240,7 @@ struct Recover: ParsableCommand {
                 printError("dropped damaged record at offset \(damaged.offset)" + (damaged.name.map { " (blob '\($0)')" } ?? "") + ": \(damaged.error.code)")
             }
             if !report.lostBlobs.isEmpty {
-                printError("lost \(report.lostBlobs.count) blob\(report.lostBlobs.count == 1 ? "" : "s") whose newest record is damaged: "
+                printError("lost \(plural(report.lostBlobs.count, "blob")) whose newest record is damaged: "
                            + report.lostBlobs.prefix(20).joined(separator: ", ") + (report.lostBlobs.count > 20 ? ", …" : ""))
             }
             if !report.keepsEverything { throw ExitCode(Exit.data) }

@@ -83,8 +83,8 @@ struct Demo: ParsableCommand {
     func run() throws {
         guard settings.epochs >= 4, settings.layers >= 1, settings.hidden >= 16 else { throw ValidationError("need --epochs >= 4, --layers >= 1, --hidden >= 16") }
         let training = settings.training
-        let workDirectory = dir ?? NSTemporaryDirectory() + "/ckpt-demo-\(getpid())"
-        let prefix = workDirectory + "/checkpoints"
+        let workDirectory = dir ?? joinPath(NSTemporaryDirectory(), "ckpt-demo-\(getpid())")
+        let prefix = joinPath(workDirectory, "checkpoints")
         defer { if dir == nil { try? FileManager.default.removeItem(atPath: workDirectory) } }
         try reportingErrors(output) {
             try FileManager.default.createDirectory(atPath: prefix, withIntermediateDirectories: true)
@@ -193,8 +193,8 @@ struct Demo: ParsableCommand {
         return run
     }
 
-    func ms(_ nanoseconds: UInt64) -> String { String(format2: Double(nanoseconds) / 1e6) + " ms" }
-    func rate(_ bytes: Int, _ nanoseconds: UInt64) -> String { String(format2: Double(bytes) / Double(max(nanoseconds, 1))) + " GB/s" }
+    func ms(_ nanoseconds: UInt64) -> String { formatDuration(Double(nanoseconds) / 1e9) }
+    func rate(_ bytes: Int, _ nanoseconds: UInt64) -> String { formatRate(bytes: bytes, seconds: Double(max(nanoseconds, 1)) / 1e9) }
 }
 
 /// Collects `checkpoint_save` timings announced by a handler.

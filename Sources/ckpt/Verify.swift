@@ -6,9 +6,13 @@ import Foundation
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check every checksum of every blob; exit 0 only when all hold.",
-        discussion: "Containers: every chunk and raw CRC32C; a torn file is reported with what `ckpt recover` would keep. .npz: every member's CRC-32. safetensors and .npy carry no checksums: only their structure is checked.")
+        discussion: """
+            Containers: every chunk and raw CRC32C; a torn file is reported with what `ckpt recover` would keep. .npz: every member's CRC-32. safetensors and .npy carry no checksums: only their structure is checked.
 
-    @Argument(help: "The files to check.")
+            A checkpoint directory written by the managers (it has checkpoint_metadata.json) is checked as a whole: every file its metadata names, with the epochs listed as `ckpt inspect` lists them; checkpoint_metadata.json itself is checked as metadata, and lock files are skipped, so `ckpt verify run1/*` works too.
+            """)
+
+    @Argument(help: "The files (or checkpoint directories) to check.")
     var files: [String]
 
     @Flag(help: "Print one JSON object with a report per file.")
@@ -20,20 +24,59 @@ struct Verify: ParsableCommand {
         var status: Int32 = 0
         var reports: [JSONValue] = []
         let progress = ProgressBar("verify", output: output)
+        progress.countsBytes = false
+        func failed(_ file: String, _ error: CheckpointError) {
+            status = max(status, exitStatus(for: error))
+            if json {
+                reports.append(.object([("path", .string(file)), ("ok", .bool(false)), ("error", .string("\(error)"))]))
+            } else {
+                progress.finish()
+                printError("ckpt: error: \(error)")
+            }
+        }
+        func checked(_ report: VerificationReport) {
+            if !report.isIntact { status = max(status, Exit.data) }
+            if json { reports.append(encode(report)) } else { progress.finish(); printHuman(report) }
+        }
         for (index, file) in files.enumerated() {
             progress.update(index, files.count)
-            do {
-                let report = try TensorVerification.verify(file)
-                if !report.isIntact { status = max(status, Exit.data) }
-                if json { reports.append(encode(report)) } else { progress.finish(); printHuman(report) }
-            } catch {
-                status = max(status, exitStatus(for: error))
-                if json {
-                    reports.append(.object([("path", .string(file)), ("ok", .bool(false)), ("error", .string("\(error)"))]))
-                } else {
-                    progress.finish()
-                    printError("ckpt: error: \(error)")
+            do throws(CheckpointError) {
+                if CheckpointDirectory.isCheckpointDirectory(file) || CheckpointDirectory.isMetadataFile(file) {
+                    let directory = try CheckpointDirectory.open(file)
+                    let results = CheckpointDirectory.isMetadataFile(file) ? [] : directory.verify()
+                    let missing = results.filter { if case .failure = $0.result { return true } else { return false } }.count
+                    let recorded = directory.epochs.filter { $0.status != .unrecorded }
+                    if !json {
+                        progress.finish()
+                        let what = CheckpointDirectory.isMetadataFile(file) ? "checkpoint metadata" : "checkpoint directory"
+                        print("\(missing == 0 && recorded.allSatisfy { $0.status == .complete } ? "OK      " : "DAMAGED ") \(file): \(what), "
+                              + "\(plural(recorded.count, "recorded epoch")), resume point: \(directory.resumeEpoch.map { "epoch \($0)" } ?? "none")"
+                              + (CheckpointDirectory.isMetadataFile(file) ? "" : ", \(plural(results.count, "file")) checked"))
+                    }
+                    if CheckpointDirectory.isMetadataFile(file) {
+                        // Only the files' presence and structure: `ckpt verify DIR` reads them.
+                        for epoch in recorded where epoch.status != .complete {
+                            status = max(status, Exit.data)
+                            if !json { print("DAMAGED  \(file): epoch \(epoch.epoch): " + epoch.files.filter { !$0.isComplete }.map { "\($0.path) \($0.exists ? "torn" : "missing")" }.joined(separator: ", ")) }
+                        }
+                        if json { reports.append(.object([("path", .string(file)), ("format", .string("checkpoint-metadata")), ("ok", .bool(recorded.allSatisfy { $0.status == .complete }))])) }
+                        continue
+                    }
+                    for (_, checkedFile, result) in results {
+                        switch result {
+                        case let .success(report): checked(report)
+                        case let .failure(error): failed(checkedFile.path, error)
+                        }
+                    }
+                    continue
                 }
+                if file.hasSuffix(".lock"), let size = try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int, size == 0 {
+                    if !json { progress.finish(); print("SKIPPED  \(file): a writer's lock file, not a checkpoint") }
+                    continue
+                }
+                checked(try TensorVerification.verify(file))
+            } catch {
+                failed(file, error)
             }
         }
         progress.finish()
@@ -46,7 +89,7 @@ struct Verify: ParsableCommand {
     func printHuman(_ report: VerificationReport) {
         if report.isIntact {
             let what = report.hasChecksums ? "all checksums hold" : "structure valid (this format has no checksums)"
-            print("OK       \(report.path): \(report.blobCount) blobs, \(what)")
+            print("OK       \(report.path): \(plural(report.blobCount, "blob")), \(what)")
             return
         }
         if let torn = report.torn {

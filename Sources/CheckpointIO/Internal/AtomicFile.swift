@@ -17,7 +17,10 @@ enum AtomicFile {
         defer { lock?.release() }
         let directory = ContainerWriter.splitPath(path).directory
         let temporary = ContainerWriter.temporaryPath(for: path)
-        let file = try calls.openFile(temporary, .createExclusive)
+        let file: SystemFile
+        do throws(CheckpointError) { file = try calls.openFile(temporary, .createExclusive) } catch {
+            throw error.naming(path, insteadOf: temporary)
+        }
         do throws(CheckpointError) {
             try file.writeAll(segments, at: 0)
             switch durability {
@@ -29,12 +32,90 @@ enum AtomicFile {
         } catch {
             file.close()
             calls.unlinkRetrying(temporary)
-            throw error.path == nil ? error.adding(path: path) : error
+            throw error.naming(path, insteadOf: temporary)
         }
         file.close()
         if durability == .full {
             try calls.syncDirectory(directory)
         }
+    }
+
+    /// Replaces `path` with the file `fill` creates at the temporary path it
+    /// is given, atomically: under the writer lock (unless `lockHeld`),
+    /// `fill` creates and syncs `.NAME.tmp.PID.RANDOM`; it is renamed over
+    /// `path` and, for ``Durability/full``, the directory is fsynced. On any
+    /// failure the temporary is removed and `path` is as it was.
+    static func replace(_ path: String, durability: Durability, calls: SystemCalls, lockHeld: Bool = false,
+                        _ fill: (_ temporary: String) throws(CheckpointError) -> Void) throws(CheckpointError) {
+        let lock = lockHeld ? nil : try ContainerWriter.takeLock(for: path, calls: calls)
+        defer { lock?.release() }
+        let temporary = ContainerWriter.temporaryPath(for: path)
+        do throws(CheckpointError) {
+            try fill(temporary)
+            try rename(temporary, to: path, calls: calls)
+        } catch {
+            removeTree(temporary, calls: calls)
+            throw error.naming(path, insteadOf: temporary)
+        }
+        if durability == .full {
+            try calls.syncDirectory(ContainerWriter.splitPath(path).directory)
+        }
+    }
+
+    /// Renames `source` to `destination`, retrying EINTR (`rename`).
+    static func rename(_ source: String, to destination: String, calls: SystemCalls) throws(CheckpointError) {
+        while calls.rename(source, destination) != 0 {
+            let code = SystemCalls.errno
+            if code != EINTR { throw CheckpointError(.system(call: "rename", errno: code), path: destination) }
+        }
+    }
+
+    /// Removes a file, or a directory and everything below it; errors are ignored (`lstat`, `unlink`, `rmdir`).
+    static func removeTree(_ path: String, calls: SystemCalls) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            for name in listDirectory(path) { removeTree(CheckpointNaming.join(path, name), calls: calls) }
+            _ = rmdir(path)
+        } else {
+            calls.unlinkRetrying(path)
+        }
+    }
+
+    /// The target name and writer process id of a temporary name `.TARGET.tmp.PID.RANDOM`
+    /// (PID decimal, RANDOM 1-8 hex digits), or nil for any other name.
+    static func parseTemporaryName(_ name: String) -> (target: String, pid: Int32)? {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 5, parts[0].isEmpty, parts[parts.count - 3] == "tmp" else { return nil }
+        let target = parts[1..<(parts.count - 3)].joined(separator: ".")
+        let pidText = parts[parts.count - 2], random = parts[parts.count - 1]
+        guard !target.isEmpty, let pid = Int32(pidText), pid > 0, String(pid) == pidText,
+              (1...8).contains(random.count), random.allSatisfy(\.isHexDigit) else { return nil }
+        return (target, pid)
+    }
+
+    /// Removes what writers killed before their rename left in `directory`:
+    /// temporaries `.TARGET.tmp.PID.RANDOM` (files or directories) whose
+    /// process is gone and whose `TARGET.lock` nobody holds, with that lock
+    /// file. Returns the removed names and their size in bytes. Names of any
+    /// other shape, and temporaries of live processes, are never touched.
+    static func removeTemporariesOfDeadWriters(in directory: String, calls: SystemCalls) -> (names: [String], bytes: Int) {
+        var removed: [String] = []
+        var bytes = 0
+        for name in listDirectory(directory).sorted() {
+            guard let (target, pid) = parseTemporaryName(name), pid != SystemCalls.processID, !SystemCalls.processExists(pid) else { continue }
+            let full = CheckpointNaming.join(directory, name)
+            guard let lock = try? ContainerWriter.takeLock(for: CheckpointNaming.join(directory, target), calls: calls) else { continue }
+            let size = totalSize(full)
+            removeTree(full, calls: calls)
+            removeTree(full + ".lock", calls: calls)  // a recovery's lock on its temporary
+            if !exists(full) {
+                removed.append(name)
+                bytes += size
+            }
+            lock.release()
+        }
+        return (removed, bytes)
     }
 
     /// Reads a whole file of at most `limit` bytes; nil when it does not exist.
@@ -164,6 +245,14 @@ enum AtomicFile {
 }
 
 extension CheckpointError {
+    /// This error naming `path` where it named `temporary` (or nothing): users know
+    /// the file they asked for, not its hidden temporary.
+    func naming(_ path: String, insteadOf temporary: String) -> CheckpointError {
+        var copy = self
+        if copy.path == nil || copy.path == temporary { copy.path = path }
+        return copy
+    }
+
     /// The errno of a ``CheckpointError/Code/system(call:errno:)`` error.
     var systemErrno: Int32? {
         if case let .system(_, code) = code { return code }

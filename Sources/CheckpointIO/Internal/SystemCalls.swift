@@ -236,6 +236,7 @@ struct WriterLock {
                 throw error
             }
             if let locked = calls.fileIdentity(file.fd), locked == calls.pathIdentity(lockPath) {
+                HeldWriterLocks.shared.add(lockPath: lockPath, target: target)
                 return WriterLock(file: file, lockPath: lockPath)
             }
             file.close()  // the previous holder deleted it meanwhile: try the new one
@@ -261,6 +262,7 @@ struct WriterLock {
 
     /// Deletes the lock file, then releases the lock (`unlink`, `close`).
     func release() {
+        HeldWriterLocks.shared.remove(lockPath: lockPath)
         file.calls.unlinkRetrying(lockPath)
         file.close()
     }
@@ -316,6 +318,27 @@ enum OpenMode {
 extension SystemCalls {
     /// This process's id (`getpid`), for temporary names.
     static var processID: Int32 { getpid() }
+
+    /// `SIGINT` and `SIGTERM`, the signals a user's Ctrl-C or `kill` sends.
+    static let interruptSignals: [Int32] = [SIGINT, SIGTERM]
+
+    /// Stops the default action of `signal` (so that a dispatch source can take it) (`signal(SIG_IGN)`).
+    static func ignoreSignal(_ signal: Int32) { _ = Glibc.signal(signal, SIG_IGN) }
+
+    /// Ends the process at once with `status`, without running exit handlers or flushing stdio (`_exit`).
+    static func exitImmediately(_ status: Int32) -> Never { Glibc._exit(status) }
+
+    /// Writes `text` to standard error unbuffered (`write(2)`).
+    static func writeToStandardError(_ text: String) {
+        var copy = text
+        copy.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+
+    /// False only when no process `pid` exists (`kill(pid, 0)` failing with ESRCH).
+    static func processExists(_ pid: Int32) -> Bool {
+        guard pid > 0 else { return false }
+        return Glibc.kill(pid, 0) == 0 || Glibc.errno != ESRCH
+    }
 
     /// `madvise(MADV_WILLNEED)`.
     static let adviceWillNeed = MADV_WILLNEED

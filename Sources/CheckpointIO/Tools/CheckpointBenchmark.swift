@@ -107,10 +107,16 @@ public struct BenchmarkResult: Sendable {
     public var name: String
     /// The bytes moved; 0 for latency measurements (open + list, view), which have no throughput.
     public var bytes: Int
-    /// Median seconds of ours.
+    /// Median seconds of ours in the steady state (the repetitions after the first).
     public var seconds: Double
     public var floorName: String?
     public var floorSeconds: Double?
+    /// Seconds of ours in the first run (cold: fresh file blocks, first page faults), not part of ``seconds``.
+    public var firstSeconds: Double
+    /// Seconds of the floor in its first run.
+    public var floorFirstSeconds: Double?
+    /// Why a figure may surprise (e.g. a page-cache save measured slower than a durable one), when it does.
+    public var note: String?
 
     public var gigabytesPerSecond: Double? { bytes > 0 ? Double(bytes) / seconds / 1e9 : nil }
     public var floorGigabytesPerSecond: Double? { bytes > 0 ? floorSeconds.map { Double(bytes) / $0 / 1e9 } : nil }
@@ -123,16 +129,30 @@ public struct BenchmarkResult: Sendable {
 /// view, each next to its floor measured in the same run (sequential
 /// `write`/`read` of the same bytes in 16 MiB calls, memcpy).
 ///
-/// Each measurement is repeated (ours and the floor alternating) and the
-/// median kept. Destination buffers are allocated and touched before any
-/// timing (first-touch page faults would measure the hypervisor).
+/// Each measurement runs once first (the first run, reported apart: it
+/// warms caches and allocates file blocks), then `repetitions` more times
+/// (ours and the floor alternating), whose median is the steady state.
+/// Destination buffers are allocated and touched before any timing
+/// (first-touch page faults would measure the hypervisor). Scratch files
+/// (`.ckpt-bench.PID.*` in `directory`) are removed at the end, on SIGINT or
+/// SIGTERM under ``InterruptCleanup``, and, for a benchmark killed outright,
+/// by the next one in the same directory.
 public enum CheckpointBenchmark {
     public static func run(_ workload: BenchmarkWorkload, directory: String, encode: EncodeOptions = EncodeOptions(), repetitions: Int = 3,
                            progress: (String) -> Void = { _ in }) throws(CheckpointError) -> [BenchmarkResult] {
         let calls = SystemCalls.live
         let ours = CheckpointNaming.join(directory, ".ckpt-bench.\(SystemCalls.processID).ckpt")
         let floorFile = CheckpointNaming.join(directory, ".ckpt-bench.\(SystemCalls.processID).dd")
+        // Scratch files of benchmarks killed outright (SIGKILL): `.ckpt-bench.PID.*` of processes that are gone.
+        for name in AtomicFile.listDirectory(directory) where name.hasPrefix(".ckpt-bench.") {
+            let parts = name.split(separator: ".")
+            if parts.count >= 3, let pid = Int32(parts[1]), pid != SystemCalls.processID, !SystemCalls.processExists(pid) {
+                calls.unlinkRetrying(CheckpointNaming.join(directory, name))
+            }
+        }
+        HeldWriterLocks.shared.addScratch([ours, floorFile])
         defer {
+            HeldWriterLocks.shared.removeScratch([ours, floorFile])
             _ = calls.unlink(ours)
             _ = calls.unlink(ours + ".lock")
             _ = calls.unlink(floorFile)
@@ -153,6 +173,11 @@ public enum CheckpointBenchmark {
         func pair(_ name: String, floor floorName: String?, bytes: Int, ours: () throws(CheckpointError) -> Void,
                   floor: (() throws(CheckpointError) -> Void)?, prepare: () -> Void = {}) throws(CheckpointError) {
             progress(name)
+            // The first run: reported apart, never part of the steady state.
+            prepare()
+            let firstOurs = try seconds(ours)
+            var firstFloor: Double?
+            if let floor { prepare(); firstFloor = try seconds(floor) }
             var oursTimes: [Double] = [], floorTimes: [Double] = []
             for repetition in 0..<repetitions {
                 // Alternate the order: the second of a pair often meets a disk still busy with the first.
@@ -162,7 +187,7 @@ public enum CheckpointBenchmark {
                 if repetition % 2 == 0, let floor { prepare(); floorTimes.append(try seconds(floor)) }
             }
             results.append(BenchmarkResult(name: name, bytes: bytes, seconds: median(oursTimes), floorName: floorName,
-                                           floorSeconds: floorTimes.isEmpty ? nil : median(floorTimes)))
+                                           floorSeconds: floorTimes.isEmpty ? nil : median(floorTimes), firstSeconds: firstOurs, floorFirstSeconds: firstFloor))
         }
         func save(_ durability: Durability) throws(CheckpointError) {
             let writer = try ContainerWriter.create(at: ours, options: WriterOptions(encode: encode, durability: durability))
@@ -201,6 +226,10 @@ public enum CheckpointBenchmark {
                  floor: { () throws(CheckpointError) in try ddWrite(sync: false) }, prepare: clean)
         try pair("save (durable, fdatasync)", floor: "write + fdatasync", bytes: total, ours: { () throws(CheckpointError) in try save(.fileData) },
                  floor: { () throws(CheckpointError) in try ddWrite(sync: true) }, prepare: clean)
+        if results[0].seconds > results[1].seconds {
+            results[0].note = "the page-cache save measured slower than the durable one: the difference is noise of this disk and machine "
+                + "(the kernel writing back the previous repetition's pages, other processes); more repetitions narrow it"
+        }
         // Leave one file of each for the read measurements.
         try save(.none)
         try ddWrite(sync: false)

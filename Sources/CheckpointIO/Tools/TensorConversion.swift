@@ -7,12 +7,21 @@ public struct ConversionOptions: Sendable {
     public var encode: EncodeOptions
     /// Payload alignment for container output.
     public var alignment: Int
+    /// How far the output is synced before the conversion returns. The
+    /// default, ``Durability/full``, fsyncs the file (every file of a `.npy`
+    /// directory), renames it into place and fsyncs its directory, so that
+    /// after a power cut the output's name holds the whole output or its old
+    /// content: deleting the input afterwards is safe. ``Durability/none``
+    /// is for scratch conversions.
     public var durability: Durability
+    /// The output format; nil: from the output's name (``TensorConversion/outputFormat(for:)``).
+    public var format: TensorFileFormat?
 
-    public init(encode: EncodeOptions = EncodeOptions(), alignment: Int = 64, durability: Durability = .none) {
+    public init(encode: EncodeOptions = EncodeOptions(), alignment: Int = 64, durability: Durability = .full, format: TensorFileFormat? = nil) {
         self.encode = encode
         self.alignment = alignment
         self.durability = durability
+        self.format = format
     }
 }
 
@@ -23,6 +32,10 @@ public struct ConversionSummary: Sendable {
     public var rawBytes: Int
     /// The size of the output (all files, for a directory).
     public var outputBytes: Int
+    /// Temporaries of killed writers removed from the output's directory before writing (names).
+    public var removedTemporaries: [String] = []
+    /// Their total size in bytes.
+    public var removedTemporaryBytes: Int = 0
 }
 
 /// Writes tensors to any ``TensorFileFormat`` and converts between them.
@@ -31,15 +44,26 @@ public struct ConversionSummary: Sendable {
 ///     try TensorConversion.convert(input, to: "model.ckpt")                 // zero-copy viewable container
 ///     try TensorConversion.convert(input, names: ["lm_head.weight"], to: "head.npz")
 public enum TensorConversion {
-    /// The format of an output path: `.safetensors`, `.npz`, `.npy` (one
-    /// tensor), a directory (an existing one, or a path ending in `/`) for
-    /// `.npy` files, anything else the container.
-    public static func outputFormat(for path: String) -> TensorFileFormat {
+    /// The format an output path names: `.ckpt` the container,
+    /// `.safetensors`, `.npz`, `.npy` (one tensor), a directory (an existing
+    /// one, or a path ending in `/`) for `.npy` files; nil for any other name
+    /// (a `.pt` file is not ours to write: say the format with
+    /// ``ConversionOptions/format``).
+    public static func outputFormat(for path: String) -> TensorFileFormat? {
         if path.hasSuffix("/") || AtomicFile.isDirectory(path) { return .npyDirectory }
         if path.hasSuffix(".safetensors") { return .safetensors }
         if path.hasSuffix(".npz") { return .npz }
         if path.hasSuffix(".npy") { return .npy }
-        return .container
+        if path.hasSuffix(".ckpt") { return .container }
+        return nil
+    }
+
+    /// The format `options` and the name of `path` say, or an error naming the path.
+    static func resolveFormat(_ path: String, _ options: ConversionOptions) throws(CheckpointError) -> TensorFileFormat {
+        if let format = options.format { return format }
+        if let format = outputFormat(for: path) { return format }
+        throw CheckpointError(.invalidField(field: "output name", reason: "its extension names no format written here "
+            + "(.ckpt, .safetensors, .npz, .npy, or a directory ending in /); give the format explicitly"), path: path)
     }
 
     /// Copies the tensors `names` (nil: all, in name order) of `input` to `output`, in the format its path names.
@@ -69,12 +93,21 @@ public enum TensorConversion {
         }
     }
 
-    /// Writes `tensors` to `path` in the format ``outputFormat(for:)`` names.
+    /// Writes `tensors` to `path` in the format of ``ConversionOptions/format``
+    /// or, without one, the format ``outputFormat(for:)`` names.
+    ///
+    /// Every format is written under a temporary name and renamed into
+    /// place (a `.npy` directory as a temporary directory), so that a failure
+    /// or an interrupt leaves the old output or none. Temporaries that killed
+    /// writers left in the output's directory are removed first (see
+    /// ``ConversionSummary/removedTemporaries``).
     @discardableResult
     public static func write(_ tensors: [BlobSource], metadata: [String: String]? = nil, to path: String, options: ConversionOptions = ConversionOptions(),
                              progress: ((Int, Int) -> Void)? = nil) throws(CheckpointError) -> ConversionSummary {
-        let format = outputFormat(for: path)
+        let format = try resolveFormat(path, options)
+        let path = format == .npyDirectory && path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         let total = tensors.reduce(0) { $0 + $1.bytes.count }
+        let cleaned = AtomicFile.removeTemporariesOfDeadWriters(in: ContainerWriter.splitPath(path).directory, calls: .live)
         switch format {
         case .container:
             let writer = try ContainerWriter.create(at: path, options: WriterOptions(encode: options.encode, alignment: options.alignment, durability: options.durability))
@@ -110,18 +143,67 @@ public enum TensorConversion {
             }
             try writeNpy(tensors[0], to: path, durability: options.durability)
         case .npyDirectory:
-            try AtomicFile.makeDirectory(path)
+            try writeNpyDirectory(tensors, to: path, durability: options.durability, total: total, progress: progress)
+        }
+        progress?(total, total)
+        return ConversionSummary(format: format, tensorCount: tensors.count, rawBytes: total, outputBytes: AtomicFile.totalSize(path),
+                                 removedTemporaries: cleaned.names, removedTemporaryBytes: cleaned.bytes)
+    }
+
+    /// Writes one `.npy` per tensor into a temporary directory beside `path`,
+    /// synced, then renames it to `path` (missing or empty) or, when `path`
+    /// is a directory with files, moves the files into it one by one: only
+    /// renames, the writing (which can fail) is done by then; if a move
+    /// fails, the error says how many files were moved.
+    static func writeNpyDirectory(_ tensors: [BlobSource], to path: String, durability: Durability, total: Int,
+                                  progress: ((Int, Int) -> Void)?) throws(CheckpointError) {
+        let calls = SystemCalls.live
+        for tensor in tensors { _ = try npyPath(for: tensor.name, in: path) }
+        let lock = try ContainerWriter.takeLock(for: path, calls: calls)
+        defer { lock.release() }
+        let merge = AtomicFile.isDirectory(path) && !AtomicFile.listDirectory(path).isEmpty
+        let temporary = ContainerWriter.temporaryPath(for: path)
+        do throws(CheckpointError) {
+            try AtomicFile.makeDirectory(temporary)
+            var directories: Set<String> = [temporary]
             var done = 0
             for tensor in tensors {
-                let file = try npyPath(for: tensor.name, in: path)
-                try AtomicFile.makeDirectory(ContainerWriter.splitPath(file).directory, parents: true)
-                try writeNpy(tensor, to: file, durability: options.durability)
+                let file = try npyPath(for: tensor.name, in: temporary)
+                var parent = ContainerWriter.splitPath(file).directory
+                try AtomicFile.makeDirectory(parent, parents: true)
+                while parent.count > temporary.count && directories.insert(parent).inserted { parent = ContainerWriter.splitPath(parent).directory }
+                try writeNpy(tensor, to: file, durability: durability == .full ? .fileData : durability, lockHeld: true)
                 done += tensor.bytes.count
                 progress?(done, total)
             }
+            if durability == .full {
+                // Deepest first: each directory's entries, then its own name in its parent.
+                for directory in directories.sorted(by: { $0.count > $1.count }) { try calls.syncDirectory(directory) }
+            }
+            if merge {
+                var moved = 0
+                do throws(CheckpointError) {
+                    for tensor in tensors {
+                        let destination = try npyPath(for: tensor.name, in: path)
+                        let parent = ContainerWriter.splitPath(destination).directory
+                        try AtomicFile.makeDirectory(parent, parents: true)
+                        try AtomicFile.rename(try npyPath(for: tensor.name, in: temporary), to: destination, calls: calls)
+                        if durability == .full { try calls.syncDirectory(parent) }
+                        moved += 1
+                    }
+                } catch {
+                    throw CheckpointError(.invalidState(reason: "\(error) (\(moved) of \(tensors.count) complete .npy files had been moved into the directory; the others were not written)"),
+                                          path: path)
+                }
+                AtomicFile.removeTree(temporary, calls: calls)
+            } else {
+                try AtomicFile.rename(temporary, to: path, calls: calls)
+                if durability == .full { try calls.syncDirectory(ContainerWriter.splitPath(path).directory) }
+            }
+        } catch {
+            AtomicFile.removeTree(temporary, calls: calls)
+            throw error.naming(path, insteadOf: temporary)
         }
-        progress?(total, total)
-        return ConversionSummary(format: format, tensorCount: tensors.count, rawBytes: total, outputBytes: AtomicFile.totalSize(path))
     }
 
     /// `DIRECTORY/NAME.npy`, after checking that the name cannot leave the directory.
@@ -133,14 +215,14 @@ public enum TensorConversion {
         return CheckpointNaming.join(directory, name + ".npy")
     }
 
-    static func writeNpy(_ tensor: BlobSource, to path: String, durability: Durability) throws(CheckpointError) {
+    static func writeNpy(_ tensor: BlobSource, to path: String, durability: Durability, lockHeld: Bool = false) throws(CheckpointError) {
         let header: [UInt8]
         do throws(CheckpointError) { header = try NumpyFormat.encodeHeader(dtype: tensor.dtype, shape: tensor.shape) } catch {
             throw error.adding(blobName: tensor.name, path: path)
         }
         try typedThrows {
             try header.withUnsafeBytes { headerBytes in
-                try AtomicFile.write([headerBytes, tensor.bytes], to: path, durability: durability, calls: .live)
+                try AtomicFile.write([headerBytes, tensor.bytes], to: path, durability: durability, calls: .live, lockHeld: lockHeld)
             }
         }
     }

@@ -263,6 +263,10 @@ public final class TensorFile: @unchecked Sendable {
     public static let maximumDirectoryEntries = 1_000_000
 
     private static func openNpyDirectory(_ path: String) throws(CheckpointError) -> TensorFile {
+        if CheckpointDirectory.isCheckpointDirectory(path) {
+            throw CheckpointError(.invalidField(field: "directory", reason: "is a checkpoint directory (it has \(DurableMetadataHandler.fileName)), "
+                + "not a directory of .npy files: open one of its checkpoint files, or read it with CheckpointDirectory"), path: path)
+        }
         var entries: [TensorEntry] = []
         var arrays: [BlobName: (owner: AnyObject, bytes: UnsafeRawBufferPointer)] = [:]
         var conversions: [BlobName: NumpyFormat.Header] = [:]
@@ -294,6 +298,9 @@ public final class TensorFile: @unchecked Sendable {
             }
         }
         try walk(path, prefix: "", depth: 0)
+        guard !entries.isEmpty else {
+            throw CheckpointError(.invalidField(field: "directory", reason: "holds no .npy files (a directory is read as one .npy file per tensor)"), path: path)
+        }
         return TensorFile(path: path, format: .npyDirectory, version: nil, metadata: [:], entries: entries, backend: .arrays(arrays),
                           conversions: conversions, notes: conversionNotes(conversions))
     }

@@ -113,14 +113,29 @@ extension TensorVerification {
 extension ContainerRecovery {
     /// Writes the recovered content of `path` to `output` (a copy cut back to
     /// its last complete record and given a new index), leaving `path` as it is.
-    public static func recover(_ path: String, to output: String, durability: Durability = .fileData) throws(CheckpointError) -> RecoveryReport {
+    ///
+    /// The copy is made and repaired under a temporary name beside `output`,
+    /// synced as `durability` asks (default: file and directory fsync) and
+    /// renamed into place: `output` never holds a torn or partial copy, and
+    /// an existing `output` keeps its content if anything fails.
+    public static func recover(_ path: String, to output: String, durability: Durability = .full) throws(CheckpointError) -> RecoveryReport {
+        let calls = SystemCalls.live
         let source = try MappedFile(path)
-        try AtomicFile.write([source.bytes], to: output, durability: durability, calls: .live)
-        do throws(CheckpointError) {
-            return try repair(output, durability: durability)
-        } catch {
-            try? AtomicFile.remove(output, calls: .live)
-            throw error
+        _ = AtomicFile.removeTemporariesOfDeadWriters(in: ContainerWriter.splitPath(output).directory, calls: calls)
+        var report: RecoveryReport?
+        try AtomicFile.replace(output, durability: durability, calls: calls) { (temporary) throws(CheckpointError) in
+            let file = try calls.openFile(temporary, .createExclusive)
+            do throws(CheckpointError) { try file.writeAll([source.bytes], at: 0) } catch {
+                file.close()
+                throw error
+            }
+            file.close()
+            do throws(CheckpointError) {
+                report = try repair(temporary, options: WriterOptions(durability: durability))
+            } catch {
+                throw error.naming(path, insteadOf: temporary)
+            }
         }
+        return report!
     }
 }
