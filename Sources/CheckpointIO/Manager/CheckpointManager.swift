@@ -457,6 +457,14 @@ public enum CheckpointNaming {
         }
     }
 
+    /// Rejects a name that is not one file name inside a directory: empty,
+    /// `.` or `..`, or with a `/` or a NUL. What storage checks before it removes a file.
+    public static func validate(fileName: String) throws(CheckpointError) {
+        guard !fileName.isEmpty, fileName != ".", fileName != "..", !fileName.utf8.contains(0), !fileName.contains("/") else {
+            throw CheckpointError(.invalidField(field: "file name", reason: "'\(fileName.prefix(80))' is not a file name inside the checkpoint directory"))
+        }
+    }
+
     /// Rejects a node name that is empty or has a NUL, a `/` or `..`.
     public static func validate(nodeName: String) throws(CheckpointError) {
         guard !nodeName.isEmpty, !nodeName.utf8.contains(0), !nodeName.contains("/"), !nodeName.contains("..") else {

@@ -175,7 +175,8 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         var errors: [CheckpointError] = []
         for (node, epoch) in doomed {
             do throws(CheckpointError) {
-                try storage.removeCheckpoint(CheckpointNaming.dbName(epoch: epoch, nodeName: node, dbPrefix: params.dbPrefix))
+                // The storage refuses any name that is not a file inside the prefix.
+                try storage.removeCheckpoint(node + "." + String(epoch), in: params.dbPrefix)
             } catch {
                 errors.append(error)
             }
