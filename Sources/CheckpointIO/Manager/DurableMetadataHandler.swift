@@ -232,7 +232,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
 
     private func requireParams() throws(CheckpointError) -> Params {
         guard let params = lock.locked({ params }) else {
-            throw CheckpointError(.invalidState(reason: "DurableMetadataHandler: setParams was not called"))
+            throw CheckpointError(.invalidState(reason: "DurableMetadataHandler: setParams was not called: call manager.setParams() (or handler.setParams(dbPrefix:dbType:nodeNames:pathPrefix:pathType:)) first; CheckpointManager.initialize() and JobRunner.train() call it when nobody did"))
         }
         return params
     }
