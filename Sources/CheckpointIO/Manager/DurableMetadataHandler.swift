@@ -30,6 +30,10 @@ import BlobCodec
 /// ``lastEpoch(userEpoch:)`` returns the newest
 /// recorded epoch whose files, on every node, still pass a cheap integrity
 /// check (container trailer and index CRC), falling back to older ones.
+///
+/// Every node name and epoch read from the file is checked as the
+/// constructors check them; a file that names a node such as `../x` is
+/// rejected as a whole (nothing is deleted on its word).
 public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked Sendable {
     /// The metadata file's name inside `dbPrefix`.
     public static let fileName = "checkpoint_metadata.json"
@@ -257,22 +261,41 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         do throws(CheckpointError) { return try decode(bytes) } catch { throw error.adding(path: path) }
     }
 
+    /// Parses the file. Checks every epoch (a non-negative integer, recorded
+    /// once) and every node name (as ``CheckpointNaming/validate(nodeName:)``)
+    /// before anything acts on them: retention deletes files named after them.
     static func decode(_ bytes: [UInt8]) throws(CheckpointError) -> State {
         func invalid(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "checkpoint metadata", reason: reason)) }
+        func epochAndNodes(_ item: JSONValue, _ what: String) throws(CheckpointError) -> (epoch: Int, nodes: [String]) {
+            guard let value = item["epoch"] else { throw invalid("\(what) lacks 'epoch'") }
+            guard let epoch = value.nonNegativeIntValue else { throw invalid("\(what) has epoch \(String(decoding: value.serialized(), as: UTF8.self).prefix(40)), not a non-negative integer") }
+            guard let nodes = item["nodes"]?.arrayValue else { throw invalid("\(what) of epoch \(epoch) lacks 'nodes'") }
+            var names: [String] = []
+            for node in nodes {
+                guard let name = node.stringValue else { throw invalid("a node name of epoch \(epoch) is not a string") }
+                do throws(CheckpointError) { try CheckpointNaming.validate(nodeName: name) } catch {
+                    throw invalid("epoch \(epoch) names node '\(name.prefix(80))', which is empty or has a NUL, '/' or '..'")
+                }
+                names.append(name)
+            }
+            return (epoch, names)
+        }
         let json = try JSONValue.parse(bytes, what: "checkpoint metadata")
         guard json["format"]?.stringValue == formatName else { throw invalid("not a checkpoint metadata file") }
         guard let version = json["version"]?.intValue else { throw invalid("no version") }
         guard version == 1 else { throw CheckpointError(.unsupportedVersion(what: "checkpoint metadata", version: UInt32(clamping: version))) }
         guard let epochs = json["epochs"]?.arrayValue else { throw invalid("no epochs array") }
         var state = State()
-        state.resumedFrom = json["resumed_from"]?.intValue
+        switch json["resumed_from"] {
+        case nil, .null?: state.resumedFrom = nil
+        case let value?:
+            guard let epoch = value.nonNegativeIntValue else { throw invalid("resumed_from is neither null nor a non-negative integer") }
+            state.resumedFrom = epoch
+        }
+        var seen = Set<Int>()
         for item in epochs {
-            guard let epoch = item["epoch"]?.intValue, let nodes = item["nodes"]?.arrayValue else { throw invalid("an epoch record lacks 'epoch' or 'nodes'") }
-            var names: [String] = []
-            for node in nodes {
-                guard let name = node.stringValue else { throw invalid("a node name is not a string") }
-                names.append(name)
-            }
+            let (epoch, names) = try epochAndNodes(item, "an epoch record")
+            guard seen.insert(epoch).inserted else { throw invalid("epoch \(epoch) is recorded twice") }
             let metric: Double?
             switch item["metric"] {
             case nil, .null?: metric = nil
