@@ -16,11 +16,20 @@ public protocol CheckpointManaging: AnyObject {
     /// Gives the writer lock up (after a save in flight finished).
     func releaseWriterLock()
     func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
+    /// After `epoch`'s checkpoint failed to load because it is damaged: the
+    /// older epoch to resume from instead, with the damage recorded (see
+    /// ``CheckpointMetadataHandler/fallBack(fromDamagedEpoch:reason:)``); nil when there is none.
+    func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int?
     func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
     func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
     func reportCheckpointStats(action: String)
     /// The file of each node's checkpoint of `epoch` (for uploads).
     func checkpointPaths(epoch: Int) -> [(node: String, path: String)]
+}
+
+extension CheckpointManaging {
+    /// Managers that keep no record of complete epochs have no fallback.
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? { nil }
 }
 
 /// Options shared by the checkpoint managers.
@@ -490,6 +499,13 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         guard let metadataHandler else { return }
         try ensureParams()
         try metadataHandler.write(epoch: epoch, metric: metric)
+    }
+
+    /// The handler's fallback from a damaged resume epoch (nil without a handler).
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? {
+        guard let metadataHandler else { return nil }
+        try ensureParams()
+        return try metadataHandler.fallBack(fromDamagedEpoch: epoch, reason: reason)
     }
 
     /// The epoch to resume from: the handler's answer, or `userEpoch` without a handler.

@@ -24,7 +24,11 @@ public protocol UploadTaskGroupBuilder {
 /// 2. from scratch only: the init steps;
 /// 3. `initialize` the manager (from scratch: the blob list is the
 ///    workspace's blobs, and epoch 0 is saved at once; resuming: the list is
-///    read from the resume epoch's checkpoint, which is then loaded);
+///    read from the resume epoch's checkpoint, which is then loaded). When
+///    the handler chose the epoch and it fails to load because it is
+///    damaged, the handler records the damage and names the epoch before it
+///    (``CheckpointManaging/fallBack(fromDamagedEpoch:reason:)``), which is
+///    loaded instead, with an error logged;
 /// 4. epochs from 1 (or resume + 1): the epoch steps, the stop conditions,
 ///    a checkpoint (``saveCheckpoints(epoch:metric:)``, every epoch including the
 ///    last), and a stop when any condition held;
@@ -90,8 +94,9 @@ public final class JobRunner {
     /// checkpoints were saved: ``failedSaves`` and ``lastSavedEpoch``.
     ///
     /// - Throws: what a step or stop condition throws; the manager's errors
-    ///   while resuming (a resume epoch whose checkpoint is missing or
-    ///   damaged; a checkpoint directory that cannot be created); the last save's error after
+    ///   while resuming (a resume epoch you chose, or one with no intact
+    ///   epoch before it, whose checkpoint is missing or damaged; a checkpoint
+    ///   directory that cannot be created); the last save's error after
     ///   ``maxConsecutiveSaveFailures`` failed saves in a row.
     @discardableResult
     public func train() throws -> Int {
@@ -99,6 +104,7 @@ public final class JobRunner {
         lastSavedEpoch = nil
         consecutiveSaveFailures = 0
         let nodes = job.nodesToCheckpoint
+        let userChoseEpoch = resumeFromEpoch != nil
         if let manager = checkpointManager {
             try manager.setParams(nodes: nodes, pathPrefix: nil, pathType: nil)
             resumeFromEpoch = try manager.getResumeFromEpochID(userEpoch: resumeFromEpoch)
@@ -119,13 +125,11 @@ public final class JobRunner {
         let fromScratch = resumeFromEpoch == nil
         if fromScratch { try run(job.initSteps) }
         if let manager = checkpointManager {
-            logger.debug("Preparing checkpoints")
-            try manager.initialize(nodes: nodes, retrieveFromEpoch: resumeFromEpoch, pathPrefix: nil, pathType: nil)
-            if let resumeFromEpoch {
-                logger.info("Loading checkpoints for epoch \(resumeFromEpoch)")
-                try manager.load(epoch: resumeFromEpoch, pathPrefix: nil, pathType: nil)
-                manager.reportCheckpointStats(action: "checkpoint_load")
+            if let epoch = resumeFromEpoch {
+                resumeFromEpoch = try loadResumeEpoch(manager, epoch, nodes: nodes, canFallBack: !userChoseEpoch)
             } else {
+                logger.debug("Preparing checkpoints")
+                try manager.initialize(nodes: nodes, retrieveFromEpoch: nil, pathPrefix: nil, pathType: nil)
                 try saveCheckpoints(epoch: 0, metric: nil)
                 try stopIfSavesKeepFailing()
             }
@@ -151,6 +155,32 @@ public final class JobRunner {
         try run(job.downloadSteps)
         try run(job.exitSteps)
         return epoch
+    }
+
+    /// Initializes the manager from `epoch`'s checkpoint and loads it; when
+    /// that fails because the checkpoint is damaged and the handler chose the
+    /// epoch (`canFallBack`), asks the handler for the epoch before it (which
+    /// records the damage) and tries that one. Returns the epoch loaded.
+    private func loadResumeEpoch(_ manager: any CheckpointManaging, _ first: Int, nodes: [String], canFallBack: Bool) throws(CheckpointError) -> Int {
+        var epoch = first
+        while true {
+            do throws(CheckpointError) {
+                logger.debug("Preparing checkpoints")
+                try manager.initialize(nodes: nodes, retrieveFromEpoch: epoch, pathPrefix: nil, pathType: nil)
+                logger.info("Loading checkpoints for epoch \(epoch)")
+                try manager.load(epoch: epoch, pathPrefix: nil, pathType: nil)
+                manager.reportCheckpointStats(action: "checkpoint_load")
+                return epoch
+            } catch {
+                guard canFallBack, error.isCheckpointDamage else { throw error }
+                guard let older = try manager.fallBack(fromDamagedEpoch: epoch, reason: "\(error)"), older < epoch else {
+                    logger.critical("Cannot resume: the checkpoint of epoch \(epoch) is damaged (\(error)) and no older complete epoch is recorded. Repair or remove it, or choose an epoch.")
+                    throw error
+                }
+                logger.error("The checkpoint of epoch \(epoch) is damaged (\(error)): it is now recorded as damaged in the metadata and never resumed from again. Falling back to epoch \(older).")
+                epoch = older
+            }
+        }
     }
 
     /// Throws the last save's error once ``maxConsecutiveSaveFailures`` saves in a row failed.

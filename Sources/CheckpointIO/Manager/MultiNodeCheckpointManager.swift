@@ -209,6 +209,11 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         try metadataHandler?.write(epoch: epoch, metric: metric)
     }
 
+    /// The handler's fallback from a resume epoch damaged on some node (nil without a handler).
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? {
+        try metadataHandler?.fallBack(fromDamagedEpoch: epoch, reason: reason)
+    }
+
     public func getResumeFromEpochID(userEpoch: Int? = nil) throws(CheckpointError) -> Int? {
         guard let metadataHandler else { return userEpoch }
         return try metadataHandler.lastEpoch(userEpoch: userEpoch)
