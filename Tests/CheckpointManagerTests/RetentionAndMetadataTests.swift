@@ -216,12 +216,14 @@ struct AsyncSaveTests {
             try manager.save(epoch: 3)
             #expect(try handler.completeEpochs().isEmpty)  // save alone does not record
         }
-        // A missing directory fails at once: the writer lock cannot be taken.
-        let missing = NSTemporaryDirectory() + "/async_missing_\(UInt32.random(in: 0...UInt32.max))"
-        let manager = try CheckpointManager(dbPrefix: missing, nodeName: "n", workspace: Workspace(["a": Tensor(scalar: 1)]))
-        try manager.initialize()
-        #expect(throws: CheckpointError.self) { try manager.saveAsync(epoch: 1) }
-        #expect(!fileExists(missing))
+        // A directory that cannot be created (a file is in the way) fails at once, naming it.
+        try withTemporaryDirectory { dir in
+            try writeBytes(dir + "/file", [1])
+            let manager = try CheckpointManager(dbPrefix: dir + "/file/ckpt", nodeName: "n", workspace: Workspace(["a": Tensor(scalar: 1)]))
+            #expect { try manager.initialize() } throws: { ($0 as? CheckpointError)?.path == dir + "/file" }
+            #expect { try manager.saveAsync(epoch: 1) } throws: { ($0 as? CheckpointError)?.code == .invalidState(reason: "CheckpointManager for node 'n' is not initialized: call initialize() first") }
+            #expect(directoryListing(dir) == ["file"])
+        }
     }
 
     @Test func aSecondSaveWaitsForTheFirst() throws {

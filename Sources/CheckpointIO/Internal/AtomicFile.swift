@@ -214,6 +214,56 @@ enum AtomicFile {
         }
     }
 
+    /// Creates `path` and its missing parents (0755), like `mkdir -p`, and for
+    /// ``Durability/full`` fsyncs the parent of each directory it created, so
+    /// that the new directory survives a power cut (`stat`, `mkdir`, `open`,
+    /// `fsync`). An existing directory costs one `stat`; one created meanwhile
+    /// by someone else is fine.
+    ///
+    /// - Throws: ``CheckpointError/Code/system(call:errno:)`` for `mkdir`
+    ///   naming the first directory that could not be created (EEXIST when a
+    ///   file that is not a directory is in the way), or for the parent's fsync.
+    static func makeDirectoryDurably(_ path: String, durability: Durability, calls: SystemCalls) throws(CheckpointError) {
+        var trimmed = path
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
+        if trimmed.isEmpty || isDirectory(trimmed) { return }
+        var missing: [String] = []  // innermost first
+        var current = trimmed
+        while !isDirectory(current) {
+            missing.append(current)
+            let parent = ContainerWriter.splitPath(current).directory
+            if parent == current || parent.isEmpty { break }
+            current = parent
+        }
+        for directory in missing.reversed() {
+            if calls.mkdir(directory, 0o755) != 0 {
+                let code = SystemCalls.errno
+                // Created meanwhile by someone else: still sync its entry before relying on it.
+                guard code == EEXIST && isDirectory(directory) else {
+                    throw CheckpointError(.system(call: "mkdir", errno: code), path: directory)
+                }
+            }
+            if durability == .full { try calls.syncDirectory(ContainerWriter.splitPath(directory).directory) }
+        }
+    }
+
+    /// Runs `body`, and again every 10 ms while it throws
+    /// ``CheckpointError/Code/writerLocked``, for at most `timeout` seconds;
+    /// then throws that error (`usleep`). For writers that may meet a lock
+    /// held for a moment (a cleanup checking whether a temporary is abandoned).
+    static func retryingWhileLocked<R>(timeout: Double, _ body: () throws(CheckpointError) -> R) throws(CheckpointError) -> R {
+        var waited = 0.0
+        while true {
+            do throws(CheckpointError) {
+                return try body()
+            } catch {
+                guard error.code == .writerLocked, waited < timeout else { throw error }
+                usleep(10_000)
+                waited += 0.01
+            }
+        }
+    }
+
     /// The size of a file, or of all files below a directory (`stat`); 0 when missing.
     static func totalSize(_ path: String) -> Int {
         var info = stat()

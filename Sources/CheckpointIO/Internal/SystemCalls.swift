@@ -19,6 +19,8 @@ struct SystemCalls: @unchecked Sendable {
     var fileSize: (_ fd: Int32) -> Int64
     var rename: (_ from: String, _ to: String) -> Int32
     var unlink: (_ path: String) -> Int32
+    /// Creates a directory; -1 with errno on failure, EEXIST when something exists there (`mkdir`).
+    var mkdir: (_ path: String, _ mode: mode_t) -> Int32
     var mmap: (_ length: Int, _ fd: Int32) -> UnsafeMutableRawPointer?
     var munmap: (_ address: UnsafeMutableRawPointer, _ length: Int) -> Int32
     var madvise: (_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) -> Int32
@@ -50,6 +52,7 @@ struct SystemCalls: @unchecked Sendable {
         },
         rename: { Glibc.rename($0, $1) },
         unlink: { Glibc.unlink($0) },
+        mkdir: { Glibc.mkdir($0, $1) },
         mmap: { length, fd in
             let address = Glibc.mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0)
             return address == MAP_FAILED ? nil : address

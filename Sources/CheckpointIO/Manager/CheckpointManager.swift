@@ -1,4 +1,5 @@
 import BlobCodec
+import Logging
 
 /// What ``JobRunner`` needs of a checkpoint manager: ``CheckpointManager``
 /// (one node) and ``MultiNodeCheckpointManager`` both provide it.
@@ -15,6 +16,10 @@ public protocol CheckpointManaging: AnyObject {
     /// Gives the writer lock up (after a save in flight finished).
     func releaseWriterLock()
     func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
+    /// After `epoch`'s checkpoint failed to load because it is damaged: the
+    /// older epoch to resume from instead, with the damage recorded (see
+    /// ``CheckpointMetadataHandler/fallBack(fromDamagedEpoch:reason:)``); nil when there is none.
+    func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int?
     func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
     func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
     func reportCheckpointStats(action: String)
@@ -22,18 +27,41 @@ public protocol CheckpointManaging: AnyObject {
     func checkpointPaths(epoch: Int) -> [(node: String, path: String)]
 }
 
+extension CheckpointManaging {
+    /// Managers that keep no record of complete epochs have no fallback.
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? { nil }
+}
+
 /// Options shared by the checkpoint managers.
 public struct CheckpointOptions: Sendable {
+    /// Which blobs a save writes.
+    public enum BlobListMode: Sendable, Equatable {
+        /// Caffe2's: the list fixed by `initialize()`. Blobs added to the
+        /// workspace later are **not saved**; the first save that sees one
+        /// logs a warning naming it (see ``CheckpointManager/unsavedBlobNames``).
+        case fixedAtInitialize
+        /// Every blob in the workspace at each save (the list is taken again
+        /// at every save; a load reads the list stored in the epoch's file).
+        case relistedAtEverySave
+    }
+
     /// How files are written: codec, alignment, durability. The default is
     /// uncompressed with ``Durability/full`` (file and directory fsync), so a
     /// checkpoint reported complete survives a power cut.
     public var writer: WriterOptions
     /// The storage for `pathType` nil (default: the registry's `"local"`).
     public var storage: (any CheckpointStorage)?
+    /// Which blobs a save writes (default: Caffe2's fixed list).
+    public var blobList: BlobListMode
+    /// Where the managers log warnings (blobs left out of a save).
+    public var logger: Logger
 
-    public init(writer: WriterOptions = WriterOptions(durability: .full), storage: (any CheckpointStorage)? = nil) {
+    public init(writer: WriterOptions = WriterOptions(durability: .full), storage: (any CheckpointStorage)? = nil,
+                blobList: BlobListMode = .fixedAtInitialize, logger: Logger = Logger(label: "checkpoint.CheckpointManager")) {
         self.writer = writer
         self.storage = storage
+        self.blobList = blobList
+        self.logger = logger
     }
 }
 
@@ -41,10 +69,10 @@ public struct CheckpointOptions: Sendable {
 /// `CheckpointManager`, on the container format.
 ///
 ///     let manager = try CheckpointManager(dbPrefix: "/ckpt/run1", nodeName: "trainer_0",
-///                                         metadataHandler: DurableMetadataHandler())
-///     try manager.initialize()           // the blob list: every blob in the workspace now
+///                                         metadataHandler: DurableMetadataHandler(), workspace: workspace)
+///     try manager.initialize()           // creates /ckpt/run1; the blob list: every blob in the workspace now
 ///     try manager.save(epoch: 1)         // /ckpt/run1/trainer_0.1, committed atomically
-///     try manager.writeCheckpointMetadata(epoch: 1)
+///     try manager.writeCheckpointMetadata(epoch: 1)  // the handler records epoch 1 as complete
 ///     try manager.load(epoch: 1)         // every blob of the list, verified
 ///
 /// Each checkpoint is one file, `dbName(epoch:)`, holding every blob of the
@@ -53,7 +81,12 @@ public struct CheckpointOptions: Sendable {
 /// after an fsync, so a checkpoint is either complete under its name or
 /// absent; ``checkDBExists(epoch:)`` is true only for a complete one.
 ///
-/// The directory `dbPrefix` must exist; it is not created.
+/// The directory `dbPrefix` is created (with its missing parents, each
+/// made durable by an fsync of its parent) by ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``
+/// and when the writer lock is taken. The metadata handler gets its
+/// parameters from ``setParams(nodes:pathPrefix:pathType:)``; a manager
+/// whose `setParams` was not called calls it itself (with no path prefix or
+/// type) before it first uses the handler, so the sequence above is complete.
 ///
 /// Thread safety: the methods may be called from any thread; one save runs
 /// at a time.
@@ -84,6 +117,10 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     private var currentDBName: String?
     private var currentDuration: UInt64?
     private var writerToken: AnyObject?
+    /// Whether ``setParams(nodes:pathPrefix:pathType:)`` was called (the handler has its parameters).
+    private var paramsSet = false
+    /// Blobs outside the fixed list that a save already warned about.
+    private var warnedUnsaved = Set<BlobName>()
 
     private let background = BackgroundSave(label: "checkpoint.manager.async-save")
 
@@ -128,20 +165,26 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
 
     // MARK: Initializing
 
-    /// Fixes the blob list (Caffe2's `init`), after removing the temporary
-    /// files that saves of this node killed mid-way left in `dbPrefix`.
+    /// Fixes the blob list (Caffe2's `init`), after creating `dbPrefix` if it
+    /// is missing (`mkdir -p`, each new directory made durable) and removing
+    /// the temporary files that saves of this node killed mid-way left there.
+    /// Calls ``setParams(nodes:pathPrefix:pathType:)`` first if nobody did.
     ///
     /// Without `retrieveFromEpoch` the list is every blob in the workspace
     /// now, sorted; with it, the list stored in that epoch's checkpoint
-    /// (`dbName(epoch:pathPrefix:)`).
+    /// (`dbName(epoch:pathPrefix:)`). With ``CheckpointOptions/BlobListMode/fixedAtInitialize``
+    /// (the default) blobs added to the workspace afterwards are not saved.
     ///
     /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for more
-    ///   than one node; ``CheckpointError/Code/checkpointNotFound(epoch:)`` when
+    ///   than one node; a `mkdir` error naming the directory that cannot be
+    ///   created; ``CheckpointError/Code/checkpointNotFound(epoch:)`` when
     ///   the epoch's file is missing; the reader's errors when it is damaged.
     public func initialize(nodes: [String]? = nil, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         if let nodes, nodes.count > 1 {
             throw CheckpointError(.invalidField(field: "nodes", reason: "CheckpointManager supports a single node (got \(nodes.count)); use MultiNodeCheckpointManager"))
         }
+        try ensureParams()
+        try createPrefix()
         // Temporary files of saves killed before their rename are garbage now (never a live writer's).
         if let storage = try? storage(for: lock.locked({ self.pathType })) {
             _ = storage.removeAbandonedWrites(in: dbPrefix, targetPrefix: nodeName + ".")
@@ -165,6 +208,39 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
             throw CheckpointError(.invalidState(reason: "CheckpointManager for node '\(nodeName)' is not initialized: call initialize() first"))
         }
         return names
+    }
+
+    /// The workspace's blobs that a save leaves out: those outside the blob
+    /// list fixed by `initialize()` (always empty with
+    /// ``CheckpointOptions/BlobListMode/relistedAtEverySave``, or before `initialize()`).
+    public var unsavedBlobNames: [String] {
+        guard options.blobList == .fixedAtInitialize, let names = lock.locked({ blobNames }) else { return [] }
+        // By UTF-8 bytes, as the workspace and the file compare names.
+        let listed = Set(names.map { BlobName($0) })
+        return workspace.blobNames.filter { !listed.contains(BlobName($0)) }
+    }
+
+    /// What a save writes: the fixed list's blobs (warning once about each
+    /// workspace blob left out) or, relisting, every blob in the workspace now.
+    func snapshotForSave() throws(CheckpointError) -> [(name: String, tensor: Tensor)] {
+        let names = try blobList()
+        switch options.blobList {
+        case .relistedAtEverySave:
+            let snapshot = workspace.snapshot()
+            lock.locked { blobNames = snapshot.map(\.name) }
+            return snapshot
+        case .fixedAtInitialize:
+            let left = unsavedBlobNames
+            let new = lock.locked { () -> [String] in
+                let new = left.filter { !warnedUnsaved.contains(BlobName($0)) }
+                warnedUnsaved.formUnion(new.map { BlobName($0) })
+                return new
+            }
+            if !new.isEmpty {
+                options.logger.warning("Blobs added to node '\(nodeName)''s workspace after initialize() are NOT saved (the blob list is fixed): \(new.map { "'\($0)'" }.joined(separator: ", ")). A resume will not have them. Set CheckpointOptions(blobList: .relistedAtEverySave) to save every blob at each save.")
+            }
+            return try workspace.snapshot(names)
+        }
     }
 
     static func storedBlobList(_ reader: any CheckpointFileReading, path: String) throws(CheckpointError) -> [String] {
@@ -192,14 +268,15 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// Waits for an ``saveAsync(epoch:metric:)`` in flight first, and throws
     /// its error if it failed (without saving this epoch).
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` for a listed blob
-    ///   missing from the workspace; the writer's errors (the previous file
-    ///   of that name, if any, is then intact).
+    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before
+    ///   `initialize()`; ``CheckpointError/Code/blobNotFound(_:)`` for a listed blob
+    ///   missing from the workspace (all before any file is written); the
+    ///   writer's errors (the previous file of that name, if any, is then intact).
     public func save(epoch: Int) throws(CheckpointError) {
         try saveMutex.locked { () throws(CheckpointError) in
             try waitUntilFinished()
+            let snapshot = try snapshotForSave()
             try acquireWriterLock()
-            let snapshot = try workspace.snapshot(try blobList())
             try write(snapshot, epoch: epoch)
         }
     }
@@ -241,8 +318,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     public func saveAsync(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
         try saveMutex.locked { () throws(CheckpointError) in
             try waitUntilFinished()
+            let snapshot = try snapshotForSave()
             try acquireWriterLock()
-            let snapshot = try workspace.snapshot(try blobList())
             background.start { [self] () throws(CheckpointError) in
                 try write(snapshot, epoch: epoch)
                 try writeCheckpointMetadata(epoch: epoch, metric: metric)
@@ -258,19 +335,32 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
 
     /// Takes the exclusive right to save this node's checkpoints under
     /// `dbPrefix` (a lock file `.NODE.writer.lock` there), unless this manager
-    /// holds it already. ``save(epoch:)`` and ``saveAsync(epoch:metric:)`` take
+    /// holds it already, creating `dbPrefix` first if it is missing.
+    /// ``save(epoch:)`` and ``saveAsync(epoch:metric:)`` take
     /// it; ``JobRunner`` takes it before training, to fail fast. It is held
     /// until ``releaseWriterLock()`` or until the manager is deinitialized.
     ///
     /// - Throws: ``CheckpointError/Code/writerLocked`` when another manager
-    ///   (in this or another process) holds it; a system error when `dbPrefix`
-    ///   does not exist.
+    ///   (in this or another process) holds it; a `mkdir` error when `dbPrefix`
+    ///   cannot be created.
     public func acquireWriterLock(nodes: [String] = []) throws(CheckpointError) {
         try lock.locked { () throws(CheckpointError) in
             guard writerToken == nil else { return }
             let storage = try storage(for: pathType)
+            try storage.createDirectory(dbPrefix, durability: options.writer.durability)
             writerToken = try storage.lockWriter(in: dbPrefix, name: nodeName)
         }
+    }
+
+    /// Creates `dbPrefix` unless it exists (see ``CheckpointStorage/createDirectory(_:durability:)``).
+    private func createPrefix() throws(CheckpointError) {
+        try storage(for: lock.locked { pathType }).createDirectory(dbPrefix, durability: options.writer.durability)
+    }
+
+    /// Calls ``setParams(nodes:pathPrefix:pathType:)`` unless it was called: the handler needs its parameters.
+    private func ensureParams() throws(CheckpointError) {
+        guard metadataHandler != nil, !lock.locked({ paramsSet }) else { return }
+        try setParams()
     }
 
     /// Gives up the right to save (after waiting for a save in flight, whose
@@ -283,8 +373,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     // MARK: Loading
 
     /// Loads every blob of the blob list from `epoch`'s checkpoint into the
-    /// workspace (Caffe2's `load`). All or nothing: the workspace changes only
-    /// when every blob was read and verified.
+    /// workspace (Caffe2's `load`; relisting, the list stored in that file).
+    /// All or nothing: the workspace changes only when every blob was read and verified.
     ///
     /// - Throws: ``CheckpointError/Code/checkpointNotFound(epoch:)`` for a
     ///   missing file; ``CheckpointError/Code/blobNotFound(_:)`` for a listed
@@ -300,7 +390,9 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         var tensors: [(name: String, tensor: Tensor)] = []
         try timed(path) { () throws(CheckpointError) in
             let reader = try openCheckpoint(path, epoch: epoch, pathType: pathType)
-            tensors = try CheckpointManager.readTensors(names, from: reader, path: path, allowMissing: false)
+            // Relisting, each file has its own list: load what that epoch saved.
+            let list = options.blobList == .relistedAtEverySave ? try CheckpointManager.storedBlobList(reader, path: path) : names
+            tensors = try CheckpointManager.readTensors(list, from: reader, path: path, allowMissing: false)
         }
         return tensors
     }
@@ -401,14 +493,25 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         metadataHandler?.report(action: action, stats: stats)
     }
 
-    /// Records `epoch` as complete in the metadata handler (nothing without one).
+    /// Records `epoch` as complete in the metadata handler (nothing without
+    /// one), after ``setParams(nodes:pathPrefix:pathType:)`` if nobody called it.
     public func writeCheckpointMetadata(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
-        try metadataHandler?.write(epoch: epoch, metric: metric)
+        guard let metadataHandler else { return }
+        try ensureParams()
+        try metadataHandler.write(epoch: epoch, metric: metric)
+    }
+
+    /// The handler's fallback from a damaged resume epoch (nil without a handler).
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? {
+        guard let metadataHandler else { return nil }
+        try ensureParams()
+        return try metadataHandler.fallBack(fromDamagedEpoch: epoch, reason: reason)
     }
 
     /// The epoch to resume from: the handler's answer, or `userEpoch` without a handler.
     public func getResumeFromEpochID(userEpoch: Int? = nil) throws(CheckpointError) -> Int? {
         guard let metadataHandler else { return userEpoch }
+        try ensureParams()
         return try metadataHandler.lastEpoch(userEpoch: userEpoch)
     }
 
@@ -421,11 +524,13 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
             return (self.pathPrefix, self.pathType)
         }
         try metadataHandler?.setParams(dbPrefix: dbPrefix, dbType: dbType, nodeNames: [nodeName], pathPrefix: prefix, pathType: type)
+        lock.locked { paramsSet = true }
     }
 
     /// Whether checkpoints are accessible: the handler's answer, true without one.
     public func cpAccessible(epoch: Int? = nil) throws(CheckpointError) -> Bool {
         guard let metadataHandler else { return true }
+        try ensureParams()
         return try metadataHandler.cpAccessible(epoch: epoch)
     }
 }
@@ -454,6 +559,14 @@ public enum CheckpointNaming {
         }
         guard !dbPrefix.split(separator: "/", omittingEmptySubsequences: false).contains("..") else {
             throw CheckpointError(.invalidField(field: "dbPrefix", reason: "'\(dbPrefix)' has a '..' component"))
+        }
+    }
+
+    /// Rejects a name that is not one file name inside a directory: empty,
+    /// `.` or `..`, or with a `/` or a NUL. What storage checks before it removes a file.
+    public static func validate(fileName: String) throws(CheckpointError) {
+        guard !fileName.isEmpty, fileName != ".", fileName != "..", !fileName.utf8.contains(0), !fileName.contains("/") else {
+            throw CheckpointError(.invalidField(field: "file name", reason: "'\(fileName.prefix(80))' is not a file name inside the checkpoint directory"))
         }
     }
 

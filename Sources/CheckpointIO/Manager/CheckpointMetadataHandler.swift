@@ -9,7 +9,9 @@ import BlobCodec
 /// - ``write(epoch:metric:)`` after **every node** of an epoch committed its file;
 /// - ``cpAccessible(epoch:)`` before a save (`nil`) or to ask about one epoch;
 /// - ``report(action:stats:)`` with timings (database path → nanoseconds) of
-///   `checkpoint_save`, `checkpoint_load` and `checkpoint_partial_load`.
+///   `checkpoint_save`, `checkpoint_load` and `checkpoint_partial_load`;
+/// - ``fallBack(fromDamagedEpoch:reason:)`` when the epoch ``lastEpoch(userEpoch:)``
+///   chose failed to load because it is damaged.
 ///
 /// ``DurableMetadataHandler`` is the default implementation.
 public protocol CheckpointMetadataHandler: AnyObject, Sendable {
@@ -22,9 +24,20 @@ public protocol CheckpointMetadataHandler: AnyObject, Sendable {
     func write(epoch: Int, metric: Double?) throws(CheckpointError)
     /// Receives timings of one action: database path → nanoseconds.
     func report(action: String, stats: [String: UInt64])
+    /// Called when `epoch`'s checkpoint (this handler's resume choice) failed
+    /// to load because it is damaged (`reason`): returns the newest older
+    /// epoch to resume from instead, and records the damage so that
+    /// ``lastEpoch(userEpoch:)`` never chooses `epoch` again and retention
+    /// never deletes the returned epoch during this run. Returns nil, and
+    /// records nothing, when there is no such epoch.
+    func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int?
 }
 
 extension CheckpointMetadataHandler {
+    /// A handler that cannot record damage: no fallback (``JobRunner`` then
+    /// throws the load error).
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? { nil }
+
     /// Records that `epoch` is complete on every node (no metric).
     public func write(epoch: Int) throws(CheckpointError) { try write(epoch: epoch, metric: nil) }
 }

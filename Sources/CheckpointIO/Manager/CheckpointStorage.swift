@@ -83,8 +83,15 @@ public protocol CheckpointStorage: Sendable {
     /// checks the structure (container trailer and index CRC; safetensors
     /// header and size), not every payload.
     func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool
-    /// Removes a checkpoint file; a missing file is not an error.
-    func removeCheckpoint(_ path: String) throws(CheckpointError)
+    /// Removes the checkpoint file `name` directly inside `directory`; a
+    /// missing file is not an error. Implementations must refuse (throw,
+    /// remove nothing) a `name` that is not one file name inside `directory`
+    /// (``CheckpointNaming/validate(fileName:)``): whatever a caller passes,
+    /// nothing outside the directory is removed.
+    func removeCheckpoint(_ name: String, in directory: String) throws(CheckpointError)
+    /// Creates `directory` (and its missing parents) unless it exists,
+    /// durably for ``Durability/full``. Storage without directories does nothing.
+    func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError)
     /// True when checkpoints can be written under `directory`.
     func isAccessible(directory: String) -> Bool
     /// Replaces a small file atomically (metadata).
@@ -112,6 +119,8 @@ public protocol CheckpointStorage: Sendable {
 extension CheckpointStorage {
     /// Storage whose writes leave nothing behind has nothing to remove.
     public func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] { [] }
+    /// Storage without directories has none to create.
+    public func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError) {}
 }
 
 /// A storage that wraps another and forwards every call to it: conform,
@@ -140,7 +149,10 @@ extension CheckpointStorageDecorator {
         try base.openCheckpoint(path, format: format)
     }
     public func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool { base.isCompleteCheckpoint(path, format: format) }
-    public func removeCheckpoint(_ path: String) throws(CheckpointError) { try base.removeCheckpoint(path) }
+    public func removeCheckpoint(_ name: String, in directory: String) throws(CheckpointError) { try base.removeCheckpoint(name, in: directory) }
+    public func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError) {
+        try base.createDirectory(directory, durability: durability)
+    }
     public func isAccessible(directory: String) -> Bool { base.isAccessible(directory: directory) }
     public func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) {
         try base.writeFile(bytes, to: path, durability: durability)
@@ -166,13 +178,25 @@ public struct LocalCheckpointStorage: CheckpointStorage {
     public init() { self.calls = .live }
     init(calls: SystemCalls) { self.calls = calls }
 
+    /// How long a checkpoint write waits for the file's writer lock `PATH.lock`
+    /// while someone else holds it, in seconds. The cleanups that check a
+    /// temporary or a stale lock file (``removeAbandonedWrites(in:targetPrefix:)``,
+    /// ``removeCheckpoint(_:in:)``) hold it for a moment; a writer of the same
+    /// checkpoint holding it longer is still an error (``CheckpointError/Code/writerLocked``).
+    static let writerLockPatience = 2.0
+
+    /// Writes the file through a temporary and a rename (see ``CheckpointStorage``);
+    /// waits up to 2 s for the file's writer lock when another process holds it.
     public func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String,
                                 format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
         switch format {
         case .container:
             var options = options
             options.systemCalls = calls
-            let writer = try ContainerWriter.create(at: path, options: options)
+            // Nothing is written before the lock is taken, so trying again is safe.
+            let writer = try AtomicFile.retryingWhileLocked(timeout: LocalCheckpointStorage.writerLockPatience) { () throws(CheckpointError) in
+                try ContainerWriter.create(at: path, options: options)
+            }
             do throws(CheckpointError) {
                 writer.metadata = metadata
                 try writer.write(blobs)
@@ -182,7 +206,9 @@ public struct LocalCheckpointStorage: CheckpointStorage {
                 throw error
             }
         case .safetensors:
-            try SafetensorsFile.write(blobs, metadata: metadata, to: path, durability: options.durability, calls: calls)
+            try AtomicFile.retryingWhileLocked(timeout: LocalCheckpointStorage.writerLockPatience) { () throws(CheckpointError) in
+                try SafetensorsFile.write(blobs, metadata: metadata, to: path, durability: options.durability, calls: calls)
+            }
         }
     }
 
@@ -209,12 +235,24 @@ public struct LocalCheckpointStorage: CheckpointStorage {
         }
     }
 
-    /// Removes the file, then a lock file a killed writer may have left beside it (only if nobody holds it).
-    public func removeCheckpoint(_ path: String) throws(CheckpointError) {
+    /// Removes `directory/name`, then a lock file a killed writer may have
+    /// left beside it (only if nobody holds it).
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a
+    ///   `name` that is empty, `.` or `..`, or has a `/` or a NUL (nothing is
+    ///   removed); `unlink`'s errors other than ENOENT.
+    public func removeCheckpoint(_ name: String, in directory: String) throws(CheckpointError) {
+        try CheckpointNaming.validate(fileName: name)
+        let path = CheckpointNaming.join(directory, name)
         try AtomicFile.remove(path, calls: calls)
-        if AtomicFile.exists(path + ".lock"), let lock = try? WriterLock.acquire(for: path, directory: ContainerWriter.splitPath(path).directory, calls: calls) {
+        if AtomicFile.exists(path + ".lock"), let lock = try? WriterLock.acquire(for: path, directory: directory.isEmpty ? "." : directory, calls: calls) {
             lock.release()
         }
+    }
+
+    /// `mkdir -p`, then for ``Durability/full`` an fsync of the parent of each directory created.
+    public func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError) {
+        try AtomicFile.makeDirectoryDurably(directory, durability: durability, calls: calls)
     }
 
     public func isAccessible(directory: String) -> Bool {

@@ -30,6 +30,15 @@ import BlobCodec
 /// ``lastEpoch(userEpoch:)`` returns the newest
 /// recorded epoch whose files, on every node, still pass a cheap integrity
 /// check (container trailer and index CRC), falling back to older ones.
+/// Damage that check cannot see (a flipped payload byte) shows when the
+/// epoch is loaded: ``fallBack(fromDamagedEpoch:reason:)`` then moves the
+/// epoch to the file's `damaged` list, so that ``lastEpoch(userEpoch:)``
+/// never chooses it again, and answers the epoch before it (``JobRunner``
+/// calls it and resumes from there).
+///
+/// Every node name and epoch read from the file is checked as the
+/// constructors check them; a file that names a node such as `../x` is
+/// rejected as a whole (nothing is deleted on its word).
 public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked Sendable {
     /// The metadata file's name inside `dbPrefix`.
     public static let fileName = "checkpoint_metadata.json"
@@ -48,6 +57,21 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
             self.epoch = epoch
             self.nodes = nodes
             self.metric = metric
+        }
+    }
+
+    /// An epoch whose checkpoint failed to load (see ``fallBack(fromDamagedEpoch:reason:)``).
+    public struct DamagedEpoch: Sendable, Equatable {
+        public var epoch: Int
+        /// The nodes whose files made up the epoch.
+        public var nodes: [String]
+        /// Why loading it failed (the error's description).
+        public var reason: String
+
+        public init(epoch: Int, nodes: [String], reason: String) {
+            self.epoch = epoch
+            self.nodes = nodes
+            self.reason = reason
         }
     }
 
@@ -103,16 +127,21 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
             lock.locked { resumedFrom = userEpoch }
             return userEpoch
         }
+        guard let epoch = try newestIntactEpoch(params, below: nil) else { return nil }
+        lock.locked { resumedFrom = epoch }
+        return epoch
+    }
+
+    /// The newest recorded epoch (below `limit`, if given) whose files on
+    /// every current node pass the integrity check.
+    private func newestIntactEpoch(_ params: Params, below limit: Int?) throws(CheckpointError) -> Int? {
         let storage = try storage(params)
         let records = try readRecords(params).records.sorted { $0.epoch > $1.epoch }
-        for record in records where Set(params.nodeNames).isSubset(of: record.nodes) {
+        for record in records where Set(params.nodeNames).isSubset(of: record.nodes) && record.epoch < (limit ?? Int.max) {
             let intact = params.nodeNames.allSatisfy { node in
                 storage.isCompleteCheckpoint(CheckpointNaming.dbName(epoch: record.epoch, nodeName: node, dbPrefix: params.dbPrefix), format: params.format)
             }
-            if intact {
-                lock.locked { resumedFrom = record.epoch }
-                return record.epoch
-            }
+            if intact { return record.epoch }
         }
         return nil
     }
@@ -144,6 +173,8 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         // Read, decide and replace under the file's writer lock (writers of the file wait for each other).
         _ = try storage.updateFile(path, limit: DurableMetadataHandler.maximumFileSize, durability: durability) { (old) throws(CheckpointError) -> [UInt8] in
             state = try old.map { (bytes) throws(CheckpointError) -> State in try DurableMetadataHandler.decode(bytes, path: path) } ?? State()
+            // A damaged file of this epoch was just replaced by a complete one.
+            state.damaged.removeAll { $0.epoch == epoch }
             // Epochs after this one that this run did not write belong to a run this one went back
             // from: forget them (their files are overwritten as this run reaches them), so that a
             // restart never resumes from the abandoned run.
@@ -169,18 +200,55 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
             // Files of older epochs that no record names at all: left by a run killed while
             // deleting, or saved but never recorded. Nothing resumes from them.
             let newest = state.records.last!.epoch
-            let spared = Set([resumed, state.resumedFrom].compactMap { $0 })
+            // Damaged files stay for inspection until a save of their epoch replaces them.
+            let spared = Set([resumed, state.resumedFrom].compactMap { $0 } + state.damaged.map(\.epoch))
             doomed += unrecordedEpochs(storage: storage, params: params, records: state.records).filter { $0.epoch < newest && !spared.contains($0.epoch) }
         }
         var errors: [CheckpointError] = []
         for (node, epoch) in doomed {
             do throws(CheckpointError) {
-                try storage.removeCheckpoint(CheckpointNaming.dbName(epoch: epoch, nodeName: node, dbPrefix: params.dbPrefix))
+                // The storage refuses any name that is not a file inside the prefix.
+                try storage.removeCheckpoint(node + "." + String(epoch), in: params.dbPrefix)
             } catch {
                 errors.append(error)
             }
         }
         lock.locked { removalErrors = errors }
+    }
+
+    /// After `epoch`'s checkpoint failed to load because it is damaged:
+    /// finds the newest older recorded epoch whose files pass the integrity
+    /// check and, if there is one, moves `epoch` from the complete epochs to
+    /// the `damaged` list of the metadata file (read-modify-write under its
+    /// lock, with `reason`), so that ``lastEpoch(userEpoch:)`` never chooses
+    /// it again, and makes the older epoch this run's resume epoch (retention
+    /// never deletes it). The damaged files are left alone until a save of
+    /// the same epoch replaces them. With no older epoch, nothing is
+    /// recorded and the answer is nil: every run stops at the same error
+    /// until someone repairs or removes the checkpoint.
+    ///
+    /// - Throws: when the metadata file cannot be read or replaced.
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? {
+        let params = try requireParams()
+        guard let older = try newestIntactEpoch(params, below: epoch) else { return nil }
+        try recordDamaged(epoch, reason: reason, params: params)
+        lock.locked { resumedFrom = older }
+        return older
+    }
+
+    /// Moves `epoch` to the metadata file's `damaged` list.
+    private func recordDamaged(_ epoch: Int, reason: String, params: Params) throws(CheckpointError) {
+        let storage = try storage(params)
+        let path = metadataPath(params)
+        _ = try storage.updateFile(path, limit: DurableMetadataHandler.maximumFileSize, durability: durability) { (old) throws(CheckpointError) -> [UInt8] in
+            var state = try old.map { (bytes) throws(CheckpointError) -> State in try DurableMetadataHandler.decode(bytes, path: path) } ?? State()
+            let nodes = state.records.first { $0.epoch == epoch }?.nodes ?? params.nodeNames
+            state.records.removeAll { $0.epoch == epoch }
+            state.damaged.removeAll { $0.epoch == epoch }
+            state.damaged.append(DamagedEpoch(epoch: epoch, nodes: nodes, reason: String(reason.prefix(1000))))
+            state.damaged.sort { $0.epoch < $1.epoch }
+            return encode(state, params: params)
+        }
     }
 
     /// The (node, epoch) of files `NODE.EPOCH` or `NODE.EPOCH.lock` in the
@@ -219,6 +287,11 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         try readRecords(try requireParams()).records.sorted { $0.epoch < $1.epoch }
     }
 
+    /// The epochs recorded as damaged in the metadata file, oldest first.
+    public func damagedEpochs() throws(CheckpointError) -> [DamagedEpoch] {
+        try readRecords(try requireParams()).damaged.sorted { $0.epoch < $1.epoch }
+    }
+
     /// The metadata file's path (after ``setParams(dbPrefix:dbType:nodeNames:pathPrefix:pathType:)``).
     public var metadataPath: String? { lock.locked { params }.map(metadataPath) }
 
@@ -227,11 +300,12 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     struct State {
         var records: [EpochRecord] = []
         var resumedFrom: Int?
+        var damaged: [DamagedEpoch] = []
     }
 
     private func requireParams() throws(CheckpointError) -> Params {
         guard let params = lock.locked({ params }) else {
-            throw CheckpointError(.invalidState(reason: "DurableMetadataHandler: setParams was not called"))
+            throw CheckpointError(.invalidState(reason: "DurableMetadataHandler: setParams was not called: call manager.setParams() (or handler.setParams(dbPrefix:dbType:nodeNames:pathPrefix:pathType:)) first; CheckpointManager.initialize() and JobRunner.train() call it when nobody did"))
         }
         return params
     }
@@ -256,22 +330,41 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         do throws(CheckpointError) { return try decode(bytes) } catch { throw error.adding(path: path) }
     }
 
+    /// Parses the file. Checks every epoch (a non-negative integer, recorded
+    /// once) and every node name (as ``CheckpointNaming/validate(nodeName:)``)
+    /// before anything acts on them: retention deletes files named after them.
     static func decode(_ bytes: [UInt8]) throws(CheckpointError) -> State {
         func invalid(_ reason: String) -> CheckpointError { CheckpointError(.invalidField(field: "checkpoint metadata", reason: reason)) }
+        func epochAndNodes(_ item: JSONValue, _ what: String) throws(CheckpointError) -> (epoch: Int, nodes: [String]) {
+            guard let value = item["epoch"] else { throw invalid("\(what) lacks 'epoch'") }
+            guard let epoch = value.nonNegativeIntValue else { throw invalid("\(what) has epoch \(String(decoding: value.serialized(), as: UTF8.self).prefix(40)), not a non-negative integer") }
+            guard let nodes = item["nodes"]?.arrayValue else { throw invalid("\(what) of epoch \(epoch) lacks 'nodes'") }
+            var names: [String] = []
+            for node in nodes {
+                guard let name = node.stringValue else { throw invalid("a node name of epoch \(epoch) is not a string") }
+                do throws(CheckpointError) { try CheckpointNaming.validate(nodeName: name) } catch {
+                    throw invalid("epoch \(epoch) names node '\(name.prefix(80))', which is empty or has a NUL, '/' or '..'")
+                }
+                names.append(name)
+            }
+            return (epoch, names)
+        }
         let json = try JSONValue.parse(bytes, what: "checkpoint metadata")
         guard json["format"]?.stringValue == formatName else { throw invalid("not a checkpoint metadata file") }
         guard let version = json["version"]?.intValue else { throw invalid("no version") }
         guard version == 1 else { throw CheckpointError(.unsupportedVersion(what: "checkpoint metadata", version: UInt32(clamping: version))) }
         guard let epochs = json["epochs"]?.arrayValue else { throw invalid("no epochs array") }
         var state = State()
-        state.resumedFrom = json["resumed_from"]?.intValue
+        switch json["resumed_from"] {
+        case nil, .null?: state.resumedFrom = nil
+        case let value?:
+            guard let epoch = value.nonNegativeIntValue else { throw invalid("resumed_from is neither null nor a non-negative integer") }
+            state.resumedFrom = epoch
+        }
+        var seen = Set<Int>()
         for item in epochs {
-            guard let epoch = item["epoch"]?.intValue, let nodes = item["nodes"]?.arrayValue else { throw invalid("an epoch record lacks 'epoch' or 'nodes'") }
-            var names: [String] = []
-            for node in nodes {
-                guard let name = node.stringValue else { throw invalid("a node name is not a string") }
-                names.append(name)
-            }
+            let (epoch, names) = try epochAndNodes(item, "an epoch record")
+            guard seen.insert(epoch).inserted else { throw invalid("epoch \(epoch) is recorded twice") }
             let metric: Double?
             switch item["metric"] {
             case nil, .null?: metric = nil
@@ -280,6 +373,24 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
                 metric = number
             }
             state.records.append(EpochRecord(epoch: epoch, nodes: names, metric: metric))
+        }
+        // Optional (absent in files without damage, and in files of older versions).
+        if let damaged = json["damaged"] {
+            guard let items = damaged.arrayValue else { throw invalid("damaged is not an array") }
+            var seenDamaged = Set<Int>()
+            for item in items {
+                let (epoch, names) = try epochAndNodes(item, "a damaged record")
+                guard !seen.contains(epoch) else { throw invalid("epoch \(epoch) is recorded both complete and damaged") }
+                guard seenDamaged.insert(epoch).inserted else { throw invalid("epoch \(epoch) is recorded damaged twice") }
+                let reason: String
+                switch item["reason"] {
+                case nil, .null?: reason = ""
+                case let value?:
+                    guard let text = value.stringValue else { throw invalid("reason of damaged epoch \(epoch) is not a string") }
+                    reason = text
+                }
+                state.damaged.append(DamagedEpoch(epoch: epoch, nodes: names, reason: reason))
+            }
         }
         return state
     }
@@ -292,13 +403,24 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
                 ("metric", record.metric.map { JSONValue.double($0) } ?? .null),
             ])
         }
-        let document = JSONValue.object([
+        var members: [(String, JSONValue)] = [
             ("format", .string(DurableMetadataHandler.formatName)),
             ("version", .integer(1)),
             ("db_type", .string(params.dbType)),
             ("resumed_from", state.resumedFrom.map { JSONValue.integer($0) } ?? .null),
             ("epochs", .array(epochs)),
-        ])
+        ]
+        // Written only when there is damage: other files stay as version-1 readers before it knew them.
+        if !state.damaged.isEmpty {
+            members.append(("damaged", .array(state.damaged.map { record in
+                .object([
+                    ("epoch", .integer(record.epoch)),
+                    ("nodes", .array(record.nodes.map { .string($0) })),
+                    ("reason", .string(record.reason)),
+                ])
+            })))
+        }
+        let document = JSONValue.object(members)
         return document.serialized() + [0x0A]
     }
 }

@@ -72,8 +72,8 @@ public final class Job: @unchecked Sendable {
 /// Makes `job` stop after exactly `numEpochs` epochs (Caffe2's `epoch_limiter`).
 ///
 /// The init step creates the counter blob ``epochLimiterCounterBlob`` (an
-/// Int64 holding `numEpochs - 1`), so it is checkpointed and a resumed job
-/// stops at the same epoch; each epoch counts it down, and the stop
+/// Int64 holding `numEpochs - 1`, with a Bool `COUNTER:finished`), so it is
+/// checkpointed and a resumed job stops at the same epoch; each epoch counts it down, and the stop
 /// condition holds once it was already zero.
 ///
 /// - Precondition: `numEpochs` ≥ 1.
@@ -82,6 +82,8 @@ public func epochLimiter(_ job: Job, numEpochs: Int, node: String = Job.defaultN
     let counter = epochLimiterCounterBlob, finished = epochLimiterCounterBlob + ":finished"
     job.addInitStep(node: node) { workspace in
         workspace[counter] = Tensor(scalar: Int64(numEpochs - 1))
+        // Created here, not first in an epoch, so that it is on the blob list (not a blob added after initialize()).
+        workspace[finished] = Tensor(scalar: false)
     }
     job.addEpochStep(node: node) { workspace in
         let done = try workspace.update(counter) { tensor -> Bool in

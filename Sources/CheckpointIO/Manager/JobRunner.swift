@@ -17,35 +17,68 @@ public protocol UploadTaskGroupBuilder {
 /// 1. `setParams` with the job's nodes, then the resume epoch from
 ///    ``CheckpointManaging/getResumeFromEpochID(userEpoch:)`` (the metadata
 ///    handler's choice, or `resumeFromEpoch`); then the writer lock of every
-///    node (another job saving to the same prefix: ``train()`` throws
+///    node (creating the checkpoint directory if needed; another job saving
+///    to the same prefix: ``train()`` throws
 ///    ``CheckpointError/Code/writerLocked`` before running anything),
 ///    released when ``train()`` returns;
 /// 2. from scratch only: the init steps;
 /// 3. `initialize` the manager (from scratch: the blob list is the
 ///    workspace's blobs, and epoch 0 is saved at once; resuming: the list is
-///    read from the resume epoch's checkpoint, which is then loaded);
+///    read from the resume epoch's checkpoint, which is then loaded). When
+///    the handler chose the epoch and it fails to load because it is
+///    damaged, the handler records the damage and names the epoch before it
+///    (``CheckpointManaging/fallBack(fromDamagedEpoch:reason:)``), which is
+///    loaded instead, with an error logged;
 /// 4. epochs from 1 (or resume + 1): the epoch steps, the stop conditions,
-///    a checkpoint (``saveCheckpoints(epoch:)``, every epoch including the
+///    a checkpoint (``saveCheckpoints(epoch:metric:)``, every epoch including the
 ///    last), and a stop when any condition held;
 /// 5. the upload (given the final epoch), download and exit steps; returns the final epoch.
 ///
-/// A failed save is logged and training goes on; the metadata is written
-/// only after a save succeeded, so it never names an epoch that did not commit.
+/// A failed save is logged (a warning with its cause; an error, once, when
+/// the next one fails too), listed in ``failedSaves``, and training goes on;
+/// after ``maxConsecutiveSaveFailures`` failed saves in a row ``train()``
+/// throws the last one's error. The metadata is written only after a save
+/// succeeded, so it never names an epoch that did not commit.
 public final class JobRunner {
+    /// A save that failed during ``train()``.
+    public struct SaveFailure: Sendable, Equatable {
+        /// The epoch that was not saved.
+        public var epoch: Int
+        /// Why.
+        public var error: CheckpointError
+
+        public init(epoch: Int, error: CheckpointError) {
+            self.epoch = epoch
+            self.error = error
+        }
+    }
+
     public let job: Job
     public let checkpointManager: (any CheckpointManaging)?
     public private(set) var resumeFromEpoch: Int?
     public let uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)?
     public var logger: Logger
+    /// After this many failed saves in a row, ``train()`` stops and throws
+    /// the last one's error (values below 1 count as 1); nil: never, as in
+    /// Caffe2, where training goes on without checkpoints. Default 3.
+    public var maxConsecutiveSaveFailures: Int?
+    /// The saves that failed in the latest ``train()`` (or ``saveCheckpoints(epoch:metric:)`` calls), in order.
+    public private(set) var failedSaves: [SaveFailure] = []
+    /// The newest epoch saved and recorded by the latest ``train()`` (or
+    /// ``saveCheckpoints(epoch:metric:)``), nil when none was.
+    public private(set) var lastSavedEpoch: Int?
+    private var consecutiveSaveFailures = 0
     private var ownWorkspaces: [String: Workspace] = [:]
 
     public init(job: Job, checkpointManager: (any CheckpointManaging)? = nil, resumeFromEpoch: Int? = nil,
-                uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)? = nil, logger: Logger = Logger(label: "checkpoint.JobRunner")) {
+                uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)? = nil, logger: Logger = Logger(label: "checkpoint.JobRunner"),
+                maxConsecutiveSaveFailures: Int? = 3) {
         self.job = job
         self.checkpointManager = checkpointManager
         self.resumeFromEpoch = resumeFromEpoch
         self.uploadTaskGroupBuilder = uploadTaskGroupBuilder
         self.logger = logger
+        self.maxConsecutiveSaveFailures = maxConsecutiveSaveFailures
     }
 
     /// The workspace `node`'s steps run on: the manager's, or (without a manager) one of the runner's own.
@@ -57,14 +90,21 @@ public final class JobRunner {
         return workspace
     }
 
-    /// Runs the job to its end and returns the final epoch.
+    /// Runs the job to its end and returns the final epoch. Whether its
+    /// checkpoints were saved: ``failedSaves`` and ``lastSavedEpoch``.
     ///
     /// - Throws: what a step or stop condition throws; the manager's errors
-    ///   while resuming (a resume epoch whose checkpoint is missing or damaged).
-    ///   Save failures are logged, not thrown.
+    ///   while resuming (a resume epoch you chose, or one with no intact
+    ///   epoch before it, whose checkpoint is missing or damaged; a checkpoint
+    ///   directory that cannot be created); the last save's error after
+    ///   ``maxConsecutiveSaveFailures`` failed saves in a row.
     @discardableResult
     public func train() throws -> Int {
+        failedSaves = []
+        lastSavedEpoch = nil
+        consecutiveSaveFailures = 0
         let nodes = job.nodesToCheckpoint
+        let userChoseEpoch = resumeFromEpoch != nil
         if let manager = checkpointManager {
             try manager.setParams(nodes: nodes, pathPrefix: nil, pathType: nil)
             resumeFromEpoch = try manager.getResumeFromEpochID(userEpoch: resumeFromEpoch)
@@ -85,14 +125,13 @@ public final class JobRunner {
         let fromScratch = resumeFromEpoch == nil
         if fromScratch { try run(job.initSteps) }
         if let manager = checkpointManager {
-            logger.debug("Preparing checkpoints")
-            try manager.initialize(nodes: nodes, retrieveFromEpoch: resumeFromEpoch, pathPrefix: nil, pathType: nil)
-            if let resumeFromEpoch {
-                logger.info("Loading checkpoints for epoch \(resumeFromEpoch)")
-                try manager.load(epoch: resumeFromEpoch, pathPrefix: nil, pathType: nil)
-                manager.reportCheckpointStats(action: "checkpoint_load")
+            if let epoch = resumeFromEpoch {
+                resumeFromEpoch = try loadResumeEpoch(manager, epoch, nodes: nodes, canFallBack: !userChoseEpoch)
             } else {
+                logger.debug("Preparing checkpoints")
+                try manager.initialize(nodes: nodes, retrieveFromEpoch: nil, pathPrefix: nil, pathType: nil)
                 try saveCheckpoints(epoch: 0, metric: nil)
+                try stopIfSavesKeepFailing()
             }
         }
         var epoch = (resumeFromEpoch ?? 0) + 1
@@ -104,6 +143,7 @@ public final class JobRunner {
             if checkpointManager != nil {
                 let metric = try job.metric.map { try $0.compute(workspace(forNode: $0.node)) }
                 try saveCheckpoints(epoch: epoch, metric: metric)
+                try stopIfSavesKeepFailing()
             }
             if stop { break }
             epoch += 1
@@ -117,11 +157,47 @@ public final class JobRunner {
         return epoch
     }
 
+    /// Initializes the manager from `epoch`'s checkpoint and loads it; when
+    /// that fails because the checkpoint is damaged and the handler chose the
+    /// epoch (`canFallBack`), asks the handler for the epoch before it (which
+    /// records the damage) and tries that one. Returns the epoch loaded.
+    private func loadResumeEpoch(_ manager: any CheckpointManaging, _ first: Int, nodes: [String], canFallBack: Bool) throws(CheckpointError) -> Int {
+        var epoch = first
+        while true {
+            do throws(CheckpointError) {
+                logger.debug("Preparing checkpoints")
+                try manager.initialize(nodes: nodes, retrieveFromEpoch: epoch, pathPrefix: nil, pathType: nil)
+                logger.info("Loading checkpoints for epoch \(epoch)")
+                try manager.load(epoch: epoch, pathPrefix: nil, pathType: nil)
+                manager.reportCheckpointStats(action: "checkpoint_load")
+                return epoch
+            } catch {
+                guard canFallBack, error.isCheckpointDamage else { throw error }
+                guard let older = try manager.fallBack(fromDamagedEpoch: epoch, reason: "\(error)"), older < epoch else {
+                    logger.critical("Cannot resume: the checkpoint of epoch \(epoch) is damaged (\(error)) and no older complete epoch is recorded. Repair or remove it, or choose an epoch.")
+                    throw error
+                }
+                logger.error("The checkpoint of epoch \(epoch) is damaged (\(error)): it is now recorded as damaged in the metadata and never resumed from again. Falling back to epoch \(older).")
+                epoch = older
+            }
+        }
+    }
+
+    /// Throws the last save's error once ``maxConsecutiveSaveFailures`` saves in a row failed.
+    private func stopIfSavesKeepFailing() throws(CheckpointError) {
+        guard let limit = maxConsecutiveSaveFailures, consecutiveSaveFailures >= max(1, limit), let last = failedSaves.last else { return }
+        logger.critical("Stopping: \(consecutiveSaveFailures) checkpoint saves failed in a row (epochs \(failedSaves.suffix(consecutiveSaveFailures).map(\.epoch))); the last: \(last.error)")
+        throw last.error
+    }
+
     /// Saves every node's checkpoint of `epoch`, then records it in the
     /// metadata and reports the timing (Caffe2's `save_checkpoints`).
     ///
-    /// Returns false, after logging a warning, when the store is not
-    /// accessible or the save failed; the metadata is then left alone.
+    /// Returns false when the store is not accessible or the save failed;
+    /// the metadata is then left alone, the failure is added to
+    /// ``failedSaves`` and logged: the first of a run of failures as a
+    /// warning with its cause, the second, once, as an error saying that
+    /// saves keep failing and which epoch is the newest saved.
     ///
     /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` when the runner has no manager.
     @discardableResult
@@ -129,16 +205,36 @@ public final class JobRunner {
         guard let manager = checkpointManager else { throw CheckpointError(.invalidState(reason: "JobRunner has no checkpoint manager")) }
         do throws(CheckpointError) {
             guard try manager.cpAccessible(epoch: nil) else {
-                logger.warning("Checkpoint files cannot be accessed; epoch \(epoch) not saved")
-                return false
+                throw CheckpointError(.invalidState(reason: "checkpoint files cannot be accessed (the metadata handler's cpAccessible is false: is the checkpoint directory writable?)"))
             }
             try manager.save(epoch: epoch)
             try manager.writeCheckpointMetadata(epoch: epoch, metric: metric)
             manager.reportCheckpointStats(action: "checkpoint_save")
             logger.debug("Checkpoints saved for epoch \(epoch)")
+            if consecutiveSaveFailures > 0 {
+                logger.notice("Checkpoints are saved again from epoch \(epoch), after \(consecutiveSaveFailures) failed saves")
+            }
+            consecutiveSaveFailures = 0
+            lastSavedEpoch = epoch
             return true
         } catch {
-            logger.warning("Unable to write checkpoint for epoch \(epoch): \(error)")
+            let previous = consecutiveSaveFailures > 0 ? failedSaves.last : nil
+            failedSaves.append(SaveFailure(epoch: epoch, error: error))
+            consecutiveSaveFailures += 1
+            let newest = lastSavedEpoch.map { "epoch \($0)" } ?? "none in this run"
+            switch consecutiveSaveFailures {
+            case 1:
+                logger.warning("Unable to write checkpoint for epoch \(epoch); it is not saved: \(error)")
+            case 2:
+                logger.error("Checkpoint saves keep failing: epochs \(previous?.epoch ?? epoch - 1) and \(epoch) are not saved (newest saved: \(newest)); training goes on unprotected. Cause: \(error)")
+            default:
+                // Said once already; a new cause is worth a line.
+                if previous?.error.code != error.code {
+                    logger.warning("Unable to write checkpoint for epoch \(epoch) either, now because: \(error)")
+                } else {
+                    logger.debug("Unable to write checkpoint for epoch \(epoch): \(error)")
+                }
+            }
             return false
         }
     }

@@ -24,6 +24,8 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     private var workspaces: [String: Workspace] = [:]
     private var pathPrefix: String?
     private var pathType: String?
+    /// Whether ``setParams(nodes:pathPrefix:pathType:)`` was called (the handler has its parameters).
+    private var paramsSet = false
 
     private let background = BackgroundSave(label: "checkpoint.multinode.async-save")
 
@@ -94,13 +96,15 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     // MARK: Caffe2's API
 
     /// Creates one manager per node and initializes each (see
-    /// ``CheckpointManager/initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``).
-    /// A second call with the same nodes does nothing.
+    /// ``CheckpointManager/initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``:
+    /// `dbPrefix` is created if missing). Calls ``setParams(nodes:pathPrefix:pathType:)``
+    /// with `nodes` first if nobody did. A second call with the same nodes does nothing.
     ///
     /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` when called
     ///   again with different nodes; the node managers' errors.
     public func initialize(nodes: [String]?, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         let nodes = nodes ?? []
+        if metadataHandler != nil && !lock.locked({ paramsSet }) { try setParams(nodes: nodes) }
         let alreadyInitialized = nodeManagers.map { $0.allSatisfy { (try? $0.manager.blobList()) != nil } } ?? false
         let (created, managers) = try makeManagers(nodes)
         if !created && alreadyInitialized { return }
@@ -140,14 +144,15 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         try saveMutex.locked { () throws(CheckpointError) in
             try waitUntilFinished()
             let managers = try requireManagers()
+            let snapshots = try takeSnapshots(managers)
             for (_, manager) in managers { try manager.acquireWriterLock() }
-            try write(try takeSnapshots(managers), managers: managers, epoch: epoch)
+            try write(snapshots, managers: managers, epoch: epoch)
         }
     }
 
     private func takeSnapshots(_ managers: [(node: String, manager: CheckpointManager)]) throws(CheckpointError) -> [[(name: String, tensor: Tensor)]] {
         var snapshots: [[(name: String, tensor: Tensor)]] = []
-        for (_, manager) in managers { snapshots.append(try manager.workspace.snapshot(try manager.blobList())) }
+        for (_, manager) in managers { snapshots.append(try manager.snapshotForSave()) }
         return snapshots
     }
 
@@ -164,8 +169,8 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         try saveMutex.locked { () throws(CheckpointError) in
             try waitUntilFinished()
             let managers = try requireManagers()
-            for (_, manager) in managers { try manager.acquireWriterLock() }
             let snapshots = try takeSnapshots(managers)
+            for (_, manager) in managers { try manager.acquireWriterLock() }
             background.start { [self] () throws(CheckpointError) in
                 try write(snapshots, managers: managers, epoch: epoch)
                 try writeCheckpointMetadata(epoch: epoch, metric: metric)
@@ -204,6 +209,11 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         try metadataHandler?.write(epoch: epoch, metric: metric)
     }
 
+    /// The handler's fallback from a resume epoch damaged on some node (nil without a handler).
+    public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? {
+        try metadataHandler?.fallBack(fromDamagedEpoch: epoch, reason: reason)
+    }
+
     public func getResumeFromEpochID(userEpoch: Int? = nil) throws(CheckpointError) -> Int? {
         guard let metadataHandler else { return userEpoch }
         return try metadataHandler.lastEpoch(userEpoch: userEpoch)
@@ -219,6 +229,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         }
         for (_, manager) in nodeManagers ?? [] { try manager.setParams(pathPrefix: prefix, pathType: type) }
         try metadataHandler?.setParams(dbPrefix: dbPrefix, dbType: dbType, nodeNames: nodes, pathPrefix: prefix, pathType: type)
+        lock.locked { paramsSet = true }
     }
 
     public func cpAccessible(epoch: Int? = nil) throws(CheckpointError) -> Bool {

@@ -92,6 +92,14 @@ public final class Workspace: @unchecked Sendable {
         }
     }
 
+    /// Every blob, sorted by name as ``blobNames``, read under one lock (a
+    /// consistent view). O(blobs · log blobs), copies no bytes.
+    public func snapshot() -> [(name: String, tensor: Tensor)] {
+        lock.locked {
+            blobs.sorted { $0.key < $1.key }.map { (name: $0.key.string, tensor: $0.value) }
+        }
+    }
+
     /// Sets many blobs under one lock.
     public func setBlobs(_ tensors: [(name: String, tensor: Tensor)]) {
         lock.locked { for (name, tensor) in tensors { blobs[BlobName(name)] = tensor } }
