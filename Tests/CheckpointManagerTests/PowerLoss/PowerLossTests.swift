@@ -145,21 +145,7 @@ struct PowerLossTests {
             } else {
                 #expect(failure.resumeAfterFailure == 1, "EIO at sync \(target): resumes from \(failure.resumeAfterFailure.map(String.init) ?? "nothing")")
             }
-            // Never retried as if it had worked: no later sync of that file, no rename of it to a final name.
-            let operations = failure.operations
-            for (index, operation) in operations.enumerated() {
-                guard case let .syncFailed(inode, _) = operation else { continue }
-                for later in operations[(index + 1)...] {
-                    switch later {
-                    case let .sync(other, call) where other == inode:
-                        Issue.record("EIO at sync \(target): \(call) of #\(inode) retried after it failed")
-                    case let .rename(_, to, other) where other == inode && !to.hasPrefix("."):
-                        Issue.record("EIO at sync \(target): #\(inode) renamed to \(to) after its sync failed")
-                    default:
-                        break
-                    }
-                }
-            }
+            Self.expectNoRetryAfterFailedSync(failure.operations, label: "EIO at sync \(target)")
             #expect(outcome.violations.isEmpty, "\(outcome)\n\(outcome.violations.joined(separator: "\n"))")
         }
     }
@@ -182,19 +168,44 @@ extension PowerLossTests {
             let failure = FailureBox()
             var workload = PowerLossWorkloads.containerAppend
             workload.name = "append, EIO at sync \(target)"
-            workload.run = { directory, calls, _ in
+            workload.run = { directory, calls, recorder in
                 do {
                     try PowerLossWorkloads.writeContainer(directory + "/log.ckpt", PowerLossWorkloads.appendedBlobs, calls: calls, append: true)
                 } catch {
                     failure.error = error
                 }
                 failure.resumeAfterFailure = PowerLossWorkloads.contents(directory + "/log.ckpt")?.blobs.count
+                failure.operations = recorder.operations
             }
             let outcome = try PowerLossHarness.explore(workload, base: injector.calls)
             print("power loss: \(outcome)")
             #expect(failure.error != nil, "EIO at sync \(target) was not reported")
             #expect(failure.resumeAfterFailure == PowerLossWorkloads.containerBlobs(1).count, "the old commit, at once")
+            Self.expectNoRetryAfterFailedSync(failure.operations, label: "append, EIO at sync \(target)")
             #expect(outcome.violations.isEmpty, "\(outcome)\n\(outcome.violations.joined(separator: "\n"))")
+        }
+    }
+}
+
+extension PowerLossTests {
+    /// Never retried as if it had worked: after a failed sync of a file, no later
+    /// sync of it and no rename of it to a final name.
+    static func expectNoRetryAfterFailedSync(_ operations: [RecordedOperation], label: String) {
+        #expect(operations.contains { if case .syncFailed = $0 { return true } else { return false } } || operations.contains {
+            if case .syncDirectoryFailed = $0 { return true } else { return false }
+        }, "\(label): the failure is in the log")
+        for (index, operation) in operations.enumerated() {
+            guard case let .syncFailed(inode, _) = operation else { continue }
+            for later in operations[(index + 1)...] {
+                switch later {
+                case let .sync(other, call) where other == inode:
+                    Issue.record("\(label): \(call) of #\(inode) retried after it failed")
+                case let .rename(_, to, other) where other == inode && !to.hasPrefix("."):
+                    Issue.record("\(label): #\(inode) renamed to \(to) after its sync failed")
+                default:
+                    break
+                }
+            }
         }
     }
 }
