@@ -331,8 +331,8 @@ public final class ContainerWriter {
 
     /// Writes the index and the trailer, makes them as durable as
     /// ``WriterOptions/durability`` asks, and (for a new file) renames it into
-    /// place. An append with durability syncs its records before writing the
-    /// trailer that makes them live, then syncs again.
+    /// place. An append with durability syncs its records and index before
+    /// writing the trailer that makes them live, then syncs again.
     ///
     /// After an error the previous state of `path` is intact and the writer
     /// only accepts ``abort()``. One exception: with ``Durability/full``, if the
@@ -343,12 +343,6 @@ public final class ContainerWriter {
         try requireWritable()
         try ContainerIndex.validateMetadata(metadata)
         do throws(CheckpointError) {
-            if temporaryPath == nil && options.durability != .none {
-                // In place, the new records must be on disk before the trailer that makes
-                // them live: otherwise a power cut could keep the trailer and lose them.
-                try pipeline.drain()
-                try sync()
-            }
             let body = ContainerIndex.encode(entries: entries, metadata: metadata, generation: generation)
             let indexStart = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
             let padding = ContainerLayout.alignUp(indexStart + ContainerLayout.frameSize, 8) - (indexStart + ContainerLayout.frameSize)
@@ -364,8 +358,18 @@ public final class ContainerWriter {
             bytes += [UInt8](repeating: 0, count: padding)
             bytes += body
             bytes += [UInt8](repeating: 0, count: trailerOffset - (indexStart + indexLength))
-            bytes += trailer.encoded()
-            pipeline.write(copying: bytes, at: position)
+            if temporaryPath == nil && options.durability != .none {
+                // In place, the new records and the index must be on disk before the trailer
+                // that makes them live: un-synced pages reach the disk in any order, and a
+                // trailer kept over a lost index page is a corrupt file, not a torn end.
+                pipeline.write(copying: bytes, at: position)
+                try pipeline.drain()
+                try sync()
+                pipeline.write(copying: trailer.encoded(), at: trailerOffset)
+            } else {
+                bytes += trailer.encoded()
+                pipeline.write(copying: bytes, at: position)
+            }
             try pipeline.drain()
             position = trailer.fileLength
             try sync()
