@@ -474,11 +474,17 @@ class ContainerFile:
         return flat.view(dtype.numpy).reshape(header.shape)
 
     def verify(self) -> Dict[str, Optional[CheckpointError]]:
-        """Checks every live blob completely (record, header, every CRC); returns each name's error or None."""
+        """Checks every live blob completely (record, header, every CRC, the zero gap after its payload);
+        returns each name's error or None. Reads every payload."""
         results: Dict[str, Optional[CheckpointError]] = {}
         for name in self.names():
             try:
                 self.read_bytes(name, verify=True)
+                entry = self.entry(name)
+                end = entry.payload_offset + entry.stored_size
+                if any(self._view[end:align_up(end, UNIT_ALIGNMENT)]):
+                    raise CorruptFileError("the gap after the payload is not zero", path=self.path, blob=name,
+                                           offset=end)
                 results[name] = None
             except CheckpointError as error:
                 results[name] = error
