@@ -24,9 +24,9 @@ class safe_open:  # noqa: N801 - the name safetensors users know
                 tensor = f.get_tensor(name)
 
     Uncompressed blobs come back as zero-copy views of a mapping of the file:
-    read-only numpy arrays (``framework="np"``) or tensors over a private
-    copy-on-write mapping (``framework="pt"``: writable, the file never
-    changes). Compressed blobs decode into fresh arrays. Every chunk's CRC32C
+    read-only numpy arrays (``framework="np"``, as safetensors), or tensors
+    over a private copy-on-write mapping of their own (``framework="pt"``:
+    writable; neither the file nor other tensors see the writes). Compressed blobs decode into fresh arrays. Every chunk's CRC32C
     and the raw CRC32C are checked before a tensor is returned, unless
     ``verify=False``.
 
@@ -46,7 +46,7 @@ class safe_open:  # noqa: N801 - the name safetensors users know
         self.verify = verify
         if self.framework == "pt":
             import torch  # noqa: F401  - fail early with torch's ImportError
-        self._file = ContainerFile(path, copy_on_write=self.framework == "pt")
+        self._file = ContainerFile(path)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -74,7 +74,7 @@ class safe_open:  # noqa: N801 - the name safetensors users know
 
     def get_tensor(self, name: str) -> Any:
         """Blob ``name`` as a numpy array or torch tensor (zero-copy when uncompressed)."""
-        array = self._file.array(name, verify=self.verify)
+        array = self._file.array(name, verify=self.verify, private=self.framework == "pt")
         return self._convert(array, name)
 
     def get_slice(self, name: str) -> "TensorSlice":
@@ -114,7 +114,7 @@ class TensorSlice:
             # Compressed (or packed/string): the whole blob decodes, then the slice is taken.
             return self._owner._convert(np.ascontiguousarray(f.array(self._name, verify=self._owner.verify)[index]),
                                         self._name)
-        full = f.array(self._name, verify=False)
+        full = f.array(self._name, verify=False, private=self._owner.framework == "pt")
         part = full[index]
         if self._owner.verify and part.size:
             self._verify_touched(f, header, full, part)

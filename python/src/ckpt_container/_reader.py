@@ -161,16 +161,14 @@ class ContainerFile:
 
     Args:
         path: the file.
-        copy_on_write: map the file privately and writable (views can be
-            written; the file never is), as PyTorch wants its tensors writable.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", *, copy_on_write: bool = False) -> None:
+    def __init__(self, path: "str | os.PathLike[str]") -> None:
         self.path = os.fspath(path)
         self._fd = open_regular_file(self.path, os.O_RDONLY)
         self._map: Optional[mmap.mmap] = None
         try:
-            self._open(copy_on_write)
+            self._open()
         except CheckpointError as error:
             self.close()
             raise error.located(path=self.path)
@@ -178,7 +176,7 @@ class ContainerFile:
             self.close()
             raise
 
-    def _open(self, copy_on_write: bool) -> None:
+    def _open(self) -> None:
         size = os.fstat(self._fd).st_size
         self.file_size = size
         if size < FILE_HEADER_SIZE + TRAILER_SIZE:
@@ -193,8 +191,7 @@ class ContainerFile:
         self.torn_bytes = size - trailer.file_length
         self._index = index
         # Only the committed part is mapped: a torn tail may be cut by an appender at any time.
-        access = mmap.ACCESS_COPY if copy_on_write else mmap.ACCESS_READ
-        self._map = mmap.mmap(self._fd, self.committed_length, access=access)
+        self._map = mmap.mmap(self._fd, self.committed_length, access=mmap.ACCESS_READ)
         self._view = memoryview(self._map)
         self._headers: Dict[bytes, BlobHeader] = {}
 
@@ -355,6 +352,23 @@ class ContainerFile:
             self._verify_stored(name, header, payload)
         return payload
 
+    def private_view(self, name: str, *, verify: bool = True) -> memoryview:
+        """The raw bytes of an uncompressed blob in a mapping of its own, private and writable
+        (copy-on-write: writes never reach the file, nor any other view). What torch tensors use."""
+        header = self.header(name)
+        if not header.stored_raw:
+            raise NotViewableError(f"stored with {CODECS[header.codec].name}: decode it instead", path=self.path, blob=name)
+        entry = self.entry(name)
+        start = entry.payload_offset - entry.payload_offset % mmap.ALLOCATIONGRANULARITY
+        if entry.stored_size == 0:
+            return memoryview(bytearray())
+        private = mmap.mmap(self._fd, entry.payload_offset + entry.stored_size - start, access=mmap.ACCESS_COPY,
+                            offset=start)
+        view = memoryview(private)[entry.payload_offset - start:]
+        if verify:
+            self._verify_stored(name, header, view)
+        return view
+
     def read_bytes(self, name: str, *, verify: bool = True, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The decoded raw bytes of ``name`` as a fresh uint8 array (into ``out`` when given)."""
         header = self.header(name)
@@ -445,11 +459,12 @@ class ContainerFile:
             raise ChecksumError("raw (combined chunk CRCs)", header.raw_crc, header.payload_crc(), path=self.path,
                                 blob=name, offset=entry.record_offset + FRAME_SIZE + 56)
 
-    def array(self, name: str, *, verify: bool = True, copy: bool = False) -> np.ndarray:
+    def array(self, name: str, *, verify: bool = True, copy: bool = False, private: bool = False) -> np.ndarray:
         """Blob ``name`` as a numpy array.
 
         An uncompressed blob of a byte-sized dtype is a zero-copy, read-only view
-        of the mapping unless ``copy`` is true; anything else (compressed blobs,
+        of the mapping unless ``copy`` is true (then an owned array) or
+        ``private`` is (then a writable copy-on-write mapping of its own); anything else (compressed blobs,
         F4/F6 which unpack, STRING which decodes to ``str`` objects) is a fresh
         array. With ``verify`` (the default) every chunk CRC32C and the raw
         CRC32C are checked first.
@@ -460,7 +475,7 @@ class ContainerFile:
         for d in header.shape:
             elements *= d
         if header.stored_raw and not copy and dtype.bits >= 8:
-            raw = self.raw_view(name, verify=verify)
+            raw = self.private_view(name, verify=verify) if private else self.raw_view(name, verify=verify)
             flat = np.frombuffer(raw, dtype=np.uint8)
         else:
             flat = self.read_bytes(name, verify=verify)
