@@ -195,3 +195,24 @@ def test_non_regular_files_and_garbage_are_refused(tmp_path) -> None:
     short.write_bytes(b"\x89CKPT\r\n\x1a")
     with pytest.raises(cc.TornFileError, match="shorter than a file header and a trailer"):
         ContainerFile(short)
+
+
+def test_decoding_allocation_is_capped_and_damage_is_found_before_allocating(tmp_path) -> None:
+    path = tmp_path / "z.ckpt"
+    save_file({"zeros": np.zeros(1 << 20, np.uint8)}, path, codec="zstd", durability="none")
+    with ContainerFile(path) as f:
+        assert f.header("zeros").stored_size < 1000
+        f.max_raw_size = 1 << 19
+        with pytest.raises(cc.CheckpointError, match="exceeds the limit"):
+            f.array("zeros")
+    entry = ContainerFile(path).entry("zeros")
+    data = bytearray(path.read_bytes())
+    data[entry.payload_offset + 3] ^= 1
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(cc.ChecksumError, match="chunk 0"):
+            load_file(path)
+        assert tracemalloc.get_traced_memory()[1] < 1 << 19  # the 1 MiB output was never allocated
+    finally:
+        tracemalloc.stop()

@@ -206,7 +206,7 @@ class ContainerWriter:
             raise CheckpointError(f"alignment {alignment} is not a power of two in 8…4096", path=path)
         lock = WriterLock(path)
         directory, base = os.path.split(os.path.abspath(path))
-        temporary = os.path.join(directory, f".{base}.tmp.{os.getpid()}.{secrets.randbits(32):x}")
+        temporary = os.path.join(directory, f".{base}.tmp.{os.getpid()}.{secrets.randbits(32):08x}")
         try:
             fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         except BaseException:
@@ -360,15 +360,11 @@ class ContainerWriter:
         if size < _SMALL_WRITE:
             return [crc32c(raw[i * chunk:(i + 1) * chunk]) for i in range(count)]
         self._flush()
-        fd = self._fd
-
-        def work(index: int) -> int:
-            piece = raw[index * chunk:(index + 1) * chunk]
-            crc = crc32c(piece)
-            _pwrite_all(fd, piece, payload_offset + index * chunk)
-            return crc
-
-        return list(thread_pool().map(work, range(count)))
+        # The CRCs run on the pool while this thread writes the payload as one sequential
+        # stream straight from the caller's memory (parallel pwrites to one file do not help).
+        crcs = thread_pool().map(lambda i: crc32c(raw[i * chunk:(i + 1) * chunk]), range(count))
+        _pwrite_all(self._fd, raw, payload_offset)
+        return list(crcs)
 
     def _write_encoded(self, blob: PreparedBlob, options: EncodeOptions, codec: Codec, level: int,
                        attributes: Dict[str, str]) -> None:
