@@ -216,3 +216,47 @@ def test_decoding_allocation_is_capped_and_damage_is_found_before_allocating(tmp
         assert tracemalloc.get_traced_memory()[1] < 1 << 19  # the 1 MiB output was never allocated
     finally:
         tracemalloc.stop()
+
+
+def rewrite_index(path, patch) -> None:
+    """Applies ``patch(body)`` to the index body of ``path`` and makes the frame's and trailer's CRCs match
+    (a valid file from a writer that knows more than this reader)."""
+    data = bytearray(path.read_bytes())
+    trailer = len(data) - 64
+    index_offset = struct.unpack_from("<Q", data, trailer + 8)[0]
+    body_offset = index_offset + 32
+    body = bytearray(data[body_offset:trailer])
+    length = struct.unpack_from("<Q", data, index_offset + 16)[0]
+    body = body[:length]
+    patch(body)
+    data[body_offset:body_offset + length] = body
+    crc = crc32c(bytes(body))
+    struct.pack_into("<I", data, index_offset + 24, crc)
+    struct.pack_into("<I", data, index_offset + 28, crc32c(bytes(data[index_offset:index_offset + 28])))
+    struct.pack_into("<I", data, trailer + 40, crc)
+    struct.pack_into("<I", data, trailer + 56, crc32c(bytes(data[trailer:trailer + 56])))
+    path.write_bytes(bytes(data))
+
+
+def test_an_index_entry_of_an_unknown_kind_makes_only_that_blob_unreadable(tmp_path) -> None:
+    path = tmp_path / "k.ckpt"
+    save_file({"a": np.arange(3, dtype=np.int8), "b": np.arange(4, dtype=np.int8)}, path, durability="none")
+    rewrite_index(path, lambda body: body.__setitem__(32 + 64 * 1 + 50, 3))  # entry 1 ("b"): a blob reference
+    with ContainerFile(path) as f:
+        assert f.names() == ["a", "b"]
+        assert f.array("a").tolist() == [0, 1, 2]
+        with pytest.raises(cc.UnsupportedError, match="blob 'b'.*unsupported record kind 3"):
+            f.array("b")
+    with pytest.raises(cc.UnsupportedError, match="cannot append"):
+        ContainerWriter.append(path)
+
+
+def test_an_unknown_codec_id_makes_only_that_blob_unreadable(tmp_path) -> None:
+    path = tmp_path / "u.ckpt"
+    save_file({"a": np.arange(3, dtype=np.int8), "b": np.zeros(64, dtype=np.int8)}, path, codec="zstd",
+              durability="none")
+    rewrite_index(path, lambda body: body.__setitem__(32 + 64 * 1 + 52, 7))  # entry 1: codec id 7
+    with ContainerFile(path) as f:
+        assert f.array("a").tolist() == [0, 1, 2]
+        with pytest.raises(cc.UnsupportedError, match="blob 'b'.*unknown codec id 7"):
+            f.array("b")

@@ -278,6 +278,12 @@ class ContainerFile:
     def _check_record(self, entry: Entry) -> BlobHeader:
         if entry.kind != KIND_BLOB:
             raise UnsupportedError(f"unsupported record kind {entry.kind}", offset=entry.record_offset)
+        if entry.dtype not in _dtypes.DTYPES:
+            raise UnsupportedError(f"unknown dtype id {entry.dtype}", offset=entry.record_offset)
+        if entry.codec not in CODECS:
+            raise UnsupportedError(f"unknown codec id {entry.codec}", offset=entry.record_offset)
+        if entry.filter not in (0, FILTER_SHUFFLE):
+            raise UnsupportedError(f"unknown filter id {entry.filter}", offset=entry.record_offset)
         view = self._view
         offset = entry.record_offset
         frame = parse_frame(bytes(view[offset:offset + FRAME_SIZE]), offset)
