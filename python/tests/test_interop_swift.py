@@ -237,3 +237,18 @@ def test_a_flipped_payload_byte_is_named_by_both_sides(tmp_path, model: Path) ->
         load_file(out)
     verify = run_ckpt("verify", str(out), check=False)
     assert verify.returncode == 65 and name in verify.stdout + verify.stderr
+
+
+def test_swift_converted_npz_with_c128_loads_bit_exact(tmp_path) -> None:
+    rng = np.random.default_rng(9)
+    arrays = {"c128": (rng.standard_normal(50) + 1j * rng.standard_normal(50)).astype(np.complex128),
+              "f64": rng.standard_normal((5, 5)), "u16": np.arange(7, dtype=np.uint16)}
+    source = tmp_path / "a.npz"
+    np.savez(source, **arrays)
+    out = tmp_path / "a.ckpt"
+    run_ckpt("convert", str(source), str(out), "--codec", "zlib", "--shuffle", "on", "--chunk-size", "64")
+    loaded = load_file(out)
+    with ContainerFile(out) as f:
+        assert f.dtype_name("c128") == "C128" and f.header("c128").element_size == 8
+    for name, array in arrays.items():
+        assert same_bits(loaded[name], array), name
