@@ -9,6 +9,7 @@ length of ``b``, in O(log len) without touching the data.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import List
 
 import crc32c as _crc32c
@@ -45,8 +46,9 @@ def _powers() -> List[int]:
 _X2N = _powers()  # x^(2^n) mod p
 
 
+@lru_cache(maxsize=256)
 def _x_to_8n(length: int) -> int:
-    """x^(8·length) modulo the polynomial."""
+    """x^(8·length) modulo the polynomial (cached: chunk lengths repeat)."""
     p = 1 << 31  # x^0
     k = 3
     while length:
