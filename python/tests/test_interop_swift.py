@@ -252,3 +252,17 @@ def test_swift_converted_npz_with_c128_loads_bit_exact(tmp_path) -> None:
         assert f.dtype_name("c128") == "C128" and f.header("c128").element_size == 8
     for name, array in arrays.items():
         assert same_bits(loaded[name], array), name
+
+
+def test_python_and_swift_writers_exclude_each_other_through_the_lock_file(tmp_path) -> None:
+    path = tmp_path / "locked.ckpt"
+    save_file({"a": np.arange(3)}, path)
+    writer = ContainerWriter.append(path)
+    try:
+        result = run_ckpt("recover", str(path), check=False)  # an in-place repair takes the writer lock
+        assert result.returncode != 0 and "lock" in (result.stderr + result.stdout).lower()
+    finally:
+        writer.abort()
+    assert not (tmp_path / "locked.ckpt.lock").exists()
+    run_ckpt("recover", str(path))  # free again
+    assert ContainerFile(path).names() == ["a"]
