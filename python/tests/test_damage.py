@@ -260,3 +260,30 @@ def test_an_unknown_codec_id_makes_only_that_blob_unreadable(tmp_path) -> None:
         assert f.array("a").tolist() == [0, 1, 2]
         with pytest.raises(cc.UnsupportedError, match="blob 'b'.*unknown codec id 7"):
             f.array("b")
+
+
+@pytest.mark.parametrize("codec, mangle, message", [
+    ("zlib", lambda s: bytes([s[0], (s[1] | 0x20) + (31 - ((s[0] * 256 + (s[1] | 0x20)) % 31)) % 31]) + s[2:],
+     "preset dictionary"),
+    ("zstd", lambda s: b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"skip" + s, "not a Zstandard frame"),
+    ("zstd", lambda s: s + b"\x50\x2a\x4d\x18" + (0).to_bytes(4, "little"), "bytes after the zstd frame"),
+])
+def test_chunks_must_be_self_contained_single_streams(codec, mangle, message) -> None:
+    """FORMAT.md §3.5: no zlib FDICT, no zstd dictionary, exactly one zstd frame (no skippable frames)."""
+    from ckpt_container._codecs import CODECS_BY_NAME
+    c = CODECS_BY_NAME[codec]
+    raw = bytes(1000)
+    stored = mangle(c.compress(memoryview(raw), 1))
+    with pytest.raises(cc.CorruptFileError, match=message):
+        c.decompress(memoryview(stored), len(raw))
+
+
+def test_zstd_frame_naming_a_dictionary_is_rejected() -> None:
+    import zstandard
+    from ckpt_container._codecs import CODECS_BY_NAME
+    samples = [(f"record {i} name=w{i % 7} shape=[{i % 13},{i % 5}] " * 8).encode() for i in range(2000)]
+    dictionary = zstandard.train_dictionary(4096, samples)
+    stored = zstandard.ZstdCompressor(dict_data=dictionary, write_content_size=True).compress(samples[3])
+    assert zstandard.get_frame_parameters(stored).dict_id == dictionary.dict_id() != 0
+    with pytest.raises(cc.CorruptFileError, match="names dictionary"):
+        CODECS_BY_NAME["zstd"].decompress(memoryview(stored), len(samples[3]))

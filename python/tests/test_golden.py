@@ -5,7 +5,7 @@ import numpy as np
 from ckpt_container import ContainerFile, ContainerWriter, safe_open
 from ckpt_container._format import BlobHeader, encode_blob_header, parse_blob_header
 
-from conftest import FIXTURES
+from _support import FIXTURES
 
 BLOB_HEADER_3_9 = bytes.fromhex(
     "434b4248" "0100" "0000" "68000000" "0a" "00" "00" "00" "00" "02" "0100" "0b000000"

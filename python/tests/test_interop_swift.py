@@ -21,7 +21,7 @@ import ckpt_container as cc
 from ckpt_container import ContainerFile, ContainerWriter
 from ckpt_container.numpy import load_file, save_file
 
-from conftest import STRESS_BIN, all_dtype_arrays, needs_ckpt, run_ckpt, same_bits, transformer_like
+from _support import STRESS_BIN, all_dtype_arrays, needs_ckpt, run_ckpt, same_bits, transformer_like
 
 pytestmark = needs_ckpt
 

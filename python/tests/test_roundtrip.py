@@ -11,7 +11,7 @@ import ckpt_container as cc
 from ckpt_container import ContainerFile, ContainerWriter, EncodeOptions, safe_open
 from ckpt_container.numpy import load, load_file, save, save_file
 
-from conftest import all_dtype_arrays, same_bits
+from _support import all_dtype_arrays, same_bits
 
 CODECS = ["none", "lz4", "lz4hc-4", "zlib-1", "zstd-1", "zstd-19"]
 
@@ -191,8 +191,8 @@ def test_bad_options_and_inputs_raise_clear_errors(tmp_path) -> None:
         save_file({"a": np.zeros(1)}, path, codec="zstd", level=30)
     with pytest.raises(cc.CheckpointError, match="chunk size"):
         save_file({"a": np.zeros(1)}, path, chunk_size=17)
-    with pytest.raises(cc.CheckpointError, match="empty"):
-        save_file({"": np.zeros(1)}, path)
+    with pytest.raises(cc.CheckpointError, match="NUL"):
+        save_file({"a\x00b": np.zeros(1)}, path)
     with pytest.raises(cc.CheckpointError, match="do not fill whole bytes"):
         save_file({"f4": np.zeros(3, ml_dtypes.float4_e2m1fn)}, path)
     assert not os.path.exists(path)
@@ -211,3 +211,15 @@ def test_top_level_load_and_save(tmp_path) -> None:
     path = tmp_path / "m.ckpt"
     cc.save_file({"a": np.arange(3)}, path, codec="lz4")
     assert cc.load_file(path)["a"].tolist() == [0, 1, 2]
+
+
+def test_the_empty_name_is_a_name_like_any_other(tmp_path) -> None:
+    """FORMAT.md §3.2: name_length 0 is allowed (safetensors and numpy allow it)."""
+    path = tmp_path / "e.ckpt"
+    save_file({"": np.arange(3, dtype=np.int16), "b": np.ones(2, np.int8)}, path, codec="lz4", durability="none")
+    with ContainerFile(path) as f:
+        assert f.names() == ["", "b"]
+        assert f.array("").tolist() == [0, 1, 2]
+    with ContainerWriter.append(path, durability="none") as w:
+        w.delete("")
+    assert ContainerFile(path).names() == ["b"]

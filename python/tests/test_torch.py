@@ -11,7 +11,7 @@ from ckpt_container import safe_open  # noqa: E402
 from ckpt_container.numpy import load_file as load_numpy  # noqa: E402
 from ckpt_container.torch import load, load_file, save, save_file  # noqa: E402
 
-from conftest import needs_ckpt, run_ckpt  # noqa: E402
+from _support import needs_ckpt, run_ckpt  # noqa: E402
 
 FP8 = [getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
                                     "float8_e8m0fnu") if hasattr(torch, n)]

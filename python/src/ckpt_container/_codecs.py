@@ -68,6 +68,8 @@ def _zlib_compress(raw: memoryview, level: int) -> bytes:
 
 
 def _zlib_decompress(stored: memoryview, raw_length: int) -> bytes:
+    if len(stored) >= 2 and stored[1] & 0x20:
+        raise CorruptFileError("zlib stream asks for a preset dictionary (FDICT): chunks are self-contained")
     d = zlib.decompressobj()
     try:
         out = d.decompress(stored, raw_length)
@@ -90,11 +92,19 @@ def _zstd_compress(raw: memoryview, level: int) -> bytes:
     return compressor.compress(raw)
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def _zstd_decompress(stored: memoryview, raw_length: int) -> bytes:
+    if bytes(stored[:4]) != _ZSTD_MAGIC:
+        raise CorruptFileError("not a Zstandard frame (a skippable frame, or no frame magic)")
     try:
         declared = zstandard.frame_content_size(stored)
+        dictionary = zstandard.get_frame_parameters(stored).dict_id
     except zstandard.ZstdError as error:
         raise CorruptFileError(f"zstd frame header is malformed ({error})") from None
+    if dictionary:
+        raise CorruptFileError(f"zstd frame names dictionary {dictionary}: chunks are self-contained")
     if declared < 0:
         raise CorruptFileError("zstd frame does not state its content size")
     if declared != raw_length:

@@ -61,11 +61,16 @@ def _utf8(data: bytes, what: str) -> str:
         raise CorruptFileError(f"{what} is not valid UTF-8") from None
 
 
-def check_name(name: str) -> bytes:
-    """A blob name's UTF-8 bytes; raises CorruptFileError unless 1…65535 bytes without NUL."""
+def check_name(name: str, *, allow_empty: bool = True) -> bytes:
+    """A name's UTF-8 bytes; raises CorruptFileError unless 0…65535 bytes without NUL.
+
+    Blob names may be empty (FORMAT.md §3.2: ``""`` is a name like any other), and so may
+    the name a deletion marker removes: §4.3 says "1…65535 bytes …, as a blob name", which
+    contradicts §3.2 since the empty name was allowed; the Swift reader accepts it, as here.
+    """
     encoded = name.encode("utf-8")
-    if not encoded:
-        raise CorruptFileError("blob name is empty")
+    if not encoded and not allow_empty:
+        raise CorruptFileError("name is empty")
     if len(encoded) > 65535:
         raise CorruptFileError(f"blob name of {len(encoded)} bytes exceeds 65535")
     if b"\x00" in encoded:
@@ -306,6 +311,7 @@ def parse_file_header(buf: bytes) -> int:
     """Validates the 64-byte file header; returns the file's payload alignment."""
     if len(buf) < FILE_HEADER_SIZE:
         raise TornFileError(f"{len(buf)} bytes, shorter than the file header", offset=0)
+    # FORMAT.md §4.1's order: magic, CRC, version, flags, alignment, reserved bytes.
     if buf[:8] != FILE_MAGIC:
         raise CorruptFileError("not a container file (bad file magic)", offset=0)
     stored = struct.unpack_from("<I", buf, 60)[0]
@@ -317,10 +323,10 @@ def parse_file_header(buf: bytes) -> int:
         raise UnsupportedError(f"file version {version}", offset=8)
     if flags:
         raise CorruptFileError(f"file flags 0x{flags:x} (reserved bits set)", offset=10)
-    if any(buf[16:60]):
-        raise CorruptFileError("file header reserved bytes are not zero", offset=16)
     if not valid_alignment(alignment):
         raise CorruptFileError(f"alignment {alignment} is not a power of two in 8…4096", offset=12)
+    if any(buf[16:60]):
+        raise CorruptFileError("file header reserved bytes are not zero", offset=16)
     return alignment
 
 
@@ -474,7 +480,7 @@ def parse_index(body: bytes, data_end: int, generation: int) -> Index:
         where = f"index entry {i}"
         if any(reserved):
             raise CorruptFileError(f"{where}: reserved bytes not zero")
-        if name_length == 0 or name_offset + name_length > names_length:
+        if name_offset + name_length > names_length:
             raise CorruptFileError(f"{where}: name outside the name pool")
         if rank > MAX_RANK or dims_offset + rank > dims_count:
             raise CorruptFileError(f"{where}: dimensions outside the dimension pool")

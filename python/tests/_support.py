@@ -1,4 +1,4 @@
-"""Shared fixtures: the Swift binaries (CKPT_BIN, else ../.build/debug/ckpt), data generators."""
+"""Helpers shared by the tests: the Swift binaries (CKPT_BIN, else ../.build/debug/ckpt), data generators."""
 
 from __future__ import annotations
 
