@@ -31,6 +31,8 @@ from .errors import (BlobNotFoundError, ChecksumError, CheckpointError, CorruptF
 _POOL: Optional[ThreadPoolExecutor] = None
 # Blobs at least this large have their chunks checksummed / decoded on a thread pool.
 _PARALLEL_BYTES = 8 << 20
+# pread granularity of owned loads: each piece is checksummed right after it is read.
+_READ_PIECE = 1 << 20
 
 
 def thread_pool() -> ThreadPoolExecutor:
@@ -443,21 +445,25 @@ class ContainerFile:
         fd = self._fd
         starts = _chunk_starts(header)
 
+        piece = _READ_PIECE
+
         def read(index: int) -> Optional[Tuple[int, int, int]]:
             start = starts[index]
             stored, expected = header.chunks[index]
             target = memoryview(out[start:start + stored])  # type: ignore[arg-type]
             done = 0
+            actual = 0
+            # In pieces small enough to be checksummed while they are still in the core's cache.
             while done < stored:
-                n = os.preadv(fd, [target[done:]], entry.payload_offset + start + done)
+                n = os.preadv(fd, [target[done:done + piece]], entry.payload_offset + start + done)
                 if n <= 0:
                     raise TornFileError("the file ended inside a payload", path=self.path, blob=name,
                                         offset=entry.payload_offset + start + done)
+                if verify:
+                    actual = crc32c(target[done:done + n], actual)
                 done += n
-            if verify:
-                actual = crc32c(target)
-                if actual != expected:
-                    return (index, expected, actual)
+            if verify and actual != expected:
+                return (index, expected, actual)
             return None
 
         if header.raw_size >= _PARALLEL_BYTES and len(header.chunks) > 1:
