@@ -9,7 +9,8 @@ Measures, each as the median of --repeat runs (the first run is reported apart):
   get_tensor  safetensors.safe_open(np)     vs  ckpt_container.safe_open(np) (zero-copy views, CRC32C verified;
               and with verify=False)
 plus the floors of the machine in the same run: memcpy of the working set and a CRC32C pass.
-Not part of CI.
+Every timed run starts after os.sync(), so that write-back of earlier saves does not land in
+later measurements. Not part of CI.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def timed(function: Callable[[], object], repeat: int) -> List[float]:
     times = []
     for _ in range(repeat + 1):
         gc.collect()
+        os.sync()  # earlier saves' write-back must not slow whatever is measured next
         start = time.perf_counter()
         result = function()
         times.append(time.perf_counter() - start)
