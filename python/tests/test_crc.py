@@ -6,9 +6,7 @@ import pytest
 
 from ckpt_container._crc import combine, crc32c
 
-# RFC 3720 §B.4's read command PDU. FORMAT.md §2 prints its second row as
-# "14 00 00 00 00 00 00 04 …" (the 04 one byte late): that dump gives 0xD7FF041E;
-# the RFC's bytes, below (and the Swift tests'), give the stated 0xD9963A56.
+# RFC 3720 §B.4's read command PDU, as FORMAT.md §2 prints it.
 ISCSI_PDU = bytes.fromhex(
     "01c00000000000000000000000000000"
     "14000000000004000000001400000018"
