@@ -47,7 +47,8 @@ public enum BlobEncoder {
         try validate(raw, name: name, dtype: dtype, shape: shape, attributes: attributes, options: options)
         let chunkSize = options.chunkSizeInBytes
         let chunkCount = BlobHeader.chunkCount(rawSize: raw.count, chunkSize: chunkSize)
-        let filter = options.shuffle.filter(for: dtype, compression: options.compression)
+        let compression = options.compression(for: dtype)
+        let filter = options.shuffle.filter(for: dtype, compression: compression)
 
         func chunkRange(_ index: Int) -> Range<Int> {
             index * chunkSize..<min(raw.count, (index + 1) * chunkSize)
@@ -83,9 +84,9 @@ public enum BlobEncoder {
                         }
                     }
                     let capacity = min(chunkSize, raw.count)
-                    let makeCompressor = { ChunkCompressor(compression: options.compression, filter: filter, chunkCapacity: capacity) }
+                    let makeCompressor = { ChunkCompressor(compression: compression, filter: filter, chunkCapacity: capacity) }
 
-                    if options.compression == .none {
+                    if compression == .none {
                         try ChunkScheduler.run(count: chunkCount, threads: options.threads, makeWorker: {}) { _, index in
                             storeRaw(index)
                         }
@@ -119,7 +120,7 @@ public enum BlobEncoder {
             rawCRC = CRC32C.combine(rawCRC, rawCRCs[index], lengthOfB: chunkRange(index).count)
         }
         let header = BlobHeader(
-            name: name, dtype: dtype, shape: shape, compression: options.compression, filter: filter,
+            name: name, dtype: dtype, shape: shape, compression: compression, filter: filter,
             chunkSizeInBytes: chunkSize, rawSizeInBytes: raw.count, rawCRC32C: rawCRC, chunks: entries,
             attributes: attributes)
         try header.validateForEncoding()
@@ -166,6 +167,7 @@ public enum BlobEncoder {
             try BlobHeader.validateAttributes(attributes)
             // A level outside the codec's range would write a header no reader accepts.
             _ = try Compression(id: options.compression.id, level: options.compression.level)
+            if let floats = options.floatCompression { _ = try Compression(id: floats.id, level: floats.level) }
         } catch {
             throw error.adding(blobName: name)
         }

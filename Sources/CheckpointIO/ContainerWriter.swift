@@ -188,7 +188,7 @@ public final class ContainerWriter {
             for blob in blobs {
                 let options = blob.encode ?? self.options.encode
                 try BlobEncoder.validate(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape, attributes: blob.attributes, options: options)
-                if options.compression == .none {
+                if options.compression(for: blob.dtype) == .none {
                     try writeUncompressed(blob, options: options)
                 } else {
                     try writeEncoded(blob, options: options)
