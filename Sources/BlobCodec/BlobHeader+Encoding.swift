@@ -122,7 +122,9 @@ extension BlobHeader {
         let filterID = try r.read(littleEndian: UInt8.self)
         let filterSize = Int(try r.read(littleEndian: UInt8.self))
         let filter = try Filter(id: filterID, elementSize: filterSize)
-        if filter != .none, compression == .none { throw invalid("filter", "\(filter) without compression") }
+        if filter != .none, compression == .none {
+            throw invalid("filter", "\(filter.id == 1 ? "shuffle" : "rotate + shuffle") without compression")
+        }
         let rank = Int(try r.read(littleEndian: UInt8.self))
         guard rank <= Shape.maximumRank else { throw CheckpointError(.invalidShape(reason: "rank \(rank) exceeds \(Shape.maximumRank)")) }
         let nameLength = Int(try r.read(littleEndian: UInt16.self))

@@ -122,18 +122,20 @@ final class ChunkCompressor {
 
     /// The plane codec: filter, split and code in one kernel that reads `raw` once.
     private func compressPlanes(_ raw: UnsafeRawBufferPointer, chunk: Int) throws(CheckpointError) -> (stored: OwnedBytes?, rawCRC: UInt32) {
-        guard let output = pool.take(capacity: chunkCapacity) else {
-            throw CheckpointError(.compressionFailed(chunk: chunk, reason: "out of memory for \(chunkCapacity) bytes"))
+        // Room for the Huffman writer's 8-byte stores past the last byte that counts.
+        let capacity = chunkCapacity + Int(CKK_PLANES_SLACK)
+        guard let output = pool.take(capacity: capacity) else {
+            throw CheckpointError(.compressionFailed(chunk: chunk, reason: "out of memory for \(capacity) bytes"))
         }
         var rawCRC: UInt32 = 0
         let (size, rotate) = FilterKernels.planeLayout(filter)
-        let produced = ckk_planes_encode(output.assumingMemoryBound(to: UInt8.self), raw.count - 1, raw.baseAddress!, raw.count,
+        let produced = ckk_planes_encode(output.assumingMemoryBound(to: UInt8.self), capacity, raw.baseAddress!, raw.count,
                                          size, rotate, shuffled!.baseAddress!.assumingMemoryBound(to: UInt8.self), &rawCRC)
         guard produced > 0, produced < raw.count else {
-            pool.give(output, capacity: chunkCapacity)
+            pool.give(output, capacity: capacity)
             return (nil, rawCRC)
         }
-        return (OwnedBytes(pointer: output, capacity: chunkCapacity, count: produced, pool: pool), rawCRC)
+        return (OwnedBytes(pointer: output, capacity: capacity, count: produced, pool: pool), rawCRC)
     }
 }
 

@@ -237,23 +237,23 @@ static void encode_four(uint8_t *outs[4], const uint8_t *src, size_t quarter, si
     }
 }
 
-void ckk_histogram_quarters(uint32_t counts[4][256], const void *data, size_t length) {
+void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length) {
     const uint8_t *p = data;
     size_t quarter = (length + 3) / 4;
     for (int k = 0; k < 4; k++) {
         size_t first = quarter * k < length ? quarter * k : length;
         size_t end = quarter * (k + 1) < length ? quarter * (k + 1) : length;
-        ckk_histogram(counts[k], p + first, end - first);
+        ckk_histogram(counts + 256 * k, p + first, end - first);
     }
 }
 
 size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t length,
-                          const uint32_t counts[4][256], const uint8_t lengths[256]) {
+                          const uint32_t *counts, const uint8_t lengths[256]) {
     uint16_t codes[256];
     if (canonical_codes(codes, lengths) != 0) return 0;
     int minSymbol = 256, maxSymbol = 0;
     for (int s = 0; s < 256; s++) {
-        if ((counts[0][s] | counts[1][s] | counts[2][s] | counts[3][s]) && !lengths[s]) return 0; /* not these counts' lengths */
+        if ((counts[s] | counts[256 + s] | counts[512 + s] | counts[768 + s]) && !lengths[s]) return 0; /* not these counts' lengths */
         if (lengths[s]) { maxSymbol = s; if (minSymbol == 256) minSymbol = s; }
     }
     const uint8_t *in = src;
@@ -264,7 +264,7 @@ size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t
     size_t sizes[4], total = header;
     for (int k = 0; k < 4; k++) {
         uint64_t bits = 0;
-        for (int s = minSymbol; s <= maxSymbol; s++) bits += (uint64_t)counts[k][s] * lengths[s];
+        for (int s = minSymbol; s <= maxSymbol; s++) bits += (uint64_t)counts[256 * k + s] * lengths[s];
         sizes[k] = (size_t)((bits + 7) / 8);
         total += sizes[k] + 8;
     }

@@ -91,9 +91,9 @@ static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region
 static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n) {
     uint32_t counts[256];
     uint8_t lengths[256];
-    uint32_t quarters[4][256];
+    uint32_t quarters[4 * 256];
     ckk_histogram_quarters(quarters, region, n);
-    for (int s = 0; s < 256; s++) counts[s] = quarters[0][s] + quarters[1][s] + quarters[2][s] + quarters[3][s];
+    for (int s = 0; s < 256; s++) counts[s] = quarters[s] + quarters[256 + s] + quarters[512 + s] + quarters[768 + s];
     int used = 0, symbol = 0;
     for (int s = 0; s < 256; s++) if (counts[s]) { used++; symbol = s; }
     if (used == 1) {
@@ -153,6 +153,7 @@ size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t 
         size_t n = encode_region(dst + written, capacity - written, regions[r], sizes[r]);
         if (n == SIZE_MAX) return 0;
         written += n;
+        if (written >= length) return 0; /* already no smaller than raw: give up early */
     }
     return written < length ? written : 0;
 }

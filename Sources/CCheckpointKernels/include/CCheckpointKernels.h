@@ -103,14 +103,15 @@ int ckk_huffman_lengths(uint8_t lengths[256], const uint32_t counts[256]);
 int ckk_huffman_codes(uint16_t codes[256], const uint8_t lengths[256]);
 
 /** The histograms of the four quarters of `data` (quarter = ceil(length / 4) bytes, the
- *  last quarter maybe shorter): the four streams of a Huffman segment. */
-void ckk_histogram_quarters(uint32_t counts[4][256], const void *data, size_t length);
+ *  last quarter maybe shorter), the four streams of a Huffman segment: 4 × 256
+ *  counts, quarter k's count of byte s at counts[256 * k + s]. */
+void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length);
 
 /** Writes the body of a Huffman segment (table, four stream sizes, four streams)
- *  for `length` bytes whose quarter histograms are `counts`. Returns the bytes
+ *  for `length` bytes whose quarter histograms (as ckk_histogram_quarters) are `counts`. Returns the bytes
  *  written, or 0 when they (plus 8 bytes of slack per stream) exceed `capacity`. */
 size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t length,
-                          const uint32_t counts[4][256], const uint8_t lengths[256]);
+                          const uint32_t *counts, const uint8_t lengths[256]);
 
 /** Decodes the body of a Huffman segment into exactly `length` bytes, reading at
  *  most `srcLength` bytes and setting `*consumed`. Returns 0 or a CKK_ERR_ code.
@@ -122,11 +123,14 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
 #define CKK_PLANES_MAX_ELEMENT 16
 #define CKK_PLANES_MAX_REPEAT (1u << 20)
 
+#define CKK_PLANES_SLACK 64
+
 /** Encodes one chunk of `length` raw bytes: the filter (element `size` 1...16,
  *  1 meaning none; `rotate` for filter 2) and then the plane segments into
- *  `dst`. `scratch` holds `length` bytes. Sets *rawCRC to the CRC32C of `src`.
- *  Returns the stored size, or 0 when it would not be smaller than both
- *  `length` and `capacity` (the chunk is then stored raw). */
+ *  `dst`, which has `capacity` writable bytes, at least `length + CKK_PLANES_SLACK`
+ *  (the Huffman writer stores 8 bytes at a time). `scratch` holds `length`
+ *  bytes. Sets *rawCRC to the CRC32C of `src`. Returns the stored size, or 0
+ *  when it would not be smaller than `length` (the chunk is then stored raw). */
 size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t length, size_t size, int rotate,
                          uint8_t *scratch, uint32_t *rawCRC);
 
