@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Bytes of the llm workload, e.g. 2G.")
     var size: String = "2G"
 
-    @Option(help: "Codec for the saves: none, lz4, lz4hc, zlib, zstd (with -N for a level, e.g. zstd-3).")
+    @Option(help: "Codec for the saves: none, lz4, lz4hc, zlib, zstd (with -N for a level, e.g. zstd-3), planes, or auto (planes for float dtypes).")
     var codec: String = "none"
 
     @Option(help: "Directory for the benchmark files (default: the temporary directory).")
@@ -30,8 +30,12 @@ struct Bench: ParsableCommand {
     func run() throws {
         guard let bytes = parseSize(size), bytes >= 1 << 20 else { throw ValidationError("bad --size '\(size)': at least 1M, e.g. 2G") }
         guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
-        let compression: Compression
-        do { compression = try Compression(parsing: codec) } catch { throw ValidationError("\(error.code)") }
+        let options: EncodeOptions
+        if codec.lowercased() == "auto" {
+            options = .recommended()
+        } else {
+            do { options = EncodeOptions(compression: try Compression(parsing: codec)) } catch { throw ValidationError("\(error.code)") }
+        }
         let directory = dir ?? NSTemporaryDirectory()
         try reportingErrors(output) {
             let load: BenchmarkWorkload
@@ -43,7 +47,7 @@ struct Bench: ParsableCommand {
             let status = ProgressBar("bench", output: output)
             status.countsBytes = false
             var step = 0
-            let results = try CheckpointBenchmark.run(load, directory: directory, encode: EncodeOptions(compression: compression), repetitions: repetitions) { _ in
+            let results = try CheckpointBenchmark.run(load, directory: directory, encode: options, repetitions: repetitions) { _ in
                 step += 1
                 status.update(step, 6)
             }
@@ -51,7 +55,7 @@ struct Bench: ParsableCommand {
             if json {
                 printJSON(encode(load, results))
             } else {
-                print("workload \(load.name): \(load.tensors.count) tensors, \(formatBytes(load.totalBytes)), codec \(compression), in \(directory) (median of \(repetitions))")
+                print("workload \(load.name): \(load.tensors.count) tensors, \(formatBytes(load.totalBytes)), codec \(codec), in \(directory) (median of \(repetitions))")
                 let rows = results.map { result -> [String] in
                     [result.name, String(format2: result.seconds * 1000) + " ms", result.gigabytesPerSecond.map { String(format2: $0) } ?? "-",
                      result.floorName ?? "-", result.floorGigabytesPerSecond.map { String(format2: $0) } ?? "-",

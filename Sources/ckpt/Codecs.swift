@@ -15,8 +15,8 @@ struct Codecs: ParsableCommand {
     @Option(help: "Worker threads (0 = one per CPU).")
     var threads: Int = 0
 
-    @Option(help: "Codecs to run, comma-separated (none, lz4, lz4hc-N, zlib-N, zstd-N).")
-    var codecs: String = "none,lz4,zstd-1,zstd-3,zlib-1,lz4hc-9"
+    @Option(help: "Codecs to run, comma-separated (none, lz4, lz4hc-N, zlib-N, zstd-N, planes).")
+    var codecs: String = "none,planes,lz4,zstd-1,zstd-3,zlib-1,lz4hc-9"
 
     mutating func run() throws {
         guard sizeMiB > 0 else { throw ValidationError("--size-mib must be positive") }

@@ -4,7 +4,7 @@ import Foundation
 
 /// Options for writing tensors (convert, extract).
 struct WriteOptions: ParsableArguments {
-    @Option(help: "Codec for container output: none, lz4, lz4hc, zlib, zstd.")
+    @Option(help: "Codec for container output: none, lz4, lz4hc, zlib, zstd, planes, or auto (planes for float dtypes, none for the rest: the recommended choice).")
     var codec: String = "none"
 
     @Option(help: "Codec level (lz4hc 1-12, zlib 1-9, zstd 1-19).")
@@ -24,8 +24,13 @@ struct WriteOptions: ParsableArguments {
 
     func conversionOptions() throws -> ConversionOptions {
         let compression: Compression
+        var floatCompression: Compression?
         do {
-            if let level {
+            if codec.lowercased() == "auto" {
+                guard level == nil else { throw ValidationError("--level does not apply to --codec auto") }
+                compression = .none
+                floatCompression = .planes
+            } else if let level {
                 guard ["lz4hc", "zlib", "zstd"].contains(codec.lowercased()) else {
                     throw ValidationError("--level applies to lz4hc, zlib and zstd, not '\(codec)'")
                 }
@@ -43,7 +48,8 @@ struct WriteOptions: ParsableArguments {
         }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
         guard align >= 8, align <= 4096, align & (align - 1) == 0 else { throw ValidationError("--align must be a power of two in 8...4096") }
-        return ConversionOptions(encode: EncodeOptions(compression: compression, shuffle: shuffleMode, chunkSizeInBytes: chunk, threads: threads),
+        return ConversionOptions(encode: EncodeOptions(compression: compression, shuffle: shuffleMode, chunkSizeInBytes: chunk, threads: threads,
+                                                       floatCompression: floatCompression),
                                  alignment: align)
     }
 }
