@@ -354,39 +354,75 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
     *consumed = (size_t)(p - src);
     uint8_t *out = dst;
     size_t quarter = (length + 3) / 4;
-    size_t first[4], end[4];
+    uint8_t *o[4], *e[4];
     for (int k = 0; k < 4; k++) {
-        first[k] = quarter * k < length ? quarter * k : length;
-        end[k] = quarter * (k + 1) < length ? quarter * (k + 1) : length;
+        o[k] = out + (quarter * k < length ? quarter * k : length);
+        e[k] = out + (quarter * (k + 1) < length ? quarter * (k + 1) : length);
     }
-    size_t i = 0; /* symbols done in each of the four streams (the first three hold `quarter`, the last maybe fewer) */
-    size_t shortest = end[3] - first[3];
-#define CKK_GET(k, j)                                       \
-    do {                                                    \
-        uint32_t e = table[r[k].buf & (TABLE_SIZE - 1)];    \
-        out[first[k] + (j)] = (uint8_t)(e >> 4);            \
-        r[k].buf >>= e & 15;                                \
-        r[k].bits -= e & 15;                                \
+    /* Two symbols per lookup where both codes fit in the 11 bits looked at (short
+     * exponent codes, the common case): entry = total bits | count << 4 | sym1 << 8 | sym2 << 16. */
+    uint32_t pairs[TABLE_SIZE];
+    for (uint32_t index = 0; index < TABLE_SIZE; index++) {
+        uint32_t first = table[index], l1 = first & 15;
+        uint32_t second = table[index >> l1], l2 = second & 15;
+        if (l1 + l2 <= MAX_LENGTH) pairs[index] = (l1 + l2) | 2u << 4 | (first >> 4) << 8 | (second >> 4) << 16;
+        else pairs[index] = l1 | 1u << 4 | (first >> 4) << 8;
+    }
+#define CKK_GET2(k)                                                  \
+    do {                                                             \
+        uint32_t x = pairs[b##k & (TABLE_SIZE - 1)];                 \
+        uint16_t two = (uint16_t)(x >> 8);                           \
+        memcpy(o##k, &two, 2);                                       \
+        o##k += (x >> 4) & 3;                                        \
+        b##k >>= x & 15;                                             \
+        n##k -= x & 15;                                              \
+    } while (0)
+#define CKK_REFILL(k)                                                \
+    do {                                                             \
+        b##k |= load64le(p##k) << n##k;                              \
+        p##k += (63 - n##k) >> 3;                                    \
+        n##k |= 56;                                                  \
     } while (0)
     for (;;) {
-        if (i + 5 > shortest) break;
-        if (r[0].end - r[0].p < 8 || r[1].end - r[1].p < 8 || r[2].end - r[2].p < 8 || r[3].end - r[3].p < 8) break;
-        refill_fast(&r[0]); refill_fast(&r[1]); refill_fast(&r[2]); refill_fast(&r[3]);
-        for (int j = 0; j < 5; j++) {
-            CKK_GET(0, i + j); CKK_GET(1, i + j); CKK_GET(2, i + j); CKK_GET(3, i + j);
+        /* Rounds that are safe for every stream without further checks: a round reads at
+         * most 7 new bytes of a stream (8 loaded) and writes at most 10 output bytes (each
+         * lookup stores two bytes, the second may be rewritten by the next). */
+        size_t rounds = SIZE_MAX;
+        for (int k = 0; k < 4; k++) {
+            size_t outLeft = (size_t)(e[k] - o[k]), inLeft = (size_t)(r[k].end - r[k].p);
+            size_t byOut = outLeft < 10 ? 0 : (outLeft - 10) / 10 + 1;
+            size_t byIn = inLeft < 8 ? 0 : (inLeft - 8) / 7 + 1;
+            if (byOut < rounds) rounds = byOut;
+            if (byIn < rounds) rounds = byIn;
         }
-        i += 5;
+        if (rounds == 0) break;
+        uint64_t b0 = r[0].buf, b1 = r[1].buf, b2 = r[2].buf, b3 = r[3].buf;
+        unsigned n0 = r[0].bits, n1 = r[1].bits, n2 = r[2].bits, n3 = r[3].bits;
+        const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
+        uint8_t *o0 = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
+        for (; rounds > 0; rounds--) {
+            CKK_REFILL(0); CKK_REFILL(1); CKK_REFILL(2); CKK_REFILL(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+        }
+        r[0].buf = b0; r[1].buf = b1; r[2].buf = b2; r[3].buf = b3;
+        r[0].bits = n0; r[1].bits = n1; r[2].bits = n2; r[3].bits = n3;
+        r[0].p = p0; r[1].p = p1; r[2].p = p2; r[3].p = p3;
+        o[0] = o0; o[1] = o1; o[2] = o2; o[3] = o3;
     }
-#undef CKK_GET
+#undef CKK_GET2
+#undef CKK_REFILL
     for (int k = 0; k < 4; k++) {
-        size_t count = end[k] - first[k];
-        for (size_t j = i; j < count; j++) {
+        for (uint8_t *q = o[k]; q < e[k]; q++) {
             if (r[k].bits < MAX_LENGTH) refill_safe(&r[k]);
-            uint32_t e = table[r[k].buf & (TABLE_SIZE - 1)];
-            if ((e & 15) > r[k].bits) return CKK_ERR_CORRUPT_STREAM; /* the stream ended inside a code */
-            out[first[k] + j] = (uint8_t)(e >> 4);
-            r[k].buf >>= e & 15;
-            r[k].bits -= e & 15;
+            uint32_t x = table[r[k].buf & (TABLE_SIZE - 1)];
+            if ((x & 15) > r[k].bits) return CKK_ERR_CORRUPT_STREAM; /* the stream ended inside a code */
+            *q = (uint8_t)(x >> 4);
+            r[k].buf >>= x & 15;
+            r[k].bits -= x & 15;
         }
         /* Exactly the stream's bytes: everything consumed but fewer than 8 padding bits. */
         if (r[k].p != r[k].end || r[k].bits > 7) return CKK_ERR_CORRUPT_STREAM;
