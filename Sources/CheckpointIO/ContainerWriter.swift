@@ -185,9 +185,32 @@ public final class ContainerWriter {
     public func write(_ blobs: [BlobSource]) throws(CheckpointError) {
         try requireWritable()
         do throws(CheckpointError) {
+            // Small compressed blobs (one chunk each) are encoded several at a time, one per
+            // thread, so that a checkpoint of many small tensors keeps every core busy.
+            var run: [(BlobSource, EncodeOptions)] = []
+            var runBytes = 0
             for blob in blobs {
                 let options = blob.encode ?? self.options.encode
-                try BlobEncoder.validate(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape, attributes: blob.attributes, options: options)
+                do throws(CheckpointError) {
+                    try BlobEncoder.validate(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape, attributes: blob.attributes, options: options)
+                } catch {
+                    try writeEncodedRun(run)
+                    throw error
+                }
+                if options.compression(for: blob.dtype) != .none, blob.bytes.count <= options.chunkSizeInBytes {
+                    run.append((blob, options))
+                    runBytes += blob.bytes.count
+                    if runBytes >= ContainerWriter.encodedRunBytes {
+                        try writeEncodedRun(run)
+                        run.removeAll()
+                        runBytes = 0
+                    }
+                    if pipeline.hasFailed { break }
+                    continue
+                }
+                try writeEncodedRun(run)
+                run.removeAll()
+                runBytes = 0
                 if options.compression(for: blob.dtype) == .none {
                     try writeUncompressed(blob, options: options)
                 } else {
@@ -195,6 +218,7 @@ public final class ContainerWriter {
                 }
                 if pipeline.hasFailed { break }
             }
+            try writeEncodedRun(run)
             try pipeline.drain()
         } catch {
             // Whatever was queued is finished before the caller may reuse its buffers.
@@ -292,6 +316,40 @@ public final class ContainerWriter {
         } catch {
             preconditionFailure("unexpected error \(error)")
         }
+    }
+
+    /// The raw bytes of small compressed blobs encoded together before they are written.
+    static let encodedRunBytes = 64 << 20
+
+    /// Encodes `run` (validated blobs of one chunk each) in parallel, one blob per thread,
+    /// then writes them in order. Memory: their compressed bytes, until written.
+    private func writeEncodedRun(_ run: [(BlobSource, EncodeOptions)]) throws(CheckpointError) {
+        guard !run.isEmpty else { return }
+        if run.count == 1 { return try writeEncoded(run[0].0, options: run[0].1) }
+        var encodings = [RetainedEncoding?](repeating: nil, count: run.count)
+        try encodings.withUnsafeMutableBufferPointer { encodings throws(CheckpointError) in
+            nonisolated(unsafe) let slots = encodings
+            try ChunkScheduler.run(count: run.count, threads: run[0].1.threads, makeWorker: {}) { _, index throws(CheckpointError) in
+                let (blob, options) = run[index]
+                var single = options
+                single.threads = 1
+                slots[index] = try BlobEncoder.encodeRetained(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape,
+                                                              attributes: blob.attributes, options: single)
+            }
+        }
+        for encoding in encodings {
+            guard let encoding else { continue }
+            let header = encoding.header
+            let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
+            var payloadCRC: UInt32 = 0
+            for chunk in header.chunks {
+                payloadCRC = CRC32C.combine(payloadCRC, chunk.crc32c, lengthOfB: Int(chunk.storedSize))
+            }
+            try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset,
+                             payload: encoding.payload.segments)
+        }
+        try pipeline.drain()  // the compressed buffers are freed when `encodings` goes
+        withExtendedLifetime(encodings) {}
     }
 
     /// Queues the zero gap before the record, its frame, blob header and
