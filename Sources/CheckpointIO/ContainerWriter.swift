@@ -40,6 +40,8 @@ public final class ContainerWriter {
     private var entries: [BlobDescriptor]  // live blobs, in record order
     private var entryIndexByName: [BlobName: Int]  // byte-wise: NFC and NFD spellings are two names
     private let pipeline: WritePipeline
+    /// The encoded blobs of the last run, alive until their writes are drained.
+    private var writtenRun: [RetainedEncoding] = []
     private var state = State.open
 
     private enum State { case open, failed, committed, aborted }
@@ -185,8 +187,9 @@ public final class ContainerWriter {
     public func write(_ blobs: [BlobSource]) throws(CheckpointError) {
         try requireWritable()
         do throws(CheckpointError) {
-            // Small compressed blobs (one chunk each) are encoded several at a time, one per
-            // thread, so that a checkpoint of many small tensors keeps every core busy.
+            // Compressed blobs up to ``encodedBlobLimit`` are encoded several at a time, one
+            // per thread, so that a checkpoint of many small tensors keeps every core busy,
+            // and a run is written while the next one is encoded.
             var run: [(BlobSource, EncodeOptions)] = []
             var runBytes = 0
             for blob in blobs {
@@ -197,7 +200,7 @@ public final class ContainerWriter {
                     try writeEncodedRun(run)
                     throw error
                 }
-                if options.compression(for: blob.dtype) != .none, blob.bytes.count <= options.chunkSizeInBytes {
+                if options.compression(for: blob.dtype) != .none, blob.bytes.count <= ContainerWriter.encodedBlobLimit {
                     run.append((blob, options))
                     runBytes += blob.bytes.count
                     if runBytes >= ContainerWriter.encodedRunBytes {
@@ -220,9 +223,11 @@ public final class ContainerWriter {
             }
             try writeEncodedRun(run)
             try pipeline.drain()
+            writtenRun = []
         } catch {
             // Whatever was queued is finished before the caller may reuse its buffers.
             _ = try? pipeline.drain()
+            writtenRun = []
             if pipeline.hasFailed { state = .failed }
             throw error.adding(path: temporaryPath ?? path)
         }
@@ -318,14 +323,17 @@ public final class ContainerWriter {
         }
     }
 
-    /// The raw bytes of small compressed blobs encoded together before they are written.
+    /// The raw bytes of compressed blobs encoded together before they are written.
     static let encodedRunBytes = 64 << 20
+    /// The largest compressed blob encoded in a run (one thread per blob); larger
+    /// ones are encoded alone, chunks in parallel.
+    static let encodedBlobLimit = 8 << 20
 
-    /// Encodes `run` (validated blobs of one chunk each) in parallel, one blob per thread,
-    /// then writes them in order. Memory: their compressed bytes, until written.
+    /// Encodes `run` (validated blobs) in parallel, one blob per thread, and queues
+    /// them for writing in order; the previous run's writes go on meanwhile.
+    /// Memory: the compressed bytes of two runs, until written.
     private func writeEncodedRun(_ run: [(BlobSource, EncodeOptions)]) throws(CheckpointError) {
         guard !run.isEmpty else { return }
-        if run.count == 1 { return try writeEncoded(run[0].0, options: run[0].1) }
         var encodings = [RetainedEncoding?](repeating: nil, count: run.count)
         try encodings.withUnsafeMutableBufferPointer { encodings throws(CheckpointError) in
             nonisolated(unsafe) let slots = encodings
@@ -337,6 +345,9 @@ public final class ContainerWriter {
                                                               attributes: blob.attributes, options: single)
             }
         }
+        // The previous run is written by now (or soon): its buffers may go.
+        try pipeline.drain()
+        writtenRun = []
         for encoding in encodings {
             guard let encoding else { continue }
             let header = encoding.header
@@ -348,8 +359,8 @@ public final class ContainerWriter {
             try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset,
                              payload: encoding.payload.segments)
         }
-        try pipeline.drain()  // the compressed buffers are freed when `encodings` goes
-        withExtendedLifetime(encodings) {}
+        pipeline.flush()  // written on the pipeline's thread while the next run is encoded
+        writtenRun = encodings.compactMap { $0 }  // kept alive until the next drain
     }
 
     /// Queues the zero gap before the record, its frame, blob header and
