@@ -22,6 +22,20 @@ public struct EncodedPayload {
     }
 }
 
+/// An encoded blob whose compressed chunks live as long as it does; raw-stored
+/// segments still point into the caller's source memory.
+package final class RetainedEncoding: @unchecked Sendable {
+    package let header: BlobHeader
+    package let payload: EncodedPayload
+    private let compressed: [OwnedBytes?]
+
+    init(header: BlobHeader, payload: EncodedPayload, compressed: [OwnedBytes?]) {
+        self.header = header
+        self.payload = payload
+        self.compressed = compressed
+    }
+}
+
 /// Encodes blobs: splits a blob's bytes into chunks, filters and compresses
 /// each chunk in parallel, and checksums stored and raw bytes (FORMAT.md,
 /// "Blob header" and "Payload").
@@ -45,9 +59,22 @@ public enum BlobEncoder {
         _ body: (BlobHeader, EncodedPayload) throws -> R
     ) throws -> R {
         try validate(raw, name: name, dtype: dtype, shape: shape, attributes: attributes, options: options)
+        let encoding = try encodeRetained(raw, name: name, dtype: dtype, shape: shape, attributes: attributes, options: options)
+        return try withExtendedLifetime(encoding) { try body(encoding.header, encoding.payload) }
+    }
+
+    /// Encodes an already validated blob (see ``validate(_:name:dtype:shape:attributes:options:)``)
+    /// and keeps its compressed chunks alive as long as the result: for writers
+    /// that encode several blobs at once and write them afterwards.
+    package static func encodeRetained(
+        _ raw: UnsafeRawBufferPointer,
+        name: String, dtype: DType, shape: Shape,
+        attributes: [String: String], options: EncodeOptions
+    ) throws(CheckpointError) -> RetainedEncoding {
         let chunkSize = options.chunkSizeInBytes
         let chunkCount = BlobHeader.chunkCount(rawSize: raw.count, chunkSize: chunkSize)
-        let filter = options.shuffle.filter(for: dtype, compression: options.compression)
+        let compression = options.compression(for: dtype)
+        let filter = options.shuffle.filter(for: dtype, compression: compression)
 
         func chunkRange(_ index: Int) -> Range<Int> {
             index * chunkSize..<min(raw.count, (index + 1) * chunkSize)
@@ -61,71 +88,77 @@ public enum BlobEncoder {
         var rawCRCs = [UInt32](repeating: 0, count: chunkCount)
         var compressed = [OwnedBytes?](repeating: nil, count: chunkCount)
 
-        try entries.withUnsafeMutableBufferPointer { entries in
-            try rawCRCs.withUnsafeMutableBufferPointer { rawCRCs in
-                try compressed.withUnsafeMutableBufferPointer { compressed in
-                    // A raw-stored chunk's stored bytes are its raw bytes, so one CRC serves both.
-                    func setRaw(_ index: Int, crc: UInt32) {
-                        rawCRCs[index] = crc
-                        entries[index] = ChunkEntry(storedSize: UInt32(chunkRange(index).count), crc32c: crc)
-                    }
-                    func storeRaw(_ index: Int) {
-                        setRaw(index, crc: CRC32C.checksum(rawChunk(index)))
-                    }
-                    func encodeChunk(_ compressor: ChunkCompressor, _ index: Int) throws(CheckpointError) {
-                        let (stored, rawCRC) = try compressor.compress(rawChunk(index), chunk: index)
-                        if let stored {
-                            rawCRCs[index] = rawCRC
-                            entries[index] = ChunkEntry(storedSize: UInt32(stored.count), crc32c: CRC32C.checksum(stored.buffer))
-                            compressed[index] = stored
-                        } else {
-                            setRaw(index, crc: rawCRC)
+        do {
+            try entries.withUnsafeMutableBufferPointer { entries in
+                try rawCRCs.withUnsafeMutableBufferPointer { rawCRCs in
+                    try compressed.withUnsafeMutableBufferPointer { compressed in
+                        // A raw-stored chunk's stored bytes are its raw bytes, so one CRC serves both.
+                        func setRaw(_ index: Int, crc: UInt32) {
+                            rawCRCs[index] = crc
+                            entries[index] = ChunkEntry(storedSize: UInt32(chunkRange(index).count), crc32c: crc)
                         }
-                    }
-                    let capacity = min(chunkSize, raw.count)
-                    let makeCompressor = { ChunkCompressor(compression: options.compression, filter: filter, chunkCapacity: capacity) }
+                        func storeRaw(_ index: Int) {
+                            setRaw(index, crc: CRC32C.checksum(rawChunk(index)))
+                        }
+                        func encodeChunk(_ compressor: ChunkCompressor, _ index: Int) throws(CheckpointError) {
+                            let (stored, rawCRC) = try compressor.compress(rawChunk(index), chunk: index)
+                            if let stored {
+                                rawCRCs[index] = rawCRC
+                                entries[index] = ChunkEntry(storedSize: UInt32(stored.count), crc32c: CRC32C.checksum(stored.buffer))
+                                compressed[index] = stored
+                            } else {
+                                setRaw(index, crc: rawCRC)
+                            }
+                        }
+                        let capacity = min(chunkSize, raw.count)
+                        let makeCompressor = { ChunkCompressor(compression: compression, filter: filter, chunkCapacity: capacity) }
 
-                    if options.compression == .none {
-                        try ChunkScheduler.run(count: chunkCount, threads: options.threads, makeWorker: {}) { _, index in
-                            storeRaw(index)
-                        }
-                        return
-                    }
-                    // With skipIncompressible, chunk 0 decides for the blob: if it does not shrink,
-                    // every chunk is stored raw. Chunks already compressed while chunk 0 was running
-                    // (at most one per other thread) are discarded, so the output never depends on
-                    // the thread count; later chunks see the decision and skip the attempt.
-                    let firstDidNotShrink = Atomic<Bool>(false)
-                    try ChunkScheduler.run(count: chunkCount, threads: options.threads, makeWorker: makeCompressor) { compressor, index throws(CheckpointError) in
-                        if index > 0 && options.skipIncompressible && firstDidNotShrink.load(ordering: .acquiring) {
-                            storeRaw(index)
+                        if compression == .none {
+                            try ChunkScheduler.run(count: chunkCount, threads: options.threads, makeWorker: {}) { _, index in
+                                storeRaw(index)
+                            }
                             return
                         }
-                        try encodeChunk(compressor, index)
-                        if index == 0 && compressed[0] == nil { firstDidNotShrink.store(true, ordering: .releasing) }
-                    }
-                    if options.skipIncompressible && chunkCount > 0 && compressed[0] == nil {
-                        for index in 1..<chunkCount where compressed[index] != nil {
-                            compressed[index] = nil
-                            setRaw(index, crc: rawCRCs[index])
+                        // With skipIncompressible, chunk 0 decides for the blob: if it does not shrink,
+                        // every chunk is stored raw. Chunks already compressed while chunk 0 was running
+                        // (at most one per other thread) are discarded, so the output never depends on
+                        // the thread count; later chunks see the decision and skip the attempt.
+                        let firstDidNotShrink = Atomic<Bool>(false)
+                        try ChunkScheduler.run(count: chunkCount, threads: options.threads, makeWorker: makeCompressor) { compressor, index throws(CheckpointError) in
+                            if index > 0 && options.skipIncompressible && firstDidNotShrink.load(ordering: .acquiring) {
+                                storeRaw(index)
+                                return
+                            }
+                            try encodeChunk(compressor, index)
+                            if index == 0 && compressed[0] == nil { firstDidNotShrink.store(true, ordering: .releasing) }
+                        }
+                        if options.skipIncompressible && chunkCount > 0 && compressed[0] == nil {
+                            for index in 1..<chunkCount where compressed[index] != nil {
+                                compressed[index] = nil
+                                setRaw(index, crc: rawCRCs[index])
+                            }
                         }
                     }
                 }
             }
-        }
 
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            preconditionFailure("unexpected error \(error)")
+        }
         var rawCRC: UInt32 = 0
         for index in 0..<chunkCount {
             rawCRC = CRC32C.combine(rawCRC, rawCRCs[index], lengthOfB: chunkRange(index).count)
         }
         let header = BlobHeader(
-            name: name, dtype: dtype, shape: shape, compression: options.compression, filter: filter,
+            name: name, dtype: dtype, shape: shape, compression: compression, filter: filter,
             chunkSizeInBytes: chunkSize, rawSizeInBytes: raw.count, rawCRC32C: rawCRC, chunks: entries,
             attributes: attributes)
         try header.validateForEncoding()
         let segments = (0..<chunkCount).map { compressed[$0]?.buffer ?? rawChunk($0) }
         let payload = EncodedPayload(segments: segments, count: header.storedSizeInBytes)
-        return try withExtendedLifetime(compressed) { try body(header, payload) }
+        return RetainedEncoding(header: header, payload: payload, compressed: compressed)
     }
 
     /// Encodes `raw` into one contiguous byte array: the header's bytes followed
@@ -166,6 +199,7 @@ public enum BlobEncoder {
             try BlobHeader.validateAttributes(attributes)
             // A level outside the codec's range would write a header no reader accepts.
             _ = try Compression(id: options.compression.id, level: options.compression.level)
+            if let floats = options.floatCompression { _ = try Compression(id: floats.id, level: floats.level) }
         } catch {
             throw error.adding(blobName: name)
         }

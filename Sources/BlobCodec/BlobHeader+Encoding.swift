@@ -33,7 +33,7 @@ extension BlobHeader {
         w.write(littleEndian: compression.id)
         w.write(littleEndian: UInt8(compression.level))
         w.write(littleEndian: filter.id)
-        if case let .shuffle(size) = filter { w.write(littleEndian: UInt8(size)) } else { w.write(littleEndian: UInt8(0)) }
+        w.write(littleEndian: UInt8(filter.elementSize))
         w.write(littleEndian: UInt8(shape.rank))
         w.write(littleEndian: UInt16(name.utf8.count))
         w.write(littleEndian: UInt32(attributesEncodedSize))
@@ -121,17 +121,9 @@ extension BlobHeader {
         let compression = try Compression(id: codecID, level: Int(level))
         let filterID = try r.read(littleEndian: UInt8.self)
         let filterSize = Int(try r.read(littleEndian: UInt8.self))
-        let filter: Filter
-        switch filterID {
-        case 0:
-            guard filterSize == 0 else { throw invalid("filter element size", "\(filterSize) with no filter") }
-            filter = .none
-        case 1:
-            guard (2...16).contains(filterSize) else { throw invalid("filter element size", "\(filterSize) outside 2...16") }
-            guard compression != .none else { throw invalid("filter", "shuffle without compression") }
-            filter = .shuffle(elementSize: filterSize)
-        default:
-            throw CheckpointError(.unknownFilter(filterID))
+        let filter = try Filter(id: filterID, elementSize: filterSize)
+        if filter != .none, compression == .none {
+            throw invalid("filter", "\(filter.id == 1 ? "shuffle" : "rotate + shuffle") without compression")
         }
         let rank = Int(try r.read(littleEndian: UInt8.self))
         guard rank <= Shape.maximumRank else { throw CheckpointError(.invalidShape(reason: "rank \(rank) exceeds \(Shape.maximumRank)")) }

@@ -23,8 +23,18 @@ final class ChunkBufferPool: @unchecked Sendable {
         for pointers in free.values { pointers.forEach { Glibc.free($0) } }
     }
 
-    /// A buffer of exactly `capacity` bytes (recycled when one is free), or nil when out of memory.
-    func take(capacity: Int) -> UnsafeMutableRawPointer? {
+    /// Capacities are rounded up to a size class (a power of two from 64 KiB, or
+    /// a multiple of 4 MiB beyond 4 MiB) so that blobs of different sizes share
+    /// buffers: a fresh buffer costs a page fault per 4 KiB on its first touch.
+    static func sizeClass(_ capacity: Int) -> Int {
+        if capacity <= 64 << 10 { return 64 << 10 }
+        if capacity >= 4 << 20 { return (capacity + (4 << 20) - 1) / (4 << 20) * (4 << 20) }
+        return 1 << (Int.bitWidth - (capacity - 1).leadingZeroBitCount)
+    }
+
+    /// A buffer of at least `capacity` bytes (recycled when one is free), or nil when out of memory.
+    func take(capacity requested: Int) -> UnsafeMutableRawPointer? {
+        let capacity = ChunkBufferPool.sizeClass(requested)
         let recycled = lock.locked { () -> UnsafeMutableRawPointer? in
             guard let pointer = free[capacity]?.popLast() else { return nil }
             retainedBytes -= capacity
@@ -33,8 +43,9 @@ final class ChunkBufferPool: @unchecked Sendable {
         return recycled ?? malloc(capacity)
     }
 
-    /// Gives a buffer obtained from ``take(capacity:)`` back.
-    func give(_ pointer: UnsafeMutableRawPointer, capacity: Int) {
+    /// Gives a buffer obtained from ``take(capacity:)`` back (with the same requested capacity).
+    func give(_ pointer: UnsafeMutableRawPointer, capacity requested: Int) {
+        let capacity = ChunkBufferPool.sizeClass(requested)
         let kept = lock.locked { () -> Bool in
             guard retainedBytes + capacity <= retainedByteLimit else { return false }
             free[capacity, default: []].append(pointer)

@@ -39,7 +39,8 @@ final class ChunkCompressor {
         self.compression = compression
         self.filter = filter
         self.chunkCapacity = chunkCapacity
-        if case .shuffle = filter {
+        // The plane codec filters inside its own kernel, but needs the same chunk-sized scratch.
+        if filter != .none || compression == .planes {
             shuffled = pool.takeBuffer(capacity: chunkCapacity)
         } else {
             shuffled = nil
@@ -52,7 +53,7 @@ final class ChunkCompressor {
         case .zstd:
             zstdContext = ZSTD_createCCtx()
             precondition(zstdContext != nil, "ZSTD_createCCtx failed (out of memory)")
-        case .none, .zlib:
+        case .none, .zlib, .planes:
             break
         }
     }
@@ -70,10 +71,11 @@ final class ChunkCompressor {
     ///   of the raw chunk, computed in the same pass over memory as the filter.
     func compress(_ raw: UnsafeRawBufferPointer, chunk: Int) throws(CheckpointError) -> (stored: OwnedBytes?, rawCRC: UInt32) {
         guard let rawBase = raw.baseAddress else { return (nil, 0) }
+        if compression == .planes { return try compressPlanes(raw, chunk: chunk) }
         var source = rawBase
         let rawCRC: UInt32
-        if case let .shuffle(size) = filter, let shuffled {
-            rawCRC = ckk_shuffle_crc32c(shuffled.baseAddress!, rawBase, raw.count, size, 0)
+        if filter != .none, let shuffled {
+            rawCRC = FilterKernels.apply(filter, raw, into: shuffled.baseAddress!)
             source = UnsafeRawPointer(shuffled.baseAddress!)
         } else {
             rawCRC = CRC32C.checksum(raw)
@@ -88,7 +90,7 @@ final class ChunkCompressor {
         }
         var produced = 0
         switch compression {
-        case .none:
+        case .none, .planes:
             break
         case .lz4:
             produced = Int(LZ4_compress_fast_extState(lz4State, source, output, Int32(raw.count), Int32(capacity), 1))
@@ -116,6 +118,79 @@ final class ChunkCompressor {
             return (nil, rawCRC)
         }
         return (OwnedBytes(pointer: output, capacity: chunkCapacity, count: produced, pool: pool), rawCRC)
+    }
+
+    /// The plane codec: filter, split and code in one kernel that reads `raw` once.
+    private func compressPlanes(_ raw: UnsafeRawBufferPointer, chunk: Int) throws(CheckpointError) -> (stored: OwnedBytes?, rawCRC: UInt32) {
+        // Room for the Huffman writer's 8-byte stores past the last byte that counts.
+        let capacity = chunkCapacity + Int(CKK_PLANES_SLACK)
+        guard let output = pool.take(capacity: capacity) else {
+            throw CheckpointError(.compressionFailed(chunk: chunk, reason: "out of memory for \(capacity) bytes"))
+        }
+        var rawCRC: UInt32 = 0
+        let (size, rotate) = FilterKernels.planeLayout(filter)
+        let produced = ckk_planes_encode(output.assumingMemoryBound(to: UInt8.self), capacity, raw.baseAddress!, raw.count,
+                                         size, rotate, shuffled!.baseAddress!.assumingMemoryBound(to: UInt8.self), &rawCRC)
+        guard produced > 0, produced < raw.count else {
+            pool.give(output, capacity: capacity)
+            return (nil, rawCRC)
+        }
+        return (OwnedBytes(pointer: output, capacity: capacity, count: produced, pool: pool), rawCRC)
+    }
+}
+
+/// The filters' kernels (FORMAT.md §3.4): byte shuffle, and rotate + shuffle.
+enum FilterKernels {
+    /// The plane codec's view of a filter: element size (1 = no filter) and whether elements are rotated.
+    static func planeLayout(_ filter: Filter) -> (size: Int, rotate: Int32) {
+        switch filter {
+        case .none: return (1, 0)
+        case let .shuffle(size): return (size, 0)
+        case let .rotateShuffle(size): return (size, 1)
+        }
+    }
+
+    /// Filters `source` into `destination` (same length); returns the CRC32C of `source`.
+    static func apply(_ filter: Filter, _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawPointer) -> UInt32 {
+        guard let base = source.baseAddress else { return 0 }
+        switch filter {
+        case .none:
+            destination.copyMemory(from: base, byteCount: source.count)
+            return CRC32C.checksum(source)
+        case let .shuffle(size):
+            return ckk_shuffle_crc32c(destination, base, source.count, size, 0)
+        case let .rotateShuffle(size):
+            let count = source.count / size
+            let out = destination.assumingMemoryBound(to: UInt8.self)
+            let planes: [UnsafeMutablePointer<UInt8>?] = (0..<size).map { out + $0 * count }
+            let crc = planes.withUnsafeBufferPointer { ckk_split_planes_crc32c($0.baseAddress!, base, count, size, 1, 0) }
+            let tail = source.count - count * size
+            (destination + count * size).copyMemory(from: base + count * size, byteCount: tail)
+            return ckk_crc32c_extend(crc, base + count * size, tail)
+        }
+    }
+
+    /// Inverts ``apply(_:_:into:)``: `source` (filtered) to `destination`; returns the
+    /// CRC32C of `destination` when `checksum`, else 0.
+    static func invert(_ filter: Filter, _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, checksum: Bool) -> UInt32 {
+        guard let base = source.baseAddress, let out = destination.baseAddress else { return 0 }
+        switch filter {
+        case .none:
+            destination.copyMemory(from: source)
+            return checksum ? CRC32C.checksum(UnsafeRawBufferPointer(destination)) : 0
+        case let .shuffle(size):
+            if checksum { return ckk_unshuffle_crc32c(out, base, source.count, size, 0) }
+            ByteShuffle.unshuffle(source, into: destination, elementSize: size)
+            return 0
+        case let .rotateShuffle(size):
+            let count = source.count / size
+            let input = base.assumingMemoryBound(to: UInt8.self)
+            let planes: [UnsafePointer<UInt8>?] = (0..<size).map { input + $0 * count }
+            let crc = planes.withUnsafeBufferPointer { ckk_join_planes_crc32c(out, $0.baseAddress!, count, size, 1, 0, checksum ? 1 : 0) }
+            let tail = source.count - count * size
+            (out + count * size).copyMemory(from: base + count * size, byteCount: tail)
+            return checksum ? ckk_crc32c_extend(crc, out + count * size, tail) : 0
+        }
     }
 }
 
@@ -160,8 +235,9 @@ final class ChunkDecompressor {
     ///   (fused with the unshuffle pass), else 0.
     func decompress(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, chunk: Int, checksum: Bool) throws(CheckpointError) -> UInt32 {
         let expected = destination.count
+        if compression == .planes { return try decompressPlanes(stored, into: destination, chunk: chunk, checksum: checksum) }
         var target = destination
-        if case .shuffle = filter {
+        if filter != .none {
             if filterScratch == nil { filterScratch = pool.takeBuffer(capacity: chunkCapacity) }
             target = UnsafeMutableRawBufferPointer(rebasing: filterScratch![0..<expected])
         }
@@ -169,7 +245,7 @@ final class ChunkDecompressor {
             throw CheckpointError(.corruptChunk(chunk: chunk, reason: "empty compressed chunk"))
         }
         switch compression {
-        case .none:
+        case .none, .planes:
             throw CheckpointError(.corruptChunk(chunk: chunk, reason: "compressed chunk in an uncompressed blob"))
         case .lz4, .lz4hc:
             let produced = LZ4_decompress_safe(src, dst, Int32(stored.count), Int32(expected))
@@ -217,11 +293,31 @@ final class ChunkDecompressor {
                 throw CheckpointError(.chunkSizeMismatch(chunk: chunk, expected: UInt64(expected), actual: UInt64(produced)))
             }
         }
-        if case let .shuffle(size) = filter {
-            if checksum { return ckk_unshuffle_crc32c(destination.baseAddress!, dst, expected, size, 0) }
-            ByteShuffle.unshuffle(UnsafeRawBufferPointer(target), into: destination, elementSize: size)
-            return 0
+        if filter != .none {
+            return FilterKernels.invert(filter, UnsafeRawBufferPointer(target), into: destination, checksum: checksum)
         }
         return checksum ? CRC32C.checksum(UnsafeRawBufferPointer(destination)) : 0
+    }
+
+    /// The plane codec: decodes the segments and undoes the filter straight into
+    /// `destination` (raw planes are read in place from `stored`), fused with the CRC32C.
+    private func decompressPlanes(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, chunk: Int, checksum: Bool) throws(CheckpointError) -> UInt32 {
+        let expected = destination.count
+        if filterScratch == nil, filter != .none { filterScratch = pool.takeBuffer(capacity: chunkCapacity) }
+        guard let src = stored.baseAddress, let dst = destination.baseAddress else {
+            throw CheckpointError(.corruptChunk(chunk: chunk, reason: "empty compressed chunk"))
+        }
+        let (size, rotate) = FilterKernels.planeLayout(filter)
+        var crc: UInt32 = 0
+        let status = ckk_planes_decode(dst, expected, src.assumingMemoryBound(to: UInt8.self), stored.count, size, rotate,
+                                       filterScratch?.baseAddress?.assumingMemoryBound(to: UInt8.self), &crc, checksum ? 1 : 0)
+        switch status {
+        case 0: return crc
+        case CKK_ERR_TRUNCATED: throw CheckpointError(.corruptChunk(chunk: chunk, reason: "plane codec: a segment or Huffman stream runs past the chunk's \(stored.count) stored bytes"))
+        case CKK_ERR_BAD_SEGMENT: throw CheckpointError(.corruptChunk(chunk: chunk, reason: "plane codec: a segment of unknown kind, zero length or an over-long repeat"))
+        case CKK_ERR_LENGTH: throw CheckpointError(.corruptChunk(chunk: chunk, reason: "plane codec: segments do not decode to exactly \(expected) bytes"))
+        case CKK_ERR_BAD_TABLE: throw CheckpointError(.corruptChunk(chunk: chunk, reason: "plane codec: Huffman code lengths are not a complete prefix code of 1...11 bits"))
+        default: throw CheckpointError(.corruptChunk(chunk: chunk, reason: "plane codec: a Huffman stream does not end exactly at its last code"))
+        }
     }
 }

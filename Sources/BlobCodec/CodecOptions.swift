@@ -9,6 +9,9 @@ public struct EncodeOptions: Sendable, Hashable {
     public static let maximumChunkSize = 1 << 30
 
     public var compression: Compression
+    /// When set, the codec for floating-point dtypes (``compression`` then applies
+    /// to every other dtype). ``recommended(threads:)`` sets it to ``Compression/planes``.
+    public var floatCompression: Compression?
     public var shuffle: ShuffleMode
     /// Bytes per chunk: a multiple of 16 in 16...``maximumChunkSize``.
     public var chunkSizeInBytes: Int
@@ -23,13 +26,32 @@ public struct EncodeOptions: Sendable, Hashable {
         shuffle: ShuffleMode = .auto,
         chunkSizeInBytes: Int = EncodeOptions.defaultChunkSize,
         threads: Int = 0,
-        skipIncompressible: Bool = true
+        skipIncompressible: Bool = true,
+        floatCompression: Compression? = nil
     ) {
         self.compression = compression
+        self.floatCompression = floatCompression
         self.shuffle = shuffle
         self.chunkSizeInBytes = chunkSizeInBytes
         self.threads = threads
         self.skipIncompressible = skipIncompressible
+    }
+
+    /// The recommended options for checkpoints (`--codec auto`): the plane codec
+    /// for floating-point dtypes; integers, bools, strings and raw bytes stored
+    /// uncompressed (viewable in place). Chunks that do not shrink are stored raw.
+    ///
+    /// Chunks are 1 MiB (not the default 4 MiB): a tensor of a few MiB is then
+    /// still coded and decoded on every core, and the plane codec's codes are
+    /// per 256 KiB piece anyway, so the ratio does not suffer.
+    public static func recommended(threads: Int = 0, chunkSizeInBytes: Int = 1 << 20) -> EncodeOptions {
+        EncodeOptions(compression: .none, shuffle: .auto, chunkSizeInBytes: chunkSizeInBytes, threads: threads, floatCompression: .planes)
+    }
+
+    /// The codec used for a blob of `dtype`.
+    public func compression(for dtype: DType) -> Compression {
+        if let floatCompression, dtype.isFloatingPoint { return floatCompression }
+        return compression
     }
 }
 

@@ -165,3 +165,153 @@ uint32_t ckk_unshuffle_crc32c(void *dst, const void *src, size_t length, size_t 
     memcpy(d + count * size, (const uint8_t *)src + count * size, tail);
     return ckk_crc32c_extend(crc, d + count * size, tail);
 }
+
+/* ---- Plane split / join, optionally with the one-bit rotation of filter 2 ----
+ *
+ * Split: byte k of element i (after rotating the element, read as a
+ * little-endian integer, left by one bit when `rotate`) goes to planes[k][i].
+ * Join is the inverse. Plane pointers are independent, so a decoder can join
+ * planes that live in different buffers (stored bytes, scratch) straight into
+ * the caller's memory.
+ */
+
+static inline uint64_t element_load(const uint8_t *p, size_t size) {
+    uint64_t v = 0;
+    for (size_t k = 0; k < size; k++) v |= (uint64_t)p[k] << (8 * k);
+    return v;
+}
+
+static inline uint64_t rotl_bits(uint64_t v, size_t bits) {
+    uint64_t mask = bits == 64 ? ~0ull : ((1ull << bits) - 1);
+    return ((v << 1) | (v >> (bits - 1))) & mask;
+}
+
+static inline uint64_t rotr_bits(uint64_t v, size_t bits) {
+    uint64_t mask = bits == 64 ? ~0ull : ((1ull << bits) - 1);
+    return ((v >> 1) | (v << (bits - 1))) & mask;
+}
+
+static void split_scalar_range(uint8_t *const planes[], const uint8_t *src, size_t size, int rotate, size_t first, size_t end) {
+    for (size_t i = first; i < end; i++) {
+        if (rotate) {
+            uint64_t v = rotl_bits(element_load(src + i * size, size), 8 * size);
+            for (size_t k = 0; k < size; k++) planes[k][i] = (uint8_t)(v >> (8 * k));
+        } else {
+            for (size_t k = 0; k < size; k++) planes[k][i] = src[i * size + k];
+        }
+    }
+}
+
+static void join_scalar_range(uint8_t *dst, const uint8_t *const planes[], size_t size, int rotate, size_t first, size_t end) {
+    for (size_t i = first; i < end; i++) {
+        if (rotate) {
+            uint64_t v = 0;
+            for (size_t k = 0; k < size; k++) v |= (uint64_t)planes[k][i] << (8 * k);
+            v = rotr_bits(v, 8 * size);
+            for (size_t k = 0; k < size; k++) dst[i * size + k] = (uint8_t)(v >> (8 * k));
+        } else {
+            for (size_t k = 0; k < size; k++) dst[i * size + k] = planes[k][i];
+        }
+    }
+}
+
+#if CKK_SSE2
+static inline __m128i rotl1_vec(__m128i x, int size) {
+    switch (size) {
+    case 2: return _mm_or_si128(_mm_slli_epi16(x, 1), _mm_srli_epi16(x, 15));
+    case 4: return _mm_or_si128(_mm_slli_epi32(x, 1), _mm_srli_epi32(x, 31));
+    default: return _mm_or_si128(_mm_slli_epi64(x, 1), _mm_srli_epi64(x, 63));
+    }
+}
+
+static inline __m128i rotr1_vec(__m128i x, int size) {
+    switch (size) {
+    case 2: return _mm_or_si128(_mm_srli_epi16(x, 1), _mm_slli_epi16(x, 15));
+    case 4: return _mm_or_si128(_mm_srli_epi32(x, 1), _mm_slli_epi32(x, 31));
+    default: return _mm_or_si128(_mm_srli_epi64(x, 1), _mm_slli_epi64(x, 63));
+    }
+}
+
+#define CKK_DEFINE_PLANES_SIMD(S, ROUNDS)                                                         \
+    static void split_simd_##S(uint8_t *const planes[], const uint8_t *src, int rotate, size_t first, size_t end) { \
+        const __m128i low = _mm_set1_epi16(0x00FF);                                               \
+        size_t blocks = end / 16;                                                                 \
+        for (size_t blk = first / 16; blk < blocks; blk++) {                                      \
+            __m128i v[S];                                                                         \
+            const uint8_t *s = src + blk * 16 * (S);                                              \
+            for (int j = 0; j < (S); j++) v[j] = _mm_loadu_si128((const __m128i *)(s + 16 * j));  \
+            if (rotate) for (int j = 0; j < (S); j++) v[j] = rotl1_vec(v[j], (S));                \
+            for (int r = 0; r < (ROUNDS); r++) CKK_SPLIT_ROUND(S);                                \
+            for (int k = 0; k < (S); k++) _mm_storeu_si128((__m128i *)(planes[k] + blk * 16), v[k]); \
+        }                                                                                         \
+        split_scalar_range(planes, src, (S), rotate, blocks * 16 > first ? blocks * 16 : first, end); \
+    }                                                                                             \
+    static void join_simd_##S(uint8_t *dst, const uint8_t *const planes[], int rotate, size_t first, size_t end) { \
+        size_t blocks = end / 16;                                                                 \
+        for (size_t blk = first / 16; blk < blocks; blk++) {                                      \
+            __m128i v[S];                                                                         \
+            for (int k = 0; k < (S); k++) v[k] = _mm_loadu_si128((const __m128i *)(planes[k] + blk * 16)); \
+            for (int r = 0; r < (ROUNDS); r++) CKK_JOIN_ROUND(S);                                 \
+            if (rotate) for (int j = 0; j < (S); j++) v[j] = rotr1_vec(v[j], (S));                \
+            uint8_t *d = dst + blk * 16 * (S);                                                    \
+            for (int j = 0; j < (S); j++) _mm_storeu_si128((__m128i *)(d + 16 * j), v[j]);        \
+        }                                                                                         \
+        join_scalar_range(dst, planes, (S), rotate, blocks * 16 > first ? blocks * 16 : first, end); \
+    }
+
+CKK_DEFINE_PLANES_SIMD(2, 1)
+CKK_DEFINE_PLANES_SIMD(4, 2)
+CKK_DEFINE_PLANES_SIMD(8, 3)
+#endif
+
+static void split_range(uint8_t *const planes[], const uint8_t *src, size_t size, int rotate, size_t first, size_t end) {
+#if CKK_SSE2
+    switch (size) {
+    case 2: split_simd_2(planes, src, rotate, first, end); return;
+    case 4: split_simd_4(planes, src, rotate, first, end); return;
+    case 8: split_simd_8(planes, src, rotate, first, end); return;
+    default: break;
+    }
+#endif
+    split_scalar_range(planes, src, size, rotate, first, end);
+}
+
+static void join_range(uint8_t *dst, const uint8_t *const planes[], size_t size, int rotate, size_t first, size_t end) {
+#if CKK_SSE2
+    switch (size) {
+    case 2: join_simd_2(dst, planes, rotate, first, end); return;
+    case 4: join_simd_4(dst, planes, rotate, first, end); return;
+    case 8: join_simd_8(dst, planes, rotate, first, end); return;
+    default: break;
+    }
+#endif
+    join_scalar_range(dst, planes, size, rotate, first, end);
+}
+
+uint32_t ckk_split_planes_crc32c(uint8_t *const planes[], const void *src, size_t count, size_t size, int rotate, uint32_t crc) {
+    const uint8_t *s = src;
+    if (size == 1) {
+        memcpy(planes[0], s, count);
+        return ckk_crc32c_extend(crc, s, count);
+    }
+    for (size_t first = 0; first < count; first += CKK_FUSED_ELEMENTS) {
+        size_t end = first + CKK_FUSED_ELEMENTS < count ? first + CKK_FUSED_ELEMENTS : count;
+        crc = ckk_crc32c_extend(crc, s + first * size, (end - first) * size);
+        split_range(planes, s, size, rotate, first, end);
+    }
+    return crc;
+}
+
+uint32_t ckk_join_planes_crc32c(void *dst, const uint8_t *const planes[], size_t count, size_t size, int rotate, uint32_t crc, int checksum) {
+    uint8_t *d = dst;
+    if (size == 1) {
+        memcpy(d, planes[0], count);
+        return checksum ? ckk_crc32c_extend(crc, d, count) : 0;
+    }
+    for (size_t first = 0; first < count; first += CKK_FUSED_ELEMENTS) {
+        size_t end = first + CKK_FUSED_ELEMENTS < count ? first + CKK_FUSED_ELEMENTS : count;
+        join_range(d, planes, size, rotate, first, end);
+        if (checksum) crc = ckk_crc32c_extend(crc, d + first * size, (end - first) * size);
+    }
+    return checksum ? crc : 0;
+}

@@ -47,7 +47,7 @@ final class ContainerIndex: @unchecked Sendable {
             table.write(littleEndian: entry.compression.id)
             table.write(littleEndian: UInt8(entry.compression.level))
             table.write(littleEndian: entry.filter.id)
-            if case let .shuffle(size) = entry.filter { table.write(littleEndian: UInt8(size)) } else { table.write(littleEndian: UInt8(0)) }
+            table.write(littleEndian: UInt8(entry.filter.elementSize))
             table.write(littleEndian: UInt8(entry.shape.rank))
             table.write(zeros: 7)
         }
@@ -314,6 +314,7 @@ final class ContainerIndex: @unchecked Sendable {
             switch filterID {
             case 0: filter = .none
             case 1 where (2...16).contains(filterSize): filter = .shuffle(elementSize: filterSize)
+            case 2 where [2, 4, 8].contains(filterSize): filter = .rotateShuffle(elementSize: filterSize)
             default: throw CheckpointError(.unknownFilter(filterID))
             }
             let rank = Int(raw.load(littleEndianAt: base + 56) as UInt8)

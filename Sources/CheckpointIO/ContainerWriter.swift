@@ -40,6 +40,8 @@ public final class ContainerWriter {
     private var entries: [BlobDescriptor]  // live blobs, in record order
     private var entryIndexByName: [BlobName: Int]  // byte-wise: NFC and NFD spellings are two names
     private let pipeline: WritePipeline
+    /// The encoded blobs of the last run, alive until their writes are drained.
+    private var writtenRun: [RetainedEncoding] = []
     private var state = State.open
 
     private enum State { case open, failed, committed, aborted }
@@ -185,20 +187,47 @@ public final class ContainerWriter {
     public func write(_ blobs: [BlobSource]) throws(CheckpointError) {
         try requireWritable()
         do throws(CheckpointError) {
+            // Compressed blobs up to ``encodedBlobLimit`` are encoded several at a time, one
+            // per thread, so that a checkpoint of many small tensors keeps every core busy,
+            // and a run is written while the next one is encoded.
+            var run: [(BlobSource, EncodeOptions)] = []
+            var runBytes = 0
             for blob in blobs {
                 let options = blob.encode ?? self.options.encode
-                try BlobEncoder.validate(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape, attributes: blob.attributes, options: options)
-                if options.compression == .none {
+                do throws(CheckpointError) {
+                    try BlobEncoder.validate(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape, attributes: blob.attributes, options: options)
+                } catch {
+                    try writeEncodedRun(run)
+                    throw error
+                }
+                if options.compression(for: blob.dtype) != .none, blob.bytes.count <= ContainerWriter.encodedBlobLimit {
+                    run.append((blob, options))
+                    runBytes += blob.bytes.count
+                    if runBytes >= ContainerWriter.encodedRunBytes {
+                        try writeEncodedRun(run)
+                        run.removeAll()
+                        runBytes = 0
+                    }
+                    if pipeline.hasFailed { break }
+                    continue
+                }
+                try writeEncodedRun(run)
+                run.removeAll()
+                runBytes = 0
+                if options.compression(for: blob.dtype) == .none {
                     try writeUncompressed(blob, options: options)
                 } else {
                     try writeEncoded(blob, options: options)
                 }
                 if pipeline.hasFailed { break }
             }
+            try writeEncodedRun(run)
             try pipeline.drain()
+            writtenRun = []
         } catch {
             // Whatever was queued is finished before the caller may reuse its buffers.
             _ = try? pipeline.drain()
+            writtenRun = []
             if pipeline.hasFailed { state = .failed }
             throw error.naming(path, insteadOf: temporaryPath ?? path)
         }
@@ -292,6 +321,46 @@ public final class ContainerWriter {
         } catch {
             preconditionFailure("unexpected error \(error)")
         }
+    }
+
+    /// The raw bytes of compressed blobs encoded together before they are written.
+    static let encodedRunBytes = 64 << 20
+    /// The largest compressed blob encoded in a run (one thread per blob); larger
+    /// ones are encoded alone, chunks in parallel.
+    static let encodedBlobLimit = 8 << 20
+
+    /// Encodes `run` (validated blobs) in parallel, one blob per thread, and queues
+    /// them for writing in order; the previous run's writes go on meanwhile.
+    /// Memory: the compressed bytes of two runs, until written.
+    private func writeEncodedRun(_ run: [(BlobSource, EncodeOptions)]) throws(CheckpointError) {
+        guard !run.isEmpty else { return }
+        var encodings = [RetainedEncoding?](repeating: nil, count: run.count)
+        try encodings.withUnsafeMutableBufferPointer { encodings throws(CheckpointError) in
+            nonisolated(unsafe) let slots = encodings
+            try ChunkScheduler.run(count: run.count, threads: run[0].1.threads, makeWorker: {}) { _, index throws(CheckpointError) in
+                let (blob, options) = run[index]
+                var single = options
+                single.threads = 1
+                slots[index] = try BlobEncoder.encodeRetained(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape,
+                                                              attributes: blob.attributes, options: single)
+            }
+        }
+        // The previous run is written by now (or soon): its buffers may go.
+        try pipeline.drain()
+        writtenRun = []
+        for encoding in encodings {
+            guard let encoding else { continue }
+            let header = encoding.header
+            let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
+            var payloadCRC: UInt32 = 0
+            for chunk in header.chunks {
+                payloadCRC = CRC32C.combine(payloadCRC, chunk.crc32c, lengthOfB: Int(chunk.storedSize))
+            }
+            try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset,
+                             payload: encoding.payload.segments)
+        }
+        pipeline.flush()  // written on the pipeline's thread while the next run is encoded
+        writtenRun = encodings.compactMap { $0 }  // kept alive until the next drain
     }
 
     /// Queues the zero gap before the record, its frame, blob header and

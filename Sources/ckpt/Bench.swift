@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Bytes of the llm workload, e.g. 2G.")
     var size: String = "2G"
 
-    @Option(help: ArgumentHelp("Codec for the saves: \(codecList); NAME-LEVEL (zstd-3) or --level.", valueName: "codec"))
+    @Option(help: ArgumentHelp("Codec for the saves: \(codecList), or auto (planes for float dtypes, none for the rest); NAME-LEVEL (zstd-3) or --level.", valueName: "codec"))
     var codec: String = "none"
 
     @Option(help: "Codec level (lz4hc 1-12, zlib 1-9, zstd 1-19); same as NAME-LEVEL.")
@@ -34,7 +34,10 @@ struct Bench: ParsableCommand {
         try reportingErrors(output) {
             guard let bytes = parseSize(size), bytes >= 1 << 20 else { throw ValidationError("bad --size '\(size)': at least 1M, e.g. 2G") }
             guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1, not \(repetitions)") }
-            let compression = try parseCodec(codec, level: level, help: "bench")
+            let auto = codec.lowercased() == "auto"
+            if auto && level != nil { throw ValidationError("--level does not apply to --codec auto") }
+            let compression = auto ? Compression.planes : try parseCodec(codec, level: level, help: "bench")
+            let options = auto ? EncodeOptions.recommended() : EncodeOptions(compression: compression)
             let directory = dir ?? NSTemporaryDirectory()
             let cleaned = InterruptCleanup.removeTemporariesOfDeadWriters(in: directory)
             if !cleaned.names.isEmpty && !json {
@@ -49,7 +52,7 @@ struct Bench: ParsableCommand {
             let status = ProgressBar("bench", output: output)
             status.countsBytes = false
             var step = 0
-            let results = try CheckpointBenchmark.run(load, directory: directory, encode: EncodeOptions(compression: compression), repetitions: repetitions) { _ in
+            let results = try CheckpointBenchmark.run(load, directory: directory, encode: options, repetitions: repetitions) { _ in
                 step += 1
                 status.update(step, 6)
             }
@@ -58,7 +61,7 @@ struct Bench: ParsableCommand {
                 printJSON(encode(load, results))
             } else {
                 let shownDirectory = directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
-                print("workload \(load.name): \(plural(load.tensors.count, "tensor")), \(formatBytesShort(load.totalBytes)), codec \(compression), in \(shownDirectory)")
+                print("workload \(load.name): \(plural(load.tensors.count, "tensor")), \(formatBytesShort(load.totalBytes)), codec \(auto ? "auto (planes for floats)" : "\(compression)"), in \(shownDirectory)")
                 print("each measurement: 1 first run (warm-up, shown apart), then the median of \(plural(repetitions, "repetition"))")
                 let rows = results.map { result -> [String] in
                     let rate = result.bytes > 0 ? formatRate(bytes: result.bytes, seconds: result.seconds) : "-"

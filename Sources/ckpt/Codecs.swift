@@ -16,7 +16,7 @@ struct Codecs: ParsableCommand {
     var threads: Int = 0
 
     @Option(help: ArgumentHelp("Codecs to run, comma-separated, each NAME or NAME-LEVEL: \(codecList).", valueName: "codecs"))
-    var codecs: String = "none,lz4,zstd-1,zstd-3,zlib-1,lz4hc-9"
+    var codecs: String = "none,planes,lz4,zstd-1,zstd-3,zlib-1,lz4hc-9"
 
     @OptionGroup var output: OutputOptions
 

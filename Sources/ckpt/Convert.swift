@@ -4,7 +4,7 @@ import Foundation
 
 /// Options for writing tensors (convert, extract).
 struct WriteOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Codec for container (.ckpt) output: \(codecList); NAME-LEVEL (zstd-3) or --level. Default: none, so the output can be viewed zero-copy.",
+    @Option(help: ArgumentHelp("Codec for container (.ckpt) output: \(codecList), or auto (planes for float dtypes, none for the rest: the recommended choice); NAME-LEVEL (zstd-3) or --level. Default: none, so the output can be viewed zero-copy.",
                                valueName: "codec"))
     var codec: String?
 
@@ -57,7 +57,10 @@ struct WriteOptions: ParsableArguments {
                 throw ValidationError("\(given.joined(separator: ", ")) \(given.count == 1 ? "applies" : "apply") to container (.ckpt) output only; '\(output)' is written as \(format.rawValue)")
             }
         }
-        let compression = try codec.map { try parseCodec($0, level: level, help: "convert") } ?? {
+        // `auto`: the plane codec for float dtypes, the rest uncompressed (EncodeOptions.recommended).
+        let auto = codec?.lowercased() == "auto"
+        if auto && level != nil { throw ValidationError("--level does not apply to --codec auto") }
+        let compression = auto ? Compression.none : try codec.map { try parseCodec($0, level: level, help: "convert") } ?? {
             if level != nil { throw ValidationError("--level needs --codec (e.g. --codec zstd --level 3)") }
             return Compression.none
         }()
@@ -78,7 +81,11 @@ struct WriteOptions: ParsableArguments {
         }
         let alignment = align ?? 64
         guard alignment >= 8, alignment <= 4096, alignment & (alignment - 1) == 0 else { throw ValidationError("--align must be a power of two in 8...4096, not \(alignment)") }
-        return ConversionOptions(encode: EncodeOptions(compression: compression, shuffle: shuffleMode, chunkSizeInBytes: chunk, threads: threads),
+        var encode = EncodeOptions(compression: compression, shuffle: shuffleMode, chunkSizeInBytes: chunk, threads: threads)
+        if auto {
+            encode = .recommended(threads: threads, chunkSizeInBytes: chunkSize == nil ? 1 << 20 : chunk)
+        }
+        return ConversionOptions(encode: encode,
                                  alignment: alignment, durability: noSync ? .none : .full, format: format)
     }
 }

@@ -248,7 +248,7 @@ func parseCodec(_ text: String, level: Int?, help command: String) throws -> Com
 }
 
 /// The codecs with their default levels, for help texts and errors.
-let codecList = "none, lz4, lz4hc (levels 1-12, default 9), zlib (1-9, default 6), zstd (1-19, default 1)"
+let codecList = "none, lz4, lz4hc (levels 1-12, default 9), zlib (1-9, default 6), zstd (1-19, default 1), planes (byte planes, for floats)"
 
 /// The names of `candidates` closest to `name` (edit distance, at most a third of the name's length, or sharing its start).
 func closestNames(to name: String, among candidates: [String], limit: Int = 3) -> [String] {

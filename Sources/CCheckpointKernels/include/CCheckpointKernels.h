@@ -67,6 +67,79 @@ uint32_t ckk_unshuffle_crc32c(void *dst, const void *src, size_t length, size_t 
 void ckk_shuffle_scalar(void *dst, const void *src, size_t length, size_t elementSize);
 void ckk_unshuffle_scalar(void *dst, const void *src, size_t length, size_t elementSize);
 
+/* ---- Plane split / join (filters 1 and 2 of FORMAT.md §3.4, §3.4.1) ----
+ *
+ * Split: byte k of element i of `src` (count elements of `size` bytes, 1...16)
+ * goes to planes[k][i]; with `rotate` (size 2, 4 or 8 only) each element, read
+ * as a little-endian integer, is first rotated left by one bit, moving the
+ * sign bit of a float next to its mantissa. Returns ckk_crc32c_extend(crc, src, count*size).
+ * Join is the inverse, writing dst; returns the CRC32C of dst extended from
+ * `crc` when `checksum` is non-zero, else 0. Plane buffers must not overlap dst.
+ */
+uint32_t ckk_split_planes_crc32c(uint8_t *const planes[], const void *src, size_t count, size_t size, int rotate, uint32_t crc);
+uint32_t ckk_join_planes_crc32c(void *dst, const uint8_t *const planes[], size_t count, size_t size, int rotate, uint32_t crc, int checksum);
+
+/* ---- Canonical Huffman coding of bytes (FORMAT.md §3.10) ---- */
+
+#define CKK_HUFFMAN_MAX_LENGTH 11
+
+/* Errors of the decoders (negative). */
+#define CKK_ERR_TRUNCATED (-1)      /* a segment or stream extends past the stored bytes */
+#define CKK_ERR_BAD_SEGMENT (-2)    /* unknown segment kind, zero length, over-long repeat */
+#define CKK_ERR_LENGTH (-3)         /* segments do not decode to exactly the chunk's length */
+#define CKK_ERR_BAD_TABLE (-4)      /* code lengths that are not a complete prefix code of 1...11 bits */
+#define CKK_ERR_CORRUPT_STREAM (-5) /* a Huffman stream that does not end exactly at its last code */
+
+/** Counts each byte value of `data`. */
+void ckk_histogram(uint32_t counts[256], const void *data, size_t length);
+
+/** Code lengths (0 = unused, else 1...11) of a length-limited Huffman code for
+ *  `counts`, deterministic on every platform. Returns the number of symbols
+ *  used; when fewer than 2, `lengths` is all zero. */
+int ckk_huffman_lengths(uint8_t lengths[256], const uint32_t counts[256]);
+
+/** The canonical codes of `lengths`, bit-reversed (the order they are written in).
+ *  Returns 0, or -1 when the lengths are not a complete prefix code of 1...11 bits. */
+int ckk_huffman_codes(uint16_t codes[256], const uint8_t lengths[256]);
+
+/** The histograms of the four quarters of `data` (quarter = ceil(length / 4) bytes, the
+ *  last quarter maybe shorter), the four streams of a Huffman segment: 4 × 256
+ *  counts, quarter k's count of byte s at counts[256 * k + s]. */
+void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length);
+
+/** Writes the body of a Huffman segment (table, four stream sizes, four streams)
+ *  for `length` bytes whose quarter histograms (as ckk_histogram_quarters) are `counts`. Returns the bytes
+ *  written, or 0 when they (plus 8 bytes of slack per stream) exceed `capacity`. */
+size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t length,
+                          const uint32_t *counts, const uint8_t lengths[256]);
+
+/** Decodes the body of a Huffman segment into exactly `length` bytes, reading at
+ *  most `srcLength` bytes and setting `*consumed`. Returns 0 or a CKK_ERR_ code.
+ *  Never reads or writes outside the given buffers, whatever the input. */
+int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcLength, size_t *consumed);
+
+/* ---- The byte-plane codec (codec 5, FORMAT.md §3.10) ---- */
+
+#define CKK_PLANES_MAX_ELEMENT 16
+#define CKK_PLANES_MAX_REPEAT (1u << 20)
+
+#define CKK_PLANES_SLACK 64
+
+/** Encodes one chunk of `length` raw bytes: the filter (element `size` 1...16,
+ *  1 meaning none; `rotate` for filter 2) and then the plane segments into
+ *  `dst`, which has `capacity` writable bytes, at least `length + CKK_PLANES_SLACK`
+ *  (the Huffman writer stores 8 bytes at a time). `scratch` holds `length`
+ *  bytes. Sets *rawCRC to the CRC32C of `src`. Returns the stored size, or 0
+ *  when it would not be smaller than `length` (the chunk is then stored raw). */
+size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t length, size_t size, int rotate,
+                         uint8_t *scratch, uint32_t *rawCRC);
+
+/** Decodes one stored chunk into exactly `length` bytes at `dst`, undoing the
+ *  filter; `scratch` holds `length` bytes (unused without a filter). When
+ *  `checksum`, sets *rawCRC to the CRC32C of the output. Returns 0 or a CKK_ERR_ code. */
+int ckk_planes_decode(void *dst, size_t length, const uint8_t *src, size_t srcLength, size_t size, int rotate,
+                      uint8_t *scratch, uint32_t *rawCRC, int checksum);
+
 /** The number of CPUs this process may run on (its affinity mask), at least 1. */
 int ckk_available_cpus(void);
 

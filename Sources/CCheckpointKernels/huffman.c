@@ -1,0 +1,431 @@
+/*
+ * Canonical Huffman coding of bytes, as specified in FORMAT.md §3.10
+ * ("Codec: byte planes"): code lengths 1...11, codes assigned canonically as in
+ * deflate (RFC 1951 §3.2.2), packed least significant bit first with each code
+ * starting at its most significant bit (as deflate packs Huffman codes), the
+ * symbols split into four streams coded independently so that the decoder can
+ * run four lookups at once.
+ *
+ * Pure computation on caller-owned memory; no allocation.
+ */
+#include "CCheckpointKernels.h"
+
+#include <string.h>
+
+#define MAX_LENGTH CKK_HUFFMAN_MAX_LENGTH
+#define TABLE_SIZE (1u << MAX_LENGTH)
+
+static inline uint64_t load64le(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+static inline void store64le(uint8_t *p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+static inline void store32le(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint32_t load32le(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- Histogram: four sub-tables so consecutive equal bytes do not serialise on one counter. ---- */
+
+void ckk_histogram(uint32_t counts[256], const void *data, size_t length) {
+    /* Four sub-tables, one per byte of a 32-bit load: runs of one value (common in an
+     * exponent plane) then spread over four counters. (Measured: faster than eight
+     * tables or 64-bit loads on this code's machines.) */
+    uint32_t c[4][256];
+    memset(c, 0, sizeof c);
+    const uint8_t *p = data;
+    size_t i = 0;
+    for (; i + 4 <= length; i += 4) {
+        uint32_t v;
+        memcpy(&v, p + i, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap32(v);
+#endif
+        c[0][v & 0xFF]++;
+        c[1][(v >> 8) & 0xFF]++;
+        c[2][(v >> 16) & 0xFF]++;
+        c[3][v >> 24]++;
+    }
+    for (; i < length; i++) c[0][p[i]]++;
+    for (int s = 0; s < 256; s++) counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
+}
+
+/* ---- Code lengths ---- */
+
+int ckk_huffman_lengths(uint8_t lengths[256], const uint32_t counts[256]) {
+    int symbols[256];
+    int n = 0;
+    memset(lengths, 0, 256);
+    for (int s = 0; s < 256; s++)
+        if (counts[s]) symbols[n++] = s;
+    if (n < 2) return n;
+    /* Leaves in ascending (count, symbol) order: deterministic on every platform. */
+    for (int i = 1; i < n; i++) {
+        int s = symbols[i], j = i;
+        while (j > 0 && (counts[symbols[j - 1]] > counts[s] ||
+                         (counts[symbols[j - 1]] == counts[s] && symbols[j - 1] > s))) {
+            symbols[j] = symbols[j - 1];
+            j--;
+        }
+        symbols[j] = s;
+    }
+    /* Two-queue Huffman: leaves 0..n-1, internal nodes n..2n-2 created in ascending weight order. */
+    uint64_t weight[512];
+    int parent[512];
+    for (int i = 0; i < n; i++) weight[i] = counts[symbols[i]];
+    int leaf = 0, inner = n;
+    for (int node = n; node < 2 * n - 1; node++) {
+        int pick[2];
+        for (int t = 0; t < 2; t++) {
+            if (leaf < n && (inner >= node || weight[leaf] <= weight[inner])) pick[t] = leaf++;
+            else pick[t] = inner++;
+        }
+        weight[node] = weight[pick[0]] + weight[pick[1]];
+        parent[pick[0]] = parent[pick[1]] = node;
+    }
+    int depth[512];
+    depth[2 * n - 2] = 0;
+    for (int node = 2 * n - 3; node >= 0; node--) depth[node] = depth[parent[node]] + 1;
+
+    /* Limit to MAX_LENGTH. Kraft sum in units of 2^-MAX_LENGTH must end exactly at TABLE_SIZE. */
+    int len[256];
+    uint32_t kraft = 0;
+    for (int i = 0; i < n; i++) {
+        len[i] = depth[i] > MAX_LENGTH ? MAX_LENGTH : depth[i];
+        kraft += 1u << (MAX_LENGTH - len[i]);
+    }
+    while (kraft > TABLE_SIZE) {
+        /* Lengthen the least frequent symbol among the longest ones still below the limit. */
+        int best = -1;
+        for (int i = 0; i < n; i++)
+            if (len[i] < MAX_LENGTH && (best < 0 || len[i] > len[best])) best = i;
+        kraft -= 1u << (MAX_LENGTH - len[best] - 1);
+        len[best]++;
+    }
+    while (kraft < TABLE_SIZE) {
+        /* Shorten the most frequent symbol whose shortening still fits. */
+        int best = -1;
+        for (int i = n - 1; i >= 0; i--)
+            if (len[i] > 1 && (1u << (MAX_LENGTH - len[i])) <= TABLE_SIZE - kraft) { best = i; break; }
+        if (best < 0) break; /* cannot happen: a longest code can always be shortened */
+        kraft += 1u << (MAX_LENGTH - len[best]);
+        len[best]--;
+    }
+    for (int i = 0; i < n; i++) lengths[symbols[i]] = (uint8_t)len[i];
+    return n;
+}
+
+/* ---- Canonical codes (RFC 1951 §3.2.2), bit-reversed for LSB-first packing ---- */
+
+/* Fills codes[s] (reversed) for every symbol with a length. Returns 0 when the
+ * lengths form a complete prefix code of lengths 1...MAX_LENGTH, -1 otherwise. */
+static int canonical_codes(uint16_t codes[256], const uint8_t lengths[256]) {
+    uint32_t count[MAX_LENGTH + 1] = {0};
+    uint32_t kraft = 0;
+    for (int s = 0; s < 256; s++) {
+        if (lengths[s] > MAX_LENGTH) return -1;
+        if (lengths[s]) {
+            count[lengths[s]]++;
+            kraft += 1u << (MAX_LENGTH - lengths[s]);
+        }
+    }
+    if (kraft != TABLE_SIZE) return -1;
+    uint32_t next[MAX_LENGTH + 2];
+    uint32_t code = 0;
+    count[0] = 0;
+    for (int bits = 1; bits <= MAX_LENGTH; bits++) {
+        code = (code + count[bits - 1]) << 1;
+        next[bits] = code;
+    }
+    for (int s = 0; s < 256; s++) {
+        int l = lengths[s];
+        codes[s] = 0;
+        if (!l) continue;
+        uint32_t c = next[l]++, r = 0;
+        for (int b = 0; b < l; b++) r |= ((c >> b) & 1u) << (l - 1 - b);
+        codes[s] = (uint16_t)r;
+    }
+    return 0;
+}
+
+int ckk_huffman_codes(uint16_t codes[256], const uint8_t lengths[256]) {
+    return canonical_codes(codes, lengths);
+}
+
+/* ---- Encode ---- */
+
+#define CKK_PUT(buf, bits, s)                            \
+    do {                                                 \
+        uint32_t e_ = table[(s)];                        \
+        buf |= (uint64_t)(e_ >> 4) << bits;              \
+        bits += e_ & 15;                                 \
+    } while (0)
+#define CKK_FLUSH(out, buf, bits)                        \
+    do {                                                 \
+        store64le(out, buf);                             \
+        out += bits >> 3;                                \
+        buf >>= bits & ~7u;                              \
+        bits &= 7;                                       \
+    } while (0)
+
+/* Codes `count` symbols into a stream at `out`; returns its end (a partial last byte counts). */
+static uint8_t *encode_stream(uint8_t *out, const uint8_t *src, size_t count, const uint32_t table[256]) {
+    uint64_t buf = 0;
+    unsigned bits = 0;
+    size_t i = 0;
+    for (; i + 5 <= count; i += 5) {
+        /* 7 pending bits + 5 codes of at most 11 bits fit a 64-bit buffer. */
+        CKK_PUT(buf, bits, src[i]); CKK_PUT(buf, bits, src[i + 1]); CKK_PUT(buf, bits, src[i + 2]);
+        CKK_PUT(buf, bits, src[i + 3]); CKK_PUT(buf, bits, src[i + 4]);
+        CKK_FLUSH(out, buf, bits);
+    }
+    for (; i < count; i++) CKK_PUT(buf, bits, src[i]);
+    store64le(out, buf);
+    return out + ((bits + 7) >> 3);
+}
+
+/* Four streams of `quarter` symbols each (the last maybe fewer), coded side by side into four
+ * separate buffers so that the four bit accumulators do not wait on each other. */
+static void encode_four(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                        const uint32_t table[256], uint8_t *ends[4]) {
+    uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    unsigned n0 = 0, n1 = 0, n2 = 0, n3 = 0;
+    uint8_t *o0 = outs[0], *o1 = outs[1], *o2 = outs[2], *o3 = outs[3];
+    const uint8_t *s0 = src, *s1 = src + quarter, *s2 = src + 2 * quarter, *s3 = src + 3 * quarter;
+    size_t i = 0;
+    for (; i + 5 <= lastCount; i += 5) {
+        for (int j = 0; j < 5; j++) {
+            CKK_PUT(b0, n0, s0[i + j]); CKK_PUT(b1, n1, s1[i + j]);
+            CKK_PUT(b2, n2, s2[i + j]); CKK_PUT(b3, n3, s3[i + j]);
+        }
+        CKK_FLUSH(o0, b0, n0); CKK_FLUSH(o1, b1, n1); CKK_FLUSH(o2, b2, n2); CKK_FLUSH(o3, b3, n3);
+    }
+    /* Finish each stream on its own (the tails are under five symbols, except where the
+     * last stream is shorter than the others). */
+    uint64_t bufs[4] = {b0, b1, b2, b3};
+    unsigned bits[4] = {n0, n1, n2, n3};
+    uint8_t *o[4] = {o0, o1, o2, o3};
+    const uint8_t *s[4] = {s0, s1, s2, s3};
+    for (int k = 0; k < 4; k++) {
+        size_t count = k < 3 ? quarter : lastCount;
+        uint64_t buf = bufs[k];
+        unsigned nb = bits[k];
+        uint8_t *out = o[k];
+        size_t j = i;
+        for (; j + 5 <= count; j += 5) {
+            CKK_PUT(buf, nb, s[k][j]); CKK_PUT(buf, nb, s[k][j + 1]); CKK_PUT(buf, nb, s[k][j + 2]);
+            CKK_PUT(buf, nb, s[k][j + 3]); CKK_PUT(buf, nb, s[k][j + 4]);
+            CKK_FLUSH(out, buf, nb);
+        }
+        for (; j < count; j++) CKK_PUT(buf, nb, s[k][j]);
+        store64le(out, buf);
+        ends[k] = out + ((nb + 7) >> 3);
+    }
+}
+
+void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length) {
+    const uint8_t *p = data;
+    size_t quarter = (length + 3) / 4;
+    for (int k = 0; k < 4; k++) {
+        size_t first = quarter * k < length ? quarter * k : length;
+        size_t end = quarter * (k + 1) < length ? quarter * (k + 1) : length;
+        ckk_histogram(counts + 256 * k, p + first, end - first);
+    }
+}
+
+size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t length,
+                          const uint32_t *counts, const uint8_t lengths[256]) {
+    uint16_t codes[256];
+    if (canonical_codes(codes, lengths) != 0) return 0;
+    int minSymbol = 256, maxSymbol = 0;
+    for (int s = 0; s < 256; s++) {
+        if ((counts[s] | counts[256 + s] | counts[512 + s] | counts[768 + s]) && !lengths[s]) return 0; /* not these counts' lengths */
+        if (lengths[s]) { maxSymbol = s; if (minSymbol == 256) minSymbol = s; }
+    }
+    const uint8_t *in = src;
+    size_t tableBytes = 2 + (size_t)(maxSymbol - minSymbol + 2) / 2;
+    size_t header = tableBytes + 16;
+    /* Exact stream sizes; each stream is coded 8 bytes after the previous one's end
+     * (its writer stores 8 bytes at a time) and the gaps are closed afterwards. */
+    size_t sizes[4], total = header;
+    for (int k = 0; k < 4; k++) {
+        uint64_t bits = 0;
+        for (int s = minSymbol; s <= maxSymbol; s++) bits += (uint64_t)counts[256 * k + s] * lengths[s];
+        sizes[k] = (size_t)((bits + 7) / 8);
+        total += sizes[k] + 8;
+    }
+    if (total > capacity) return 0;
+    uint8_t *p = dst;
+    *p++ = (uint8_t)minSymbol;
+    *p++ = (uint8_t)maxSymbol;
+    for (int s = minSymbol; s <= maxSymbol; s += 2) *p++ = (uint8_t)(lengths[s] | (s + 1 <= maxSymbol ? lengths[s + 1] << 4 : 0));
+    for (int k = 0; k < 4; k++) { store32le(p, (uint32_t)sizes[k]); p += 4; }
+    uint32_t table[256];
+    for (int s = 0; s < 256; s++) table[s] = (uint32_t)codes[s] << 4 | lengths[s];
+    size_t quarter = (length + 3) / 4;
+    size_t lastCount = length - (quarter * 3 < length ? quarter * 3 : length);
+    uint8_t *outs[4], *ends[4];
+    outs[0] = p;
+    for (int k = 1; k < 4; k++) outs[k] = outs[k - 1] + sizes[k - 1] + 8;
+    if (quarter * 3 <= length) {
+        encode_four(outs, in, quarter, lastCount, table, ends);
+    } else {
+        for (int k = 0; k < 4; k++) {
+            size_t first = quarter * k < length ? quarter * k : length;
+            size_t end = quarter * (k + 1) < length ? quarter * (k + 1) : length;
+            ends[k] = encode_stream(outs[k], in + first, end - first, table);
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        if ((size_t)(ends[k] - outs[k]) != sizes[k]) return 0; /* cannot happen: sizes are exact */
+        memmove(p, outs[k], sizes[k]);
+        p += sizes[k];
+    }
+    return (size_t)(p - dst);
+}
+
+/* ---- Decode ---- */
+
+typedef struct {
+    uint64_t buf;
+    unsigned bits;
+    const uint8_t *p;
+    const uint8_t *end;
+} bit_reader;
+
+static inline void refill_fast(bit_reader *r) {
+    r->buf |= load64le(r->p) << r->bits;
+    r->p += (63 - r->bits) >> 3;
+    r->bits |= 56;
+}
+
+static inline void refill_safe(bit_reader *r) {
+    if (r->end - r->p >= 8) { refill_fast(r); return; }
+    while (r->bits <= 56 && r->p < r->end) {
+        r->buf |= (uint64_t)*r->p++ << r->bits;
+        r->bits += 8;
+    }
+}
+
+int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcLength, size_t *consumed) {
+    if (srcLength < 2) return CKK_ERR_TRUNCATED;
+    int minSymbol = src[0], maxSymbol = src[1];
+    if (minSymbol > maxSymbol) return CKK_ERR_BAD_TABLE;
+    int span = maxSymbol - minSymbol + 1;
+    size_t tableBytes = 2 + (size_t)(span + 1) / 2;
+    size_t header = tableBytes + 16;
+    if (srcLength < header) return CKK_ERR_TRUNCATED;
+    uint8_t lengths[256] = {0};
+    for (int j = 0; j < span; j++) lengths[minSymbol + j] = (src[2 + j / 2] >> (4 * (j & 1))) & 15;
+    if ((span & 1) && (src[2 + span / 2] >> 4) != 0) return CKK_ERR_BAD_TABLE;
+    if (lengths[minSymbol] == 0 || lengths[maxSymbol] == 0) return CKK_ERR_BAD_TABLE;
+    uint16_t codes[256];
+    if (canonical_codes(codes, lengths) != 0) return CKK_ERR_BAD_TABLE;
+    uint16_t table[TABLE_SIZE];
+    for (int s = minSymbol; s <= maxSymbol; s++) {
+        unsigned l = lengths[s];
+        if (!l) continue;
+        for (uint32_t fill = codes[s]; fill < TABLE_SIZE; fill += 1u << l) table[fill] = (uint16_t)(s << 4 | l);
+    }
+    bit_reader r[4];
+    const uint8_t *p = src + header;
+    size_t available = srcLength - header;
+    for (int k = 0; k < 4; k++) {
+        size_t size = load32le(src + tableBytes + 4 * k);
+        if (size > available) return CKK_ERR_TRUNCATED;
+        r[k].buf = 0; r[k].bits = 0; r[k].p = p; r[k].end = p + size;
+        p += size;
+        available -= size;
+    }
+    *consumed = (size_t)(p - src);
+    uint8_t *out = dst;
+    size_t quarter = (length + 3) / 4;
+    uint8_t *o[4], *e[4];
+    for (int k = 0; k < 4; k++) {
+        o[k] = out + (quarter * k < length ? quarter * k : length);
+        e[k] = out + (quarter * (k + 1) < length ? quarter * (k + 1) : length);
+    }
+    /* Two symbols per lookup where both codes fit in the 11 bits looked at (short
+     * exponent codes, the common case): entry = total bits | count << 4 | sym1 << 8 | sym2 << 16. */
+    uint32_t pairs[TABLE_SIZE];
+    for (uint32_t index = 0; index < TABLE_SIZE; index++) {
+        uint32_t first = table[index], l1 = first & 15;
+        uint32_t second = table[index >> l1], l2 = second & 15;
+        if (l1 + l2 <= MAX_LENGTH) pairs[index] = (l1 + l2) | 2u << 4 | (first >> 4) << 8 | (second >> 4) << 16;
+        else pairs[index] = l1 | 1u << 4 | (first >> 4) << 8;
+    }
+#define CKK_GET2(k)                                                  \
+    do {                                                             \
+        uint32_t x = pairs[b##k & (TABLE_SIZE - 1)];                 \
+        uint16_t two = (uint16_t)(x >> 8);                           \
+        memcpy(o##k, &two, 2);                                       \
+        o##k += (x >> 4) & 3;                                        \
+        b##k >>= x & 15;                                             \
+        n##k -= x & 15;                                              \
+    } while (0)
+#define CKK_REFILL(k)                                                \
+    do {                                                             \
+        b##k |= load64le(p##k) << n##k;                              \
+        p##k += (63 - n##k) >> 3;                                    \
+        n##k |= 56;                                                  \
+    } while (0)
+    for (;;) {
+        /* Rounds that are safe for every stream without further checks: a round reads at
+         * most 7 new bytes of a stream (8 loaded) and writes at most 10 output bytes (each
+         * lookup stores two bytes, the second may be rewritten by the next). */
+        size_t rounds = SIZE_MAX;
+        for (int k = 0; k < 4; k++) {
+            size_t outLeft = (size_t)(e[k] - o[k]), inLeft = (size_t)(r[k].end - r[k].p);
+            size_t byOut = outLeft < 10 ? 0 : (outLeft - 10) / 10 + 1;
+            size_t byIn = inLeft < 8 ? 0 : (inLeft - 8) / 7 + 1;
+            if (byOut < rounds) rounds = byOut;
+            if (byIn < rounds) rounds = byIn;
+        }
+        if (rounds == 0) break;
+        uint64_t b0 = r[0].buf, b1 = r[1].buf, b2 = r[2].buf, b3 = r[3].buf;
+        unsigned n0 = r[0].bits, n1 = r[1].bits, n2 = r[2].bits, n3 = r[3].bits;
+        const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
+        uint8_t *o0 = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
+        for (; rounds > 0; rounds--) {
+            CKK_REFILL(0); CKK_REFILL(1); CKK_REFILL(2); CKK_REFILL(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
+        }
+        r[0].buf = b0; r[1].buf = b1; r[2].buf = b2; r[3].buf = b3;
+        r[0].bits = n0; r[1].bits = n1; r[2].bits = n2; r[3].bits = n3;
+        r[0].p = p0; r[1].p = p1; r[2].p = p2; r[3].p = p3;
+        o[0] = o0; o[1] = o1; o[2] = o2; o[3] = o3;
+    }
+#undef CKK_GET2
+#undef CKK_REFILL
+    for (int k = 0; k < 4; k++) {
+        for (uint8_t *q = o[k]; q < e[k]; q++) {
+            if (r[k].bits < MAX_LENGTH) refill_safe(&r[k]);
+            uint32_t x = table[r[k].buf & (TABLE_SIZE - 1)];
+            if ((x & 15) > r[k].bits) return CKK_ERR_CORRUPT_STREAM; /* the stream ended inside a code */
+            *q = (uint8_t)(x >> 4);
+            r[k].buf >>= x & 15;
+            r[k].bits -= x & 15;
+        }
+        /* Exactly the stream's bytes: everything consumed but fewer than 8 padding bits. */
+        if (r[k].p != r[k].end || r[k].bits > 7) return CKK_ERR_CORRUPT_STREAM;
+    }
+    return 0;
+}
