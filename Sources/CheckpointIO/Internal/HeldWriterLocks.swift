@@ -17,12 +17,16 @@ final class HeldWriterLocks: @unchecked Sendable {
     func addScratch(_ paths: [String]) { mutex.locked { scratch.formUnion(paths) } }
     func removeScratch(_ paths: [String]) { mutex.locked { scratch.subtract(paths) } }
 
-    func add(lockPath: String, target: String) {
-        mutex.locked { targets[lockPath] = target }
-    }
-
-    func remove(lockPath: String) {
-        mutex.locked { _ = targets.removeValue(forKey: lockPath) }
+    /// Runs `body` (which creates and locks a lock file, or deletes one) so
+    /// that an interrupt sees it either not started or finished: the
+    /// interrupt's cleanup waits for the same mutex. `body` returns the lock
+    /// path to record as held (nil: none), and must not block.
+    func atomically<R>(_ body: (_ record: (_ lockPath: String, _ target: String?) -> Void) throws(CheckpointError) -> R) throws(CheckpointError) -> R {
+        try mutex.locked { () throws(CheckpointError) -> R in
+            try body { lockPath, target in
+                if let target { targets[lockPath] = target } else { targets.removeValue(forKey: lockPath) }
+            }
+        }
     }
 
     /// Runs `body` with the held locks (lock path, target) while no lock can be taken or released:

@@ -224,25 +224,31 @@ struct WriterLock {
     static func acquire(for target: String, directory: String, calls: SystemCalls) throws(CheckpointError) -> WriterLock {
         let lockPath = target + ".lock"
         for _ in 0..<64 {
-            let file: SystemFile
-            do throws(CheckpointError) {
-                file = try calls.openFile(lockPath, .createOrOpen)
-            } catch {
-                // The lock file is created beside the target: name the directory, not a file the caller never chose.
-                if case .system("open", ENOENT) = error.code { throw CheckpointError(.system(call: "open", errno: ENOENT), path: directory) }
-                throw error
+            // Created, locked and recorded as one step for an interrupt's cleanup (which removes
+            // the lock files this process holds): a signal never leaves a lock file behind.
+            let taken = try HeldWriterLocks.shared.atomically { (record) throws(CheckpointError) -> WriterLock? in
+                let file: SystemFile
+                do throws(CheckpointError) {
+                    file = try calls.openFile(lockPath, .createOrOpen)
+                } catch {
+                    // The lock file is created beside the target: name the directory, not a file the caller never chose.
+                    if case .system("open", ENOENT) = error.code { throw CheckpointError(.system(call: "open", errno: ENOENT), path: directory) }
+                    throw error
+                }
+                do throws(CheckpointError) {
+                    try file.lockExclusively(target: target)
+                } catch {
+                    file.close()
+                    throw error
+                }
+                if let locked = calls.fileIdentity(file.fd), locked == calls.pathIdentity(lockPath) {
+                    record(lockPath, target)
+                    return WriterLock(file: file, lockPath: lockPath)
+                }
+                file.close()  // the previous holder deleted it meanwhile: try the new one
+                return nil
             }
-            do throws(CheckpointError) {
-                try file.lockExclusively(target: target)
-            } catch {
-                file.close()
-                throw error
-            }
-            if let locked = calls.fileIdentity(file.fd), locked == calls.pathIdentity(lockPath) {
-                HeldWriterLocks.shared.add(lockPath: lockPath, target: target)
-                return WriterLock(file: file, lockPath: lockPath)
-            }
-            file.close()  // the previous holder deleted it meanwhile: try the new one
+            if let taken { return taken }
         }
         throw CheckpointError(.writerLocked, path: target)
     }
@@ -265,8 +271,10 @@ struct WriterLock {
 
     /// Deletes the lock file, then releases the lock (`unlink`, `close`).
     func release() {
-        HeldWriterLocks.shared.remove(lockPath: lockPath)
-        file.calls.unlinkRetrying(lockPath)
+        try? HeldWriterLocks.shared.atomically { (record) throws(CheckpointError) in
+            file.calls.unlinkRetrying(lockPath)
+            record(lockPath, nil)
+        }
         file.close()
     }
 }
