@@ -26,6 +26,11 @@ from _support import STRESS_BIN, all_dtype_arrays, needs_ckpt, run_ckpt, same_bi
 pytestmark = needs_ckpt
 
 CODEC_MATRIX = [("none", "auto")] + [(c, s) for c in ("lz4", "lz4hc", "zlib", "zstd") for s in ("auto", "on", "off")]
+
+
+def codec_arguments(codec: str, shuffle: str) -> list[str]:
+    """`ckpt convert` options for a codec and shuffle mode (ckpt refuses --shuffle without a codec)."""
+    return ["--codec", codec] + ([] if codec == "none" else ["--shuffle", shuffle])
 SAFETENSORS_NAMES = {"BOOL": "BOOL", "U8": "U8", "I8": "I8", "U16": "U16", "I16": "I16", "F16": "F16", "BF16": "BF16",
                      "U32": "U32", "I32": "I32", "F32": "F32", "U64": "U64", "I64": "I64", "F64": "F64",
                      "C64": "C64", "F8_E4M3": "F8_E4M3", "F8_E5M2": "F8_E5M2", "F8_E8M0": "F8_E8M0",
@@ -83,7 +88,7 @@ def exotic(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("codec, shuffle", CODEC_MATRIX)
 def test_swift_converted_model_loads_bit_exact(tmp_path, model: Path, codec: str, shuffle: str) -> None:
     out = tmp_path / "model.ckpt"
-    run_ckpt("convert", str(model), str(out), "--codec", codec, "--shuffle", shuffle, "--chunk-size", "16K")
+    run_ckpt("convert", str(model), str(out), *codec_arguments(codec, shuffle), "--chunk-size", "16K")
     expected = safetensors.numpy.load_file(str(model))
     loaded = load_file(out)
     assert sorted(loaded) == sorted(expected)
@@ -115,7 +120,7 @@ def test_python_writer_matches_ckpt_convert(tmp_path, model: Path, codec: str, s
     chunk sizes differ; the layout, filters, raw CRCs and decoded bytes are checked instead.
     """
     swift = tmp_path / "swift.ckpt"
-    run_ckpt("convert", str(model), str(swift), "--codec", codec, "--shuffle", shuffle, "--chunk-size", "16K")
+    run_ckpt("convert", str(model), str(swift), *codec_arguments(codec, shuffle), "--chunk-size", "16K")
     python = tmp_path / "python.ckpt"
     with safetensors.safe_open(str(model), framework="np") as f:
         tensors = {name: f.get_tensor(name) for name in f.keys()}

@@ -128,7 +128,7 @@ CODECS: Dict[int, Codec] = {c.id: c for c in [
     Codec(1, "lz4", range(0, 1), 0, 256, _lz4_compress, _lz4_decompress),
     Codec(2, "lz4hc", range(1, 13), 9, 256, _lz4hc_compress, _lz4_decompress),
     Codec(3, "zlib", range(1, 10), 6, 1040, _zlib_compress, _zlib_decompress),
-    Codec(4, "zstd", range(1, 20), 3, 65536, _zstd_compress, _zstd_decompress),
+    Codec(4, "zstd", range(1, 20), 1, 65536, _zstd_compress, _zstd_decompress),
 ]}
 
 CODECS_BY_NAME: Dict[str, Codec] = {c.name: c for c in CODECS.values()}

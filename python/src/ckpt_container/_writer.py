@@ -39,7 +39,7 @@ class EncodeOptions:
 
     Attributes:
         codec: ``none``, ``lz4``, ``lz4hc``, ``zlib``, ``zstd``, optionally with ``-LEVEL``.
-        level: the codec level (default: the codec's, as ``ckpt`` picks it: lz4hc 9, zlib 6, zstd 3).
+        level: the codec level (default: the codec's, as ``ckpt`` picks it: lz4hc 9, zlib 6, zstd 1).
         shuffle: ``auto`` (floating-point dtypes), ``on`` (every dtype wider than a byte) or ``off``.
         chunk_size: raw bytes per chunk, a multiple of 16 in 16…1 GiB.
         skip_incompressible: when chunk 0 of a blob does not shrink, store every chunk raw without trying.
