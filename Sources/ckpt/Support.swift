@@ -2,7 +2,8 @@ import ArgumentParser
 import CheckpointIO
 import Foundation
 
-func formatBytes(_ count: Int) -> String {
+/// `count` bytes scaled to the largest IEC unit (B, KiB, MiB, GiB, TiB) that keeps it at least 1.
+private func scaledIEC(_ count: Int) -> (value: Double, unit: String) {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]
     var value = Double(count)
     var unit = 0
@@ -10,21 +11,21 @@ func formatBytes(_ count: Int) -> String {
         value /= 1024
         unit += 1
     }
-    return unit == 0 ? "\(count) B" : String(format2: value) + " " + units[unit]
+    return (value, units[unit])
+}
+
+/// A size with two decimals (`86.72 MiB`); bytes exactly.
+func formatBytes(_ count: Int) -> String {
+    let (value, unit) = scaledIEC(count)
+    return unit == "B" ? "\(count) B" : String(format2: value) + " " + unit
 }
 
 /// A size with one decimal, as `zstd -v` prints it (`86.7 MiB`).
 func formatBytesShort(_ count: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(count)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    if unit == 0 { return "\(count) B" }
+    let (value, unit) = scaledIEC(count)
+    if unit == "B" { return "\(count) B" }
     let tenths = (value * 10).rounded()
-    return "\(Int(tenths) / 10).\(Int(tenths) % 10) \(units[unit])"
+    return "\(Int(tenths) / 10).\(Int(tenths) % 10) \(unit)"
 }
 
 /// Elapsed time: milliseconds below a second (`0.42 ms`, `12 ms`), seconds above (`2.35 s`), minutes above a minute.
