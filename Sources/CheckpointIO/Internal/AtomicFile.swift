@@ -40,6 +40,48 @@ enum AtomicFile {
         }
     }
 
+    /// Creates `path` holding the concatenation of `segments` only if nothing
+    /// exists there, atomically: the content is written (and synced as
+    /// `durability` asks) to `.NAME.tmp.PID.RANDOM`, which is then hard-linked
+    /// to `path`. `link` fails with EEXIST when `path` exists, so of
+    /// concurrent creators (in any process, on NFS too) exactly one wins and
+    /// a reader never sees a partial file. Returns false, changing nothing,
+    /// when `path` already existed. The temporary is always removed.
+    static func createIfAbsent(_ segments: [UnsafeRawBufferPointer], at path: String, durability: Durability,
+                               calls: SystemCalls) throws(CheckpointError) -> Bool {
+        let directory = ContainerWriter.splitPath(path).directory
+        let temporary = ContainerWriter.temporaryPath(for: path)
+        let file: SystemFile
+        do throws(CheckpointError) { file = try calls.openFile(temporary, .createExclusive) } catch {
+            throw error.naming(path, insteadOf: temporary)
+        }
+        defer { calls.unlinkRetrying(temporary) }
+        var created = false
+        do throws(CheckpointError) {
+            try file.writeAll(segments, at: 0)
+            switch durability {
+            case .none: break
+            case .fileData: try file.dataSync()
+            case .full: try file.fullSync()
+            }
+            while true {
+                if calls.link(temporary, path) == 0 { created = true; break }
+                let code = errno
+                if code == EINTR { continue }
+                if code == EEXIST { break }
+                throw CheckpointError(.system(call: "link", errno: code), path: path)
+            }
+        } catch {
+            file.close()
+            throw error.naming(path, insteadOf: temporary)
+        }
+        file.close()
+        if created, durability == .full {
+            try calls.syncDirectory(directory)
+        }
+        return created
+    }
+
     /// Replaces `path` with the file `fill` creates at the temporary path it
     /// is given, atomically: under the writer lock (unless `lockHeld`),
     /// `fill` creates and syncs `.NAME.tmp.PID.RANDOM`; it is renamed over

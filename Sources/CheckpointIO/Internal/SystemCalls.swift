@@ -35,6 +35,9 @@ struct SystemCalls: @unchecked Sendable {
         var info = stat()
         return fstat(fd, &info) == 0 ? FileType(mode: info.st_mode) : nil
     }
+    /// Gives the file `existing` a second name `new`; -1 with errno on failure,
+    /// EEXIST when `new` exists (`link`: atomic create-if-absent, also on NFS).
+    var link: (_ existing: String, _ new: String) -> Int32 = { Glibc.link($0, $1) }
 
     /// The real system calls.
     static let live = SystemCalls(

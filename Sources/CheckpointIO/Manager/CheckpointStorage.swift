@@ -109,6 +109,13 @@ public protocol CheckpointStorage: Sendable {
     /// the file does not exist). Returns the new content.
     func updateFile(_ path: String, limit: Int, durability: Durability,
                     _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8]
+    /// Creates the small file `path` holding `bytes` only if nothing exists
+    /// at `path`, as one atomic step: of concurrent callers in any process or
+    /// machine sharing the storage exactly one gets `true`; the others get
+    /// `false` and change nothing. A reader never sees a partial file.
+    /// (Local files: a hard link of a synced temporary; object stores: a
+    /// conditional `PUT` with `If-None-Match: *`.)
+    func createFileIfAbsent(_ bytes: [UInt8], at path: String, durability: Durability) throws(CheckpointError) -> Bool
     /// Takes the exclusive right to write checkpoints named `name` in
     /// `directory`, without waiting; it lasts until the returned token is released
     /// (deinitialized). Throws ``CheckpointError/Code/writerLocked`` when
@@ -165,6 +172,9 @@ extension CheckpointStorageDecorator {
     public func updateFile(_ path: String, limit: Int, durability: Durability,
                            _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
         try base.updateFile(path, limit: limit, durability: durability, transform)
+    }
+    public func createFileIfAbsent(_ bytes: [UInt8], at path: String, durability: Durability) throws(CheckpointError) -> Bool {
+        try base.createFileIfAbsent(bytes, at: path, durability: durability)
     }
     public func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject {
         try base.lockWriter(in: directory, name: name)
@@ -290,6 +300,17 @@ public struct LocalCheckpointStorage: CheckpointStorage {
             try updated.withUnsafeBytes { buffer in try AtomicFile.write([buffer], to: path, durability: durability, calls: calls, lockHeld: true) }
         }
         return updated
+    }
+
+    /// Writes a synced temporary and hard-links it to `path` (`link` fails
+    /// with EEXIST when `path` exists, atomically, NFS included).
+    public func createFileIfAbsent(_ bytes: [UInt8], at path: String, durability: Durability) throws(CheckpointError) -> Bool {
+        try ContainerWriter.validatePath(path)
+        return try typedThrows {
+            try bytes.withUnsafeBytes { buffer in
+                try AtomicFile.createIfAbsent([buffer], at: path, durability: durability, calls: calls)
+            }
+        }
     }
 
     /// An exclusive `flock` on `DIRECTORY/.NAME.writer.lock`, released when the token is deinitialized.
