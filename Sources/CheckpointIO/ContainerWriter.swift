@@ -84,12 +84,14 @@ public final class ContainerWriter {
 
     /// Starts a new file that will replace `path` at ``commit()``.
     ///
-    /// Takes the writer lock, creates `.NAME.tmp.PID.RANDOM` in the same
-    /// directory and writes the file header.
+    /// Takes the writer lock, removes the temporaries of `path` that killed
+    /// writers left (every live writer of `path` would hold the lock), creates
+    /// `.NAME.tmp.PID.RANDOM` in the same directory and writes the file header.
     public static func create(at path: String, options: WriterOptions = WriterOptions()) throws(CheckpointError) -> ContainerWriter {
         try validate(options)
         let calls = options.systemCalls
         let lock = try takeLock(for: path, calls: calls)
+        AtomicFile.removeTemporariesOfLockedTarget(path, calls: calls)
         let temporary = temporaryPath(for: path)
         let file: SystemFile
         do throws(CheckpointError) {

@@ -33,6 +33,20 @@ struct ContainerDamageTests {
         return detected
     }
 
+    @Test("the next create of a file removes the temporaries killed writers of that file left, and no other")
+    func createRemovesAbandonedTemporariesOfItsTarget() throws {
+        try withTemporaryDirectory { directory in
+            // What a writer SIGKILLed inside `create` leaves: its temporary, and no lock holder.
+            try writeFile(directory + "/.log.ckpt.tmp.2147483646.ab12", [1, 2, 3])
+            try writeFile(directory + "/.log.ckpt.tmp.2147483645.cd34", [4])
+            try writeFile(directory + "/.other.ckpt.tmp.2147483646.ab12", [5])
+            let writer = try ContainerWriter.create(at: directory + "/log.ckpt")
+            try writer.commit()
+            let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+            #expect(names == [".other.ckpt.tmp.2147483646.ab12", "log.ckpt"])
+        }
+    }
+
     @Test("every single-byte flip of a small file is detected by open, read or verify", arguments: [ReadMode.mmap, .pread])
     func singleByteFlips(mode: ReadMode) throws {
         try withTemporaryDirectory { directory in

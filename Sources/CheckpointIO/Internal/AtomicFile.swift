@@ -46,10 +46,15 @@ enum AtomicFile {
     /// to `path`. `link` fails with EEXIST when `path` exists, so of
     /// concurrent creators (in any process, on NFS too) exactly one wins and
     /// a reader never sees a partial file. Returns false, changing nothing,
-    /// when `path` already existed. The temporary is always removed.
+    /// when `path` already existed. The temporary is always removed; the
+    /// writer lock `PATH.lock` is held (waiting up to 30 s) while it exists.
     static func createIfAbsent(_ segments: [UnsafeRawBufferPointer], at path: String, durability: Durability,
                                calls: SystemCalls) throws(CheckpointError) -> Bool {
         let directory = ContainerWriter.splitPath(path).directory
+        // Held while the temporary exists, so that a cleanup never takes it for a killed writer's.
+        let lock = try WriterLock.acquireWaiting(for: path, directory: directory, calls: calls)
+        defer { lock.release() }
+        if calls.pathIdentity(path) != nil { return false }
         let temporary = ContainerWriter.temporaryPath(for: path)
         let file: SystemFile
         do throws(CheckpointError) { file = try calls.openFile(temporary, .createExclusive) } catch {
@@ -221,6 +226,16 @@ enum AtomicFile {
             lock.release()
         }
         return removed
+    }
+
+    /// Removes every `.NAME.tmp.*` beside `path` (`NAME` its last component).
+    /// The caller holds `path`'s writer lock, so no live writer owns one.
+    static func removeTemporariesOfLockedTarget(_ path: String, calls: SystemCalls) {
+        let (directory, base) = ContainerWriter.splitPath(path)
+        let prefix = "." + base + ".tmp."
+        for name in listDirectory(directory) where name.hasPrefix(prefix) {
+            calls.unlinkRetrying(CheckpointNaming.join(directory, name))
+        }
     }
 
     /// The names in `directory` (without `.` and `..`); empty when it cannot be read (`opendir`, `readdir`).
