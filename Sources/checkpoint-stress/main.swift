@@ -63,6 +63,10 @@ final class ReportingHandler: CheckpointMetadataHandler, @unchecked Sendable {
         emit("appended \(epoch)", to: 1)
     }
     func report(action: String, stats: [String: UInt64]) { inner.report(action: action, stats: stats) }
+    /// Forwarded, so a resume from a damaged newest epoch falls back as the durable handler does.
+    func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? {
+        try inner.fallBack(fromDamagedEpoch: epoch, reason: reason)
+    }
 }
 
 /// Writes one line straight to a file descriptor (unbuffered: the process may be killed at any moment).
