@@ -233,8 +233,9 @@ extension TensorFile {
     func fileRange(of name: String, view: UnsafeRawBufferPointer) -> SourceFileRange? {
         switch backend {
         case let .container(reader):
-            guard let descriptor = try? reader.descriptor(name), descriptor.isViewableInPlace, reader.options.mode == .mmap else { return nil }
-            return SourceFileRange(fd: reader.fileDescriptor, offset: Int64(descriptor.payloadOffset))
+            // A blob reference's bytes lie in its target file.
+            guard let (holder, descriptor) = try? reader.storedLocation(name), descriptor.isViewableInPlace, holder.options.mode == .mmap else { return nil }
+            return SourceFileRange(fd: holder.fileDescriptor, offset: Int64(descriptor.payloadOffset))
         case let .safetensors(_, map):
             return map.fileRange(of: view)
         case let .arrays(arrays):
