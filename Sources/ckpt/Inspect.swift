@@ -98,6 +98,9 @@ struct Inspect: ParsableCommand {
                 ("stored_bytes", optional(entry.storedBytes)),
                 ("crc32c", entry.crc32c.map { .string(hex($0)) } ?? .null),
                 ("offset", optional(entry.offset)),
+                ("reference", entry.referenceFile.map { file in
+                    .object([("file", .string(file)), ("record_offset", optional(entry.referenceRecordOffset))])
+                } ?? .null),
             ]
             if stats {
                 members.append(("stats", statistics[BlobName(entry.name)].map { s in
@@ -186,6 +189,15 @@ struct Inspect: ParsableCommand {
             }
         }
         printTable(columns, rows, leftAligned: leftAligned)
+        let references = entries.filter { $0.referenceFile != nil }
+        if !references.isEmpty {
+            let files = Set(references.compactMap(\.referenceFile)).sorted()
+            print("")
+            print("references: \(references.count) of \(entries.count) blobs are stored in other files (\(files.joined(separator: ", "))):")
+            for entry in references {
+                print("  \(entry.name) → \(entry.referenceFile!), record at offset \(entry.referenceRecordOffset.map { String($0) } ?? "?")")
+            }
+        }
     }
 
     /// 1234567 as `1,234,567`.
