@@ -156,12 +156,19 @@ import Testing
                     try loader.initialize(retrieveFromEpoch: record.epoch)
                     try loader.load(epoch: record.epoch)
                     #expect(Self.contents(fresh) == expected[record.epoch]!, "epoch \(record.epoch) after saving \(epoch)")
-                    #expect(Set(record.references) == Set(try Self.referencedFiles(CheckpointNaming.join(directory, "trainer_0.\(record.epoch)"))))
+                    // The record keeps the files it refers to, and the files those refer to.
+                    var closure = Set<String>(), pending = ["trainer_0.\(record.epoch)"]
+                    while let file = pending.popLast() {
+                        for target in try Self.referencedFiles(CheckpointNaming.join(directory, file)) where closure.insert(target).inserted { pending.append(target) }
+                    }
+                    #expect(Set(record.references) == closure)
                 }
                 // …and the only checkpoint files left are kept epochs' and the files they refer to.
                 let needed = Set(kept.map { "trainer_0.\($0.epoch)" } + kept.flatMap(\.references))
                 let files = Set(directoryListing(directory).filter { $0.hasPrefix("trainer_0.") })
                 #expect(files == needed, "after epoch \(epoch)")
+                // Every file left verifies whole, through its references.
+                for file in files { #expect(try TensorVerification.verify(CheckpointNaming.join(directory, file)).isIntact, "\(file)") }
             }
             // The full saves (epochs 1, 7, 13, 19) freed the old frozen weights.
             #expect(!fileExists(CheckpointNaming.join(directory, "trainer_0.1")))

@@ -221,6 +221,9 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         // naming them was written above, before anything is deleted).
         let referenced = Set(state.records.flatMap(\.references))
         doomed.removeAll { referenced.contains($0.node + "." + String($0.epoch)) }
+        // Newest first: a file refers only to older ones, so a crash in the middle of this
+        // loop never leaves a file whose target is gone (the older ones go at a later write).
+        doomed.sort { $0.epoch > $1.epoch }
         var errors: [CheckpointError] = []
         for (node, epoch) in doomed {
             do throws(CheckpointError) {
@@ -269,16 +272,19 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     }
 
     /// The files that `epoch`'s files of the current nodes refer to (their
-    /// ``CheckpointManager/referencesKey`` metadata), each a file name in `dbPrefix`.
+    /// ``CheckpointManager/referencesKey`` metadata), and the files those refer
+    /// to, and so on: each a file name in `dbPrefix`. Keeping the closure keeps
+    /// every file left in the directory whole (each verifies), not only the
+    /// blobs the epoch needs; it reaches back at most to the last full save.
     ///
     /// - Throws: when a file cannot be opened or its list is malformed.
     private func referencedFiles(epoch: Int, params: Params, storage: any CheckpointStorage) throws(CheckpointError) -> [String] {
         guard params.format == .container else { return [] }
         var files = Set<String>()
-        for node in params.nodeNames {
-            let path = CheckpointNaming.dbName(epoch: epoch, nodeName: node, dbPrefix: params.dbPrefix)
+        var pending = params.nodeNames.map { CheckpointNaming.dbName(epoch: epoch, nodeName: $0, dbPrefix: params.dbPrefix) }
+        while let path = pending.popLast() {
             let reader = try storage.openCheckpoint(path, format: params.format)
-            guard let text = reader.fileMetadata[CheckpointManager.referencesKey] else { continue }
+            guard let text = reader.fileMetadata[CheckpointManager.referencesKey] else { continue }  // a full save
             guard case let .array(items) = try JSONValue.parse(Array(text.utf8), what: CheckpointManager.referencesKey) else {
                 throw CheckpointError(.invalidField(field: CheckpointManager.referencesKey, reason: "not a JSON array"), path: path)
             }
@@ -287,7 +293,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
                     throw CheckpointError(.invalidField(field: CheckpointManager.referencesKey, reason: "an element is not a string"), path: path)
                 }
                 do throws(CheckpointError) { try CheckpointNaming.validate(fileName: name) } catch { throw error.adding(path: path) }
-                files.insert(name)
+                if files.insert(name).inserted { pending.append(CheckpointNaming.join(params.dbPrefix, name)) }
             }
         }
         return files.sorted()
