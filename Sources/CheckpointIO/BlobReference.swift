@@ -57,7 +57,9 @@ public protocol BlobReferenceResolving: AnyObject, Sendable {
 /// Resolves references through a ``CheckpointStorage``: the target is opened
 /// with `storage.openCheckpoint(directory/fileName, format: .container)`, once.
 public final class StorageReferenceResolver: BlobReferenceResolving, @unchecked Sendable {
+    /// Where the target files are.
     public let storage: any CheckpointStorage
+    /// The directory (or object-key prefix) of the referencing file.
     public let directory: String
     private let lock = PThreadLock()
     private var open: [String: ContainerReader] = [:]
@@ -87,6 +89,7 @@ public final class StorageReferenceResolver: BlobReferenceResolving, @unchecked 
 /// Resolves references to files in the referencing file's directory, opened
 /// with the referencing reader's options. What ``ContainerReader/open(_:options:)`` uses.
 public final class LocalReferenceResolver: BlobReferenceResolving, @unchecked Sendable {
+    /// The directory of the referencing file.
     public let directory: String
     let options: ReaderOptions
     private let lock = PThreadLock()

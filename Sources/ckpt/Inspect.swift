@@ -236,7 +236,10 @@ struct Inspect: ParsableCommand {
             var notes: [String] = []
             if epoch.isResumePoint { notes.append("resume point") }
             if epoch.isResumedFrom { notes.append("resumed from: kept by retention") }
-            if epoch.status == .unrecorded { notes.append("not in the metadata: a save killed before it was recorded, or awaiting retention") }
+            if epoch.status == .unrecorded {
+                notes.append(epoch.isReferenced ? "not in the metadata, kept: recorded epochs' blob references point into it (incremental saves)"
+                                                : "not in the metadata: a save killed before it was recorded, or awaiting retention")
+            }
             for file in epoch.files where !file.isComplete { notes.append(file.exists ? "\(file.node): torn" : "\(file.node): missing") }
             let size = epoch.files.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0) }
             return [String(epoch.epoch), epoch.status.rawValue, epoch.files.map { ($0.path as NSString).lastPathComponent }.joined(separator: " "),

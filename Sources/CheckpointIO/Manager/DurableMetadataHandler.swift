@@ -277,13 +277,18 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     /// every file left in the directory whole (each verifies), not only the
     /// blobs the epoch needs; it reaches back at most to the last full save.
     ///
-    /// - Throws: when a file cannot be opened or its list is malformed.
+    /// - Throws: when a file exists but cannot be opened, or its list is malformed.
     private func referencedFiles(epoch: Int, params: Params, storage: any CheckpointStorage) throws(CheckpointError) -> [String] {
         guard params.format == .container else { return [] }
         var files = Set<String>()
         var pending = params.nodeNames.map { CheckpointNaming.dbName(epoch: epoch, nodeName: $0, dbPrefix: params.dbPrefix) }
         while let path = pending.popLast() {
-            let reader = try storage.openCheckpoint(path, format: params.format)
+            let reader: any CheckpointFileReading
+            do throws(CheckpointError) { reader = try storage.openCheckpoint(path, format: params.format) } catch {
+                // A file that is not there refers to nothing (a handler recording an epoch it did not see saved).
+                if AtomicFile.isMissingFile(error) { continue }
+                throw error
+            }
             guard let text = reader.fileMetadata[CheckpointManager.referencesKey] else { continue }  // a full save
             guard case let .array(items) = try JSONValue.parse(Array(text.utf8), what: CheckpointManager.referencesKey) else {
                 throw CheckpointError(.invalidField(field: CheckpointManager.referencesKey, reason: "not a JSON array"), path: path)

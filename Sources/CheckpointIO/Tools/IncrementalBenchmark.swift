@@ -33,6 +33,13 @@ public struct IncrementalBenchmarkResult: Sendable {
 /// side by side, full and incremental, both with ``Durability/full``; then
 /// the last epoch is loaded from each. What `ckpt bench --workload lora` runs.
 public enum IncrementalBenchmark {
+    /// Runs the workload in a scratch directory under `directory` (removed
+    /// afterwards): `epochs` saves by each manager (the first not counted: the
+    /// incremental manager's first save is full), then three loads of the
+    /// last epoch from each. Needs memory for the workspace and one load, and
+    /// disk for two full copies of it.
+    ///
+    /// - Precondition: `epochs` ≥ 2, `frozenBytes` ≥ 1 MiB.
     public static func run(frozenBytes: Int, trainableFraction: Double = 0.02, epochs: Int = 4, directory: String,
                            progress: (String) -> Void = { _ in }) throws(CheckpointError) -> IncrementalBenchmarkResult {
         precondition(epochs >= 2 && frozenBytes >= 1 << 20)

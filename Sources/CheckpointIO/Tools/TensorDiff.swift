@@ -35,6 +35,7 @@ public struct TensorDiff: Sendable {
         public var maximumAbsoluteDifference: Double?
     }
 
+    /// Every blob of either file, in name order (UTF-8 bytes).
     public var entries: [Entry]
 
     /// The number of blobs of each status.
