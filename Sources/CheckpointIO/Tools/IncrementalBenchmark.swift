@@ -35,8 +35,8 @@ public struct IncrementalBenchmarkResult: Sendable {
 public enum IncrementalBenchmark {
     /// Runs the workload in a scratch directory under `directory` (removed
     /// afterwards): `epochs` saves by each manager (the first not counted: the
-    /// incremental manager's first save is full), then three loads of the
-    /// last epoch from each. Needs memory for the workspace and one load, and
+    /// incremental manager's first save is full), then `max(3, epochs)` loads
+    /// of the last epoch from each, alternating. Needs memory for the workspace and one load, and
     /// disk for two full copies of it.
     ///
     /// - Precondition: `epochs` ≥ 2, `frozenBytes` ≥ 1 MiB.
@@ -101,7 +101,7 @@ public enum IncrementalBenchmark {
         }
         progress("load")
         var fullLoads: [Double] = [], incrementalLoads: [Double] = []
-        for repetition in 0..<3 {
+        for repetition in 0..<max(3, epochs) {
             let order = repetition % 2 == 0 ? [fullDirectory, incrementalDirectory] : [incrementalDirectory, fullDirectory]
             for directory in order {
                 let loader = try CheckpointManager(dbPrefix: directory, nodeName: "n", workspace: Workspace(),
