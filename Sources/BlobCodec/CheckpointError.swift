@@ -62,6 +62,10 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
         /// a socket, a directory where a file is expected): refused, since reading
         /// it could block forever or never end.
         case notRegularFile(kind: String)
+        /// The blob is a reference (an incremental checkpoint) to the file
+        /// `target`, which is missing, damaged, or no longer holds the blob
+        /// the reference describes. The error's path is the referencing file.
+        case referenceTargetInvalid(target: String, reason: String)
     }
 
     /// What went wrong.
@@ -153,6 +157,8 @@ extension CheckpointError.Code: CustomStringConvertible {
             return reason
         case let .notRegularFile(kind):
             return "not a regular file: it is \(kind)"
+        case let .referenceTargetInvalid(target, reason):
+            return "the blob is a reference to file \(target), which \(reason)"
         }
     }
 }

@@ -91,4 +91,13 @@ public enum StressContent {
         var generator = SyntheticData(seed: UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: blob))
         return generator.randomBytes(count: count)
     }
+
+    /// The epoch whose content blob `blob` holds at `epoch` when only blob
+    /// `e % blobCount` changes at epoch `e` (the crash tests' incremental
+    /// workload): the last such epoch ≤ `epoch`, or 0 (the initial content).
+    public static func lastChange(blob: Int, epoch: Int, blobCount: Int) -> Int {
+        guard epoch > 0, blobCount > 0 else { return 0 }
+        let last = epoch - ((epoch - blob) % blobCount + blobCount) % blobCount
+        return last > 0 ? last : 0
+    }
 }

@@ -18,8 +18,14 @@ public struct BlobDescriptor: Sendable, Hashable {
     public var recordOffset: Int
     /// File offset of the payload (aligned to the file's alignment).
     public var payloadOffset: Int
-    /// Length of the blob header inside the record.
+    /// Length of the blob header inside the record (for a reference: of the
+    /// reference record's kind header).
     public var blobHeaderLength: Int
+    /// True when the file holds a blob reference (FORMAT.md §4.3.1) instead of
+    /// the bytes: `recordOffset` is then the reference record in this file,
+    /// `payloadOffset` the payload in the target file, and every other field
+    /// the target blob's. Read it with ``ContainerReader/reference(_:)``.
+    public var isReference: Bool = false
 
     /// True when the payload is the raw bytes, so it can be viewed in place.
     public var isViewableInPlace: Bool { compression == .none && storedSizeInBytes == rawSizeInBytes }

@@ -42,7 +42,7 @@ final class ContainerIndex: @unchecked Sendable {
             table.write(littleEndian: UInt32(entry.blobHeaderLength))
             table.write(littleEndian: entry.rawCRC32C)
             table.write(littleEndian: UInt16(entry.name.utf8.count))
-            table.write(littleEndian: UInt8(ContainerLayout.Kind.blob.rawValue))
+            table.write(littleEndian: UInt8((entry.isReference ? ContainerLayout.Kind.blobReference : ContainerLayout.Kind.blob).rawValue))
             table.write(littleEndian: entry.dtype.rawValue)
             table.write(littleEndian: entry.compression.id)
             table.write(littleEndian: UInt8(entry.compression.level))
@@ -164,6 +164,22 @@ final class ContainerIndex: @unchecked Sendable {
             let kind: UInt8 = raw.load(littleEndianAt: base + 50)
             let tail: UInt64 = raw.load(littleEndianAt: base + 56)  // rank, then 7 reserved bytes
             let rank = Int(tail & 0xFF)
+            if kind == UInt8(ContainerLayout.Kind.blobReference.rawValue) {
+                // A blob reference (FORMAT.md §4.3.1): its record lies in this file, in
+                // record order like any other; its payload lies in the target file.
+                let valid = tail >> 8 == 0
+                    && recordOffset % 8 == 0 && recordOffset >= previousEnd && recordOffset <= end && headerLength <= end
+                    && recordOffset + UInt64(ContainerLayout.frameSize) + headerLength <= end
+                    && payloadOffset <= UInt64(Int.max) && storedSize <= UInt64(Int.max) && rawSize <= UInt64(Int.max)
+                    && nameOffset <= namesLength && nameLength <= namesLength - nameOffset
+                    && rank <= Shape.maximumRank && dimsOffset <= dimsCount && rank <= dimsCount - dimsOffset
+                guard valid else { throw describeInvalidEntry(index, previousEnd: previousEnd, dataEnd: dataEnd, dimsCount: dimsCount, namesLength: namesLength) }
+                guard ContainerIndex.isValidUTF8(UnsafeRawBufferPointer(start: names + nameOffset, count: nameLength)) else {
+                    throw CheckpointError(.invalidField(field: "index entry \(index)", reason: "name is not valid UTF-8"))
+                }
+                previousEnd = recordOffset + UInt64(ContainerLayout.frameSize) + headerLength
+                continue
+            }
             if kind != UInt8(ContainerLayout.Kind.blob.rawValue) {
                 // A kind this version cannot read (a future blob reference): its name and
                 // dimensions must still be sound, its location is not ours to judge.
@@ -304,7 +320,8 @@ final class ContainerIndex: @unchecked Sendable {
         let name = self.name(index)
         do throws(CheckpointError) {
             let kind: UInt8 = raw.load(littleEndianAt: base + 50)
-            guard kind == UInt8(ContainerLayout.Kind.blob.rawValue) else { throw CheckpointError(.unsupportedRecordKind(UInt16(kind))) }
+            let isReference = kind == UInt8(ContainerLayout.Kind.blobReference.rawValue)
+            guard kind == UInt8(ContainerLayout.Kind.blob.rawValue) || isReference else { throw CheckpointError(.unsupportedRecordKind(UInt16(kind))) }
             let dtypeID: UInt8 = raw.load(littleEndianAt: base + 51)
             guard let dtype = DType(rawValue: dtypeID) else { throw CheckpointError(.unknownDType("id \(dtypeID)")) }
             let compression = try Compression(id: raw.load(littleEndianAt: base + 52), level: Int(raw.load(littleEndianAt: base + 53) as UInt8))
@@ -348,7 +365,8 @@ final class ContainerIndex: @unchecked Sendable {
                 rawCRC32C: raw.load(littleEndianAt: base + 44),
                 recordOffset: Int(raw.load(littleEndianAt: base) as UInt64),
                 payloadOffset: Int(raw.load(littleEndianAt: base + 8) as UInt64),
-                blobHeaderLength: Int(raw.load(littleEndianAt: base + 40) as UInt32))
+                blobHeaderLength: Int(raw.load(littleEndianAt: base + 40) as UInt32),
+                isReference: isReference)
         } catch {
             throw error.adding(blobName: name)
         }

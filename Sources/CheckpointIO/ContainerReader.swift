@@ -56,19 +56,38 @@ public final class ContainerReader: @unchecked Sendable {
     public let committedLength: Int
 
     let index: ContainerIndex
+    private let resolverLock = PThreadLock()
+    private var resolverState: (any BlobReferenceResolving)?
+    /// Opens the files this file's blob references point at (FORMAT.md §4.3.1),
+    /// each once. ``open(_:options:)`` sets a ``LocalReferenceResolver`` (files in
+    /// the same directory); a ``CheckpointStorage`` sets its own. Nil for a
+    /// reader opened as a reference's target: references are depth 1.
+    public var referenceResolver: (any BlobReferenceResolving)? {
+        get { resolverLock.locked { resolverState } }
+        set { resolverLock.locked { resolverState = newValue } }
+    }
     private let file: SystemFile
     /// The open file descriptor (for in-kernel copies of raw payloads).
     var fileDescriptor: Int32 { file.fd }
-    private let map: UnsafeRawBufferPointer?  // the whole file, in mmap mode
+    fileprivate let map: UnsafeRawBufferPointer?  // the whole file, in mmap mode
 
     /// Opens `path`.
     ///
     /// - Throws: ``CheckpointError`` naming the file and what is wrong; a file
     ///   without any complete commit throws ``CheckpointError/Code/tornFile(reason:)``.
     public static func open(_ path: String, options: ReaderOptions = ReaderOptions()) throws(CheckpointError) -> ContainerReader {
+        try open(path, options: options, resolvingReferences: true)
+    }
+
+    /// Opens `path`; with `resolvingReferences` false (a reference's target) its own references are not followed.
+    static func open(_ path: String, options: ReaderOptions, resolvingReferences: Bool) throws(CheckpointError) -> ContainerReader {
         let file = try options.systemCalls.openFile(path, .readOnly)
         do throws(CheckpointError) {
-            return try ContainerReader(path: path, file: file, options: options)
+            let reader = try ContainerReader(path: path, file: file, options: options)
+            if resolvingReferences {
+                reader.resolverState = LocalReferenceResolver(directory: ContainerWriter.splitPath(path).directory, options: options)
+            }
+            return reader
         } catch {
             file.close()
             throw error.adding(path: path)
@@ -186,10 +205,12 @@ public final class ContainerReader: @unchecked Sendable {
 
     /// Reads and validates a blob's record frame and header against the index.
     public func header(_ name: String) throws(CheckpointError) -> BlobHeader {
-        try record(try descriptor(name)).header
+        let entry = try descriptor(name)
+        if entry.isReference { return try resolve(entry).header }
+        return try record(entry).header
     }
 
-    private func record(_ entry: BlobDescriptor) throws(CheckpointError) -> (header: BlobHeader, frame: ContainerLayout.Frame) {
+    fileprivate func record(_ entry: BlobDescriptor) throws(CheckpointError) -> (header: BlobHeader, frame: ContainerLayout.Frame) {
         let source = ByteSource(file: file, map: map, size: committedLength)
         do throws(CheckpointError) {
             let frame = try source.withBytes(at: entry.recordOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
@@ -243,12 +264,19 @@ public final class ContainerReader: @unchecked Sendable {
     /// they are read straight into `destination` and checksummed there.
     public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool = true) throws(CheckpointError) {
         let entry = try descriptor(name)
+        if entry.isReference {
+            let resolved = try resolve(entry)
+            try resolvedRead(resolved, entry: entry) { () throws(CheckpointError) in
+                try resolved.reader.decode(resolved.entry, header: resolved.header, into: destination, verify: verify)
+            }
+            return
+        }
         let (header, _) = try record(entry)
         try decode(entry, header: header, into: destination, verify: verify)
     }
 
     /// Decodes a blob whose record has been checked against the index.
-    private func decode(_ entry: BlobDescriptor, header: BlobHeader, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
+    fileprivate func decode(_ entry: BlobDescriptor, header: BlobHeader, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
         let name = entry.name
         guard destination.count == header.rawSizeInBytes else {
             throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(header.rawSizeInBytes), actual: UInt64(destination.count)), blobName: name, path: path)
@@ -307,6 +335,13 @@ public final class ContainerReader: @unchecked Sendable {
     /// and the raw size must be within ``ReaderOptions/maximumRawSize``.
     public func read(_ name: String, verify: Bool = true) throws(CheckpointError) -> [UInt8] {
         let entry = try descriptor(name)
+        if entry.isReference {
+            let resolved = try resolve(entry)
+            guard resolved.header.rawSizeInBytes <= options.maximumRawSize else {
+                throw CheckpointError(.limitExceeded(what: "raw size", limit: UInt64(options.maximumRawSize), actual: UInt64(resolved.header.rawSizeInBytes)), blobName: name, path: path)
+            }
+            return try resolvedRead(resolved, entry: entry) { () throws(CheckpointError) -> [UInt8] in try resolved.reader.read(name, verify: verify) }
+        }
         let (header, _) = try record(entry)
         guard header.rawSizeInBytes <= options.maximumRawSize else {
             throw CheckpointError(.limitExceeded(what: "raw size", limit: UInt64(options.maximumRawSize), actual: UInt64(header.rawSizeInBytes)), blobName: name, path: path)
@@ -336,6 +371,10 @@ public final class ContainerReader: @unchecked Sendable {
     ///   blob or a reader in pread mode; checksum errors when `verify` is true.
     public func withUnsafeBytes<R>(of name: String, verify: Bool = false, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let entry = try descriptor(name)
+        if entry.isReference {
+            let resolved = try resolve(entry)
+            return try withExtendedLifetime(self) { try resolved.reader.withUnsafeBytes(of: name, verify: verify, body) }
+        }
         guard let map else { throw CheckpointError(.notViewable(reason: "the reader uses pread mode"), blobName: name, path: path) }
         guard entry.isViewableInPlace else {
             throw CheckpointError(.notViewable(reason: "the blob is stored with \(entry.compression)"), blobName: name, path: path)
@@ -355,6 +394,10 @@ public final class ContainerReader: @unchecked Sendable {
     /// Hints the kernel that the payload of `name` will be read soon (`madvise(WILLNEED)`); mmap mode only.
     public func prefetch(_ name: String) throws(CheckpointError) {
         let entry = try descriptor(name)
+        if entry.isReference {
+            try resolve(entry).reader.prefetch(name)
+            return
+        }
         guard let map, entry.storedSizeInBytes > 0 else { return }
         let page = 4096
         let start = entry.payloadOffset / page * page
@@ -373,10 +416,22 @@ public final class ContainerReader: @unchecked Sendable {
 
     /// Checks every checksum of every blob (record frame, blob header, each
     /// chunk, the raw CRC). Never throws for a damaged blob: each gets its own result.
-    public func verify() -> [BlobCheck] {
+    public func verify() -> [BlobCheck] { verify(names) }
+
+    /// ``verify()`` of the blobs `names`.
+    func verify(only name: String) -> [BlobCheck] { verify([name]) }
+
+    private func verify(_ names: [String]) -> [BlobCheck] {
         names.map { name in
             do throws(CheckpointError) {
                 let entry = try descriptor(name)
+                if entry.isReference {
+                    // Follow the reference: its record here, then every checksum of the target blob.
+                    let resolved = try resolve(entry)
+                    let checks = resolved.reader.verify(only: name)
+                    if let error = checks.first?.error { throw referenceError(entry, target: resolved.reader.path, reason: "fails verification: \(error)") }
+                    return BlobCheck(name: name, error: nil)
+                }
                 let (header, _) = try record(entry)
                 let payloadEnd = entry.payloadOffset + entry.storedSizeInBytes
                 do throws(CheckpointError) {
@@ -404,6 +459,131 @@ public final class ContainerReader: @unchecked Sendable {
                 return BlobCheck(name: name, error: error)
             }
         }
+    }
+
+    // MARK: Blob references
+
+    /// What a blob reference resolves to: the target file's reader, the target's
+    /// index entry there, and its record's blob header (checked against both).
+    struct ResolvedReference {
+        let reader: ContainerReader
+        let entry: BlobDescriptor
+        let header: BlobHeader
+        let reference: BlobReference
+    }
+
+    /// The reference `name` holds (FORMAT.md §4.3.1), read from its record and
+    /// checked against the index; nil when `name` is stored in this file.
+    /// Reads one small record; does not open the target.
+    public func reference(_ name: String) throws(CheckpointError) -> BlobReference? {
+        let entry = try descriptor(name)
+        guard entry.isReference else { return nil }
+        return try referenceRecord(entry)
+    }
+
+    /// Reads and checks the reference record of a reference entry.
+    private func referenceRecord(_ entry: BlobDescriptor) throws(CheckpointError) -> BlobReference {
+        let source = ByteSource(file: file, map: map, size: committedLength)
+        do throws(CheckpointError) {
+            let frame = try source.withBytes(at: entry.recordOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
+                try ContainerLayout.Frame.parse(bytes, at: entry.recordOffset)
+            }
+            guard frame.kind == ContainerLayout.Kind.blobReference.rawValue, frame.headerLength == entry.blobHeaderLength,
+                  frame.paddingLength == 0, frame.payloadLength == 0, frame.payloadCRC == 0
+            else {
+                throw CheckpointError(.invalidField(field: "reference record frame", reason: "kind \(frame.kind) or lengths disagree with the index"), offset: UInt64(entry.recordOffset))
+            }
+            let headerOffset = entry.recordOffset + ContainerLayout.frameSize
+            let header = try source.withBytes(at: headerOffset, count: frame.headerLength) { bytes throws(CheckpointError) in
+                do throws(CheckpointError) { return try ContainerLayout.ReferenceHeader.parse(bytes) } catch {
+                    throw error.offset == nil ? error.adding(offset: UInt64(headerOffset)) : rebased(error, by: headerOffset)
+                }
+            }
+            let target = header.target
+            guard target.name.hasSameBytes(as: entry.name), target.dtype == entry.dtype, target.shape == entry.shape,
+                  target.compression == entry.compression, target.filter == entry.filter,
+                  target.rawSizeInBytes == entry.rawSizeInBytes, target.storedSizeInBytes == entry.storedSizeInBytes,
+                  target.rawCRC32C == entry.rawCRC32C, target.payloadOffset == entry.payloadOffset
+            else {
+                throw CheckpointError(.invalidField(field: "blob reference", reason: "disagrees with the index"), offset: UInt64(headerOffset))
+            }
+            return BlobReference(fileName: header.fileName, target: target, storedCRC32C: header.storedCRC)
+        } catch {
+            throw error.adding(blobName: entry.name, path: path)
+        }
+    }
+
+    /// The error for a reference whose target fails: names this file, the blob and the target file.
+    private func referenceError(_ entry: BlobDescriptor, target: String, reason: String) -> CheckpointError {
+        CheckpointError(.referenceTargetInvalid(target: target, reason: reason), blobName: entry.name, path: path, offset: UInt64(entry.recordOffset))
+    }
+
+    /// Resolves a reference entry: reads its record, opens the target file
+    /// (once, through ``referenceResolver``), and checks that the target's
+    /// index entry and record match the reference in every field (name,
+    /// dtype, shape, codec, filter, sizes, record and payload offsets, both
+    /// CRCs) and that the target is a stored blob, not another reference.
+    func resolve(_ entry: BlobDescriptor) throws(CheckpointError) -> ResolvedReference {
+        let reference = try referenceRecord(entry)
+        guard let resolver = referenceResolver else {
+            throw referenceError(entry, target: reference.fileName, reason: "is not followed: this file was opened as a reference's target, and references have depth 1")
+        }
+        let targetPath = resolver.targetPath(reference.fileName)
+        let reader: ContainerReader
+        do throws(CheckpointError) { reader = try resolver.openTarget(reference.fileName) } catch {
+            let reason = AtomicFile.isMissingFile(error) ? "does not exist" : "cannot be opened: \(error)"
+            throw referenceError(entry, target: targetPath, reason: reason)
+        }
+        guard let index = reader.index.lookup(entry.name) else {
+            throw referenceError(entry, target: targetPath, reason: "has no blob of that name (it was replaced or damaged)")
+        }
+        let targetEntry: BlobDescriptor
+        do throws(CheckpointError) { targetEntry = try reader.index.descriptor(index) } catch {
+            throw referenceError(entry, target: targetPath, reason: "holds an unreadable entry for it: \(error)")
+        }
+        let expected = reference.target
+        guard !targetEntry.isReference else {
+            throw referenceError(entry, target: targetPath, reason: "holds a reference, not the blob (references have depth 1)")
+        }
+        guard targetEntry.recordOffset == expected.recordOffset, targetEntry.payloadOffset == expected.payloadOffset,
+              targetEntry.blobHeaderLength == expected.blobHeaderLength, targetEntry.dtype == expected.dtype, targetEntry.shape == expected.shape,
+              targetEntry.compression == expected.compression, targetEntry.filter == expected.filter,
+              targetEntry.rawSizeInBytes == expected.rawSizeInBytes, targetEntry.storedSizeInBytes == expected.storedSizeInBytes
+        else {
+            throw referenceError(entry, target: targetPath, reason: "holds a different blob of that name (record at \(targetEntry.recordOffset), \(targetEntry.dtype) \(targetEntry.shape); the reference expects the record at \(expected.recordOffset), \(expected.dtype) \(expected.shape)): it was replaced")
+        }
+        guard targetEntry.rawCRC32C == expected.rawCRC32C else {
+            throw referenceError(entry, target: targetPath, reason: "holds that blob with raw CRC32C 0x\(String(targetEntry.rawCRC32C, radix: 16)), the reference expects 0x\(String(expected.rawCRC32C, radix: 16)): it was replaced")
+        }
+        let checked: (header: BlobHeader, frame: ContainerLayout.Frame)
+        do throws(CheckpointError) { checked = try reader.record(targetEntry) } catch {
+            throw referenceError(entry, target: targetPath, reason: "is damaged: \(error)")
+        }
+        guard checked.frame.payloadCRC == reference.storedCRC32C else {
+            throw referenceError(entry, target: targetPath, reason: "holds that blob with stored CRC32C 0x\(String(checked.frame.payloadCRC, radix: 16)), the reference expects 0x\(String(reference.storedCRC32C, radix: 16)): it was replaced")
+        }
+        return ResolvedReference(reader: reader, entry: targetEntry, header: checked.header, reference: reference)
+    }
+
+    /// Runs a read of a resolved target, turning the target's errors (a checksum
+    /// mismatch in its payload) into one that names both files.
+    private func resolvedRead<R>(_ resolved: ResolvedReference, entry: BlobDescriptor, _ body: () throws(CheckpointError) -> R) throws(CheckpointError) -> R {
+        do throws(CheckpointError) { return try body() } catch {
+            if case .referenceTargetInvalid = error.code { throw error }
+            if case .sizeMismatch(what: "read destination", _, _) = error.code { throw error }
+            throw referenceError(entry, target: resolved.reader.path, reason: "is damaged: \(error)")
+        }
+    }
+
+    /// The CRC32C of a stored blob's payload, from its record frame (checked against the index and the chunk CRCs).
+    func storedCRC(of entry: BlobDescriptor) throws(CheckpointError) -> UInt32 { try record(entry).frame.payloadCRC }
+
+    /// The reader and entry holding the stored bytes of `name`: this file's, or a reference's target's.
+    func storedLocation(_ name: String) throws(CheckpointError) -> (reader: ContainerReader, entry: BlobDescriptor) {
+        let entry = try descriptor(name)
+        guard entry.isReference else { return (self, entry) }
+        let resolved = try resolve(entry)
+        return (resolved.reader, resolved.entry)
     }
 }
 

@@ -161,6 +161,15 @@ public enum ContainerRecovery {
                             if let name, report.baseGeneration == nil { live[BlobName(name)] = .lost }
                             report.damagedRecords.append(DamagedRecord(name: name, offset: offset, error: name.map { error.adding(blobName: $0) } ?? error))
                         }
+                    case ContainerLayout.Kind.blobReference.rawValue:
+                        // A reference is carried over as it is; its target is checked when it is read.
+                        do throws(CheckpointError) {
+                            let descriptor = try checkReferenceRecord(source, at: offset, frame: frame)
+                            live[BlobName(descriptor.name)] = .kept(descriptor)
+                            report.blobRecords += 1
+                        } catch {
+                            report.damagedRecords.append(DamagedRecord(name: nil, offset: offset, error: error))
+                        }
                     case ContainerLayout.Kind.deletion.rawValue:
                         do throws(CheckpointError) {
                             guard frame.paddingLength == 0, frame.payloadLength == 0, frame.payloadCRC == 0 else {
@@ -213,7 +222,14 @@ public enum ContainerRecovery {
         let frame = try source.withBytes(at: entry.recordOffset, count: ContainerLayout.frameSize) { bytes throws(CheckpointError) in
             try ContainerLayout.Frame.parse(bytes, at: entry.recordOffset)
         }
-        guard frame.kind == ContainerLayout.Kind.blob.rawValue else {
+        if frame.kind == ContainerLayout.Kind.blobReference.rawValue && entry.isReference {
+            let record = try checkReferenceRecord(source, at: entry.recordOffset, frame: frame)
+            guard record == entry else {
+                throw CheckpointError(.invalidField(field: "blob reference", reason: "disagrees with the index"), offset: UInt64(entry.recordOffset))
+            }
+            return record
+        }
+        guard frame.kind == ContainerLayout.Kind.blob.rawValue, !entry.isReference else {
             throw CheckpointError(.unsupportedRecordKind(frame.kind), offset: UInt64(entry.recordOffset))
         }
         let record = try checkBlobRecord(source, at: entry.recordOffset, frame: frame)
@@ -225,6 +241,23 @@ public enum ContainerRecovery {
             throw CheckpointError(.invalidField(field: "blob header", reason: "disagrees with the index"), offset: UInt64(entry.recordOffset))
         }
         return record
+    }
+
+    /// Checks a blob-reference record (its frame and kind header, not its target) and returns its index entry.
+    static func checkReferenceRecord(_ source: ByteSource, at offset: Int, frame: ContainerLayout.Frame) throws(CheckpointError) -> BlobDescriptor {
+        guard frame.paddingLength == 0, frame.payloadLength == 0, frame.payloadCRC == 0 else {
+            throw CheckpointError(.invalidField(field: "blob reference", reason: "padding or payload not empty"), offset: UInt64(offset))
+        }
+        let header = try source.withBytes(at: offset + ContainerLayout.frameSize, count: frame.headerLength) { bytes throws(CheckpointError) in
+            do throws(CheckpointError) { return try ContainerLayout.ReferenceHeader.parse(bytes) } catch {
+                throw error.adding(offset: UInt64(offset + ContainerLayout.frameSize))
+            }
+        }
+        var entry = header.target
+        entry.recordOffset = offset
+        entry.blobHeaderLength = frame.headerLength
+        entry.isReference = true
+        return entry
     }
 
     enum Unit {

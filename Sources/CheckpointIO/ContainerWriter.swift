@@ -195,6 +195,13 @@ public final class ContainerWriter {
             var run: [(BlobSource, EncodeOptions)] = []
             var runBytes = 0
             for blob in blobs {
+                if let reference = blob.reference {
+                    try writeEncodedRun(run)
+                    run.removeAll()
+                    runBytes = 0
+                    try appendReference(reference)
+                    continue
+                }
                 let options = blob.encode ?? self.options.encode
                 do throws(CheckpointError) {
                     try BlobEncoder.validate(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape, attributes: blob.attributes, options: options)
@@ -252,6 +259,44 @@ public final class ContainerWriter {
             state = .failed
             throw error.naming(path, insteadOf: temporaryPath ?? path)
         }
+    }
+
+    /// Writes a blob reference record (FORMAT.md §4.3.1): after ``commit()`` the
+    /// blob `reference.target.name` of this file is the target blob of
+    /// `reference.fileName`, which readers open and check when the blob is read.
+    /// Writes a few dozen bytes; the target is not opened.
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a
+    ///   target that is a reference itself (references have depth 1), a file
+    ///   name that is not one name in the same directory, or an invalid blob name.
+    public func writeReference(_ reference: BlobReference) throws(CheckpointError) {
+        try write([BlobSource(reference: reference)])
+    }
+
+    private func appendReference(_ reference: BlobReference) throws(CheckpointError) {
+        let target = reference.target
+        guard !target.isReference else {
+            throw CheckpointError(.invalidField(field: "reference target", reason: "is a reference itself: point at its target (depth 1)"), blobName: target.name, path: path)
+        }
+        do throws(CheckpointError) {
+            try BlobReference.validate(fileName: reference.fileName)
+            try BlobHeader.validateName(target.name)
+        } catch {
+            throw error.adding(blobName: target.name, path: path)
+        }
+        let header = ContainerLayout.ReferenceHeader(fileName: reference.fileName, target: target, storedCRC: reference.storedCRC32C).encoded()
+        let start = ContainerLayout.alignUp(position, ContainerLayout.unitAlignment)
+        let frame = ContainerLayout.Frame(kind: ContainerLayout.Kind.blobReference.rawValue, headerLength: header.count,
+                                          paddingLength: 0, payloadLength: 0, payloadCRC: 0)
+        pipeline.write(copying: [UInt8](repeating: 0, count: start - position) + frame.encoded() + header, at: position)
+        position = start + frame.length
+        remove(target.name)
+        entryIndexByName[BlobName(target.name)] = entries.count
+        var entry = target
+        entry.recordOffset = start
+        entry.blobHeaderLength = header.count
+        entry.isReference = true
+        entries.append(entry)
     }
 
     /// The record layout of a blob whose blob header is `headerLength` bytes:

@@ -41,6 +41,10 @@ public struct BlobSource {
     /// uncompressed payload is then copied file to file in the kernel
     /// (`copy_file_range`) instead of from memory.
     var sourceFile: SourceFileRange?
+    /// When set, the writer stores a blob reference (FORMAT.md §4.3.1) to this
+    /// blob of another file instead of bytes; `bytes` is then empty. Only the
+    /// container format has references.
+    public var reference: BlobReference?
 
     public init(name: String, dtype: DType, shape: Shape, bytes: UnsafeRawBufferPointer,
                 attributes: [String: String] = [:], encode: EncodeOptions? = nil) {
@@ -50,6 +54,18 @@ public struct BlobSource {
         self.bytes = bytes
         self.attributes = attributes
         self.encode = encode
+    }
+
+    /// A blob written as a reference to `reference.target` in the file
+    /// `reference.fileName`: its name, dtype and shape are the target's.
+    public init(reference: BlobReference) {
+        self.name = reference.target.name
+        self.dtype = reference.target.dtype
+        self.shape = reference.target.shape
+        self.bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+        self.attributes = [:]
+        self.encode = nil
+        self.reference = reference
     }
 }
 

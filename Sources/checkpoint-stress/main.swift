@@ -2,7 +2,12 @@
 //
 //     checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B]
 //                                    [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]
-//                                    [--append-log PATH] [--file-size-limit BYTES]
+//                                    [--append-log PATH] [--file-size-limit BYTES] [--incremental K]
+//
+// --incremental K saves incrementally (a full checkpoint every K saves), and
+// each epoch E changes only blob w(E mod N): the other blobs keep their
+// tensors, so they are saved as blob references (StressContent.lastChange
+// says which epoch's content each blob holds).
 //
 // --file-size-limit sets RLIMIT_FSIZE (with SIGXFSZ ignored), so that writes
 // past it fail with EFBIG: a real "disk full" for one process.
@@ -93,6 +98,7 @@ let prefix = arguments[1]
 var node = "trainer_0", blobCount = 4, byteCount = 65536, maxEpochs = 1_000_000, keepLatest: Int? = nil
 var appendLog: String?
 var fileSizeLimit: Int?
+var incremental: Int?
 var durability = Durability.full
 var index = 2
 while index < arguments.count {
@@ -107,6 +113,7 @@ while index < arguments.count {
     case "--keep-latest": keepLatest = integer(value, flag)
     case "--append-log": appendLog = value
     case "--file-size-limit": fileSizeLimit = integer(value, flag)
+    case "--incremental": incremental = max(1, integer(value, flag))
     case "--durability":
         guard let parsed = Durability(rawValue: value) else { fail("bad --durability \(value)") }
         durability = parsed
@@ -132,7 +139,7 @@ job.addInitStep(node: node) { workspace in
 job.addEpochStep(node: node) { workspace in
     let epoch = try workspace.fetchBlob("epoch").scalars(as: Int64.self)[0] + 1
     workspace["epoch"] = Tensor(scalar: epoch)
-    for (i, name) in blobNames.enumerated() {
+    for (i, name) in blobNames.enumerated() where incremental == nil || Int(epoch) % blobNames.count == i {
         workspace[name] = try Tensor(dtype: .uint8, shape: [byteCount], bytes: StressContent.bytes(blob: i, epoch: Int(epoch), count: byteCount))
     }
 }
@@ -142,8 +149,9 @@ job.addStopCondition(node: node) { workspace in
 
 do {
     let handler = ReportingHandler(DurableMetadataHandler(retention: RetentionPolicy(keepLatest: keepLatest)), appendLog: appendLog)
-    let manager = try CheckpointManager(dbPrefix: prefix, nodeName: node, metadataHandler: handler,
-                                        options: CheckpointOptions(writer: WriterOptions(durability: durability)))
+    var options = CheckpointOptions(writer: WriterOptions(durability: durability))
+    options.incremental = incremental.map { IncrementalOptions(fullEvery: $0) }
+    let manager = try CheckpointManager(dbPrefix: prefix, nodeName: node, metadataHandler: handler, options: options)
     let runner = JobRunner(job: job, checkpointManager: manager)
     let last = try runner.train()
     emit("finished \(last)", to: 1)

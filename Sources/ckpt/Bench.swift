@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure save, open, load and view throughput on your disk, each next to its floor (sequential write/read, memcpy) in the same run.")
 
-    @Option(help: "llm (transformer-shaped fp32, --size bytes), small (20,000 tensors of 256 B-64 KiB), or a tensor file to use as the workload.")
+    @Option(help: "llm (transformer-shaped fp32, --size bytes), small (20,000 tensors of 256 B-64 KiB), lora (incremental saves: --size bytes of frozen fp32 plus 2% adapters changing every epoch, full vs incremental durable saves and loads), or a tensor file to use as the workload.")
     var workload: String = "llm"
 
     @Option(help: "Bytes of the llm workload, e.g. 2G.")
@@ -39,6 +39,10 @@ struct Bench: ParsableCommand {
             let compression = auto ? Compression.planes : try parseCodec(codec, level: level, help: "bench")
             let options = auto ? EncodeOptions.recommended() : EncodeOptions(compression: compression)
             let directory = dir ?? NSTemporaryDirectory()
+            if workload == "lora" {
+                try runIncremental(frozenBytes: bytes, directory: directory)
+                return
+            }
             let cleaned = InterruptCleanup.removeTemporariesOfDeadWriters(in: directory)
             if !cleaned.names.isEmpty && !json {
                 print("removed \(plural(cleaned.names.count, "abandoned temporary", "abandoned temporaries")) (\(formatBytesShort(cleaned.bytes))) that interrupted runs left in \(directory)")
@@ -98,5 +102,34 @@ struct Bench: ParsableCommand {
                 ])
             })),
         ])
+    }
+
+    /// `--workload lora`: full against incremental saves of one workspace, side by side.
+    func runIncremental(frozenBytes: Int, directory: String) throws {
+        let status = ProgressBar("bench", output: output)
+        status.countsBytes = false
+        let epochs = repetitions + 1
+        var step = 0
+        let result = try IncrementalBenchmark.run(frozenBytes: frozenBytes, epochs: epochs, directory: directory) { _ in
+            step += 1
+            status.update(step, epochs + 1)
+        }
+        status.finish()
+        if json {
+            printJSON(.object([
+                ("workload", .string("lora")), ("total_bytes", .integer(result.totalBytes)), ("changed_bytes", .integer(result.changedBytes)),
+                ("epochs", .integer(result.epochs)),
+                ("full_save_seconds", .double(result.fullSaveSeconds)), ("incremental_save_seconds", .double(result.incrementalSaveSeconds)),
+                ("save_speedup", .double(result.saveSpeedup)), ("incremental_file_bytes", .integer(result.incrementalFileBytes)),
+                ("overhead_bytes", .integer(result.overheadBytes)),
+                ("full_load_seconds", .double(result.fullLoadSeconds)), ("incremental_load_seconds", .double(result.incrementalLoadSeconds)),
+                ("load_ratio", .double(result.loadRatio)),
+            ]))
+            return
+        }
+        print("lora workload: \(formatBytesShort(result.totalBytes)) (\(formatBytesShort(result.changedBytes)) of adapters change every epoch), durable saves, medians of \(result.epochs) epochs")
+        print(String(format: "save   full %.3f s   incremental %.4f s   speedup %.1f×", result.fullSaveSeconds, result.incrementalSaveSeconds, result.saveSpeedup))
+        print("bytes  incremental file \(result.incrementalFileBytes) = changed \(result.changedBytes) + \(result.overheadBytes) (headers, references, index)")
+        print(String(format: "load   full %.3f s   incremental %.3f s   full/incremental %.2f", result.fullLoadSeconds, result.incrementalLoadSeconds, result.loadRatio))
     }
 }

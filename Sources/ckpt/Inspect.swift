@@ -98,6 +98,9 @@ struct Inspect: ParsableCommand {
                 ("stored_bytes", optional(entry.storedBytes)),
                 ("crc32c", entry.crc32c.map { .string(hex($0)) } ?? .null),
                 ("offset", optional(entry.offset)),
+                ("reference", entry.referenceFile.map { file in
+                    .object([("file", .string(file)), ("record_offset", optional(entry.referenceRecordOffset))])
+                } ?? .null),
             ]
             if stats {
                 members.append(("stats", statistics[BlobName(entry.name)].map { s in
@@ -186,6 +189,15 @@ struct Inspect: ParsableCommand {
             }
         }
         printTable(columns, rows, leftAligned: leftAligned)
+        let references = entries.filter { $0.referenceFile != nil }
+        if !references.isEmpty {
+            let files = Set(references.compactMap(\.referenceFile)).sorted()
+            print("")
+            print("references: \(references.count) of \(entries.count) blobs are stored in other files (\(files.joined(separator: ", "))):")
+            for entry in references {
+                print("  \(entry.name) → \(entry.referenceFile!), record at offset \(entry.referenceRecordOffset.map { String($0) } ?? "?")")
+            }
+        }
     }
 
     /// 1234567 as `1,234,567`.
@@ -224,7 +236,10 @@ struct Inspect: ParsableCommand {
             var notes: [String] = []
             if epoch.isResumePoint { notes.append("resume point") }
             if epoch.isResumedFrom { notes.append("resumed from: kept by retention") }
-            if epoch.status == .unrecorded { notes.append("not in the metadata: a save killed before it was recorded, or awaiting retention") }
+            if epoch.status == .unrecorded {
+                notes.append(epoch.isReferenced ? "not in the metadata, kept: recorded epochs' blob references point into it (incremental saves)"
+                                                : "not in the metadata: a save killed before it was recorded, or awaiting retention")
+            }
             for file in epoch.files where !file.isComplete { notes.append(file.exists ? "\(file.node): torn" : "\(file.node): missing") }
             let size = epoch.files.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0) }
             return [String(epoch.epoch), epoch.status.rawValue, epoch.files.map { ($0.path as NSString).lastPathComponent }.joined(separator: " "),

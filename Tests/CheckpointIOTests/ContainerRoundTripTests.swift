@@ -200,15 +200,16 @@ struct ContainerCompatibilityTests {
                 TestBlob(name: "b", dtype: .uint8, shape: [2], bytes: [3, 4]),
                 TestBlob(name: "c", dtype: .uint8, shape: [2], bytes: [5, 6]),
             ])
-            // Entry 0 ("a") becomes a blob reference (kind 3), entry 2 ("c") gets dtype id 99.
+            // Entry 0 ("a") gets a kind no reader knows (5), entry 2 ("c") gets dtype id 99.
+            // (Kind 3, the blob reference, is known since issue 13: FORMAT.md §4.3.1.)
             try Self.editIndex(path) { bytes, body in
-                bytes[body + 32 + 0 * 64 + 50] = 3
+                bytes[body + 32 + 0 * 64 + 50] = 5
                 bytes[body + 32 + 2 * 64 + 51] = 99
             }
             let reader = try ContainerReader.open(path)
             #expect(reader.names == ["a", "b", "c"])
             let kindError = try #require(throws: CheckpointError.self) { try reader.read("a") }
-            #expect(kindError.code == .unsupportedRecordKind(3) && kindError.blobName == "a")
+            #expect(kindError.code == .unsupportedRecordKind(5) && kindError.blobName == "a")
             let dtypeError = try #require(throws: CheckpointError.self) { try reader.read("c") }
             #expect(dtypeError.code == .unknownDType("id 99"))
             #expect(try reader.read("b") == [3, 4])

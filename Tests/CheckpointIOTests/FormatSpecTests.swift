@@ -124,4 +124,80 @@ struct FormatSpecTests {
             #expect("\(error)".contains("preset dictionary"), "\(error)")
         }
     }
+
+    static var fixturesPath: String { URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path }
+
+    /// A little-endian integer of `bytes` at `offset`, read by hand.
+    static func le(_ bytes: [UInt8], _ offset: Int, _ size: Int) -> UInt64 {
+        (0..<size).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64(bytes[offset + $1]) }
+    }
+
+    @Test("§4.3.2: Fixtures/ref.ckpt is byte for byte the annotated dump, its reference reads by §4.3.1's table, the writer produces it and the reader resolves it")
+    func referenceFixture() throws {
+        let fixture = try readFile(Self.fixturesPath + "/ref.ckpt")
+        let tiny = try readFile(Self.fixturesPath + "/tiny.ckpt")
+        #expect(fixture.count == 408)
+        // 1. The dump in FORMAT.md: every listed byte (and every "00 × n" run) is the fixture's.
+        let text = try String(contentsOfFile: Self.formatPath, encoding: .utf8)
+        let start = try #require(text.range(of: "### 4.3.2 Example: a reference"))
+        let block = text[start.upperBound...].split(separator: "```", maxSplits: 2)[1]
+        var covered = 0
+        for line in block.split(separator: "\n") {
+            let tokens = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard tokens.count >= 2, tokens[0].count == 4, let offset = Int(tokens[0], radix: 16) else { continue }
+            if tokens.count >= 3, tokens[2] == "×", let count = Int(tokens[3]) {
+                #expect(fixture[offset..<(offset + count)].allSatisfy { $0 == 0 }, "zeros at \(tokens[0])")
+                covered += count
+                continue
+            }
+            var position = offset
+            for token in tokens.dropFirst() {
+                guard token.count == 2, let byte = UInt8(token, radix: 16) else { break }
+                #expect(fixture[position] == byte, "byte \(String(position, radix: 16))")
+                position += 1
+            }
+            covered += position - offset
+        }
+        #expect(covered == fixture.count, "the dump lists every byte")
+        // 2. The reference record by §4.3.1's table alone, CRCs bit at a time.
+        let frame = 0x40, header = frame + 32
+        #expect(Self.le(fixture, frame + 4, 2) == 3 && Self.le(fixture, frame + 16, 8) == 0)
+        let headerLength = Int(Self.le(fixture, frame + 8, 4))
+        #expect(Self.le(fixture, frame + 28, 4) == UInt64(Self.referenceCRC(Array(fixture[frame..<(frame + 28)]))))
+        #expect(Self.le(fixture, header + headerLength - 4, 4) == UInt64(Self.referenceCRC(Array(fixture[header..<(header + headerLength - 4)]))))
+        let rank = Int(fixture[header + 49]), nameLength = Int(Self.le(fixture, header + 50, 2)), fileLength = Int(Self.le(fixture, header + 52, 2))
+        #expect(headerLength == 56 + 8 * rank + nameLength + fileLength + 4)
+        let nameStart = header + 56 + 8 * rank
+        #expect(String(decoding: fixture[nameStart..<(nameStart + nameLength)], as: UTF8.self) == "w")
+        #expect(String(decoding: fixture[(nameStart + nameLength)..<(nameStart + nameLength + fileLength)], as: UTF8.self) == "tiny.ckpt")
+        // The target record in tiny.ckpt is what the reference says: offset, payload, CRCs.
+        let targetRecord = Int(Self.le(fixture, header, 8)), targetPayload = Int(Self.le(fixture, header + 8, 8))
+        #expect(Self.le(tiny, targetRecord, 4) == 0x4352_4B43 && Self.le(tiny, targetRecord + 4, 2) == 1)
+        #expect(Self.le(tiny, targetRecord + 24, 4) == Self.le(fixture, header + 32, 4), "stored CRC32C = the target frame's payload CRC")
+        let payload = Array(tiny[targetPayload..<(targetPayload + Int(Self.le(fixture, header + 16, 8)))])
+        #expect(UInt64(Self.referenceCRC(payload)) == Self.le(fixture, header + 36, 4), "raw CRC32C of the target's bytes")
+        // 3. The writer writes exactly these bytes; the reader resolves them with tiny.ckpt beside.
+        try withTemporaryDirectory { directory in
+            try writeFile(directory + "/tiny.ckpt", tiny)
+            let target = try ContainerReader.open(directory + "/tiny.ckpt")
+            let writer = try ContainerWriter.create(at: directory + "/ref.ckpt")
+            try writer.writeReference(try target.blobReference(to: "w", fileName: "tiny.ckpt"))
+            try writer.commit()
+            #expect(try readFile(directory + "/ref.ckpt") == fixture)
+            try writeFile(directory + "/ref.ckpt", fixture)
+            let reader = try ContainerReader.open(directory + "/ref.ckpt")
+            #expect(try reader.descriptor("w").isReference)
+            #expect(try reader.reference("w")?.fileName == "tiny.ckpt")
+            let floats = try reader.withUnsafeBytes(of: "w", verify: true) { Array($0.bindMemory(to: Float.self)) }
+            #expect(floats == [1, 2, 3, 4])
+            #expect(try reader.header("w").attributes == ["unit": "m"])
+            #expect(reader.verify().allSatisfy { $0.error == nil })
+            // Recovery carries the reference over as it is.
+            #expect(try ContainerRecovery.scan(directory + "/ref.ckpt").blobNames == ["w"])
+            // Without its target the blob is unreadable, with an error naming both files.
+            try FileManager.default.removeItem(atPath: directory + "/tiny.ckpt")
+            let error = try #require(throws: CheckpointError.self) { try ContainerReader.open(directory + "/ref.ckpt").read("w") }
+            #expect(error.path == directory + "/ref.ckpt" && "\(error)".contains(directory + "/tiny.ckpt"), "\(error)")
+        }
+    }
 }

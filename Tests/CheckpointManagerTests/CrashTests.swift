@@ -30,7 +30,14 @@ struct CrashTests {
     /// After every kill: the handler's resume epoch is at least the last epoch
     /// the child reported committed, its checkpoint loads, and every blob is
     /// bit-exact; every file under a final name is a complete checkpoint.
-    @Test func sigkillAtRandomMomentsLosesNoCompletedEpoch() throws {
+    ///
+    /// With `incremental` the child saves incrementally (one blob changes per
+    /// epoch, the others are references; a full save every 4) under retention
+    /// keep-3: on top of the same invariants, every file a kept epoch refers
+    /// to is there and complete (no dangling reference), and every checkpoint
+    /// file left verifies through its references.
+    @Test(arguments: [false, true])
+    func sigkillAtRandomMomentsLosesNoCompletedEpoch(incremental: Bool) throws {
         guard FileManager.default.isExecutableFile(atPath: productsDirectory().appendingPathComponent("checkpoint-stress").path) else {
             Issue.record("checkpoint-stress is not built next to the tests")
             return
@@ -43,12 +50,12 @@ struct CrashTests {
             var abandonedTemporaries = 0
             var tornLogs = 0
             // scripts/torture.sh sets CKPT_CRASH_ROUNDS for long runs; CI runs 40.
-            let rounds = Int(ProcessInfo.processInfo.environment["CKPT_CRASH_ROUNDS"] ?? "") ?? 40
+            let rounds = Int(ProcessInfo.processInfo.environment["CKPT_CRASH_ROUNDS"] ?? "") ?? (incremental ? 30 : 40)
             let log = dir + "/appends.ckpt"
             for round in 0..<rounds {
                 let delay = Double.random(in: 0.005...0.12, using: &random)
                 let lines = try runAndKill(prefix: dir, arguments: ["--blobs", "\(Self.blobCount)", "--bytes", "\(Self.byteCount)", "--keep-latest", "3",
-                                                                    "--append-log", log], after: delay)
+                                                                    "--append-log", log] + (incremental ? ["--incremental", "4"] : []), after: delay)
                 let committed = lines.compactMap { $0.hasPrefix("committed ") ? Int($0.dropFirst(10)) : nil }
                 appended.formUnion(lines.compactMap { $0.hasPrefix("appended ") ? Int($0.dropFirst(9)) : nil })
                 if let newest = committed.max() { lastCommitted = max(lastCommitted ?? newest, newest) }
@@ -73,14 +80,23 @@ struct CrashTests {
                     #expect(try int64(manager.workspace, "epoch") == Int64(resume))
                     for blob in 0..<Self.blobCount {
                         let bytes = try manager.workspace.fetchBlob("w\(blob)").bytes
-                        #expect(bytes == StressContent.bytes(blob: blob, epoch: resume, count: Self.byteCount), "round \(round) epoch \(resume) blob w\(blob)")
+                        let epoch = incremental ? StressContent.lastChange(blob: blob, epoch: resume, blobCount: Self.blobCount) : resume
+                        #expect(bytes == StressContent.bytes(blob: blob, epoch: epoch, count: Self.byteCount), "round \(round) epoch \(resume) blob w\(blob)")
+                    }
+                }
+                // No kept epoch has a dangling reference: the files it refers to are there, complete.
+                for record in try handler.completeEpochs() {
+                    for file in record.references {
+                        #expect(LocalCheckpointStorage().isCompleteCheckpoint(dir + "/" + file, format: .container),
+                                "round \(round): epoch \(record.epoch) refers to \(file), which is missing or incomplete")
                     }
                 }
                 // Whatever is under a final name is complete and verifies; temporaries are not mistaken for checkpoints.
                 for name in directoryListing(dir) where name.hasPrefix("trainer_0.") && !name.hasSuffix(".lock") {
                     let epoch = try #require(Int(name.dropFirst("trainer_0.".count)), "unexpected file \(name)")
                     #expect(manager.checkDBExists(epoch: epoch), "round \(round): \(name) is not a complete checkpoint")
-                    #expect(try TensorVerification.verify(dir + "/" + name).isIntact, "round \(round): \(name) does not verify")
+                    let report = try TensorVerification.verify(dir + "/" + name)
+                    #expect(report.isIntact, "round \(round): \(name) does not verify: \(report.damaged.map { "\($0.error)" }) files: \(directoryListing(dir)) metadata: \((try? String(contentsOfFile: dir + "/checkpoint_metadata.json", encoding: .utf8)) ?? "")")
                 }
                 // The append log: a torn tail is recovered (what `ckpt recover` does) to its complete prefix,
                 // which holds every epoch reported appended, bit-exact.
@@ -105,7 +121,11 @@ struct CrashTests {
                     }
                 }
             }
-            print("crash test: \(rounds) kills, last committed epoch \(lastCommitted ?? -1), \(abandonedTemporaries) abandoned temporary files found and removed, "
+            let references = directoryListing(dir).filter { $0.hasPrefix("trainer_0.") && !$0.hasSuffix(".lock") }
+                .compactMap { try? ContainerReader.open(dir + "/" + $0) }
+                .reduce(0) { count, reader in count + ((try? reader.descriptors()) ?? []).filter(\.isReference).count }
+            if incremental { #expect(references > 0, "the incremental child wrote blob references") }
+            print("crash test\(incremental ? " (incremental)" : ""): \(rounds) kills, \(references) blob references in the files left, last committed epoch \(lastCommitted ?? -1), \(abandonedTemporaries) abandoned temporary files found and removed, "
                   + "\(appended.count) appends reported and checked, \(tornLogs) torn append logs recovered")
             #expect(lastCommitted != nil)
             #expect(killsDuringWork > rounds / 2, "most children should have been killed after starting work")

@@ -10,7 +10,7 @@ extension CheckpointError {
         switch code {
         case .truncated, .badMagic, .headerChecksumMismatch, .chunkChecksumMismatch, .rawChecksumMismatch,
              .chunkSizeMismatch, .corruptChunk, .unknownCodec, .unknownFilter, .unknownDType, .invalidField,
-             .invalidShape, .sizeMismatch, .blobNotFound, .tornFile, .unsupportedRecordKind, .checkpointNotFound:
+             .invalidShape, .sizeMismatch, .blobNotFound, .tornFile, .unsupportedRecordKind, .checkpointNotFound, .referenceTargetInvalid:
             return true
         case .unsupportedVersion, .limitExceeded, .compressionFailed, .system, .writerLocked, .notViewable, .invalidState,
              .notRegularFile:

@@ -55,6 +55,9 @@ public struct CheckpointOptions: Sendable {
     public var blobList: BlobListMode
     /// Where the managers log warnings (blobs left out of a save).
     public var logger: Logger
+    /// Incremental saves (only changed blobs written, references for the
+    /// rest; container format only), or nil for full saves (the default).
+    public var incremental: IncrementalOptions? = nil
 
     public init(writer: WriterOptions = WriterOptions(durability: .full), storage: (any CheckpointStorage)? = nil,
                 blobList: BlobListMode = .fixedAtInitialize, logger: Logger = Logger(label: "checkpoint.CheckpointManager")) {
@@ -97,6 +100,11 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     public static let epochKey = "checkpoint.epoch"
     /// The file metadata key holding the node name.
     public static let nodeKey = "checkpoint.node"
+    /// The file metadata key of an incremental save: the files its blob
+    /// references point at, a JSON array of file names (FORMAT.md §6.1).
+    public static let referencesKey = "checkpoint.references"
+    /// The file metadata key of an incremental save: how many saves since the last full one (0: this one is full).
+    public static let savesSinceFullKey = "checkpoint.saves_since_full"
 
     public let dbPrefix: String
     public let nodeName: String
@@ -123,6 +131,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     private var warnedUnsaved = Set<BlobName>()
 
     private let background = BackgroundSave(label: "checkpoint.manager.async-save")
+    /// What the last save or load left where (incremental saves).
+    let incremental = IncrementalTracker()
 
     /// A manager for one node.
     ///
@@ -292,13 +302,22 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         let start = ContinuousClock.now
         var metadata = [CheckpointManager.epochKey: String(epoch), CheckpointManager.nodeKey: nodeName]
         metadata[CheckpointManager.blobListKey] = JSONValue.array(snapshot.map { .string($0.name) }).text
-        let sources = snapshot.map { item in
-            BlobSource(name: item.name, dtype: item.tensor.dtype, shape: item.tensor.shape,
-                       bytes: UnsafeRawBufferPointer(start: item.tensor.storage.base, count: item.tensor.byteCount))
+        let plan = incrementalPlan(snapshot, path: path, metadata: &metadata)
+        let sources = snapshot.enumerated().map { index, item in
+            if let reference = plan?.references[index] { return BlobSource(reference: reference) }
+            return BlobSource(name: item.name, dtype: item.tensor.dtype, shape: item.tensor.shape,
+                              bytes: UnsafeRawBufferPointer(start: item.tensor.storage.base, count: item.tensor.byteCount))
         }
         // The sources point into the snapshot's storages, which it keeps alive.
         try withExtendedLifetime(snapshot) { () throws(CheckpointError) in
-            try storage.writeCheckpoint(sources, metadata: metadata, to: path, format: format, options: options.writer)
+            do throws(CheckpointError) {
+                try storage.writeCheckpoint(sources, metadata: metadata, to: path, format: format, options: options.writer)
+            } catch {
+                // The file may have been replaced or not: refer to nothing we are unsure of.
+                incremental.reset()
+                throw error
+            }
+            if let plan { recordIncremental(snapshot, path: path, storage: storage, savesSinceFull: plan.savesSinceFull) }
         }
         let nanoseconds = CheckpointManager.nanoseconds(since: start)
         lock.locked { currentDuration = nanoseconds }
@@ -392,7 +411,9 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
             let reader = try openCheckpoint(path, epoch: epoch, pathType: pathType)
             // Relisting, each file has its own list: load what that epoch saved.
             let list = options.blobList == .relistedAtEverySave ? try CheckpointManager.storedBlobList(reader, path: path) : names
+            incremental.reset()
             tensors = try CheckpointManager.readTensors(list, from: reader, path: path, allowMissing: false)
+            recordLoaded(tensors, reader: reader)
         }
         return tensors
     }

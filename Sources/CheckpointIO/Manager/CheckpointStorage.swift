@@ -229,6 +229,8 @@ public struct LocalCheckpointStorage: CheckpointStorage {
             guard reader.tornBytes == 0 else {
                 throw CheckpointError(.tornFile(reason: "\(reader.tornBytes) bytes after the last commit"), path: path)
             }
+            // Blob references (incremental checkpoints) resolve through this storage, relative to the file's directory.
+            reader.referenceResolver = StorageReferenceResolver(storage: self, directory: ContainerWriter.splitPath(path).directory)
             return reader
         case .safetensors:
             return try SafetensorsFile.open(path, calls: calls)

@@ -52,11 +52,16 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         public var nodes: [String]
         /// The metric given to ``write(epoch:metric:)``, if any.
         public var metric: Double?
+        /// The checkpoint files (names in `dbPrefix`) that the epoch's files
+        /// refer to with blob references (incremental saves); retention keeps
+        /// them as long as the epoch is kept.
+        public var references: [String]
 
-        public init(epoch: Int, nodes: [String], metric: Double? = nil) {
+        public init(epoch: Int, nodes: [String], metric: Double? = nil, references: [String] = []) {
             self.epoch = epoch
             self.nodes = nodes
             self.metric = metric
+            self.references = references
         }
     }
 
@@ -140,6 +145,9 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         for record in records where Set(params.nodeNames).isSubset(of: record.nodes) && record.epoch < (limit ?? Int.max) {
             let intact = params.nodeNames.allSatisfy { node in
                 storage.isCompleteCheckpoint(CheckpointNaming.dbName(epoch: record.epoch, nodeName: node, dbPrefix: params.dbPrefix), format: params.format)
+            } && record.references.allSatisfy { file in
+                // The files its blob references point at must be there too.
+                storage.isCompleteCheckpoint(CheckpointNaming.join(params.dbPrefix, file), format: params.format)
             }
             if intact { return record.epoch }
         }
@@ -168,6 +176,9 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         let storage = try storage(params)
         let path = metadataPath(params)
         let (resumed, written) = lock.locked { (resumedFrom, writtenThisRun) }
+        // The files this epoch's files refer to, read before the record is written: they are
+        // kept as long as the epoch is (an unreadable file records nothing and deletes nothing).
+        let references = try referencedFiles(epoch: epoch, params: params, storage: storage)
         var dropped: [EpochRecord] = []
         var state = State()
         // Read, decide and replace under the file's writer lock (writers of the file wait for each other).
@@ -179,10 +190,12 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
             // from: forget them (their files are overwritten as this run reaches them), so that a
             // restart never resumes from the abandoned run.
             state.records.removeAll { $0.epoch > epoch && !written.contains($0.epoch) }
-            let previousNodes = state.records.first { $0.epoch == epoch }?.nodes ?? []
+            let previous = state.records.first { $0.epoch == epoch }
+            let previousNodes = previous?.nodes ?? []
             state.records.removeAll { $0.epoch == epoch }
             let nodes = previousNodes.filter { !params.nodeNames.contains($0) } + params.nodeNames
-            state.records.append(EpochRecord(epoch: epoch, nodes: nodes, metric: metric))
+            let allReferences = Set(references).union(previous?.references ?? []).sorted()
+            state.records.append(EpochRecord(epoch: epoch, nodes: nodes, metric: metric, references: allReferences))
             state.records.sort { $0.epoch < $1.epoch }
             let previousResume = state.resumedFrom
             state.resumedFrom = resumed ?? state.resumedFrom
@@ -204,6 +217,13 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
             let spared = Set([resumed, state.resumedFrom].compactMap { $0 } + state.damaged.map(\.epoch))
             doomed += unrecordedEpochs(storage: storage, params: params, records: state.records).filter { $0.epoch < newest && !spared.contains($0.epoch) }
         }
+        // A file that a kept epoch refers to stays until no kept epoch does (the file
+        // naming them was written above, before anything is deleted).
+        let referenced = Set(state.records.flatMap(\.references))
+        doomed.removeAll { referenced.contains($0.node + "." + String($0.epoch)) }
+        // Newest first: a file refers only to older ones, so a crash in the middle of this
+        // loop never leaves a file whose target is gone (the older ones go at a later write).
+        doomed.sort { $0.epoch > $1.epoch }
         var errors: [CheckpointError] = []
         for (node, epoch) in doomed {
             do throws(CheckpointError) {
@@ -249,6 +269,39 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
             state.damaged.sort { $0.epoch < $1.epoch }
             return encode(state, params: params)
         }
+    }
+
+    /// The files that `epoch`'s files of the current nodes refer to (their
+    /// ``CheckpointManager/referencesKey`` metadata), and the files those refer
+    /// to, and so on: each a file name in `dbPrefix`. Keeping the closure keeps
+    /// every file left in the directory whole (each verifies), not only the
+    /// blobs the epoch needs; it reaches back at most to the last full save.
+    ///
+    /// - Throws: when a file exists but cannot be opened, or its list is malformed.
+    private func referencedFiles(epoch: Int, params: Params, storage: any CheckpointStorage) throws(CheckpointError) -> [String] {
+        guard params.format == .container else { return [] }
+        var files = Set<String>()
+        var pending = params.nodeNames.map { CheckpointNaming.dbName(epoch: epoch, nodeName: $0, dbPrefix: params.dbPrefix) }
+        while let path = pending.popLast() {
+            let reader: any CheckpointFileReading
+            do throws(CheckpointError) { reader = try storage.openCheckpoint(path, format: params.format) } catch {
+                // A file that is not there refers to nothing (a handler recording an epoch it did not see saved).
+                if AtomicFile.isMissingFile(error) { continue }
+                throw error
+            }
+            guard let text = reader.fileMetadata[CheckpointManager.referencesKey] else { continue }  // a full save
+            guard case let .array(items) = try JSONValue.parse(Array(text.utf8), what: CheckpointManager.referencesKey) else {
+                throw CheckpointError(.invalidField(field: CheckpointManager.referencesKey, reason: "not a JSON array"), path: path)
+            }
+            for item in items {
+                guard let name = item.stringValue else {
+                    throw CheckpointError(.invalidField(field: CheckpointManager.referencesKey, reason: "an element is not a string"), path: path)
+                }
+                do throws(CheckpointError) { try CheckpointNaming.validate(fileName: name) } catch { throw error.adding(path: path) }
+                if files.insert(name).inserted { pending.append(CheckpointNaming.join(params.dbPrefix, name)) }
+            }
+        }
+        return files.sorted()
     }
 
     /// The (node, epoch) of files `NODE.EPOCH` or `NODE.EPOCH.lock` in the
@@ -372,7 +425,17 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
                 guard let number = value.doubleValue else { throw invalid("metric of epoch \(epoch) is not a number") }
                 metric = number
             }
-            state.records.append(EpochRecord(epoch: epoch, nodes: names, metric: metric))
+            var references: [String] = []
+            if let list = item["references"] {
+                guard let items = list.arrayValue else { throw invalid("references of epoch \(epoch) is not an array") }
+                for file in items {
+                    guard let name = file.stringValue, (try? CheckpointNaming.validate(fileName: name)) != nil else {
+                        throw invalid("a reference of epoch \(epoch) is not a file name inside the checkpoint directory")
+                    }
+                    references.append(name)
+                }
+            }
+            state.records.append(EpochRecord(epoch: epoch, nodes: names, metric: metric, references: references))
         }
         // Optional (absent in files without damage, and in files of older versions).
         if let damaged = json["damaged"] {
@@ -397,11 +460,14 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
 
     private func encode(_ state: State, params: Params) -> [UInt8] {
         let epochs: [JSONValue] = state.records.map { record in
-            .object([
+            var members: [(String, JSONValue)] = [
                 ("epoch", .integer(record.epoch)),
                 ("nodes", .array(record.nodes.map { .string($0) })),
                 ("metric", record.metric.map { JSONValue.double($0) } ?? .null),
-            ])
+            ]
+            // Only for incremental saves: other files stay as readers before it knew the member.
+            if !record.references.isEmpty { members.append(("references", .array(record.references.map { .string($0) }))) }
+            return .object(members)
         }
         var members: [(String, JSONValue)] = [
             ("format", .string(DurableMetadataHandler.formatName)),

@@ -1,4 +1,5 @@
 import BlobCodec
+import Synchronization
 
 /// A Swift scalar type stored as one ``DType``.
 public protocol TensorElement: BitwiseCopyable, Sendable {
@@ -179,6 +180,8 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         if !isKnownUniquelyReferenced(&storage) {
             storage = storage.copy()
         }
+        // Incremental saves compare this count with the one they saw (no byte is read).
+        storage.noteMutation()
         return try body(UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count))
     }
 
@@ -199,6 +202,8 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 final class TensorStorage: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let count: Int
+    /// Write accesses so far (see ``IncrementalTracker``).
+    let mutations = Atomic<UInt64>(0)
 
     /// Uninitialized memory; the caller fills all of it before the tensor is used.
     init(uninitializedByteCount count: Int) {

@@ -43,6 +43,9 @@ public struct CheckpointDirectory: Sendable {
         public var isResumePoint: Bool
         /// The epoch the latest run resumed from: retention never deletes it.
         public var isResumedFrom: Bool
+        /// An unrecorded epoch whose files a recorded epoch's blob references
+        /// point into (incremental saves): retention keeps them until no kept epoch does.
+        public var isReferenced: Bool = false
     }
 
     /// The directory (`dbPrefix`).
@@ -115,8 +118,10 @@ public struct CheckpointDirectory: Sendable {
             guard !node.isEmpty, let epoch = Int(digits), epoch >= 0, String(epoch) == digits, !recorded.contains(epoch) else { continue }
             unrecorded[epoch, default: []].append(file(node, epoch))
         }
+        let referenced = Set(state.records.flatMap(\.references))
         for (epoch, files) in unrecorded {
-            epochs.append(Epoch(epoch: epoch, status: .unrecorded, metric: nil, files: files, isResumePoint: false, isResumedFrom: false))
+            epochs.append(Epoch(epoch: epoch, status: .unrecorded, metric: nil, files: files, isResumePoint: false, isResumedFrom: false,
+                                isReferenced: files.contains { referenced.contains(ContainerWriter.splitPath($0.path).base) }))
         }
         epochs.sort { $0.epoch < $1.epoch }
         if let newest = epochs.lastIndex(where: { $0.status == .complete }) { epochs[newest].isResumePoint = true }

@@ -70,7 +70,10 @@ public enum TensorConversion {
     ///
     /// Tensors are borrowed from the input without a copy where it stores
     /// them raw (mapped files), decoded and verified otherwise. File metadata
-    /// goes along to formats that have it (container, safetensors).
+    /// goes along to formats that have it (container, safetensors). Blob
+    /// references (an incremental checkpoint) are flattened: the output holds
+    /// every blob's bytes, read from the referenced files, and not the
+    /// references' metadata (``CheckpointManager/referencesKey``).
     /// `progress(done, total)` is called with raw byte counts.
     ///
     /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` for a name the input
@@ -89,7 +92,11 @@ public enum TensorConversion {
             sources.append(source)
         }
         return try withExtendedLifetime(owners) { () throws(CheckpointError) -> ConversionSummary in
-            try write(sources, metadata: input.hasMetadataSection ? input.metadata : nil, to: output, options: options, progress: progress)
+            var metadata = input.hasMetadataSection ? input.metadata : nil
+            // The output is self-contained: it refers to no file.
+            metadata?.removeValue(forKey: CheckpointManager.referencesKey)
+            metadata?.removeValue(forKey: CheckpointManager.savesSinceFullKey)
+            return try write(sources, metadata: metadata, to: output, options: options, progress: progress)
         }
     }
 
@@ -233,8 +240,9 @@ extension TensorFile {
     func fileRange(of name: String, view: UnsafeRawBufferPointer) -> SourceFileRange? {
         switch backend {
         case let .container(reader):
-            guard let descriptor = try? reader.descriptor(name), descriptor.isViewableInPlace, reader.options.mode == .mmap else { return nil }
-            return SourceFileRange(fd: reader.fileDescriptor, offset: Int64(descriptor.payloadOffset))
+            // A blob reference's bytes lie in its target file.
+            guard let (holder, descriptor) = try? reader.storedLocation(name), descriptor.isViewableInPlace, holder.options.mode == .mmap else { return nil }
+            return SourceFileRange(fd: holder.fileDescriptor, offset: Int64(descriptor.payloadOffset))
         case let .safetensors(_, map):
             return map.fileRange(of: view)
         case let .arrays(arrays):

@@ -75,8 +75,14 @@ public struct TensorEntry: Sendable, Equatable {
     public var storedBytes: Int?
     /// CRC32C of the raw bytes (the container), else nil.
     public var crc32c: UInt32?
-    /// Offset of the stored bytes in the file, where there is one.
+    /// Offset of the stored bytes in the file, where there is one (for a
+    /// blob reference: in ``referenceFile``).
     public var offset: Int?
+    /// For a blob reference (an incremental checkpoint, FORMAT.md §4.3.1): the
+    /// file, in the same directory, that holds the bytes; nil when they are in this file.
+    public var referenceFile: String? = nil
+    /// For a blob reference: the target's record offset in ``referenceFile``.
+    public var referenceRecordOffset: Int? = nil
 }
 
 /// Any tensor file, opened for reading: the container, safetensors, `.npy`,
@@ -165,9 +171,14 @@ public final class TensorFile: @unchecked Sendable {
 
     private static func openContainer(_ path: String) throws(CheckpointError) -> TensorFile {
         let reader = try ContainerReader.open(path)
-        let entries = try reader.descriptors().map { d in
-            TensorEntry(name: d.name, dtype: d.dtype, shape: d.shape, codec: d.compression.name, filter: d.filter.description,
-                        rawBytes: d.rawSizeInBytes, storedBytes: d.storedSizeInBytes, crc32c: d.rawCRC32C, offset: d.payloadOffset)
+        let entries = try reader.descriptors().map { (d: BlobDescriptor) throws(CheckpointError) -> TensorEntry in
+            var entry = TensorEntry(name: d.name, dtype: d.dtype, shape: d.shape, codec: d.compression.name, filter: d.filter.description,
+                                    rawBytes: d.rawSizeInBytes, storedBytes: d.storedSizeInBytes, crc32c: d.rawCRC32C, offset: d.payloadOffset)
+            if let reference = try reader.reference(d.name) {
+                entry.referenceFile = reference.fileName
+                entry.referenceRecordOffset = reference.target.recordOffset
+            }
+            return entry
         }
         return TensorFile(path: path, format: .container, version: String(ContainerLayout.version), metadata: reader.metadata,
                           entries: entries, backend: .container(reader))

@@ -64,6 +64,8 @@ final class RecordingFileSystem: @unchecked Sendable {
     private var names: [String: Int] = [:]
     private var inodeOfDescriptor: [Int32: Int] = [:]
     private var directoryDescriptors: Set<Int32> = []
+    /// Descriptors opened read-only: closing one changes nothing, so it is not logged (not a crash point).
+    private var readOnlyDescriptors: Set<Int32> = []
     private var nextInode = 0
     private var log: [RecordedOperation] = []
     /// Mutating calls on descriptors the recorder does not know (must stay 0, or the model is blind).
@@ -144,6 +146,7 @@ final class RecordingFileSystem: @unchecked Sendable {
                 let existing = self.names[name]
                 let fd = base.open(path, flags, mode)
                 guard fd >= 0 else { return fd }
+                if flags & O_ACCMODE == O_RDONLY { self.readOnlyDescriptors.insert(fd) } else { self.readOnlyDescriptors.remove(fd) }
                 if let existing {
                     self.inodeOfDescriptor[fd] = existing
                     if flags & O_TRUNC != 0 { self.log.append(.truncate(inode: existing, length: 0)) }
@@ -259,7 +262,7 @@ final class RecordingFileSystem: @unchecked Sendable {
         }
         calls.close = { fd in
             self.logged {
-                if let inode = self.inodeOfDescriptor.removeValue(forKey: fd) { self.log.append(.close(inode: inode)) }
+                if let inode = self.inodeOfDescriptor.removeValue(forKey: fd), self.readOnlyDescriptors.remove(fd) == nil { self.log.append(.close(inode: inode)) }
                 self.directoryDescriptors.remove(fd)
                 return base.close(fd)
             }
