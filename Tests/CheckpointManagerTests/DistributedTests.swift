@@ -426,6 +426,44 @@ struct DistributedCommitTests {
         }
     }
 
+    /// A run that goes back to an older epoch (the user's choice) rewrites the
+    /// later ones: the other run's completion records of them go before the
+    /// first file is rewritten, so no epoch is ever complete with mixed files.
+    @Test func goingBackToAnOlderEpochRetiresTheLaterOnesBeforeRewritingThem() throws {
+        try withTemporaryDirectory { dir in
+            let first = try makeRanks(dir, world: 2, runID: "run1")
+            for epoch in 1...3 {
+                for (rank, manager) in first.enumerated() {
+                    try fillRank(manager, rank: rank, epoch: epoch)
+                    if epoch == 1 { try manager.initialize(nodes: manager.localNodes) }
+                    try manager.save(epoch: epoch)
+                    try manager.writeCheckpointMetadata(epoch: epoch)
+                }
+            }
+            for manager in first { manager.releaseWriterLock() }
+            let second = try makeRanks(dir, world: 2, runID: "run2")
+            for manager in second { #expect(try manager.getResumeFromEpochID(userEpoch: 1) == 1) }
+            // Rank 0 of the new run rewrites epoch 2 (other data: epoch 20's); rank 1 has not yet.
+            try fillRank(second[0], rank: 0, epoch: 20)
+            try second[0].initialize(nodes: second[0].localNodes, retrieveFromEpoch: 1)
+            try second[0].save(epoch: 2)
+            #expect(try second[0].completeEpochs() == [1], "epochs 2 and 3 of run1 no longer hold")
+            let inspector = try DistributedCheckpointManager(dbPrefix: dir, rank: 0, worldSize: 2, runID: "inspect")
+            #expect(try inspector.getResumeFromEpochID(userEpoch: nil) == 1)
+            try second[0].writeCheckpointMetadata(epoch: 2)
+            #expect(try !second[0].isEpochComplete(2))
+            try fillRank(second[1], rank: 1, epoch: 20)
+            try second[1].initialize(nodes: second[1].localNodes, retrieveFromEpoch: 1)
+            try second[1].save(epoch: 2)
+            try second[1].writeCheckpointMetadata(epoch: 2)
+            #expect(try inspector.getResumeFromEpochID(userEpoch: nil) == 2)
+            let workspace = Workspace()
+            try inspector.loadBlobsFromCheckpoint(["r0.u8", "r1.u8"], epoch: 2, into: workspace)
+            #expect(try workspace.fetchBlob("r0.u8").bytes == StressContent.bytes(blob: 1, epoch: 20, count: 1000))
+            #expect(try workspace.fetchBlob("r1.u8").bytes == StressContent.bytes(blob: 11, epoch: 20, count: 1001))
+        }
+    }
+
     @Test func badArgumentsAreRejectedBeforeAnyFileIsTouched() throws {
         try withTemporaryDirectory { dir in
             for runID in ["", "a.b", "a/b", String(repeating: "x", count: 65)] {
