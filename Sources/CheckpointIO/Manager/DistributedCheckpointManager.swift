@@ -397,8 +397,8 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
         try commitLog().completion(epoch: epoch) != nil
     }
 
-    /// Waits up to `timeout` for `epoch`'s completion record (polling from
-    /// 1 ms up to every 50 ms), completing the epoch itself when every
+    /// Waits up to `timeout` for `epoch`'s completion record (polling, a
+    /// listing each time, from 1 ms up to every 10 ms), completing the epoch itself when every
     /// node's record of this run is there but nobody completed it (the last
     /// rank died just after its record). Returns whether it is complete.
     public func waitForCompletion(epoch: Int, timeout: Duration) throws(CheckpointError) -> Bool {
@@ -409,7 +409,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
             if try tryComplete(epoch: epoch, log: log) { return true }
             if ContinuousClock.now >= deadline { return false }
             pauseThread(nanoseconds: pause)
-            pause = min(pause * 2, 50_000_000)
+            pause = min(pause * 2, 10_000_000)
         }
     }
 
