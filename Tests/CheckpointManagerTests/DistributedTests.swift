@@ -300,13 +300,16 @@ struct DistributedCommitTests {
                                                              options: CheckpointOptions(writer: WriterOptions(durability: .none)))
             try fillRank(restarted, rank: 3, epoch: 3)
             try restarted.initialize(nodes: restarted.localNodes)
+            let group = DispatchGroup()
             for (rank, manager) in ranks.dropLast().enumerated() {
                 try fillRank(manager, rank: rank, epoch: 3)
                 try manager.save(epoch: 3)
-                DispatchQueue.global().async { try? manager.writeCheckpointMetadata(epoch: 3) }
+                DispatchQueue.global().async(group: group) { try? manager.writeCheckpointMetadata(epoch: 3) }
             }
             try restarted.save(epoch: 3)
             try restarted.writeCheckpointMetadata(epoch: 3)
+            // Whichever process completed epoch 3 has finished its cleanup.
+            group.wait()
             #expect(try restarted.completeEpochs() == [3])
             #expect(try restarted.getResumeFromEpochID(userEpoch: nil) == 3)
             // Epoch 2 never completed: its files and records are gone once epoch 3 completed.
