@@ -170,7 +170,8 @@ struct DistributedProcessTests {
                     try RankProcess(prefix: dir, rank: $0, world: Self.world, runID: "t\(round)",
                                     extra: ["--blobs", "\(blobs)", "--bytes", "\(bytes)", "--keep-latest", "\(keepLatest)"])
                 }
-                Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.6, using: &random))
+                // The first round runs long enough to complete epochs even on a loaded machine.
+                Thread.sleep(forTimeInterval: round == 0 ? 2.0 : Double.random(in: 0.05...0.6, using: &random))
                 ranks[Int.random(in: 0..<Self.world, using: &random)].kill()
                 Thread.sleep(forTimeInterval: Double.random(in: 0...0.15, using: &random))
                 for rank in ranks { rank.kill() }
