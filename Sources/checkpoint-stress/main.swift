@@ -91,6 +91,8 @@ func integer(_ value: String, _ flag: String) -> Int {
 }
 
 var arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "dist-child" { runDistributedChild(arguments) }
+if arguments.first == "dist-bench" { runDistributedBench(arguments) }
 guard arguments.first == "child", arguments.count >= 2 else {
     fail("usage: checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B] [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]")
 }
