@@ -70,6 +70,13 @@ public final class JobRunner {
     private var consecutiveSaveFailures = 0
     private var ownWorkspaces: [String: Workspace] = [:]
 
+    /// - Parameters:
+    ///   - logger: where the runner logs (resume, failed saves); `Logger` is
+    ///     re-exported by `import CheckpointIO`. To silence it:
+    ///
+    ///         var quiet = Logger(label: "training")
+    ///         quiet.logLevel = .critical
+    ///         let runner = JobRunner(job: job, checkpointManager: manager, logger: quiet)
     public init(job: Job, checkpointManager: (any CheckpointManaging)? = nil, resumeFromEpoch: Int? = nil,
                 uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)? = nil, logger: Logger = Logger(label: "checkpoint.JobRunner"),
                 maxConsecutiveSaveFailures: Int? = 3) {
@@ -104,6 +111,10 @@ public final class JobRunner {
         lastSavedEpoch = nil
         consecutiveSaveFailures = 0
         let nodes = job.nodesToCheckpoint
+        // The mistake is in the job (a step without `node:`): say so before anything runs.
+        if checkpointManager is CheckpointManager, nodes.count > 1 {
+            throw CheckpointError(.invalidField(field: "job", reason: CheckpointManager.singleNodeMessage(nodes)))
+        }
         let userChoseEpoch = resumeFromEpoch != nil
         if let manager = checkpointManager {
             try manager.setParams(nodes: nodes, pathPrefix: nil, pathType: nil)
@@ -245,6 +256,7 @@ public final class JobRunner {
     ///
     /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` without a
     ///   manager; corruption of a present blob.
+    @discardableResult
     public func loadBlobsFromCheckpoints(_ blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool {
         guard let manager = checkpointManager else { throw CheckpointError(.invalidState(reason: "JobRunner has no checkpoint manager")) }
         logger.debug("Loading checkpoint for epoch \(epoch)")
