@@ -288,7 +288,7 @@ public final class MiniDBFile: @unchecked Sendable {
         var content: UnsafeRawBufferPointer?
     }
 
-    private static func parseBlobProto(_ value: UnsafeRawBufferPointer, offset: Int, recordOffset: Int) throws(CheckpointError) -> ParsedBlob {
+    static func parseBlobProto(_ value: UnsafeRawBufferPointer, offset: Int, recordOffset: Int) throws(CheckpointError) -> ParsedBlob {
         var reader = ProtobufReader(value, baseOffset: offset, what: "BlobProto")
         var blob = ParsedBlob(type: "")
         while !reader.isAtEnd {
@@ -446,7 +446,7 @@ public final class MiniDBFile: @unchecked Sendable {
             }
             let count = try elementCount(chunk, dataType)
             guard count == Int(end - begin) else {
-                throw CheckpointError(.sizeMismatch(what: "\(dtype) elements in chunk [\(begin), \(end))", expected: UInt64(end - begin), actual: UInt64(count)),
+                throw CheckpointError(.invalidField(field: "TensorProto", reason: "the chunk holds \(count) \(dtype) elements, its segment [\(begin), \(end)) says \(end - begin)"),
                                       offset: UInt64(chunk.recordOffset))
             }
             chunks[i].begin = Int(begin)

@@ -145,6 +145,11 @@ struct ProtobufWriter {
         bytes.append(UInt8(value))
     }
 
+    /// A fixed32 value (little-endian), after its tag.
+    mutating func writeFixed32(_ value: UInt32) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
     static func varintSize(_ value: UInt64) -> Int {
         var value = value, size = 1
         while value >= 0x80 { value >>= 7; size += 1 }
