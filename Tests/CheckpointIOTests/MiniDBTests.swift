@@ -307,6 +307,26 @@ struct MiniDBTests {
         #expect(error?.blobName == "names" && "\(error!)".contains("UTF-8"))
     }
 
+    /// Found by FormatFuzzer: a first record whose key runs past the end of
+    /// the file made format detection read past its buffer. It is detected as
+    /// a (truncated) minidb, and opening it says where.
+    @Test func detectionOfAFileEndingInsideTheFirstKey() throws {
+        let bytes: [UInt8] = [0x90, 0, 0, 0, 0, 0, 0x04, 0x01] + Array("w\u{12}{\"_metadata\":1}".utf8)
+        try withTemporaryDirectory { dir in
+            let path = dir + "/short.bin"
+            try writeFile(path, bytes)
+            #expect(try TensorFileFormat.detect(path) == .minidb)
+            #expect { _ = try TensorFile.open(path) } throws: { error in
+                let error = error as? CheckpointError
+                return error?.path == path && error?.offset == 0 && "\(error!)".contains("truncated")
+            }
+            for length in 0...bytes.count {
+                try writeFile(path, Array(bytes.prefix(length)))
+                _ = try? TensorFileFormat.detect(path)
+            }
+        }
+    }
+
     /// Truncation at every length and a flip of every byte: an error or a valid file, never a crash.
     @Test func truncatedAndFlippedFilesNeverCrash() throws {
         let good = try miniDB([0, 3, 9, 10, 11].map { Self.everyType[$0] }, chunk: 3)

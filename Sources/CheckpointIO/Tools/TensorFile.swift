@@ -44,20 +44,24 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
                 return .safetensors
             }
         }
-        if head.count >= 10, looksLikeMiniDB(head, fileSize: size) { return .minidb }
+        if head.count >= 9, try looksLikeMiniDB(file, head: head, fileSize: size) { return .minidb }
         throw CheckpointError(.invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy, .npz or Caffe2 minidb file"), path: path)
     }
 
     /// minidb has no magic: a file is taken for one when its first record's
-    /// key length is in 1…``MiniDBFile/maximumKeyLength``, its value length is
-    /// positive, both fit in the file, and (when the first 16 bytes show it) the
-    /// value starts like a `BlobProto` (a length-delimited field 1, 2 or 3).
-    private static func looksLikeMiniDB(_ head: [UInt8], fileSize: Int) -> Bool {
+    /// key length is in 1…``MiniDBFile/maximumKeyLength`` and its value
+    /// length positive, its key is UTF-8, and its value (when the file
+    /// reaches it) starts like a `BlobProto` (a length-delimited field 1, 2 or
+    /// 3). The record need not fit in the file: a truncated minidb is then
+    /// reported as one, with the offset. Reads the key and one more byte.
+    private static func looksLikeMiniDB(_ file: SystemFile, head: [UInt8], fileSize: Int) throws(CheckpointError) -> Bool {
         let (keyLength, valueLength) = head.withUnsafeBytes { (Int($0.load(littleEndianAt: 0) as Int32), Int($0.load(littleEndianAt: 4) as Int32)) }
-        guard keyLength > 0, keyLength <= MiniDBFile.maximumKeyLength, valueLength > 0, keyLength + valueLength <= fileSize - 8 else { return false }
-        let valueStart = 8 + keyLength
-        guard valueStart < head.count else { return true }
-        return [0x0A, 0x12, 0x1A].contains(head[valueStart])
+        guard keyLength > 0, keyLength <= MiniDBFile.maximumKeyLength, valueLength > 0 else { return false }
+        var record = [UInt8](repeating: 0, count: min(fileSize, 8 + keyLength + 1) - 8)
+        try typedThrows { try record.withUnsafeMutableBytes { try file.readAll(into: $0, at: 8) } }
+        guard String(validating: record.prefix(keyLength), as: UTF8.self) != nil else { return false }
+        // The file may end before the value (a truncated minidb): still one.
+        return record.count <= keyLength || [0x0A, 0x12, 0x1A].contains(record[keyLength])
     }
 
     /// The first byte in `start..<end` of `file` that is not JSON whitespace
