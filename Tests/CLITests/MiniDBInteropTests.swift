@@ -233,6 +233,16 @@ struct MiniDBInteropTests {
             #expect(try names.withUnsafeBytes { try StringTensor.decode($0, count: 5) } == ["", "hello", "grüße", "🙂", String(repeating: "x", count: 300)])
             #expect(try file.entry("s").dtype == .raw && file.bytes(of: "s") == [0, 0xFF, 0x80, 0x0A])
             #expect(file.storedBlobList?.contains("big") == true && file.storedBlobList?.count == file.entries.count)
+            // A Caffe2 checkpoint resumes in our manager: the blob list comes from its "blob_names" blob.
+            try FileManager.default.createDirectory(atPath: dir + "/run", withIntermediateDirectories: false)
+            try FileManager.default.copyItem(atPath: dir + "/python.minidb", toPath: dir + "/run/trainer_0.7")
+            let manager = try CheckpointManager(dbPrefix: dir + "/run", nodeName: "trainer_0", dbType: "minidb")
+            try manager.initialize(retrieveFromEpoch: 7)
+            try manager.load(epoch: 7)
+            #expect(manager.workspace.blobNames == file.names)
+            #expect(try manager.workspace.fetchBlob("ids").bytes == file.bytes(of: "ids"))
+            try manager.save(epoch: 8)
+            #expect(try MiniDBFile.open(dir + "/run/trainer_0.8").storedBlobList == file.storedBlobList)
         }
     }
 

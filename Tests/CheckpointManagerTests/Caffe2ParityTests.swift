@@ -201,6 +201,40 @@ struct Caffe2ParityTests {
         }
     }
 
+    // MARK: 3. dbType "minidb"
+
+    /// Caffe2's checkpoint_test.py, ported, on Caffe2's own format: a fresh
+    /// run, a resume from every epoch, a load of every epoch; the blob list
+    /// is kept where Caffe2 keeps it (the STRING blob "blob_names").
+    @Test func caffe2sCheckpointTestOnMinidb() throws {
+        try withTemporaryDirectory { dir in
+            try Caffe2PortTests().runWith { try CheckpointManager(dbPrefix: dir + "/single", nodeName: "trainer_0", dbType: "minidb") }
+            try Caffe2PortTests().runWith { try MultiNodeCheckpointManager(dbPrefix: dir + "/multi", dbType: "minidb") }
+            let file = try MiniDBFile.open(dir + "/single/trainer_0.4")
+            // "finished" is created by the first epoch, after initialize(): not on Caffe2's fixed list.
+            #expect(file.storedBlobList == ["trainer_0/cursor", "trainer_0/data", "trainer_0/total"])
+            #expect(file.names == ["blob_names", "trainer_0/cursor", "trainer_0/data", "trainer_0/total"])
+            #expect(try file.entry("trainer_0/total").caffe2DataType == 10 && file.bytes(of: "trainer_0/total") == Array(withUnsafeBytes(of: Int64(145)) { Array($0) }))
+        }
+    }
+
+    /// With the durable handler, a minidb job resumes by itself from the newest complete epoch.
+    @Test func aMinidbJobWithTheDurableHandlerResumesByItself() throws {
+        try withTemporaryDirectory { dir in
+            let job = pipelineJob(nodes: ["trainer_0"])
+            let first = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", dbType: "minidb", metadataHandler: DurableMetadataHandler())
+            #expect(try JobRunner(job: job, checkpointManager: first).train() == 4)
+            let second = try CheckpointManager(dbPrefix: dir, nodeName: "trainer_0", dbType: "minidb", metadataHandler: DurableMetadataHandler())
+            let runner = JobRunner(job: job, checkpointManager: second)
+            #expect(try runner.train() == 5 && runner.resumeFromEpoch == 4)
+            #expect(try second.workspace.fetchBlob("trainer_0/total").scalars(as: Int64.self) == [145])
+            // A torn minidb is not a complete checkpoint.
+            let bytes = try fileBytes(dir + "/trainer_0.5")
+            try writeBytes(dir + "/trainer_0.5", Array(bytes.dropLast(3)))
+            #expect(!second.checkDBExists(epoch: 5) && second.checkDBExists(epoch: 4))
+        }
+    }
+
     // MARK: 4. API frictions
 
     /// Code written against the protocol, with Caffe2's defaults, runs on both managers.
