@@ -342,12 +342,16 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// call ``writeCheckpointMetadata(epoch:metric:)`` after it succeeds.
     ///
     /// Waits for an ``saveAsync(epoch:metric:)`` in flight first, and throws
-    /// its error if it failed (without saving this epoch).
+    /// its error if it failed (without saving this epoch). Holds the node's
+    /// writer lock while it writes and releases it afterwards, unless this
+    /// manager holds it already (``acquireWriterLock(nodes:)``, ``JobRunner/train()``).
     ///
     /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before
     ///   `initialize()`; ``CheckpointError/Code/blobNotFound(_:)`` for a listed blob
-    ///   missing from the workspace (all before any file is written); the
-    ///   writer's errors (the previous file of that name, if any, is then intact).
+    ///   missing from the workspace (all before any file is written);
+    ///   ``CheckpointError/Code/writerLocked`` when another manager (in this or
+    ///   another process) holds the node's writer lock; the writer's errors
+    ///   (the previous file of that name, if any, is then intact).
     public func save(epoch: Int) throws(CheckpointError) {
         try saveMutex.locked { () throws(CheckpointError) in
             try waitUntilFinished()

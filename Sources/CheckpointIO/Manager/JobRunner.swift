@@ -100,7 +100,11 @@ public final class JobRunner {
     /// Runs the job to its end and returns the final epoch. Whether its
     /// checkpoints were saved: ``failedSaves`` and ``lastSavedEpoch``.
     ///
-    /// - Throws: what a step or stop condition throws; the manager's errors
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` before
+    ///   any step runs when a single-node ``CheckpointManager`` is given a job
+    ///   whose ``Job/nodesToCheckpoint`` has several nodes (a step added
+    ///   without `node:` runs on ``Job/defaultNode``): the message names the
+    ///   nodes and the fixes; what a step or stop condition throws; the manager's errors
     ///   while resuming (a resume epoch you chose, or one with no intact
     ///   epoch before it, whose checkpoint is missing or damaged; a checkpoint
     ///   directory that cannot be created); the last save's error after
