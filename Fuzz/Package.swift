@@ -10,7 +10,7 @@ let package = Package(
         .target(name: "FuzzSupport"),
         // Container files: open + list + read every blob + verify.
         .executableTarget(name: "ContainerFuzzer", dependencies: ["FuzzSupport", .product(name: "CheckpointIO", package: "CheckpointEngine")]),
-        // safetensors, .npy and .npz: the first input byte picks the reader.
+        // safetensors, .npy, .npz and Caffe2 minidb: the first input byte picks the reader.
         .executableTarget(name: "FormatFuzzer", dependencies: ["FuzzSupport", .product(name: "CheckpointIO", package: "CheckpointEngine")]),
     ],
     swiftLanguageModes: [.v6]

@@ -39,7 +39,15 @@ for package in "${apt_packages[@]}"; do
 done
 
 # A requirement's import name: the distribution name without extras or version, '-' as '_'.
-module_of() { local name="${1%%[<>=!~;[ ]*}"; name="${name//-/_}"; echo "$name" | tr '[:upper:]' '[:lower:]'; }
+module_of() {
+    local name="${1%%[<>=!~;[ ]*}"
+    # Distributions whose import name is not their name.
+    case "$name" in
+        protobuf) echo google.protobuf; return ;;
+        grpcio-tools) echo grpc_tools; return ;;
+    esac
+    name="${name//-/_}"; echo "$name" | tr '[:upper:]' '[:lower:]'
+}
 missing_python=()
 python_ok() { command -v python3 >/dev/null 2>&1 && python3 -c "import $1" >/dev/null 2>&1; }
 for requirement in "${python_requirements[@]}"; do

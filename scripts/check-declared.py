@@ -22,7 +22,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Import names that differ from their distribution names.
-IMPORT_ALIASES = {"yaml": "pyyaml", "google_crc32c": "google-crc32c", "crc32c": "crc32c"}
+IMPORT_ALIASES = {"yaml": "pyyaml", "google_crc32c": "google-crc32c", "crc32c": "crc32c", "google": "protobuf", "grpc_tools": "grpcio-tools"}
 
 
 def normalize(requirement: str) -> str:

@@ -1,5 +1,6 @@
 // checkpoint-stress: the child process of the crash tests.
 //
+//     checkpoint-stress save PREFIX NODE   (see saveByHand)
 //     checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B]
 //                                    [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]
 //                                    [--append-log PATH] [--file-size-limit BYTES] [--incremental K]
@@ -90,9 +91,44 @@ func integer(_ value: String, _ flag: String) -> Int {
     return number
 }
 
+/// Pauses every checkpoint write (after the manager took its writer lock)
+/// until a line arrives on stdin, saying "saving" on stdout first.
+struct PausingStorage: CheckpointStorageDecorator {
+    let base: any CheckpointStorage = LocalCheckpointStorage()
+    func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String,
+                         format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
+        emit("saving", to: 1)
+        _ = readLine()
+        try base.writeCheckpoint(blobs, metadata: metadata, to: path, format: format, options: options)
+    }
+}
+
+/// `checkpoint-stress save PREFIX NODE`: a save by hand (Caffe2's
+/// `CheckpointManager.save`, no JobRunner) of epoch 1, blob "w" = Int64 41,
+/// paused mid-write until a line arrives on stdin. Prints "saving" when paused,
+/// "saved" when done; "locked" (exit 3) when another writer holds the node's
+/// writer lock; other errors exit 2.
+func saveByHand(_ arguments: [String]) -> Never {
+    guard arguments.count == 2 else { fail("usage: checkpoint-stress save PREFIX NODE") }
+    do throws(CheckpointError) {
+        let manager = try CheckpointManager(dbPrefix: arguments[0], nodeName: arguments[1], workspace: Workspace(["w": Tensor(scalar: Int64(41))]),
+                                            options: CheckpointOptions(storage: PausingStorage()))
+        try manager.initialize()
+        try manager.save(epoch: 1)
+        emit("saved", to: 1)
+        exit(0)
+    } catch where error.code == .writerLocked {
+        emit("locked", to: 1)
+        exit(3)
+    } catch {
+        fail("\(error)")
+    }
+}
+
 var arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "dist-child" { runDistributedChild(arguments) }
 if arguments.first == "dist-bench" { runDistributedBench(arguments) }
+if arguments.first == "save" { saveByHand(Array(arguments.dropFirst())) }
 guard arguments.first == "child", arguments.count >= 2 else {
     fail("usage: checkpoint-stress child PREFIX [--node NAME] [--blobs N] [--bytes B] [--epochs MAX] [--keep-latest K] [--durability none|fileData|full]")
 }

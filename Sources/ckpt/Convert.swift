@@ -37,12 +37,12 @@ struct WriteOptions: ParsableArguments {
         if let format {
             guard let parsed = TensorFileFormat(rawValue: format.lowercased()) else {
                 let suggestion = closestNames(to: format, among: TensorFileFormat.allCases.map(\.rawValue), limit: 1).first.map { "; did you mean \($0)?" } ?? ""
-                throw ValidationError("unknown --format '\(format)'\(suggestion) Formats: ckpt, safetensors, npz, npy, npy-dir.")
+                throw ValidationError("unknown --format '\(format)'\(suggestion) Formats: ckpt, safetensors, npz, npy, npy-dir, minidb.")
             }
             return parsed
         }
         guard let inferred = TensorConversion.outputFormat(for: output) else {
-            throw ValidationError("'\(output)': ckpt writes .ckpt, .safetensors, .npz and .npy files and directories of .npy (ending in /); "
+            throw ValidationError("'\(output)': ckpt writes .ckpt, .safetensors, .npz, .npy and .minidb (Caffe2) files and directories of .npy (ending in /); "
                                   + "pass --format to write one of them under another name")
         }
         return inferred
@@ -156,12 +156,12 @@ func runConversion(label: String, input: String, names: [String]?, output: Strin
     }
 }
 
-/// `ckpt convert IN OUT`: between the container, safetensors, .npz and .npy.
+/// `ckpt convert IN OUT`: between the container, safetensors, .npz, .npy and Caffe2 minidb.
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert between our container, safetensors, .npz and .npy files.",
+        abstract: "Convert between our container, safetensors, .npz, .npy and Caffe2 minidb files.",
         discussion: """
-            The output format comes from OUT: .ckpt our container, .safetensors, .npz, .npy (one tensor), a directory (existing, or ending in /) for one .npy per tensor; any other name needs --format. Without --codec the container is uncompressed, so it can be viewed zero-copy; --codec, --level, --shuffle, --chunk-size and --align apply to container output only.
+            The output format comes from OUT: .ckpt our container, .safetensors, .npz, .npy (one tensor), .minidb (Caffe2's format: `ckpt convert old_checkpoint.minidb new.ckpt` migrates a Caffe2 checkpoint; an input minidb is detected from its bytes), a directory (existing, or ending in /) for one .npy per tensor; any other name needs --format. Without --codec the container is uncompressed, so it can be viewed zero-copy; --codec, --level, --shuffle, --chunk-size and --align apply to container output only.
 
             An existing OUT is an error unless --force (as with zstd). The output is written under a hidden temporary name, fsync'd, renamed into place and its directory fsync'd (durable: deleting the input afterwards is safe); --no-sync skips the fsyncs. Ctrl-C removes the unfinished temporary; temporaries left by killed runs are removed by the next write into the directory.
             """)

@@ -5,7 +5,7 @@ import Foundation
 /// `ckpt inspect FILE`: what a tensor file (or a checkpoint directory) holds.
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a tensor file's format, metadata and tensors (container, safetensors, .npy, .npz, a directory of .npy), or a checkpoint directory's epochs.",
+        abstract: "Show a tensor file's format, metadata and tensors (container, safetensors, .npy, .npz, a directory of .npy, Caffe2 minidb), or a checkpoint directory's epochs.",
         discussion: """
             The header gives the file's size on disk and the parameter count per dtype. The table fits 100 columns (--wide adds raw bytes, filter and offset; long names are shortened in the middle). A checkpoint directory written by the managers (it has checkpoint_metadata.json) is listed epoch by epoch: complete, damaged, unrecorded, the resume point, and the epoch retention keeps because a run resumed from it.
             """)

@@ -7,7 +7,7 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check every checksum of every blob; exit 0 only when all hold.",
         discussion: """
-            Containers: every chunk and raw CRC32C; a torn file is reported with what `ckpt recover` would keep. .npz: every member's CRC-32. safetensors and .npy carry no checksums: only their structure is checked.
+            Containers: every chunk and raw CRC32C; a torn file is reported with what `ckpt recover` would keep. .npz: every member's CRC-32. safetensors, .npy and Caffe2 minidb carry no checksums: only their structure is checked.
 
             A checkpoint directory written by the managers (it has checkpoint_metadata.json) is checked as a whole: every file its metadata names, with the epochs listed as `ckpt inspect` lists them; checkpoint_metadata.json itself is checked as metadata, and lock files are skipped, so `ckpt verify run1/*` works too.
             """)

@@ -64,7 +64,7 @@ struct InteropRulesTests {
             for (name, header) in [("blank", [UInt8](repeating: 0x20, count: 16)), ("array", Array(" [1]".utf8)), ("binary", [0x00, 0x7B, 0x7D])] {
                 try writeFile(dir + "/\(name).bin", safetensorsFile(header))
                 let error = thrownError { _ = try TensorFileFormat.detect(dir + "/\(name).bin") }
-                #expect(error?.code == .invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy or .npz file"), "\(name)")
+                #expect(error?.code == .invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy, .npz or Caffe2 minidb file"), "\(name)")
             }
         }
     }

@@ -56,7 +56,7 @@ struct CheckpointManagerTests {
                 #expect(throws: CheckpointError.self) { try multi.setParams(nodes: [node]) }
                 #expect(throws: CheckpointError.self) { try multi.initialize(nodes: [node]) }
             }
-            #expect(throws: CheckpointError.self) { try CheckpointManager(dbPrefix: dir, nodeName: "n", dbType: "minidb") }
+            #expect(throws: CheckpointError.self) { try CheckpointManager(dbPrefix: dir, nodeName: "n", dbType: "leveldb") }
             #expect(directoryListing(dir).isEmpty)
         }
     }

@@ -1,27 +1,60 @@
 import BlobCodec
 import Logging
 
-/// What ``JobRunner`` needs of a checkpoint manager: ``CheckpointManager``
-/// (one node) and ``MultiNodeCheckpointManager`` both provide it.
+/// Caffe2's checkpoint-manager surface, which ``JobRunner`` drives:
+/// ``CheckpointManager`` (one node) and ``MultiNodeCheckpointManager`` both
+/// provide it, so code written against the protocol works with either.
+///
+/// The requirements spell out every parameter; the protocol extension adds
+/// Caffe2's defaults, so a call through `any CheckpointManaging` reads as in
+/// Caffe2:
+///
+///     func resume(_ manager: any CheckpointManaging, epoch: Int) throws {
+///         try manager.initialize(retrieveFromEpoch: epoch)   // nodes: nil, no path prefix or type
+///         try manager.load(epoch: epoch)
+///         if manager.checkDBExists(epoch: epoch + 1) { … }
+///     }
 public protocol CheckpointManaging: AnyObject {
     /// The workspace the job's steps for `node` run on.
     func workspace(forNode node: String) -> Workspace
+    /// Caffe2's `set_params`.
     func setParams(nodes: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    /// Caffe2's `get_resume_from_epoch_id`.
     func getResumeFromEpochID(userEpoch: Int?) throws(CheckpointError) -> Int?
+    /// Caffe2's `init`.
     func initialize(nodes: [String]?, retrieveFromEpoch: Int?, pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    /// Caffe2's `blob_list`: the blobs a save writes (every node's, in node order).
+    func blobList() throws(CheckpointError) -> [String]
+    /// Caffe2's `load`.
     func load(epoch: Int, pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    /// Caffe2's `load_blobs_from_checkpoint` (`allow_incomplete`): the blobs of
+    /// `blobNames` that `epoch`'s checkpoint has, into `workspace` (nil: the manager's).
+    func loadBlobsFromCheckpoint(_ blobNames: [String], epoch: Int, into workspace: Workspace?) throws(CheckpointError)
+    /// Caffe2's `check_db_exists`: true only when `epoch`'s checkpoint is complete (on every node).
+    func checkDBExists(epoch: Int) -> Bool
+    /// Caffe2's `get_ckpt_db_name`: the file of `nodeName`'s checkpoint of
+    /// `epoch`, or nil when this manager has no such node (as Caffe2 returns None).
+    func dbName(nodeName: String, epoch: Int) -> String?
+    /// Caffe2's `save`.
     func save(epoch: Int) throws(CheckpointError)
-    /// Takes the exclusive right to save `nodes`' checkpoints under the prefix (held until released or deinit).
+    /// Takes the exclusive right to save `nodes`' checkpoints under the prefix
+    /// (held until released or deinit; without it, each save holds it for that save).
     func acquireWriterLock(nodes: [String]) throws(CheckpointError)
     /// Gives the writer lock up (after a save in flight finished).
     func releaseWriterLock()
+    /// Caffe2's `write_checkpoint_metadata`.
     func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
     /// After `epoch`'s checkpoint failed to load because it is damaged: the
     /// older epoch to resume from instead, with the damage recorded (see
     /// ``CheckpointMetadataHandler/fallBack(fromDamagedEpoch:reason:)``); nil when there is none.
     func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int?
+    /// Caffe2's `cp_accessible`.
     func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
+    /// Caffe2's `load_blobs_locally`.
     func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
+    /// Caffe2's `collect_checkpoint_stats`: adds the last action's timings (database path → nanoseconds).
+    func collectCheckpointStats(into stats: inout [String: UInt64])
+    /// Caffe2's `report_checkpoint_stats`.
     func reportCheckpointStats(action: String)
     /// The file of each node's checkpoint of `epoch` (for uploads).
     func checkpointPaths(epoch: Int) -> [(node: String, path: String)]
@@ -30,6 +63,27 @@ public protocol CheckpointManaging: AnyObject {
 extension CheckpointManaging {
     /// Managers that keep no record of complete epochs have no fallback.
     public func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int? { nil }
+
+    // Caffe2's default arguments, for calls through the protocol.
+
+    /// `set_params(nodes)`: no path prefix or type.
+    public func setParams(nodes: [String]) throws(CheckpointError) { try setParams(nodes: nodes, pathPrefix: nil, pathType: nil) }
+    /// `get_resume_from_epoch_id()`: the handler's choice.
+    public func getResumeFromEpochID() throws(CheckpointError) -> Int? { try getResumeFromEpochID(userEpoch: nil) }
+    /// `init(nodes=None, retrieve_from_epoch=None)`: no path prefix or type.
+    public func initialize(nodes: [String]? = nil, retrieveFromEpoch: Int? = nil) throws(CheckpointError) {
+        try initialize(nodes: nodes, retrieveFromEpoch: retrieveFromEpoch, pathPrefix: nil, pathType: nil)
+    }
+    /// `load(epoch)`: no path prefix or type.
+    public func load(epoch: Int) throws(CheckpointError) { try load(epoch: epoch, pathPrefix: nil, pathType: nil) }
+    /// `load_blobs_from_checkpoint(blob_names, epoch)`: into the manager's workspace(s).
+    public func loadBlobsFromCheckpoint(_ blobNames: [String], epoch: Int) throws(CheckpointError) {
+        try loadBlobsFromCheckpoint(blobNames, epoch: epoch, into: nil)
+    }
+    /// `write_checkpoint_metadata(epoch)`: no metric.
+    public func writeCheckpointMetadata(epoch: Int) throws(CheckpointError) { try writeCheckpointMetadata(epoch: epoch, metric: nil) }
+    /// `cp_accessible()`: the store as a whole.
+    public func cpAccessible() throws(CheckpointError) -> Bool { try cpAccessible(epoch: nil) }
 }
 
 /// Options shared by the checkpoint managers.
@@ -139,7 +193,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// - Parameters:
     ///   - dbPrefix: the directory of the checkpoint files.
     ///   - nodeName: the node, the first part of each file name.
-    ///   - dbType: `"ckpt"` (the container, default) or `"safetensors"`.
+    ///   - dbType: `"ckpt"` (the container, default), `"safetensors"` or
+    ///     `"minidb"` (Caffe2's own format, ``MiniDBFile``; no checksums).
     ///   - metadataHandler: records complete epochs and chooses where to resume; nil: resume = the user's epoch.
     ///   - workspace: the blobs to save and load into.
     /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for an
@@ -169,6 +224,13 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         CheckpointNaming.dbName(epoch: epoch, nodeName: nodeName, dbPrefix: dbPrefix, pathPrefix: pathPrefix)
     }
 
+    /// The file of `nodeName`'s checkpoint of `epoch` when `nodeName` is this
+    /// manager's node, else nil (Caffe2's `get_ckpt_db_name` returns None
+    /// for a node it does not have; no path is made up).
+    public func dbName(nodeName: String, epoch: Int) -> String? {
+        nodeName == self.nodeName ? dbName(epoch: epoch) : nil
+    }
+
     public func workspace(forNode node: String) -> Workspace { workspace }
 
     public func checkpointPaths(epoch: Int) -> [(node: String, path: String)] { [(nodeName, dbName(epoch: epoch))] }
@@ -191,7 +253,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     ///   the epoch's file is missing; the reader's errors when it is damaged.
     public func initialize(nodes: [String]? = nil, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         if let nodes, nodes.count > 1 {
-            throw CheckpointError(.invalidField(field: "nodes", reason: "CheckpointManager supports a single node (got \(nodes.count)); use MultiNodeCheckpointManager"))
+            throw CheckpointError(.invalidField(field: "nodes", reason: CheckpointManager.singleNodeMessage(nodes)))
         }
         try ensureParams()
         try createPrefix()
@@ -208,6 +270,15 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
             names = workspace.blobNames
         }
         lock.locked { blobNames = names }
+    }
+
+    /// Why a job of `nodes` cannot run on a single-node manager, and the three ways out.
+    static func singleNodeMessage(_ nodes: [String]) -> String {
+        let defaulted = nodes.contains(Job.defaultNode)
+            ? " ('\(Job.defaultNode)' is the node of steps added without `node:`)" : ""
+        return "CheckpointManager checkpoints a single node, but the job's nodes to checkpoint are "
+            + "\(nodes.map { "'\($0)'" }.joined(separator: ", "))\(defaulted): pass the same `node:` to every step, "
+            + "create the job as Job(defaultNode: \"NODE\") and omit `node:`, or use MultiNodeCheckpointManager"
     }
 
     /// The blob list fixed by ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
@@ -257,6 +328,11 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         guard let text = reader.fileMetadata[blobListKey] else {
             throw CheckpointError(.invalidField(field: "metadata", reason: "no '\(blobListKey)' entry: not written by a CheckpointManager"), path: path)
         }
+        return try storedBlobList(fromJSON: text, path: path)
+    }
+
+    /// The blob list of a ``blobListKey`` value (a JSON array of strings).
+    static func storedBlobList(fromJSON text: String, path: String) throws(CheckpointError) -> [String] {
         guard case let .array(items) = try JSONValue.parse(Array(text.utf8), what: blobListKey) else {
             throw CheckpointError(.invalidField(field: blobListKey, reason: "not a JSON array"), path: path)
         }
@@ -276,18 +352,22 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// call ``writeCheckpointMetadata(epoch:metric:)`` after it succeeds.
     ///
     /// Waits for an ``saveAsync(epoch:metric:)`` in flight first, and throws
-    /// its error if it failed (without saving this epoch).
+    /// its error if it failed (without saving this epoch). Holds the node's
+    /// writer lock while it writes and releases it afterwards, unless this
+    /// manager holds it already (``acquireWriterLock(nodes:)``, ``JobRunner/train()``).
     ///
     /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before
     ///   `initialize()`; ``CheckpointError/Code/blobNotFound(_:)`` for a listed blob
-    ///   missing from the workspace (all before any file is written); the
-    ///   writer's errors (the previous file of that name, if any, is then intact).
+    ///   missing from the workspace (all before any file is written);
+    ///   ``CheckpointError/Code/writerLocked`` when another manager (in this or
+    ///   another process) holds the node's writer lock; the writer's errors
+    ///   (the previous file of that name, if any, is then intact).
     public func save(epoch: Int) throws(CheckpointError) {
         try saveMutex.locked { () throws(CheckpointError) in
             try waitUntilFinished()
             let snapshot = try snapshotForSave()
-            try acquireWriterLock()
-            try write(snapshot, epoch: epoch)
+            let heldForThisSave = try writerLockForSave()
+            try withExtendedLifetime(heldForThisSave) { () throws(CheckpointError) in try write(snapshot, epoch: epoch) }
         }
     }
 
@@ -338,8 +418,9 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         try saveMutex.locked { () throws(CheckpointError) in
             try waitUntilFinished()
             let snapshot = try snapshotForSave()
-            try acquireWriterLock()
+            let heldForThisSave = WriterLockHold(try writerLockForSave())
             background.start { [self] () throws(CheckpointError) in
+                defer { heldForThisSave.release() }
                 try write(snapshot, epoch: epoch)
                 try writeCheckpointMetadata(epoch: epoch, metric: metric)
                 reportCheckpointStats(action: "checkpoint_save")
@@ -354,10 +435,16 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
 
     /// Takes the exclusive right to save this node's checkpoints under
     /// `dbPrefix` (a lock file `.NODE.writer.lock` there), unless this manager
-    /// holds it already, creating `dbPrefix` first if it is missing.
-    /// ``save(epoch:)`` and ``saveAsync(epoch:metric:)`` take
-    /// it; ``JobRunner`` takes it before training, to fail fast. It is held
-    /// until ``releaseWriterLock()`` or until the manager is deinitialized.
+    /// holds it already, creating `dbPrefix` first if it is missing, and
+    /// holds it until ``releaseWriterLock()`` or until the manager is
+    /// deinitialized: an explicit scope in which no other manager (in this
+    /// or another process) can save this node under the prefix.
+    ///
+    /// Without it, ``save(epoch:)`` and ``saveAsync(epoch:metric:)`` take the
+    /// lock for the one save and release it when the file is written (as in
+    /// Caffe2, a save by hand leaves nothing held: another manager of the
+    /// same node may save or train next). ``JobRunner/train()`` takes it for
+    /// the whole run, to fail fast, and releases it when it returns.
     ///
     /// - Throws: ``CheckpointError/Code/writerLocked`` when another manager
     ///   (in this or another process) holds it; a `mkdir` error when `dbPrefix`
@@ -368,6 +455,20 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
             let storage = try storage(for: pathType)
             try storage.createDirectory(dbPrefix, durability: options.writer.durability)
             writerToken = try storage.lockWriter(in: dbPrefix, name: nodeName)
+        }
+    }
+
+    /// The writer lock for one save: nil when this manager holds it already
+    /// (``acquireWriterLock(nodes:)``), else a token taken now (creating
+    /// `dbPrefix` if missing) that releases the lock when the caller drops it.
+    ///
+    /// - Throws: ``CheckpointError/Code/writerLocked`` when another manager holds it.
+    func writerLockForSave() throws(CheckpointError) -> AnyObject? {
+        try lock.locked { () throws(CheckpointError) -> AnyObject? in
+            guard writerToken == nil else { return nil }
+            let storage = try storage(for: pathType)
+            try storage.createDirectory(dbPrefix, durability: options.writer.durability)
+            return try storage.lockWriter(in: dbPrefix, name: nodeName)
         }
     }
 
@@ -597,4 +698,14 @@ public enum CheckpointNaming {
             throw CheckpointError(.invalidField(field: "nodeName", reason: "'\(nodeName.prefix(80))' is empty or contains a NUL, '/' or '..'"))
         }
     }
+}
+
+/// Writer-lock tokens kept alive by a background save and dropped when it ends.
+final class WriterLockHold: @unchecked Sendable {
+    private let lock = PThreadLock()
+    private var tokens: [AnyObject]
+    init(_ token: AnyObject?) { tokens = token.map { [$0] } ?? [] }
+    init(_ tokens: [AnyObject]) { self.tokens = tokens }
+    /// Releases the locks (drops the tokens).
+    func release() { lock.locked { tokens = [] } }
 }

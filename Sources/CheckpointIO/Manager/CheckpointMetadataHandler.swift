@@ -14,6 +14,31 @@ import BlobCodec
 ///   chose failed to load because it is damaged.
 ///
 /// ``DurableMetadataHandler`` is the default implementation.
+///
+/// A handler is a class (the managers share it) and `Sendable` (a
+/// background save calls it from another thread), so its state needs a
+/// lock; every method throws only ``CheckpointError`` (typed throws). A
+/// minimal conforming handler, which remembers complete epochs in memory
+/// and resumes from the last one (``fallBack(fromDamagedEpoch:reason:)``
+/// and `write(epoch:)` come from the protocol extension):
+///
+///     import CheckpointIO
+///     import Foundation
+///
+///     final class LastEpochHandler: CheckpointMetadataHandler, @unchecked Sendable {
+///         private let lock = NSLock()
+///         private var epochs: [Int] = []  // guarded by `lock`
+///
+///         func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError) {}
+///         func lastEpoch(userEpoch: Int?) throws(CheckpointError) -> Int? { userEpoch ?? lock.withLock { epochs.last } }
+///         func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool { true }
+///         func write(epoch: Int, metric: Double?) throws(CheckpointError) { lock.withLock { epochs.append(epoch) } }
+///         func report(action: String, stats: [String: UInt64]) {}
+///     }
+///
+///     let manager = try CheckpointManager(dbPrefix: "/ckpt/run3", nodeName: "trainer_0", metadataHandler: LastEpochHandler())
+///
+/// (`Tests/CheckpointManagerTests/Caffe2ParityTests.swift` compiles and runs this handler.)
 public protocol CheckpointMetadataHandler: AnyObject, Sendable {
     func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
     /// The epoch to resume from, or nil to start from scratch.

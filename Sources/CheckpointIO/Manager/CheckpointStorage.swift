@@ -8,16 +8,22 @@ public enum CheckpointFormat: String, Sendable, CaseIterable {
     /// Hugging Face safetensors, for interchange. **No checksums**: a damaged
     /// tensor is not detected on load.
     case safetensors = "safetensors"
+    /// Caffe2's `minidb` (``MiniDBFile``), to read a Caffe2 user's checkpoints
+    /// and write ones Caffe2 loads. **No checksums**: a damaged tensor is not
+    /// detected on load; the blob list is kept as Caffe2 keeps it, in the
+    /// STRING blob ``MiniDBFile/blobListBlobName``.
+    case minidb = "minidb"
 
-    /// The format a `dbType` string names: `"ckpt"` (or `"container"`) or `"safetensors"`.
+    /// The format a `dbType` string names: `"ckpt"` (or `"container"`), `"safetensors"` or `"minidb"`.
     ///
     /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for any other string.
     public init(dbType: String) throws(CheckpointError) {
         switch dbType {
         case "ckpt", "container": self = .container
         case "safetensors": self = .safetensors
+        case "minidb": self = .minidb
         default:
-            throw CheckpointError(.invalidField(field: "dbType", reason: "'\(dbType)' is not a supported format (use \"ckpt\" or \"safetensors\")"))
+            throw CheckpointError(.invalidField(field: "dbType", reason: "'\(dbType)' is not a supported format (use \"ckpt\", \"safetensors\" or \"minidb\")"))
         }
     }
 }
@@ -46,6 +52,24 @@ extension ContainerReader: CheckpointFileReading {
     }
     public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         try read(name, into: destination, verify: true)
+    }
+}
+
+extension MiniDBFile: CheckpointFileReading {
+    public var blobNames: [String] { names }
+    /// Only the blob list (``CheckpointManager/blobListKey``), from the
+    /// ``MiniDBFile/blobListBlobName`` blob: minidb has no file metadata.
+    public var fileMetadata: [String: String] {
+        guard let storedBlobList else { return [:] }
+        return [CheckpointManager.blobListKey: JSONValue.array(storedBlobList.map { .string($0) }).text]
+    }
+    public func hasBlob(_ name: String) -> Bool { contains(name) }
+    public func blobInfo(_ name: String) throws(CheckpointError) -> (dtype: DType, shape: Shape, byteCount: Int) {
+        let entry = try entry(name)
+        return (entry.dtype, entry.shape, entry.byteCount)
+    }
+    public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
+        try read(name, into: destination)
     }
 }
 
@@ -219,6 +243,14 @@ public struct LocalCheckpointStorage: CheckpointStorage {
             try AtomicFile.retryingWhileLocked(timeout: LocalCheckpointStorage.writerLockPatience) { () throws(CheckpointError) in
                 try SafetensorsFile.write(blobs, metadata: metadata, to: path, durability: options.durability, calls: calls)
             }
+        case .minidb:
+            // minidb has no metadata: only the blob list is kept, as Caffe2 keeps it (a blob).
+            let list = try metadata[CheckpointManager.blobListKey].map { (text) throws(CheckpointError) -> [String] in
+                try CheckpointManager.storedBlobList(fromJSON: text, path: path)
+            }
+            try AtomicFile.retryingWhileLocked(timeout: LocalCheckpointStorage.writerLockPatience) { () throws(CheckpointError) in
+                try MiniDBFile.write(blobs, blobList: list, to: path, durability: options.durability, calls: calls)
+            }
         }
     }
 
@@ -234,6 +266,8 @@ public struct LocalCheckpointStorage: CheckpointStorage {
             return reader
         case .safetensors:
             return try SafetensorsFile.open(path, calls: calls)
+        case .minidb:
+            return try MiniDBFile.open(path, calls: calls)
         }
     }
 
@@ -244,6 +278,9 @@ public struct LocalCheckpointStorage: CheckpointStorage {
             return reader.tornBytes == 0
         case .safetensors:
             return (try? SafetensorsFile.open(path, calls: calls)) != nil
+        case .minidb:
+            // No index or trailer: every record is parsed (O(file size)).
+            return (try? MiniDBFile.open(path, calls: calls)) != nil
         }
     }
 

@@ -1,24 +1,58 @@
 import BlobCodec
 
+/// A group of steps that run together, each on one node's ``Workspace``:
+/// Caffe2's `TaskGroup` (`job.init_group`, `job.epoch_group`, …).
+///
+///     let initGroup = TaskGroup()
+///     initGroup.addStep(node: "trainer_0") { ws in ws["w"] = try Tensor([Float](repeating: 0, count: 4)) }
+///     let job = Job(initGroup: initGroup, epochGroup: TaskGroup())
+///
+/// A step added without a node runs on the node its ``Job`` defaults to
+/// (``Job/defaultNode``). Steps run in the order they were added.
+public final class TaskGroup: @unchecked Sendable {
+    private let lock = PThreadLock()
+    private var entries: [(node: String?, run: Job.Step)] = []
+
+    /// An empty group.
+    public init() {}
+
+    /// Adds a step on `node` (nil: the job's default node).
+    public func addStep(node: String? = nil, _ step: @escaping Job.Step) {
+        lock.locked { entries.append((node, step)) }
+    }
+
+    /// The steps in order, each with its node as given (nil: the job's default node).
+    var steps: [(node: String?, run: Job.Step)] { lock.locked { entries } }
+}
+
 /// A training job as ``JobRunner`` runs it: Caffe2's `Job`, with steps as
 /// closures over each node's ``Workspace``.
 ///
-///     let job = Job()
-///     job.addInitStep(node: "trainer_0") { ws in ws["total"] = Tensor(scalar: Int64(100)) }
-///     job.addEpochStep(node: "trainer_0") { ws in try train(ws) }
-///     job.addStopCondition(node: "trainer_0") { ws in try isExhausted(ws) }
-///     epochLimiter(job, numEpochs: 10, node: "trainer_0")
+///     let job = Job(defaultNode: "trainer_0")
+///     job.addInitStep { ws in ws["total"] = Tensor(scalar: Int64(100)) }
+///     job.addEpochStep { ws in try train(ws) }
+///     job.addStopCondition { ws in try isExhausted(ws) }
+///     epochLimiter(job, numEpochs: 10)
 ///
 /// Groups run in this order: init (only when starting from scratch), then
 /// per epoch the epoch steps and the stop conditions, then download and exit
 /// once at the end. Within a group, steps run in the order they were added.
+///
+/// A step, stop condition or ``epochLimiter(_:numEpochs:node:)`` given no
+/// `node` runs on the job's ``defaultNode``: a single-node job names its node
+/// once, in ``init(defaultNode:nodesToCheckpoint:)``, and cannot spread over
+/// two nodes by forgetting `node:` in one call.
+///
+/// Caffe2's constructor shape is ``init(initGroup:epochGroup:downloadGroup:exitGroup:stopConditions:nodesToCheckpoint:defaultNode:)``,
+/// and ``initGroup``, ``epochGroup``, ``downloadGroup`` and ``exitGroup``
+/// are its `init_group`, `epoch_group`, `download_group` and `exit_group`.
 public final class Job: @unchecked Sendable {
     /// A step: reads and writes blobs of one node's workspace.
     public typealias Step = (Workspace) throws -> Void
     /// A stop condition: true when the job should stop after this epoch.
     public typealias StopCondition = (Workspace) throws -> Bool
 
-    /// The node of steps added without one.
+    /// The default node of a job created without one.
     public static let defaultNode = "local"
 
     struct NodeStep {
@@ -26,30 +60,82 @@ public final class Job: @unchecked Sendable {
         var run: Step
     }
 
-    private(set) var initSteps: [NodeStep] = []
-    private(set) var epochSteps: [NodeStep] = []
-    private(set) var downloadSteps: [NodeStep] = []
-    private(set) var exitSteps: [NodeStep] = []
-    private(set) var stopConditions: [(node: String, condition: StopCondition)] = []
-    private(set) var metric: (node: String, compute: (Workspace) throws -> Double)?
-    private var explicitNodesToCheckpoint: [String]?
+    /// The node of steps and conditions added without one.
+    public let defaultNode: String
+    /// Runs once, when the job starts from scratch (Caffe2's `init_group`).
+    public let initGroup: TaskGroup
+    /// Runs every epoch (Caffe2's `epoch_group`).
+    public let epochGroup: TaskGroup
+    /// Runs once after the last epoch (Caffe2's `download_group`).
+    public let downloadGroup: TaskGroup
+    /// Runs once at the very end (Caffe2's `exit_group`).
+    public let exitGroup: TaskGroup
 
-    /// A job with no steps; `nodesToCheckpoint` overrides the default (the nodes of the init steps).
-    public init(nodesToCheckpoint: [String]? = nil) {
+    private let lock = PThreadLock()
+    private var conditions: [(node: String?, condition: StopCondition)] = []
+    private var metricEntry: (node: String?, compute: (Workspace) throws -> Double)?
+    private var explicitNodesToCheckpoint: [String]?
+    private var limiterCount = 0
+
+    /// A job with no steps whose steps default to `defaultNode`;
+    /// `nodesToCheckpoint` overrides the default (the nodes of the init steps).
+    public init(defaultNode: String = Job.defaultNode, nodesToCheckpoint: [String]? = nil) {
+        self.defaultNode = defaultNode
         self.explicitNodesToCheckpoint = nodesToCheckpoint
+        self.initGroup = TaskGroup()
+        self.epochGroup = TaskGroup()
+        self.downloadGroup = TaskGroup()
+        self.exitGroup = TaskGroup()
     }
 
-    public func addInitStep(node: String = Job.defaultNode, _ step: @escaping Step) { initSteps.append(NodeStep(node: node, run: step)) }
-    public func addEpochStep(node: String = Job.defaultNode, _ step: @escaping Step) { epochSteps.append(NodeStep(node: node, run: step)) }
-    public func addDownloadStep(node: String = Job.defaultNode, _ step: @escaping Step) { downloadSteps.append(NodeStep(node: node, run: step)) }
-    public func addExitStep(node: String = Job.defaultNode, _ step: @escaping Step) { exitSteps.append(NodeStep(node: node, run: step)) }
+    /// A job made of groups built beforehand, as Caffe2's
+    /// `Job(init_group=…, epoch_group=…, download_group=…, exit_group=…, stop_conditions=…, nodes_to_checkpoint=…)`.
+    ///
+    /// - Parameters:
+    ///   - stopConditions: each with its node (nil: `defaultNode`); the job
+    ///     stops after an epoch at whose end any holds.
+    public init(initGroup: TaskGroup = TaskGroup(), epochGroup: TaskGroup = TaskGroup(), downloadGroup: TaskGroup = TaskGroup(),
+                exitGroup: TaskGroup = TaskGroup(), stopConditions: [(node: String?, condition: StopCondition)] = [],
+                nodesToCheckpoint: [String]? = nil, defaultNode: String = Job.defaultNode) {
+        self.defaultNode = defaultNode
+        self.explicitNodesToCheckpoint = nodesToCheckpoint
+        self.initGroup = initGroup
+        self.epochGroup = epochGroup
+        self.downloadGroup = downloadGroup
+        self.exitGroup = exitGroup
+        self.conditions = stopConditions
+    }
+
+    public func addInitStep(node: String? = nil, _ step: @escaping Step) { initGroup.addStep(node: node, step) }
+    public func addEpochStep(node: String? = nil, _ step: @escaping Step) { epochGroup.addStep(node: node, step) }
+    public func addDownloadStep(node: String? = nil, _ step: @escaping Step) { downloadGroup.addStep(node: node, step) }
+    public func addExitStep(node: String? = nil, _ step: @escaping Step) { exitGroup.addStep(node: node, step) }
     /// Adds a condition evaluated after every epoch; the job stops when any holds.
-    public func addStopCondition(node: String = Job.defaultNode, _ condition: @escaping StopCondition) { stopConditions.append((node, condition)) }
+    public func addStopCondition(node: String? = nil, _ condition: @escaping StopCondition) { lock.locked { conditions.append((node, condition)) } }
     /// Sets the metric computed after every epoch and recorded with its
     /// checkpoint (for ``RetentionPolicy/keepBest``).
-    public func setMetric(node: String = Job.defaultNode, _ compute: @escaping (Workspace) throws -> Double) { metric = (node, compute) }
+    public func setMetric(node: String? = nil, _ compute: @escaping (Workspace) throws -> Double) { lock.locked { metricEntry = (node, compute) } }
 
-    /// The nodes whose workspaces are checkpointed: as given to ``init(nodesToCheckpoint:)``,
+    private func resolved(_ group: TaskGroup) -> [NodeStep] { group.steps.map { NodeStep(node: $0.node ?? defaultNode, run: $0.run) } }
+    var initSteps: [NodeStep] { resolved(initGroup) }
+    var epochSteps: [NodeStep] { resolved(epochGroup) }
+    var downloadSteps: [NodeStep] { resolved(downloadGroup) }
+    var exitSteps: [NodeStep] { resolved(exitGroup) }
+    var stopConditions: [(node: String, condition: StopCondition)] { lock.locked { conditions.map { ($0.node ?? defaultNode, $0.condition) } } }
+    var metric: (node: String, compute: (Workspace) throws -> Double)? { lock.locked { metricEntry.map { ($0.node ?? defaultNode, $0.compute) } } }
+
+    /// A fresh counter blob name for the next ``epochLimiter(_:numEpochs:node:)``
+    /// of this job: ``epochLimiterCounterBlob`` for the first, then
+    /// `epoch_limiter_1:counter`, `epoch_limiter_2:counter`, … (stable across
+    /// runs, so a resumed job finds its counters in the checkpoint).
+    func nextEpochLimiterCounter() -> String {
+        lock.locked {
+            defer { limiterCount += 1 }
+            return limiterCount == 0 ? epochLimiterCounterBlob : "epoch_limiter_\(limiterCount):counter"
+        }
+    }
+
+    /// The nodes whose workspaces are checkpointed: as given to the initializer,
     /// else the nodes of the init steps in order of first use (Caffe2's
     /// `init_group.used_nodes()`), else all nodes.
     public var nodesToCheckpoint: [String] {
@@ -71,15 +157,20 @@ public final class Job: @unchecked Sendable {
 
 /// Makes `job` stop after exactly `numEpochs` epochs (Caffe2's `epoch_limiter`).
 ///
-/// The init step creates the counter blob ``epochLimiterCounterBlob`` (an
-/// Int64 holding `numEpochs - 1`, with a Bool `COUNTER:finished`), so it is
-/// checkpointed and a resumed job stops at the same epoch; each epoch counts it down, and the stop
-/// condition holds once it was already zero.
+/// Each call gets its own counter, as in Caffe2: the first call's blob is
+/// ``epochLimiterCounterBlob``, later calls on the same job use
+/// `epoch_limiter_1:counter`, `epoch_limiter_2:counter`, … The init step
+/// creates the counter (an Int64 holding `numEpochs - 1`, with a Bool
+/// `COUNTER:finished`), so it is checkpointed and a resumed job stops at the
+/// same epoch; each epoch counts it down, and the stop condition holds once
+/// it was already zero. With several limiters the job stops when the first
+/// of them says so (two limiters of 5 and 3 epochs: after 3).
 ///
+/// - Parameter node: the node of the counter (nil: the job's ``Job/defaultNode``).
 /// - Precondition: `numEpochs` ≥ 1.
-public func epochLimiter(_ job: Job, numEpochs: Int, node: String = Job.defaultNode) {
+public func epochLimiter(_ job: Job, numEpochs: Int, node: String? = nil) {
     precondition(numEpochs >= 1, "epochLimiter needs at least one epoch")
-    let counter = epochLimiterCounterBlob, finished = epochLimiterCounterBlob + ":finished"
+    let counter = job.nextEpochLimiterCounter(), finished = counter + ":finished"
     job.addInitStep(node: node) { workspace in
         workspace[counter] = Tensor(scalar: Int64(numEpochs - 1))
         // Created here, not first in an epoch, so that it is on the blob list (not a blob added after initialize()).
@@ -99,5 +190,5 @@ public func epochLimiter(_ job: Job, numEpochs: Int, node: String = Job.defaultN
     }
 }
 
-/// The blob name of ``epochLimiter(_:numEpochs:node:)``'s counter.
+/// The blob name of the first ``epochLimiter(_:numEpochs:node:)`` counter of a job.
 public let epochLimiterCounterBlob = "epoch_limiter:counter"

@@ -70,6 +70,13 @@ public final class JobRunner {
     private var consecutiveSaveFailures = 0
     private var ownWorkspaces: [String: Workspace] = [:]
 
+    /// - Parameters:
+    ///   - logger: where the runner logs (resume, failed saves); `Logger` is
+    ///     re-exported by `import CheckpointIO`. To silence it:
+    ///
+    ///         var quiet = Logger(label: "training")
+    ///         quiet.logLevel = .critical
+    ///         let runner = JobRunner(job: job, checkpointManager: manager, logger: quiet)
     public init(job: Job, checkpointManager: (any CheckpointManaging)? = nil, resumeFromEpoch: Int? = nil,
                 uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)? = nil, logger: Logger = Logger(label: "checkpoint.JobRunner"),
                 maxConsecutiveSaveFailures: Int? = 3) {
@@ -93,7 +100,11 @@ public final class JobRunner {
     /// Runs the job to its end and returns the final epoch. Whether its
     /// checkpoints were saved: ``failedSaves`` and ``lastSavedEpoch``.
     ///
-    /// - Throws: what a step or stop condition throws; the manager's errors
+    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` before
+    ///   any step runs when a single-node ``CheckpointManager`` is given a job
+    ///   whose ``Job/nodesToCheckpoint`` has several nodes (a step added
+    ///   without `node:` runs on ``Job/defaultNode``): the message names the
+    ///   nodes and the fixes; what a step or stop condition throws; the manager's errors
     ///   while resuming (a resume epoch you chose, or one with no intact
     ///   epoch before it, whose checkpoint is missing or damaged; a checkpoint
     ///   directory that cannot be created); the last save's error after
@@ -104,6 +115,10 @@ public final class JobRunner {
         lastSavedEpoch = nil
         consecutiveSaveFailures = 0
         let nodes = job.nodesToCheckpoint
+        // The mistake is in the job (a step without `node:`): say so before anything runs.
+        if checkpointManager is CheckpointManager, nodes.count > 1 {
+            throw CheckpointError(.invalidField(field: "job", reason: CheckpointManager.singleNodeMessage(nodes)))
+        }
         let userChoseEpoch = resumeFromEpoch != nil
         if let manager = checkpointManager {
             try manager.setParams(nodes: nodes, pathPrefix: nil, pathType: nil)
@@ -245,6 +260,7 @@ public final class JobRunner {
     ///
     /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` without a
     ///   manager; corruption of a present blob.
+    @discardableResult
     public func loadBlobsFromCheckpoints(_ blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool {
         guard let manager = checkpointManager else { throw CheckpointError(.invalidState(reason: "JobRunner has no checkpoint manager")) }
         logger.debug("Loading checkpoint for epoch \(epoch)")

@@ -54,9 +54,47 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         }
     }
 
-    /// Caffe2's `get_ckpt_db_name`: the file of `nodeName`'s checkpoint of `epoch`.
-    public func dbName(nodeName: String, epoch: Int) -> String {
-        CheckpointNaming.dbName(epoch: epoch, nodeName: nodeName, dbPrefix: dbPrefix)
+    /// Caffe2's `get_ckpt_db_name`: the file of `nodeName`'s checkpoint of
+    /// `epoch`, or nil when `nodeName` is not one of the nodes this manager
+    /// was initialized with (or before ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``),
+    /// as Caffe2 returns None.
+    public func dbName(nodeName: String, epoch: Int) -> String? {
+        guard let manager = nodeManagers?.first(where: { $0.node == nodeName })?.manager else { return nil }
+        return manager.dbName(epoch: epoch)
+    }
+
+    /// Every node's blob list, in node order (see ``CheckpointManager/blobList()``).
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
+    public func blobList() throws(CheckpointError) -> [String] {
+        var names: [String] = []
+        for (_, manager) in try requireManagers() { names += try manager.blobList() }
+        return names
+    }
+
+    /// True only when every node's checkpoint of `epoch` is complete (false before
+    /// ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``, when there are no nodes).
+    public func checkDBExists(epoch: Int) -> Bool {
+        guard let managers = nodeManagers, !managers.isEmpty else { return false }
+        return managers.allSatisfy { $0.manager.checkDBExists(epoch: epoch) }
+    }
+
+    /// Loads the blobs of `blobNames` that each node's checkpoint of `epoch`
+    /// has, node by node, into `workspace` (nil: each node's own workspace);
+    /// names a node's file lacks are skipped (see ``CheckpointManager/loadBlobsFromCheckpoint(_:epoch:into:)``).
+    ///
+    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before
+    ///   ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``; a node's
+    ///   missing file or a damaged blob.
+    public func loadBlobsFromCheckpoint(_ blobNames: [String], epoch: Int, into workspace: Workspace? = nil) throws(CheckpointError) {
+        for (_, manager) in try requireManagers() {
+            try manager.loadBlobsFromCheckpoint(blobNames, epoch: epoch, into: workspace)
+        }
+    }
+
+    /// Adds every node's last timing (database path → nanoseconds) to `stats`.
+    public func collectCheckpointStats(into stats: inout [String: UInt64]) {
+        for (_, manager) in nodeManagers ?? [] { manager.collectCheckpointStats(into: &stats) }
     }
 
     public func checkpointPaths(epoch: Int) -> [(node: String, path: String)] {
@@ -113,8 +151,10 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         }
     }
 
-    /// Takes every node's writer lock (see ``CheckpointManager/acquireWriterLock(nodes:)``),
-    /// creating the node managers for `nodes` if there are none yet.
+    /// Takes every node's writer lock until ``releaseWriterLock()`` (see
+    /// ``CheckpointManager/acquireWriterLock(nodes:)``), creating the node
+    /// managers for `nodes` if there are none yet. Without it, a save takes
+    /// the locks for that save only.
     public func acquireWriterLock(nodes: [String]) throws(CheckpointError) {
         let (_, managers) = try makeManagers(nodes)
         for (_, manager) in managers { try manager.acquireWriterLock() }
@@ -145,9 +185,20 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
             try waitUntilFinished()
             let managers = try requireManagers()
             let snapshots = try takeSnapshots(managers)
-            for (_, manager) in managers { try manager.acquireWriterLock() }
-            try write(snapshots, managers: managers, epoch: epoch)
+            let heldForThisSave = try writerLocksForSave(managers)
+            try withExtendedLifetime(heldForThisSave) { () throws(CheckpointError) in try write(snapshots, managers: managers, epoch: epoch) }
         }
+    }
+
+    /// The writer locks of the nodes whose manager does not hold its own
+    /// (see ``CheckpointManager/acquireWriterLock(nodes:)``), taken for one
+    /// save: released when the caller drops them.
+    private func writerLocksForSave(_ managers: [(node: String, manager: CheckpointManager)]) throws(CheckpointError) -> [AnyObject] {
+        var tokens: [AnyObject] = []
+        for (_, manager) in managers {
+            if let token = try manager.writerLockForSave() { tokens.append(token) }
+        }
+        return tokens
     }
 
     private func takeSnapshots(_ managers: [(node: String, manager: CheckpointManager)]) throws(CheckpointError) -> [[(name: String, tensor: Tensor)]] {
@@ -170,8 +221,9 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
             try waitUntilFinished()
             let managers = try requireManagers()
             let snapshots = try takeSnapshots(managers)
-            for (_, manager) in managers { try manager.acquireWriterLock() }
+            let heldForThisSave = WriterLockHold(try writerLocksForSave(managers))
             background.start { [self] () throws(CheckpointError) in
+                defer { heldForThisSave.release() }
                 try write(snapshots, managers: managers, epoch: epoch)
                 try writeCheckpointMetadata(epoch: epoch, metric: metric)
                 reportCheckpointStats(action: "checkpoint_save")
@@ -201,7 +253,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     /// Reports every node's last timing to the handler as one `action`.
     public func reportCheckpointStats(action: String) {
         var stats: [String: UInt64] = [:]
-        for (_, manager) in nodeManagers ?? [] { manager.collectCheckpointStats(into: &stats) }
+        collectCheckpointStats(into: &stats)
         metadataHandler?.report(action: action, stats: stats)
     }
 

@@ -45,7 +45,7 @@ public struct ConversionSummary: Sendable {
 ///     try TensorConversion.convert(input, names: ["lm_head.weight"], to: "head.npz")
 public enum TensorConversion {
     /// The format an output path names: `.ckpt` the container,
-    /// `.safetensors`, `.npz`, `.npy` (one tensor), a directory (an existing
+    /// `.safetensors`, `.npz`, `.npy` (one tensor), `.minidb` (Caffe2), a directory (an existing
     /// one, or a path ending in `/`) for `.npy` files; nil for any other name
     /// (a `.pt` file is not ours to write: say the format with
     /// ``ConversionOptions/format``).
@@ -55,6 +55,7 @@ public enum TensorConversion {
         if path.hasSuffix(".npz") { return .npz }
         if path.hasSuffix(".npy") { return .npy }
         if path.hasSuffix(".ckpt") { return .container }
+        if path.hasSuffix(".minidb") { return .minidb }
         return nil
     }
 
@@ -63,7 +64,7 @@ public enum TensorConversion {
         if let format = options.format { return format }
         if let format = outputFormat(for: path) { return format }
         throw CheckpointError(.invalidField(field: "output name", reason: "its extension names no format written here "
-            + "(.ckpt, .safetensors, .npz, .npy, or a directory ending in /); give the format explicitly"), path: path)
+            + "(.ckpt, .safetensors, .npz, .npy, .minidb, or a directory ending in /); give the format explicitly"), path: path)
     }
 
     /// Copies the tensors `names` (nil: all, in name order) of `input` to `output`, in the format its path names.
@@ -151,6 +152,8 @@ public enum TensorConversion {
             try writeNpy(tensors[0], to: path, durability: options.durability)
         case .npyDirectory:
             try writeNpyDirectory(tensors, to: path, durability: options.durability, total: total, progress: progress)
+        case .minidb:
+            try MiniDBFile.write(tensors, to: path, durability: options.durability)
         }
         progress?(total, total)
         return ConversionSummary(format: format, tensorCount: tensors.count, rawBytes: total, outputBytes: AtomicFile.totalSize(path),
@@ -247,6 +250,8 @@ extension TensorFile {
             return map.fileRange(of: view)
         case let .arrays(arrays):
             return (arrays[BlobName(name)]?.owner as? MappedFile)?.fileRange(of: view)
+        case .minidb:
+            return nil
         }
     }
 
@@ -257,6 +262,11 @@ extension TensorFile {
         if let reader = containerReader, try reader.descriptor(name).isViewableInPlace == false || reader.options.mode != .mmap {
             let storage = try TensorStorage(checkedByteCount: entry.rawBytes)
             try reader.read(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count), verify: true)
+            return (storage, UnsafeRawBufferPointer(start: storage.base, count: storage.count))
+        }
+        if case let .minidb(file) = backend {
+            let storage = try TensorStorage(checkedByteCount: entry.rawBytes)
+            try file.read(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count))
             return (storage, UnsafeRawBufferPointer(start: storage.base, count: storage.count))
         }
         if case let .arrays(arrays) = backend, arrays[BlobName(name)] == nil || conversions[BlobName(name)] != nil {

@@ -13,6 +13,8 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
     /// Symbolic links to directories are not followed; a walk visits at most
     /// ``TensorFile/maximumDirectoryEntries`` entries.
     case npyDirectory = "npy-dir"
+    /// Caffe2's `minidb` (``MiniDBFile``): records of serialized `BlobProto`s. No checksums.
+    case minidb
 
     /// The format of the file at `path`, from its first bytes (not its
     /// name); a directory is ``npyDirectory``.
@@ -42,7 +44,24 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
                 return .safetensors
             }
         }
-        throw CheckpointError(.invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy or .npz file"), path: path)
+        if head.count >= 9, try looksLikeMiniDB(file, head: head, fileSize: size) { return .minidb }
+        throw CheckpointError(.invalidField(field: "format", reason: "not a checkpoint, safetensors, .npy, .npz or Caffe2 minidb file"), path: path)
+    }
+
+    /// minidb has no magic: a file is taken for one when its first record's
+    /// key length is in 1…``MiniDBFile/maximumKeyLength`` and its value
+    /// length positive, its key is UTF-8, and its value (when the file
+    /// reaches it) starts like a `BlobProto` (a length-delimited field 1, 2 or
+    /// 3). The record need not fit in the file: a truncated minidb is then
+    /// reported as one, with the offset. Reads the key and one more byte.
+    private static func looksLikeMiniDB(_ file: SystemFile, head: [UInt8], fileSize: Int) throws(CheckpointError) -> Bool {
+        let (keyLength, valueLength) = head.withUnsafeBytes { (Int($0.load(littleEndianAt: 0) as Int32), Int($0.load(littleEndianAt: 4) as Int32)) }
+        guard keyLength > 0, keyLength <= MiniDBFile.maximumKeyLength, valueLength > 0 else { return false }
+        var record = [UInt8](repeating: 0, count: min(fileSize, 8 + keyLength + 1) - 8)
+        try typedThrows { try record.withUnsafeMutableBytes { try file.readAll(into: $0, at: 8) } }
+        guard String(validating: record.prefix(keyLength), as: UTF8.self) != nil else { return false }
+        // The file may end before the value (a truncated minidb): still one.
+        return record.count <= keyLength || [0x0A, 0x12, 0x1A].contains(record[keyLength])
     }
 
     /// The first byte in `start..<end` of `file` that is not JSON whitespace
@@ -123,6 +142,8 @@ public final class TensorFile: @unchecked Sendable {
     enum Backend {
         case container(ContainerReader)
         case safetensors(SafetensorsFile, MappedFile)
+        /// Decoded on every read (protobuf fields, chunks).
+        case minidb(MiniDBFile)
         /// Per tensor: the mapped file (or inflated buffer) and the data range in it.
         case arrays([BlobName: (owner: AnyObject, bytes: UnsafeRawBufferPointer)])
     }
@@ -163,6 +184,7 @@ public final class TensorFile: @unchecked Sendable {
             case .npy: return try openNpy(path)
             case .npz: return try openNpz(path)
             case .npyDirectory: return try openNpyDirectory(path)
+            case .minidb: return try openMiniDB(path)
             }
         } catch {
             throw error.path == nil ? error.adding(path: path) : error
@@ -195,6 +217,19 @@ public final class TensorFile: @unchecked Sendable {
                         storedBytes: e.dataRange.count, crc32c: nil, offset: file.dataOffset + e.dataRange.lowerBound)
         }
         return TensorFile(path: path, format: .safetensors, version: nil, metadata: file.metadata ?? [:], entries: entries, backend: .safetensors(file, map))
+    }
+
+    private static func openMiniDB(_ path: String) throws(CheckpointError) -> TensorFile {
+        let file = try MiniDBFile.open(path)
+        let entries = file.entries.map { e in
+            TensorEntry(name: e.name, dtype: e.dtype, shape: e.shape, codec: nil, filter: nil, rawBytes: e.byteCount,
+                        storedBytes: e.storedByteCount, crc32c: nil, offset: e.offset)
+        }
+        var notes = ["minidb has no checksums: damaged values are not detected, only the structure is checked"]
+        notes += file.entries.filter { $0.caffe2Type != "Tensor" }.map { e in
+            "'\(e.name)' is a Caffe2 '\(e.caffe2Type)' blob, read as \(e.caffe2DataType == nil ? "its raw content bytes" : "its tensor")"
+        }
+        return TensorFile(path: path, format: .minidb, version: nil, metadata: file.fileMetadata, entries: entries, backend: .minidb(file), notes: notes)
     }
 
     private static func openNpy(_ path: String) throws(CheckpointError) -> TensorFile {
@@ -345,6 +380,11 @@ public final class TensorFile: @unchecked Sendable {
             let e = try file.entry(name)
             let start = file.dataOffset + e.dataRange.lowerBound
             return try withExtendedLifetime(map) { try body(UnsafeRawBufferPointer(rebasing: map.bytes[start..<(start + e.dataRange.count)])) }
+        case let .minidb(file):
+            let storage = try TensorStorage(checkedByteCount: entry.rawBytes)
+            let buffer = UnsafeMutableRawBufferPointer(start: storage.base, count: storage.count)
+            try file.read(name, into: buffer)
+            return try withExtendedLifetime(storage) { try body(UnsafeRawBufferPointer(buffer)) }
         case let .arrays(arrays):
             let array = try arrays[BlobName(name)] ?? inflatedMember(name)
             if conversions[BlobName(name)] != nil {
@@ -379,6 +419,10 @@ public final class TensorFile: @unchecked Sendable {
     public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         if case let .container(reader) = backend {
             try reader.read(name, into: destination, verify: true)
+            return
+        }
+        if case let .minidb(file) = backend {
+            try file.read(name, into: destination)
             return
         }
         let entry = try entry(name)
