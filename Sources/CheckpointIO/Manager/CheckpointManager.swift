@@ -6,22 +6,31 @@ import Logging
 public protocol CheckpointManaging: AnyObject {
     /// The workspace the job's steps for `node` run on.
     func workspace(forNode node: String) -> Workspace
+    /// Gives the metadata handler its parameters: the nodes whose files make an epoch, and the path prefix and type.
     func setParams(nodes: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    /// The epoch to resume from: the metadata handler's choice, or `userEpoch` without a handler; nil to start from scratch.
     func getResumeFromEpochID(userEpoch: Int?) throws(CheckpointError) -> Int?
+    /// Creates the checkpoint directory and fixes the blob list: the workspace's blobs, or the list stored in `retrieveFromEpoch`'s checkpoint.
     func initialize(nodes: [String]?, retrieveFromEpoch: Int?, pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    /// Loads every blob of the list from `epoch`'s checkpoint, verified; all or nothing.
     func load(epoch: Int, pathPrefix: String?, pathType: String?) throws(CheckpointError)
+    /// Saves the blob list as `epoch`'s checkpoint, committed atomically.
     func save(epoch: Int) throws(CheckpointError)
     /// Takes the exclusive right to save `nodes`' checkpoints under the prefix (held until released or deinit).
     func acquireWriterLock(nodes: [String]) throws(CheckpointError)
     /// Gives the writer lock up (after a save in flight finished).
     func releaseWriterLock()
+    /// Records `epoch` as complete with the metadata handler (after every node's file committed).
     func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
     /// After `epoch`'s checkpoint failed to load because it is damaged: the
     /// older epoch to resume from instead, with the damage recorded (see
     /// ``CheckpointMetadataHandler/fallBack(fromDamagedEpoch:reason:)``); nil when there is none.
     func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int?
+    /// Whether checkpoints can be accessed: the store (`epoch` nil) or one epoch's files.
     func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
+    /// Loads `blobNames` from the nodes' checkpoints of `epoch` into `workspace`; false when a file is missing.
     func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
+    /// Passes the timings of the last `action` (`checkpoint_save`, `checkpoint_load`…) to the metadata handler.
     func reportCheckpointStats(action: String)
     /// The file of each node's checkpoint of `epoch` (for uploads).
     func checkpointPaths(epoch: Int) -> [(node: String, path: String)]
@@ -56,6 +65,7 @@ public struct CheckpointOptions: Sendable {
     /// Where the managers log warnings (blobs left out of a save).
     public var logger: Logger
 
+    /// Options; the default writer syncs every checkpoint (``Durability/full``).
     public init(writer: WriterOptions = WriterOptions(durability: .full), storage: (any CheckpointStorage)? = nil,
                 blobList: BlobListMode = .fixedAtInitialize, logger: Logger = Logger(label: "checkpoint.CheckpointManager")) {
         self.writer = writer
@@ -98,13 +108,19 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// The file metadata key holding the node name.
     public static let nodeKey = "checkpoint.node"
 
+    /// The directory of the checkpoint files (Caffe2's `db_prefix`).
     public let dbPrefix: String
+    /// The node whose workspace this manager saves; the first part of each file name.
     public let nodeName: String
+    /// The file format's name as given (`"ckpt"` or `"safetensors"`).
     public let dbType: String
+    /// The file format ``dbType`` names.
     public let format: CheckpointFormat
+    /// Records complete epochs and chooses where to resume; nil: no metadata is kept.
     public let metadataHandler: (any CheckpointMetadataHandler)?
     /// The blobs this manager saves and loads.
     public let workspace: Workspace
+    /// The options the manager was created with.
     public let options: CheckpointOptions
 
     private let lock = PThreadLock()
@@ -132,7 +148,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     ///   - dbType: `"ckpt"` (the container, default) or `"safetensors"`.
     ///   - metadataHandler: records complete epochs and chooses where to resume; nil: resume = the user's epoch.
     ///   - workspace: the blobs to save and load into.
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for an
+    ///   - options: which blobs are saved, the writer's options and the storage (``CheckpointOptions``).
+    /// - Throws: `CheckpointError.Code.invalidField` for an
     ///   unknown `dbType`, a `dbPrefix` with a NUL or a `..` component, or a
     ///   `nodeName` that is empty or has a NUL, a `/` or `..` (checked before
     ///   any file is touched).
@@ -159,8 +176,10 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         CheckpointNaming.dbName(epoch: epoch, nodeName: nodeName, dbPrefix: dbPrefix, pathPrefix: pathPrefix)
     }
 
+    /// The workspace of `node`: this manager's one workspace, whatever the node.
     public func workspace(forNode node: String) -> Workspace { workspace }
 
+    /// The one file of `epoch`: this node and its path.
     public func checkpointPaths(epoch: Int) -> [(node: String, path: String)] { [(nodeName, dbName(epoch: epoch))] }
 
     // MARK: Initializing
@@ -175,9 +194,9 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// (`dbName(epoch:pathPrefix:)`). With ``CheckpointOptions/BlobListMode/fixedAtInitialize``
     /// (the default) blobs added to the workspace afterwards are not saved.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for more
+    /// - Throws: `CheckpointError.Code.invalidField` for more
     ///   than one node; a `mkdir` error naming the directory that cannot be
-    ///   created; ``CheckpointError/Code/checkpointNotFound(epoch:)`` when
+    ///   created; `CheckpointError.Code.checkpointNotFound` when
     ///   the epoch's file is missing; the reader's errors when it is damaged.
     public func initialize(nodes: [String]? = nil, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         if let nodes, nodes.count > 1 {
@@ -202,7 +221,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
 
     /// The blob list fixed by ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before it.
+    /// - Throws: `CheckpointError.Code.invalidState` before it.
     public func blobList() throws(CheckpointError) -> [String] {
         guard let names = lock.locked({ blobNames }) else {
             throw CheckpointError(.invalidState(reason: "CheckpointManager for node '\(nodeName)' is not initialized: call initialize() first"))
@@ -268,8 +287,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// Waits for an ``saveAsync(epoch:metric:)`` in flight first, and throws
     /// its error if it failed (without saving this epoch).
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before
-    ///   `initialize()`; ``CheckpointError/Code/blobNotFound(_:)`` for a listed blob
+    /// - Throws: `CheckpointError.Code.invalidState` before
+    ///   `initialize()`; `CheckpointError.Code.blobNotFound` for a listed blob
     ///   missing from the workspace (all before any file is written); the
     ///   writer's errors (the previous file of that name, if any, is then intact).
     public func save(epoch: Int) throws(CheckpointError) {
@@ -340,7 +359,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// it; ``JobRunner`` takes it before training, to fail fast. It is held
     /// until ``releaseWriterLock()`` or until the manager is deinitialized.
     ///
-    /// - Throws: ``CheckpointError/Code/writerLocked`` when another manager
+    /// - Throws: `CheckpointError.Code.writerLocked` when another manager
     ///   (in this or another process) holds it; a `mkdir` error when `dbPrefix`
     ///   cannot be created.
     public func acquireWriterLock(nodes: [String] = []) throws(CheckpointError) {
@@ -376,8 +395,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// workspace (Caffe2's `load`; relisting, the list stored in that file).
     /// All or nothing: the workspace changes only when every blob was read and verified.
     ///
-    /// - Throws: ``CheckpointError/Code/checkpointNotFound(epoch:)`` for a
-    ///   missing file; ``CheckpointError/Code/blobNotFound(_:)`` for a listed
+    /// - Throws: `CheckpointError.Code.checkpointNotFound` for a
+    ///   missing file; `CheckpointError.Code.blobNotFound` for a listed
     ///   blob the file lacks; checksum errors naming the blob.
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         workspace.setBlobs(try readForLoad(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType))

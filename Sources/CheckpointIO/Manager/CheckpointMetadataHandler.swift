@@ -15,6 +15,7 @@ import BlobCodec
 ///
 /// ``DurableMetadataHandler`` is the default implementation.
 public protocol CheckpointMetadataHandler: AnyObject, Sendable {
+    /// Where the checkpoints are and which nodes' files make an epoch; called once per run before anything else.
     func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
     /// The epoch to resume from, or nil to start from scratch.
     func lastEpoch(userEpoch: Int?) throws(CheckpointError) -> Int?

@@ -39,9 +39,13 @@ public final class Job: @unchecked Sendable {
         self.explicitNodesToCheckpoint = nodesToCheckpoint
     }
 
+    /// Adds a step run once on `node` before the first epoch of a fresh run (not on a resume).
     public func addInitStep(node: String = Job.defaultNode, _ step: @escaping Step) { initSteps.append(NodeStep(node: node, run: step)) }
+    /// Adds a step run on `node` at every epoch.
     public func addEpochStep(node: String = Job.defaultNode, _ step: @escaping Step) { epochSteps.append(NodeStep(node: node, run: step)) }
+    /// Adds a step run on `node` after the last epoch, before the exit steps.
     public func addDownloadStep(node: String = Job.defaultNode, _ step: @escaping Step) { downloadSteps.append(NodeStep(node: node, run: step)) }
+    /// Adds a step run on `node` when the job ends.
     public func addExitStep(node: String = Job.defaultNode, _ step: @escaping Step) { exitSteps.append(NodeStep(node: node, run: step)) }
     /// Adds a condition evaluated after every epoch; the job stops when any holds.
     public func addStopCondition(node: String = Job.defaultNode, _ condition: @escaping StopCondition) { stopConditions.append((node, condition)) }
