@@ -2,9 +2,9 @@
 /// Shared with CheckpointIO (package access), which builds its frames,
 /// trailers and index the same way.
 ///
-/// Inlinable, so that CheckpointIO's writers of frames, trailers and the index
-/// (one call per field, hundreds of thousands per commit of a checkpoint of
-/// small tensors) get specialized code instead of generic calls.
+/// CheckpointIO's writers of frames, trailers and the index make one call per
+/// field (hundreds of thousands per commit of a checkpoint of small tensors):
+/// the integer writes have concrete overloads so that those are direct calls.
 package struct LittleEndianWriter {
     package var bytes: [UInt8] = []
 
