@@ -1,7 +1,7 @@
 # The two commands of the README, plus the benchmarks. Both start with
 # scripts/bootstrap.sh, which installs the Debian and Python packages the build
 # and tests need (or prints the one command to run when it cannot).
-.PHONY: bootstrap demo test bench
+.PHONY: bootstrap demo test bench docs
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -13,6 +13,12 @@ demo: bootstrap
 # The test suite (Swift Testing).
 test: bootstrap
 	swift test
+
+# DocC documentation of the library modules (Sources/*/*.docc and the doc
+# comments), archives in .build/plugins/Swift-DocC/outputs/. Any DocC warning
+# (a broken ``Symbol`` link, an undocumented parameter) fails it.
+docs: bootstrap
+	swift package generate-documentation --target BlobCodec --target CheckpointIO --warnings-as-errors
 
 # Throughput benchmarks (ordo-one/benchmark, release build); see Benchmarks/.
 bench: bootstrap

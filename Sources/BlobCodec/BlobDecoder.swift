@@ -1,6 +1,8 @@
 /// A decoded blob: its header and its raw bytes.
 public struct DecodedBlob: Sendable, Hashable {
+    /// The blob's header: name, dtype, shape, codec, filter, chunk table and attributes.
     public var header: BlobHeader
+    /// The decoded (raw) bytes, after decompression and unfiltering.
     public var bytes: [UInt8]
 }
 

@@ -4,9 +4,12 @@
 /// A chunk whose `storedSize` equals its raw length is stored raw (neither
 /// filtered nor compressed); a smaller one is compressed. Never larger.
 public struct ChunkEntry: Sendable, Hashable {
+    /// Bytes the chunk occupies in the payload.
     public var storedSize: UInt32
+    /// CRC32C (``CRC32C``) of the chunk's stored bytes.
     public var crc32c: UInt32
 
+    /// A chunk table entry.
     public init(storedSize: UInt32, crc32c: UInt32) {
         self.storedSize = storedSize
         self.crc32c = crc32c
@@ -19,9 +22,13 @@ public struct ChunkEntry: Sendable, Hashable {
 public struct BlobHeader: Sendable, Hashable {
     /// The blob's name: UTF-8, at most 65,535 bytes (possibly none), no NUL.
     public var name: String
+    /// The element type.
     public var dtype: DType
+    /// The dimensions, outermost first (C order).
     public var shape: Shape
+    /// The codec every compressed chunk was compressed with.
     public var compression: Compression
+    /// The filter applied to each chunk before compression (byte shuffle or none).
     public var filter: Filter
     /// Raw bytes per chunk (the last chunk may be shorter).
     public var chunkSizeInBytes: Int
@@ -34,6 +41,7 @@ public struct BlobHeader: Sendable, Hashable {
     /// User attributes (UTF-8 keys and values), stored sorted by key.
     public var attributes: [String: String]
 
+    /// A header with every field given.
     public init(
         name: String, dtype: DType, shape: Shape, compression: Compression, filter: Filter,
         chunkSizeInBytes: Int, rawSizeInBytes: Int, rawCRC32C: UInt32, chunks: [ChunkEntry],

@@ -15,10 +15,13 @@ public struct BlobName: Hashable, Comparable, Sendable, CustomStringConvertible,
     /// The name as a Swift string (its UTF-8 bytes are what the file holds).
     public let string: String
 
+    /// The name `string` (its UTF-8 bytes, unnormalised).
     public init(_ string: String) { self.string = string }
 
+    /// The name written as a string literal.
     public init(stringLiteral value: String) { self.string = value }
 
+    /// The name itself.
     public var description: String { string }
 
     /// Byte-wise equality of the UTF-8 encodings. O(n), no allocation for native strings.
@@ -27,6 +30,7 @@ public struct BlobName: Hashable, Comparable, Sendable, CustomStringConvertible,
     /// Byte-wise (unsigned) lexicographic order, the order of FORMAT.md's name tables.
     public static func < (lhs: BlobName, rhs: BlobName) -> Bool { lhs.string.utf8.lexicographicallyPrecedes(rhs.string.utf8) }
 
+    /// Hashes the UTF-8 bytes, so that two spellings equal as Swift strings (NFC, NFD) hash apart.
     public func hash(into hasher: inout Hasher) {
         var copy = string
         copy.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }

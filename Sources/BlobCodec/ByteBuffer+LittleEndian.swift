@@ -1,17 +1,33 @@
 /// Appends fixed-width little-endian integers and raw bytes to a byte array.
 /// Shared with CheckpointIO (package access), which builds its frames,
 /// trailers and index the same way.
+///
+/// CheckpointIO's writers of frames, trailers and the index make one call per
+/// field (hundreds of thousands per commit of a checkpoint of small tensors):
+/// the integer writes have concrete overloads so that those are direct calls.
 package struct LittleEndianWriter {
     package var bytes: [UInt8] = []
 
+    @inlinable
     package init(capacity: Int) { bytes.reserveCapacity(capacity) }
 
+    @inlinable
     package mutating func write<T: FixedWidthInteger>(littleEndian value: T) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
+    // Concrete overloads: a caller in another module (CheckpointIO) gets a direct call
+    // instead of the generic one's protocol-witness calls (measured: most of the
+    // time of ContainerIndex.encode for 20,000 blobs went to those).
+    @inlinable package mutating func write(littleEndian value: UInt8) { bytes.append(value) }
+    @inlinable package mutating func write(littleEndian value: UInt16) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+    @inlinable package mutating func write(littleEndian value: UInt32) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+    @inlinable package mutating func write(littleEndian value: UInt64) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+
+    @inlinable
     package mutating func write<Bytes: Collection<UInt8>>(_ data: Bytes) { bytes.append(contentsOf: data) }
 
+    @inlinable
     package mutating func write(zeros count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
 }
 

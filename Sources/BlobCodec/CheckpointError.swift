@@ -77,6 +77,7 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
     /// The byte offset in the file (or in the buffer being decoded) where the problem lies, when known.
     public var offset: UInt64?
 
+    /// An error with its code and where it happened: the blob, the file and the byte offset when known.
     public init(_ code: Code, blobName: String? = nil, path: String? = nil, offset: UInt64? = nil) {
         self.code = code
         self.blobName = blobName
@@ -93,6 +94,7 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
         return copy
     }
 
+    /// One line: the code's message, then the blob, the file and the offset when known.
     public var description: String {
         var parts: [String] = []
         if let path { parts.append(path) }
@@ -104,6 +106,7 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
 }
 
 extension CheckpointError.Code: CustomStringConvertible {
+    /// The code's message, e.g. the expected and actual CRC of a checksum mismatch.
     public var description: String {
         func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16, uppercase: true) }
         switch self {

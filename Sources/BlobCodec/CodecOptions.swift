@@ -8,10 +8,12 @@ public struct EncodeOptions: Sendable, Hashable {
     /// every chunk's stored size fits the chunk table's 32-bit field.
     public static let maximumChunkSize = 1 << 30
 
+    /// The codec for every chunk (``Compression/none`` by default: payloads are stored as they are).
     public var compression: Compression
     /// When set, the codec for floating-point dtypes (``compression`` then applies
-    /// to every other dtype). ``recommended(threads:)`` sets it to ``Compression/planes``.
+    /// to every other dtype). ``recommended(threads:chunkSizeInBytes:)`` sets it to ``Compression/planes``.
     public var floatCompression: Compression?
+    /// Whether chunks are byte-shuffled before compression (``ShuffleMode``).
     public var shuffle: ShuffleMode
     /// Bytes per chunk: a multiple of 16 in 16...``maximumChunkSize``.
     public var chunkSizeInBytes: Int
@@ -21,6 +23,7 @@ public struct EncodeOptions: Sendable, Hashable {
     /// without trying (incompressible data then costs one attempt, not one per chunk).
     public var skipIncompressible: Bool
 
+    /// Options with every field given; the defaults store payloads uncompressed (in chunks of ``defaultChunkSize`` when a codec is set).
     public init(
         compression: Compression = .none,
         shuffle: ShuffleMode = .auto,
@@ -65,6 +68,7 @@ public struct DecodeOptions: Sendable, Hashable {
     /// allocate (default 64 GiB); a header declaring more is refused before any allocation.
     public var maximumRawSize: Int
 
+    /// Decoding options; `threads` 0 uses one thread per CPU.
     public init(threads: Int = 0, verifyRawChecksum: Bool = true, maximumRawSize: Int = 64 << 30) {
         self.threads = threads
         self.verifyRawChecksum = verifyRawChecksum

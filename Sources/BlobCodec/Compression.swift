@@ -51,6 +51,7 @@ public enum Compression: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The codec's name as the command line writes it (`zstd-3`).
     public var description: String {
         switch self {
         case .none, .lz4, .planes: return name
@@ -129,6 +130,7 @@ public enum Compression: Sendable, Hashable, CustomStringConvertible {
 
 /// The filter applied to a chunk's bytes before compression.
 public enum Filter: Sendable, Hashable, CustomStringConvertible {
+    /// No filter: chunks are compressed as they are.
     case none
     /// Byte shuffle by `elementSize` (2...16) bytes; see ``ByteShuffle``.
     case shuffle(elementSize: Int)
@@ -177,6 +179,7 @@ public enum Filter: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The filter's name: `none`, or `shuffle` with its element size (`shuffle4`).
     public var description: String {
         switch self {
         case .none: return "none"

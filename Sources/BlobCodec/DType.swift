@@ -14,28 +14,51 @@
 /// ``string`` blobs hold `elementCount` UTF-8 strings laid out as described by
 /// ``StringTensor``; their byte count is not a function of the shape.
 public enum DType: UInt8, Sendable, CaseIterable, Hashable, CustomStringConvertible {
+    /// Booleans, one byte each (safetensors `BOOL`).
     case bool = 1
+    /// Unsigned 8-bit integers (`U8`).
     case uint8 = 2
+    /// Signed 8-bit integers (`I8`).
     case int8 = 3
+    /// Unsigned 16-bit integers (`U16`).
     case uint16 = 4
+    /// Signed 16-bit integers (`I16`).
     case int16 = 5
+    /// IEEE 754 half precision (`F16`).
     case float16 = 6
+    /// bfloat16: float32's top 16 bits (`BF16`).
     case bfloat16 = 7
+    /// Unsigned 32-bit integers (`U32`).
     case uint32 = 8
+    /// Signed 32-bit integers (`I32`).
     case int32 = 9
+    /// IEEE 754 single precision (`F32`).
     case float32 = 10
+    /// Unsigned 64-bit integers (`U64`).
     case uint64 = 11
+    /// Signed 64-bit integers (`I64`).
     case int64 = 12
+    /// IEEE 754 double precision (`F64`).
     case float64 = 13
+    /// Two float32s, real then imaginary (`C64`).
     case complex64 = 14
+    /// Two float64s, real then imaginary (not in safetensors).
     case complex128 = 15
+    /// 8-bit float, 4 exponent and 3 mantissa bits (`F8_E4M3`).
     case f8E4M3 = 16
+    /// 8-bit float, 5 exponent and 2 mantissa bits (`F8_E5M2`).
     case f8E5M2 = 17
+    /// 8-bit power-of-two scale, 8 exponent bits (`F8_E8M0`).
     case f8E8M0 = 18
+    /// 8-bit float E4M3, finite, no negative zero (`F8_E4M3FNUZ`).
     case f8E4M3FNUZ = 19
+    /// 8-bit float E5M2, finite, no negative zero (`F8_E5M2FNUZ`).
     case f8E5M2FNUZ = 20
+    /// 6-bit float, 2 exponent and 3 mantissa bits, packed (`F6_E2M3`).
     case f6E2M3 = 21
+    /// 6-bit float, 3 exponent and 2 mantissa bits, packed (`F6_E3M2`).
     case f6E3M2 = 22
+    /// 4-bit float E2M1, packed two per byte (`F4`).
     case f4 = 23
     /// Opaque bytes: one byte per element.
     case raw = 32
@@ -101,6 +124,7 @@ public enum DType: UInt8, Sendable, CaseIterable, Hashable, CustomStringConverti
         }
     }
 
+    /// The dtype's ``name``, e.g. `F32`.
     public var description: String { name }
 
     /// Looks a dtype up by its ``name`` (which includes every safetensors name).

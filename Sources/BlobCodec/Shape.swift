@@ -56,5 +56,6 @@ public struct Shape: Sendable, Hashable, CustomStringConvertible, ExpressibleByA
         try dtype.byteCount(elementCount: elementCount)
     }
 
+    /// The dimensions in brackets, e.g. `[4096, 4096]`.
     public var description: String { "[" + dimensions.map(String.init).joined(separator: ", ") + "]" }
 }

@@ -87,6 +87,7 @@ private func _sin(_ x: Double) -> Double { sin(x) }
 /// Deterministic blob contents for crash tests: the bytes of blob `blob` at
 /// `epoch`, the same in every process.
 public enum StressContent {
+    /// `count` bytes for blob `blob` at `epoch`: the same for the same arguments in every process.
     public static func bytes(blob: Int, epoch: Int, count: Int) -> [UInt8] {
         var generator = SyntheticData(seed: UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: blob))
         return generator.randomBytes(count: count)

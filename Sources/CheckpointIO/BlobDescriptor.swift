@@ -3,10 +3,15 @@ import BlobCodec
 /// What the index of a container file says about one blob: enough to list,
 /// describe and locate it without reading its record (no payload page is touched).
 public struct BlobDescriptor: Sendable, Hashable {
+    /// The blob's name.
     public var name: String
+    /// The element type.
     public var dtype: DType
+    /// The dimensions, outermost first.
     public var shape: Shape
+    /// The codec of the blob's compressed chunks (`Compression.none`: stored as is, viewable in place).
     public var compression: Compression
+    /// The filter applied before compression.
     public var filter: Filter
     /// Decoded size in bytes.
     public var rawSizeInBytes: Int

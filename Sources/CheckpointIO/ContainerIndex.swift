@@ -28,11 +28,14 @@ final class ContainerIndex: @unchecked Sendable {
         var names = LittleEndianWriter(capacity: entries.reduce(0) { $0 + $1.name.utf8.count })
         var dims: [UInt64] = []
         var table = LittleEndianWriter(capacity: entries.count * entrySize)
+        var nameRanges: [Range<Int>] = []
+        nameRanges.reserveCapacity(entries.count)
         for entry in entries {
             let nameOffset = names.bytes.count
-            names.write(Array(entry.name.utf8))
+            names.write(entry.name.utf8)
+            nameRanges.append(nameOffset..<names.bytes.count)
             let dimsOffset = dims.count
-            dims.append(contentsOf: entry.shape.dimensions.map { UInt64($0) })
+            for dimension in entry.shape.dimensions { dims.append(UInt64(dimension)) }
             table.write(littleEndian: UInt64(entry.recordOffset))
             table.write(littleEndian: UInt64(entry.payloadOffset))
             table.write(littleEndian: UInt64(entry.storedSizeInBytes))
@@ -51,7 +54,10 @@ final class ContainerIndex: @unchecked Sendable {
             table.write(littleEndian: UInt8(entry.shape.rank))
             table.write(zeros: 7)
         }
-        let order = entries.indices.sorted { entries[$0].name.utf8.lexicographicallyPrecedes(entries[$1].name.utf8) }
+        // Byte-wise name order, compared in the name pool (memcmp), not through String.
+        let order = names.bytes.withUnsafeBytes { pool in
+            entries.indices.sorted { precedes(UnsafeRawBufferPointer(rebasing: pool[nameRanges[$0]]), UnsafeRawBufferPointer(rebasing: pool[nameRanges[$1]])) }
+        }
         var meta = LittleEndianWriter(capacity: 64)
         for key in metadata.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
             meta.write(littleEndian: UInt16(key.utf8.count))

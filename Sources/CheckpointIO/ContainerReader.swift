@@ -10,6 +10,7 @@ public enum ReadMode: String, Sendable {
 
 /// Options of a ``ContainerReader``.
 public struct ReaderOptions: Sendable {
+    /// How payloads are read: through a mapping of the file or with `pread`.
     public var mode: ReadMode
     /// Worker threads for decoding chunks (0 = one per CPU).
     public var threads: Int
@@ -18,6 +19,7 @@ public struct ReaderOptions: Sendable {
     /// The system calls to make; tests replace them to inject faults.
     var systemCalls: SystemCalls = .live
 
+    /// Options; `threads` 0 decodes with one thread per CPU.
     public init(mode: ReadMode = .mmap, threads: Int = 0) {
         self.mode = mode
         self.threads = threads
@@ -42,7 +44,9 @@ public struct ReaderOptions: Sendable {
 /// every CRC32C. A damaged blob throws an error naming the file, the blob, the
 /// chunk and the offset; every other blob stays readable.
 public final class ContainerReader: @unchecked Sendable {
+    /// The file's path as given to ``open(_:options:)``.
     public let path: String
+    /// The options the reader was opened with.
     public let options: ReaderOptions
     /// The commit generation opened (1 for a file never appended to).
     public let generation: UInt64
@@ -73,8 +77,8 @@ public final class ContainerReader: @unchecked Sendable {
 
     /// Opens `path`.
     ///
-    /// - Throws: ``CheckpointError`` naming the file and what is wrong; a file
-    ///   without any complete commit throws ``CheckpointError/Code/tornFile(reason:)``.
+    /// - Throws: `CheckpointError` naming the file and what is wrong; a file
+    ///   without any complete commit throws `CheckpointError.Code.tornFile`.
     public static func open(_ path: String, options: ReaderOptions = ReaderOptions()) throws(CheckpointError) -> ContainerReader {
         try open(path, options: options, resolvingReferences: true)
     }
@@ -186,6 +190,7 @@ public final class ContainerReader: @unchecked Sendable {
     /// Blob names in byte-wise order. Builds one String per blob; touches no record.
     public var names: [String] { (0..<index.count).map { index.name(index.entryInNameOrder($0)) } }
 
+    /// Whether a live blob has this name (byte-wise). O(log n); touches no record.
     public func contains(_ name: String) -> Bool { index.lookup(name) != nil }
 
     /// What the index says about `name` (O(log n), no record read).
@@ -367,7 +372,7 @@ public final class ContainerReader: @unchecked Sendable {
     /// The view is valid only inside `body` (the reader keeps the mapping
     /// alive for as long as it lives; do not let the pointer escape).
     ///
-    /// - Throws: ``CheckpointError/Code/notViewable(reason:)`` for a compressed
+    /// - Throws: `CheckpointError.Code.notViewable` for a compressed
     ///   blob or a reader in pread mode; checksum errors when `verify` is true.
     public func withUnsafeBytes<R>(of name: String, verify: Bool = false, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let entry = try descriptor(name)
@@ -409,6 +414,7 @@ public final class ContainerReader: @unchecked Sendable {
 
     /// The result of checking one blob.
     public struct BlobCheck: Sendable {
+        /// The blob's name.
         public var name: String
         /// nil when every checksum held.
         public var error: CheckpointError?

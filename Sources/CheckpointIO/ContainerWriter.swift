@@ -17,13 +17,15 @@ import BlobCodec
 /// the new trailer is complete, readers see the previous commit. Writers of
 /// one path exclude each other with `flock` on `PATH.lock` (deleted again on
 /// release); the loser gets
-/// ``CheckpointError/Code/writerLocked``.
+/// `CheckpointError.Code.writerLocked`.
 ///
 /// Uncompressed payloads go from the caller's memory to `pwritev` without a
 /// copy, on a writing thread that runs behind the checksumming one; compressed
-/// blobs are encoded in parallel (``BlobEncoder``), then written.
+/// blobs are encoded in parallel (`BlobEncoder`), then written.
 public final class ContainerWriter {
+    /// The final path of the file.
     public let path: String
+    /// The options the writer was created with.
     public let options: WriterOptions
     /// The payload alignment in use: the options' for a new file, the file's own when appending.
     public let alignment: Int
@@ -184,7 +186,7 @@ public final class ContainerWriter {
     /// earlier blob. Returns when every byte has been handed to the kernel,
     /// so the callers' buffers may change afterwards.
     ///
-    /// - Throws: ``CheckpointError`` for invalid input (nothing of that blob
+    /// - Throws: `CheckpointError` for invalid input (nothing of that blob
     ///   is written) or a failed write (the writer is then unusable: ``abort()``).
     public func write(_ blobs: [BlobSource]) throws(CheckpointError) {
         try requireWritable()
@@ -244,7 +246,7 @@ public final class ContainerWriter {
 
     /// Writes a deletion marker: `name` is no longer in the file after ``commit()``.
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` when no live blob has that name.
+    /// - Throws: `CheckpointError.Code.blobNotFound` when no live blob has that name.
     public func delete(_ name: String) throws(CheckpointError) {
         try requireWritable()
         guard entryIndexByName[BlobName(name)] != nil else { throw CheckpointError(.blobNotFound(name), path: path) }

@@ -16,10 +16,12 @@ public struct WriterOptions: Sendable {
     public var encode: EncodeOptions
     /// Payload alignment: a power of two in 8...4096 (default 64; 4096 for O_DIRECT / GPU-direct readers).
     public var alignment: Int
+    /// What ``ContainerWriter/commit()`` syncs (``Durability``).
     public var durability: Durability
     /// The system calls to make; tests replace them to inject faults.
     var systemCalls: SystemCalls = .live
 
+    /// Options; the defaults store payloads uncompressed, 64-byte aligned, unsynced.
     public init(encode: EncodeOptions = EncodeOptions(), alignment: Int = 64, durability: Durability = .none) {
         self.encode = encode
         self.alignment = alignment
@@ -30,10 +32,15 @@ public struct WriterOptions: Sendable {
 /// One blob to write: its name, type, shape and bytes in the caller's memory.
 /// The bytes must stay valid and unchanged until the write call returns.
 public struct BlobSource {
+    /// The blob's name: UTF-8, at most 65,535 bytes, no NUL.
     public var name: String
+    /// The element type.
     public var dtype: DType
+    /// The dimensions, outermost first; their product times the element size must equal `bytes.count`.
     public var shape: Shape
+    /// The raw bytes, little-endian; read during the write only.
     public var bytes: UnsafeRawBufferPointer
+    /// User attributes stored with the blob's header.
     public var attributes: [String: String]
     /// Encoding for this blob; `nil` uses the writer's.
     public var encode: EncodeOptions?
@@ -46,6 +53,7 @@ public struct BlobSource {
     /// container format has references.
     public var reference: BlobReference?
 
+    /// A blob to write.
     public init(name: String, dtype: DType, shape: Shape, bytes: UnsafeRawBufferPointer,
                 attributes: [String: String] = [:], encode: EncodeOptions? = nil) {
         self.name = name

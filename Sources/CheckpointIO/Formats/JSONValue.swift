@@ -130,7 +130,7 @@ package enum JSONValue: Equatable, Sendable {
 
     /// Parses one JSON document; whitespace may surround it, nothing else.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` naming
+    /// - Throws: `CheckpointError.Code.invalidField` naming
     ///   `what` and the byte offset of the first error.
     package static func parse(_ bytes: UnsafeRawBufferPointer, what: String) throws(CheckpointError) -> JSONValue {
         var parser = Parser(bytes: bytes, what: what)

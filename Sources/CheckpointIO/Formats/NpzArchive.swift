@@ -24,15 +24,21 @@ public enum NpzArchive {
 
     /// One member of the archive.
     public struct Member: Sendable, Equatable {
+        /// The member's file name in the archive (`NAME.npy` for an array).
         public var name: String
+        /// The zip compression method: 0 stored, 8 deflated.
         public var method: UInt16
+        /// The zip CRC-32 of the uncompressed bytes.
         public var crc32: UInt32
+        /// Bytes of the member's data in the file.
         public var compressedSize: Int
+        /// Bytes of the member once decompressed.
         public var uncompressedSize: Int
         /// Offset of the member's (possibly compressed) data in the file.
         public var dataOffset: Int
         /// General purpose flag bit 0.
         public var isEncrypted: Bool
+        /// Stored without compression: its data can be viewed in place.
         public var isStored: Bool { method == 0 }
         /// Named `NAME.npy`: an array. numpy keys other members by their full
         /// name and returns their bytes; tensor readers skip them.
@@ -183,6 +189,7 @@ public enum NpzArchive {
     /// A member's uncompressed bytes: a view of the mapped file, or a buffer it owns.
     public final class MemberContents: @unchecked Sendable {
         let storage: TensorStorage?
+        /// The bytes; valid while this object is alive.
         public let bytes: UnsafeRawBufferPointer
         init(view: UnsafeRawBufferPointer) { storage = nil; bytes = view }
         init(storage: TensorStorage) {

@@ -83,12 +83,15 @@ public enum NumpyFormat {
 
     /// A parsed header: the dtype, the shape, and where the data starts.
     public struct Header: Sendable, Equatable {
+        /// The element type.
         public var dtype: DType
+        /// The dimensions as the header writes them (Fortran-order arrays: see ``isFortranOrder``).
         public var shape: Shape
         /// Offset of the first data byte (magic + version + length + header).
         public var dataOffset: Int
         /// The format version, e.g. "1.0".
         public var version: String
+        /// Bytes of array data the header declares (element count × element size).
         public var dataByteCount: Int
         /// The elements are stored big-endian (`>` with a multi-byte dtype).
         public var isBigEndian: Bool = false
@@ -183,7 +186,7 @@ public enum NumpyFormat {
 
     /// The bytes before the data of an array: magic, version, length and the padded header.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a dtype numpy lacks.
+    /// - Throws: `CheckpointError.Code.invalidField` for a dtype numpy lacks.
     public static func encodeHeader(dtype: DType, shape: Shape) throws(CheckpointError) -> [UInt8] {
         guard let descr = descr(for: dtype) else {
             throw CheckpointError(.invalidField(field: "dtype", reason: "numpy has no \(dtype) dtype; keep this tensor in safetensors or the container format"))

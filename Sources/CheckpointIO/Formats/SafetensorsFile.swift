@@ -24,8 +24,11 @@ import BlobCodec
 public final class SafetensorsFile: @unchecked Sendable {
     /// One tensor's header entry.
     public struct Entry: Sendable, Hashable {
+        /// The tensor's name.
         public var name: String
+        /// The element type.
         public var dtype: DType
+        /// The dimensions, outermost first.
         public var shape: Shape
         /// Byte range relative to the start of the data section.
         public var dataRange: Range<Int>
@@ -34,6 +37,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The reference implementation's header size cap (100 MB).
     public static let maximumHeaderLength = 100_000_000
 
+    /// The file's path as given to ``open(_:)``.
     public let path: String
     /// The `__metadata__` map; nil when the header has none.
     public let metadata: [String: String]?
@@ -65,7 +69,7 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// Opens and validates a safetensors file. Reads only the header (`pread`).
     ///
-    /// - Throws: ``CheckpointError`` naming the file and the rule broken.
+    /// - Throws: `CheckpointError` naming the file and the rule broken.
     public static func open(_ path: String) throws(CheckpointError) -> SafetensorsFile {
         try open(path, calls: .live)
     }
@@ -189,6 +193,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The tensor names, sorted by their UTF-8 bytes.
     public var names: [String] { entries.map(\.name).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) } }
 
+    /// Whether a tensor has this name (byte-wise).
     public func contains(_ name: String) -> Bool { entryIndexByName[BlobName(name)] != nil }
 
     /// The header entry of `name`.
@@ -291,11 +296,11 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Writes `tensors` as a safetensors file at `path`, replacing it atomically.
     ///
     /// The bytes are those of the Python package's `save_file` for the same
-    /// tensors and metadata (see ``encodeHeader``'s note on metadata order).
+    /// tensors and metadata (metadata keys are written sorted; `save_file` writes them in hash-map order, so the bytes match when there is at most one key).
     /// Payloads go from the caller's memory to `pwritev`, through a temporary
     /// file renamed into place; `durability` says what is synced.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a dtype
+    /// - Throws: `CheckpointError.Code.invalidField` for a dtype
     ///   safetensors lacks (C128, RAW, STRING), the name `__metadata__`, a duplicate name, or
     ///   a header over the size cap; the errors of the write.
     public static func write(_ tensors: [BlobSource], metadata: [String: String]? = nil, to path: String, durability: Durability = .none) throws(CheckpointError) {

@@ -17,15 +17,15 @@ import Logging
 public protocol CheckpointManaging: AnyObject {
     /// The workspace the job's steps for `node` run on.
     func workspace(forNode node: String) -> Workspace
-    /// Caffe2's `set_params`.
+    /// Gives the metadata handler its parameters: the nodes whose files make an epoch, and the path prefix and type (Caffe2's `set_params`).
     func setParams(nodes: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
-    /// Caffe2's `get_resume_from_epoch_id`.
+    /// The epoch to resume from: the metadata handler's choice, or `userEpoch` without a handler; nil to start from scratch (Caffe2's `get_resume_from_epoch_id`).
     func getResumeFromEpochID(userEpoch: Int?) throws(CheckpointError) -> Int?
-    /// Caffe2's `init`.
+    /// Creates the checkpoint directory and fixes the blob list: the workspace's blobs, or the list stored in `retrieveFromEpoch`'s checkpoint (Caffe2's `init`).
     func initialize(nodes: [String]?, retrieveFromEpoch: Int?, pathPrefix: String?, pathType: String?) throws(CheckpointError)
     /// Caffe2's `blob_list`: the blobs a save writes (every node's, in node order).
     func blobList() throws(CheckpointError) -> [String]
-    /// Caffe2's `load`.
+    /// Loads every blob of the list from `epoch`'s checkpoint, verified; all or nothing (Caffe2's `load`).
     func load(epoch: Int, pathPrefix: String?, pathType: String?) throws(CheckpointError)
     /// Caffe2's `load_blobs_from_checkpoint` (`allow_incomplete`): the blobs of
     /// `blobNames` that `epoch`'s checkpoint has, into `workspace` (nil: the manager's).
@@ -35,26 +35,26 @@ public protocol CheckpointManaging: AnyObject {
     /// Caffe2's `get_ckpt_db_name`: the file of `nodeName`'s checkpoint of
     /// `epoch`, or nil when this manager has no such node (as Caffe2 returns None).
     func dbName(nodeName: String, epoch: Int) -> String?
-    /// Caffe2's `save`.
+    /// Saves the blob list as `epoch`'s checkpoint, committed atomically (Caffe2's `save`).
     func save(epoch: Int) throws(CheckpointError)
     /// Takes the exclusive right to save `nodes`' checkpoints under the prefix
     /// (held until released or deinit; without it, each save holds it for that save).
     func acquireWriterLock(nodes: [String]) throws(CheckpointError)
     /// Gives the writer lock up (after a save in flight finished).
     func releaseWriterLock()
-    /// Caffe2's `write_checkpoint_metadata`.
+    /// Records `epoch` as complete with the metadata handler (after every node's file committed; Caffe2's `write_checkpoint_metadata`).
     func writeCheckpointMetadata(epoch: Int, metric: Double?) throws(CheckpointError)
     /// After `epoch`'s checkpoint failed to load because it is damaged: the
     /// older epoch to resume from instead, with the damage recorded (see
     /// ``CheckpointMetadataHandler/fallBack(fromDamagedEpoch:reason:)``); nil when there is none.
     func fallBack(fromDamagedEpoch epoch: Int, reason: String) throws(CheckpointError) -> Int?
-    /// Caffe2's `cp_accessible`.
+    /// Whether checkpoints can be accessed: the store (`epoch` nil) or one epoch's files (Caffe2's `cp_accessible`).
     func cpAccessible(epoch: Int?) throws(CheckpointError) -> Bool
-    /// Caffe2's `load_blobs_locally`.
+    /// Loads `blobNames` from the nodes' checkpoints of `epoch` into `workspace`; false when a file is missing (Caffe2's `load_blobs_locally`).
     func loadBlobsLocally(nodes: [String], blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool
     /// Caffe2's `collect_checkpoint_stats`: adds the last action's timings (database path → nanoseconds).
     func collectCheckpointStats(into stats: inout [String: UInt64])
-    /// Caffe2's `report_checkpoint_stats`.
+    /// Passes the timings of the last `action` (`checkpoint_save`, `checkpoint_load`…) to the metadata handler (Caffe2's `report_checkpoint_stats`).
     func reportCheckpointStats(action: String)
     /// The file of each node's checkpoint of `epoch` (for uploads).
     func checkpointPaths(epoch: Int) -> [(node: String, path: String)]
@@ -113,6 +113,7 @@ public struct CheckpointOptions: Sendable {
     /// rest; container format only), or nil for full saves (the default).
     public var incremental: IncrementalOptions? = nil
 
+    /// Options; the default writer syncs every checkpoint (``Durability/full``).
     public init(writer: WriterOptions = WriterOptions(durability: .full), storage: (any CheckpointStorage)? = nil,
                 blobList: BlobListMode = .fixedAtInitialize, logger: Logger = Logger(label: "checkpoint.CheckpointManager")) {
         self.writer = writer
@@ -160,13 +161,19 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// The file metadata key of an incremental save: how many saves since the last full one (0: this one is full).
     public static let savesSinceFullKey = "checkpoint.saves_since_full"
 
+    /// The directory of the checkpoint files (Caffe2's `db_prefix`).
     public let dbPrefix: String
+    /// The node whose workspace this manager saves; the first part of each file name.
     public let nodeName: String
+    /// The file format's name as given (`"ckpt"` or `"safetensors"`).
     public let dbType: String
+    /// The file format ``dbType`` names.
     public let format: CheckpointFormat
+    /// Records complete epochs and chooses where to resume; nil: no metadata is kept.
     public let metadataHandler: (any CheckpointMetadataHandler)?
     /// The blobs this manager saves and loads.
     public let workspace: Workspace
+    /// The options the manager was created with.
     public let options: CheckpointOptions
 
     private let lock = PThreadLock()
@@ -197,7 +204,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     ///     `"minidb"` (Caffe2's own format, ``MiniDBFile``; no checksums).
     ///   - metadataHandler: records complete epochs and chooses where to resume; nil: resume = the user's epoch.
     ///   - workspace: the blobs to save and load into.
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for an
+    ///   - options: which blobs are saved, the writer's options and the storage (``CheckpointOptions``).
+    /// - Throws: `CheckpointError.Code.invalidField` for an
     ///   unknown `dbType`, a `dbPrefix` with a NUL or a `..` component, or a
     ///   `nodeName` that is empty or has a NUL, a `/` or `..` (checked before
     ///   any file is touched).
@@ -231,8 +239,10 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
         nodeName == self.nodeName ? dbName(epoch: epoch) : nil
     }
 
+    /// The workspace of `node`: this manager's one workspace, whatever the node.
     public func workspace(forNode node: String) -> Workspace { workspace }
 
+    /// The one file of `epoch`: this node and its path.
     public func checkpointPaths(epoch: Int) -> [(node: String, path: String)] { [(nodeName, dbName(epoch: epoch))] }
 
     // MARK: Initializing
@@ -247,9 +257,9 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// (`dbName(epoch:pathPrefix:)`). With ``CheckpointOptions/BlobListMode/fixedAtInitialize``
     /// (the default) blobs added to the workspace afterwards are not saved.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for more
+    /// - Throws: `CheckpointError.Code.invalidField` for more
     ///   than one node; a `mkdir` error naming the directory that cannot be
-    ///   created; ``CheckpointError/Code/checkpointNotFound(epoch:)`` when
+    ///   created; `CheckpointError.Code.checkpointNotFound` when
     ///   the epoch's file is missing; the reader's errors when it is damaged.
     public func initialize(nodes: [String]? = nil, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         if let nodes, nodes.count > 1 {
@@ -283,7 +293,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
 
     /// The blob list fixed by ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before it.
+    /// - Throws: `CheckpointError.Code.invalidState` before it.
     public func blobList() throws(CheckpointError) -> [String] {
         guard let names = lock.locked({ blobNames }) else {
             throw CheckpointError(.invalidState(reason: "CheckpointManager for node '\(nodeName)' is not initialized: call initialize() first"))
@@ -356,10 +366,10 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// writer lock while it writes and releases it afterwards, unless this
     /// manager holds it already (``acquireWriterLock(nodes:)``, ``JobRunner/train()``).
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before
-    ///   `initialize()`; ``CheckpointError/Code/blobNotFound(_:)`` for a listed blob
+    /// - Throws: `CheckpointError.Code.invalidState` before
+    ///   `initialize()`; `CheckpointError.Code.blobNotFound` for a listed blob
     ///   missing from the workspace (all before any file is written);
-    ///   ``CheckpointError/Code/writerLocked`` when another manager (in this or
+    ///   `CheckpointError.Code.writerLocked` when another manager (in this or
     ///   another process) holds the node's writer lock; the writer's errors
     ///   (the previous file of that name, if any, is then intact).
     public func save(epoch: Int) throws(CheckpointError) {
@@ -446,7 +456,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// same node may save or train next). ``JobRunner/train()`` takes it for
     /// the whole run, to fail fast, and releases it when it returns.
     ///
-    /// - Throws: ``CheckpointError/Code/writerLocked`` when another manager
+    /// - Throws: `CheckpointError.Code.writerLocked` when another manager
     ///   (in this or another process) holds it; a `mkdir` error when `dbPrefix`
     ///   cannot be created.
     public func acquireWriterLock(nodes: [String] = []) throws(CheckpointError) {
@@ -496,8 +506,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// workspace (Caffe2's `load`; relisting, the list stored in that file).
     /// All or nothing: the workspace changes only when every blob was read and verified.
     ///
-    /// - Throws: ``CheckpointError/Code/checkpointNotFound(epoch:)`` for a
-    ///   missing file; ``CheckpointError/Code/blobNotFound(_:)`` for a listed
+    /// - Throws: `CheckpointError.Code.checkpointNotFound` for a
+    ///   missing file; `CheckpointError.Code.blobNotFound` for a listed
     ///   blob the file lacks; checksum errors naming the blob.
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         workspace.setBlobs(try readForLoad(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType))

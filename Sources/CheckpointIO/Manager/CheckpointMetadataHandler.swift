@@ -40,6 +40,7 @@ import BlobCodec
 ///
 /// (`Tests/CheckpointManagerTests/Caffe2ParityTests.swift` compiles and runs this handler.)
 public protocol CheckpointMetadataHandler: AnyObject, Sendable {
+    /// Where the checkpoints are and which nodes' files make an epoch; called once per run before anything else.
     func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError)
     /// The epoch to resume from, or nil to start from scratch.
     func lastEpoch(userEpoch: Int?) throws(CheckpointError) -> Int?

@@ -16,7 +16,7 @@ public enum CheckpointFormat: String, Sendable, CaseIterable {
 
     /// The format a `dbType` string names: `"ckpt"` (or `"container"`), `"safetensors"` or `"minidb"`.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for any other string.
+    /// - Throws: `CheckpointError.Code.invalidField` for any other string.
     public init(dbType: String) throws(CheckpointError) {
         switch dbType {
         case "ckpt", "container": self = .container
@@ -43,13 +43,18 @@ public protocol CheckpointFileReading: AnyObject {
 }
 
 extension ContainerReader: CheckpointFileReading {
+    /// The live blob names (``ContainerReader/names``).
     public var blobNames: [String] { names }
+    /// The file-level metadata (``ContainerReader/metadata``).
     public var fileMetadata: [String: String] { metadata }
+    /// Whether a live blob has this name (``ContainerReader/contains(_:)``).
     public func hasBlob(_ name: String) -> Bool { contains(name) }
+    /// The dtype, shape and decoded size of a blob, from the index; touches no payload.
     public func blobInfo(_ name: String) throws(CheckpointError) -> (dtype: DType, shape: Shape, byteCount: Int) {
         let entry = try descriptor(name)
         return (entry.dtype, entry.shape, entry.rawSizeInBytes)
     }
+    /// Decodes a blob into `destination`, checking every CRC32C.
     public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         try read(name, into: destination, verify: true)
     }
@@ -74,13 +79,18 @@ extension MiniDBFile: CheckpointFileReading {
 }
 
 extension SafetensorsFile: CheckpointFileReading {
+    /// The tensor names (``SafetensorsFile/names``).
     public var blobNames: [String] { names }
+    /// The `__metadata__` map, empty when the header has none.
     public var fileMetadata: [String: String] { metadata ?? [:] }
+    /// Whether a tensor has this name (``SafetensorsFile/contains(_:)``).
     public func hasBlob(_ name: String) -> Bool { contains(name) }
+    /// The dtype, shape and size of a tensor, from the header.
     public func blobInfo(_ name: String) throws(CheckpointError) -> (dtype: DType, shape: Shape, byteCount: Int) {
         let entry = try entry(name)
         return (entry.dtype, entry.shape, entry.dataRange.count)
     }
+    /// Copies a tensor's bytes into `destination` (safetensors has no checksums).
     public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         try read(name, into: destination)
     }
@@ -142,7 +152,7 @@ public protocol CheckpointStorage: Sendable {
     func createFileIfAbsent(_ bytes: [UInt8], at path: String, durability: Durability) throws(CheckpointError) -> Bool
     /// Takes the exclusive right to write checkpoints named `name` in
     /// `directory`, without waiting; it lasts until the returned token is released
-    /// (deinitialized). Throws ``CheckpointError/Code/writerLocked`` when
+    /// (deinitialized). Throws `CheckpointError.Code.writerLocked` when
     /// another process (or manager) holds it.
     func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject
 }
@@ -172,34 +182,47 @@ public protocol CheckpointStorageDecorator: CheckpointStorage {
 }
 
 extension CheckpointStorageDecorator {
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func writeCheckpoint(_ blobs: [BlobSource], metadata: [String: String], to path: String,
                                 format: CheckpointFormat, options: WriterOptions) throws(CheckpointError) {
         try base.writeCheckpoint(blobs, metadata: metadata, to: path, format: format, options: options)
     }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading {
         try base.openCheckpoint(path, format: format)
     }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool { base.isCompleteCheckpoint(path, format: format) }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func removeCheckpoint(_ name: String, in directory: String) throws(CheckpointError) { try base.removeCheckpoint(name, in: directory) }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError) {
         try base.createDirectory(directory, durability: durability)
     }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func isAccessible(directory: String) -> Bool { base.isAccessible(directory: directory) }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) {
         try base.writeFile(bytes, to: path, durability: durability)
     }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? { try base.readFile(path, limit: limit) }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func removeAbandonedWrites(in directory: String, targetPrefix: String) -> [String] {
         base.removeAbandonedWrites(in: directory, targetPrefix: targetPrefix)
     }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func listFiles(in directory: String) -> [String] { base.listFiles(in: directory) }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func updateFile(_ path: String, limit: Int, durability: Durability,
                            _ transform: ([UInt8]?) throws(CheckpointError) -> [UInt8]) throws(CheckpointError) -> [UInt8] {
         try base.updateFile(path, limit: limit, durability: durability, transform)
     }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func createFileIfAbsent(_ bytes: [UInt8], at path: String, durability: Durability) throws(CheckpointError) -> Bool {
         try base.createFileIfAbsent(bytes, at: path, durability: durability)
     }
+    /// Forwards to the wrapped storage (see ``CheckpointStorage``).
     public func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject {
         try base.lockWriter(in: directory, name: name)
     }
@@ -209,6 +232,7 @@ extension CheckpointStorageDecorator {
 public struct LocalCheckpointStorage: CheckpointStorage {
     let calls: SystemCalls
 
+    /// The local file system, through the live system calls.
     public init() { self.calls = .live }
     init(calls: SystemCalls) { self.calls = calls }
 
@@ -216,7 +240,7 @@ public struct LocalCheckpointStorage: CheckpointStorage {
     /// while someone else holds it, in seconds. The cleanups that check a
     /// temporary or a stale lock file (``removeAbandonedWrites(in:targetPrefix:)``,
     /// ``removeCheckpoint(_:in:)``) hold it for a moment; a writer of the same
-    /// checkpoint holding it longer is still an error (``CheckpointError/Code/writerLocked``).
+    /// checkpoint holding it longer is still an error (`CheckpointError.Code.writerLocked`).
     static let writerLockPatience = 2.0
 
     /// Writes the file through a temporary and a rename (see ``CheckpointStorage``);
@@ -254,6 +278,7 @@ public struct LocalCheckpointStorage: CheckpointStorage {
         }
     }
 
+    /// Opens a container or safetensors file, checking its trailer and index (or header); reads no payload.
     public func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading {
         switch format {
         case .container:
@@ -271,6 +296,7 @@ public struct LocalCheckpointStorage: CheckpointStorage {
         }
     }
 
+    /// Whether the file exists and its structure is complete (no torn end); reads no payload.
     public func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool {
         switch format {
         case .container:
@@ -287,7 +313,7 @@ public struct LocalCheckpointStorage: CheckpointStorage {
     /// Removes `directory/name`, then a lock file a killed writer may have
     /// left beside it (only if nobody holds it).
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a
+    /// - Throws: `CheckpointError.Code.invalidField` for a
     ///   `name` that is empty, `.` or `..`, or has a `/` or a NUL (nothing is
     ///   removed); `unlink`'s errors other than ENOENT.
     public func removeCheckpoint(_ name: String, in directory: String) throws(CheckpointError) {
@@ -304,16 +330,19 @@ public struct LocalCheckpointStorage: CheckpointStorage {
         try AtomicFile.makeDirectoryDurably(directory, durability: durability, calls: calls)
     }
 
+    /// Whether `directory` exists and this process may read and write in it.
     public func isAccessible(directory: String) -> Bool {
         AtomicFile.isWritableDirectory(directory.isEmpty ? "." : directory)
     }
 
+    /// Writes `bytes` to `path` atomically (temporary file, rename), synced as `durability` says.
     public func writeFile(_ bytes: [UInt8], to path: String, durability: Durability) throws(CheckpointError) {
         try typedThrows {
             try bytes.withUnsafeBytes { buffer in try AtomicFile.write([buffer], to: path, durability: durability, calls: calls) }
         }
     }
 
+    /// The bytes of `path`, nil when it does not exist; throws when it holds more than `limit` bytes.
     public func readFile(_ path: String, limit: Int) throws(CheckpointError) -> [UInt8]? {
         try AtomicFile.read(path, limit: limit, calls: calls)
     }
@@ -324,6 +353,7 @@ public struct LocalCheckpointStorage: CheckpointStorage {
         AtomicFile.removeAbandonedTemporaries(in: directory, targetPrefix: targetPrefix, calls: calls)
     }
 
+    /// The names of the entries of `directory` (empty when it cannot be listed).
     public func listFiles(in directory: String) -> [String] { AtomicFile.listDirectory(directory) }
 
     /// Holds `PATH.lock` (as every writer of `path` does) across the read, the
@@ -385,7 +415,7 @@ public enum CheckpointStorageRegistry {
 
     /// The backend for `pathType` (nil means `"local"`).
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for an unregistered path type.
+    /// - Throws: `CheckpointError.Code.invalidField` for an unregistered path type.
     public static func storage(for pathType: String?) throws(CheckpointError) -> any CheckpointStorage {
         let key = pathType ?? "local"
         guard let storage = lock.locked({ backends[key] }) else {

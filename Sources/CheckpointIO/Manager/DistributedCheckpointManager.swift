@@ -546,6 +546,33 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
         return true
     }
 
+    /// The blob lists of this process's nodes, in node order (see ``CheckpointManager/blobList()``).
+    public func blobList() throws(CheckpointError) -> [String] {
+        var names: [String] = []
+        for manager in managers { names += try manager.blobList() }
+        return names
+    }
+
+    /// True only when `epoch` is complete for the whole job: it has a
+    /// completion record and every node file it lists is a complete
+    /// checkpoint (``cpAccessible(epoch:)``); false on any error.
+    public func checkDBExists(epoch: Int) -> Bool {
+        (try? cpAccessible(epoch: epoch)) ?? false
+    }
+
+    /// The checkpoint file of `nodeName` (any node of the job, not only this
+    /// process's) for `epoch`; nil for a node the job does not have.
+    public func dbName(nodeName: String, epoch: Int) -> String? {
+        guard allNodes.contains(nodeName) else { return nil }
+        if let manager = managers.first(where: { $0.nodeName == nodeName }) { return manager.dbName(epoch: epoch) }
+        return CheckpointNaming.dbName(epoch: epoch, nodeName: nodeName, dbPrefix: dbPrefix)
+    }
+
+    /// This process's nodes' save and load statistics (see ``CheckpointManager/collectCheckpointStats(into:)``).
+    public func collectCheckpointStats(into stats: inout [String: UInt64]) {
+        for manager in managers { manager.collectCheckpointStats(into: &stats) }
+    }
+
     // MARK: Metadata
 
     /// No handler: stats are not reported.

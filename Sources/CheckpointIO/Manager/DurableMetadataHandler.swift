@@ -47,6 +47,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
 
     /// One complete epoch.
     public struct EpochRecord: Sendable, Equatable {
+        /// The epoch.
         public var epoch: Int
         /// The nodes whose files make up the epoch.
         public var nodes: [String]
@@ -57,6 +58,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         /// them as long as the epoch is kept.
         public var references: [String]
 
+        /// A record of a complete epoch, with the files its checkpoints refer to (incremental saves).
         public init(epoch: Int, nodes: [String], metric: Double? = nil, references: [String] = []) {
             self.epoch = epoch
             self.nodes = nodes
@@ -67,12 +69,14 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
 
     /// An epoch whose checkpoint failed to load (see ``fallBack(fromDamagedEpoch:reason:)``).
     public struct DamagedEpoch: Sendable, Equatable {
+        /// The epoch.
         public var epoch: Int
         /// The nodes whose files made up the epoch.
         public var nodes: [String]
         /// Why loading it failed (the error's description).
         public var reason: String
 
+        /// A record of a damaged epoch.
         public init(epoch: Int, nodes: [String], reason: String) {
             self.epoch = epoch
             self.nodes = nodes
@@ -89,7 +93,9 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
         var pathType: String?
     }
 
+    /// Which complete epochs are kept when a new one is recorded.
     public let retention: RetentionPolicy
+    /// How the metadata file is synced when it is rewritten.
     public let durability: Durability
     private let storageOverride: (any CheckpointStorage)?
     private let lock = PThreadLock()
@@ -99,6 +105,8 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
     private var removalErrors: [CheckpointError] = []
     private var writtenThisRun = Set<Int>()
 
+    /// A handler that keeps its records in the checkpoint directory's metadata file.
+    ///
     /// - Parameters:
     ///   - retention: what to keep (default: everything).
     ///   - durability: how the metadata file is synced (default: file and directory fsync).
@@ -111,6 +119,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
 
     // MARK: CheckpointMetadataHandler
 
+    /// Takes the manager's parameters: where the metadata file lives and which nodes an epoch needs.
     public func setParams(dbPrefix: String, dbType: String, nodeNames: [String], pathPrefix: String?, pathType: String?) throws(CheckpointError) {
         try CheckpointNaming.validate(dbPrefix: dbPrefix)
         for node in nodeNames { try CheckpointNaming.validate(nodeName: node) }

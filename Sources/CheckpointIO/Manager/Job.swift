@@ -106,9 +106,13 @@ public final class Job: @unchecked Sendable {
         self.conditions = stopConditions
     }
 
+    /// Adds a step run once on `node` (nil: ``defaultNode``) before the first epoch of a fresh run (not on a resume).
     public func addInitStep(node: String? = nil, _ step: @escaping Step) { initGroup.addStep(node: node, step) }
+    /// Adds a step run on `node` (nil: ``defaultNode``) at every epoch.
     public func addEpochStep(node: String? = nil, _ step: @escaping Step) { epochGroup.addStep(node: node, step) }
+    /// Adds a step run on `node` (nil: ``defaultNode``) after the last epoch, before the exit steps.
     public func addDownloadStep(node: String? = nil, _ step: @escaping Step) { downloadGroup.addStep(node: node, step) }
+    /// Adds a step run on `node` (nil: ``defaultNode``) when the job ends.
     public func addExitStep(node: String? = nil, _ step: @escaping Step) { exitGroup.addStep(node: node, step) }
     /// Adds a condition evaluated after every epoch; the job stops when any holds.
     public func addStopCondition(node: String? = nil, _ condition: @escaping StopCondition) { lock.locked { conditions.append((node, condition)) } }

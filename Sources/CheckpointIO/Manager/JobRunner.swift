@@ -19,7 +19,7 @@ public protocol UploadTaskGroupBuilder {
 ///    handler's choice, or `resumeFromEpoch`); then the writer lock of every
 ///    node (creating the checkpoint directory if needed; another job saving
 ///    to the same prefix: ``train()`` throws
-///    ``CheckpointError/Code/writerLocked`` before running anything),
+///    `CheckpointError.Code.writerLocked` before running anything),
 ///    released when ``train()`` returns;
 /// 2. from scratch only: the init steps;
 /// 3. `initialize` the manager (from scratch: the blob list is the
@@ -47,16 +47,22 @@ public final class JobRunner {
         /// Why.
         public var error: CheckpointError
 
+        /// A failed save of `epoch`.
         public init(epoch: Int, error: CheckpointError) {
             self.epoch = epoch
             self.error = error
         }
     }
 
+    /// The job run.
     public let job: Job
+    /// Saves every epoch and chooses the resume point; nil: no checkpoints.
     public let checkpointManager: (any CheckpointManaging)?
+    /// The epoch to resume from: the user's at init, then the one ``train()`` resumed from.
     public private(set) var resumeFromEpoch: Int?
+    /// Builds the upload step run after the checkpoints of an epoch are saved; nil: none.
     public let uploadTaskGroupBuilder: (any UploadTaskGroupBuilder)?
+    /// Where failed saves and fallbacks are logged.
     public var logger: Logger
     /// After this many failed saves in a row, ``train()`` stops and throws
     /// the last one's error (values below 1 count as 1); nil: never, as in
@@ -70,6 +76,8 @@ public final class JobRunner {
     private var consecutiveSaveFailures = 0
     private var ownWorkspaces: [String: Workspace] = [:]
 
+    /// A runner for `job`, checkpointed by `checkpointManager`.
+    ///
     /// - Parameters:
     ///   - logger: where the runner logs (resume, failed saves); `Logger` is
     ///     re-exported by `import CheckpointIO`. To silence it:
@@ -214,7 +222,7 @@ public final class JobRunner {
     /// warning with its cause, the second, once, as an error saying that
     /// saves keep failing and which epoch is the newest saved.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` when the runner has no manager.
+    /// - Throws: `CheckpointError.Code.invalidState` when the runner has no manager.
     @discardableResult
     public func saveCheckpoints(epoch: Int, metric: Double? = nil) throws(CheckpointError) -> Bool {
         guard let manager = checkpointManager else { throw CheckpointError(.invalidState(reason: "JobRunner has no checkpoint manager")) }
@@ -258,7 +266,7 @@ public final class JobRunner {
     /// `workspace` (Caffe2's `load_blobs_from_checkpoints`); false when a
     /// node's checkpoint is missing.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` without a
+    /// - Throws: `CheckpointError.Code.invalidState` without a
     ///   manager; corruption of a present blob.
     @discardableResult
     public func loadBlobsFromCheckpoints(_ blobNames: [String], epoch: Int, into workspace: Workspace) throws(CheckpointError) -> Bool {

@@ -13,9 +13,13 @@ import Dispatch
 /// throws if any node's save failed, and ``JobRunner`` writes the metadata
 /// only after it returned.
 public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Sendable {
+    /// The directory of the checkpoint files (Caffe2's `db_prefix`).
     public let dbPrefix: String
+    /// The file format's name as given (`"ckpt"` or `"safetensors"`).
     public let dbType: String
+    /// Records complete epochs and chooses where to resume; nil: no metadata is kept.
     public let metadataHandler: (any CheckpointMetadataHandler)?
+    /// The options the manager was created with.
     public let options: CheckpointOptions
 
     private let lock = PThreadLock()
@@ -29,6 +33,8 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
 
     private let background = BackgroundSave(label: "checkpoint.multinode.async-save")
 
+    /// A manager for the nodes given to ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``, one workspace each.
+    ///
     /// - Throws: as ``CheckpointManager/init(dbPrefix:nodeName:dbType:metadataHandler:workspace:options:)``
     ///   for `dbPrefix` and `dbType`.
     public init(dbPrefix: String, dbType: String = CheckpointFormat.container.rawValue,
@@ -97,6 +103,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         for (_, manager) in nodeManagers ?? [] { manager.collectCheckpointStats(into: &stats) }
     }
 
+    /// The files of `epoch`: one per node, with its path.
     public func checkpointPaths(epoch: Int) -> [(node: String, path: String)] {
         (nodeManagers ?? []).map { ($0.node, $0.manager.dbName(epoch: epoch)) }
     }
@@ -138,7 +145,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     /// `dbPrefix` is created if missing). Calls ``setParams(nodes:pathPrefix:pathType:)``
     /// with `nodes` first if nobody did. A second call with the same nodes does nothing.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` when called
+    /// - Throws: `CheckpointError.Code.invalidState` when called
     ///   again with different nodes; the node managers' errors.
     public func initialize(nodes: [String]?, retrieveFromEpoch: Int? = nil, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         let nodes = nodes ?? []
@@ -257,6 +264,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         metadataHandler?.report(action: action, stats: stats)
     }
 
+    /// Records `epoch` as complete (every node's file committed) with the metadata handler; retention may then delete older epochs.
     public func writeCheckpointMetadata(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
         try metadataHandler?.write(epoch: epoch, metric: metric)
     }
@@ -266,6 +274,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         try metadataHandler?.fallBack(fromDamagedEpoch: epoch, reason: reason)
     }
 
+    /// The epoch to resume from: the metadata handler's choice, or `userEpoch` when there is no handler.
     public func getResumeFromEpochID(userEpoch: Int? = nil) throws(CheckpointError) -> Int? {
         guard let metadataHandler else { return userEpoch }
         return try metadataHandler.lastEpoch(userEpoch: userEpoch)
@@ -284,6 +293,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
         lock.locked { paramsSet = true }
     }
 
+    /// Whether every node's file of `epoch` (the resume epoch when nil) exists and is complete.
     public func cpAccessible(epoch: Int? = nil) throws(CheckpointError) -> Bool {
         guard let metadataHandler else { return true }
         return try metadataHandler.cpAccessible(epoch: epoch)

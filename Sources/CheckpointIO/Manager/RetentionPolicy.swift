@@ -13,7 +13,10 @@
 public struct RetentionPolicy: Sendable, Equatable {
     /// Whether a lower or a higher metric is better.
     public enum MetricOrder: String, Sendable {
-        case min, max
+        /// Lower is better (a loss).
+        case min
+        /// Higher is better (an accuracy).
+        case max
     }
 
     /// Keep the newest N epochs (N ≥ 1), or nil for no such rule.
@@ -34,6 +37,8 @@ public struct RetentionPolicy: Sendable, Equatable {
     /// Keeps everything.
     public static let keepAll = RetentionPolicy()
 
+    /// A policy with the given rules; nil leaves a rule unset.
+    ///
     /// - Precondition: every count given is at least 1.
     public init(keepLatest: Int? = nil, keepEvery: Int? = nil, keepBest: (count: Int, order: MetricOrder)? = nil) {
         precondition((keepLatest ?? 1) >= 1, "keepLatest must be at least 1")
@@ -73,6 +78,7 @@ public struct RetentionPolicy: Sendable, Equatable {
         return keep
     }
 
+    /// Equal rules (the order of ``keepBest`` counts only when that rule is set).
     public static func == (lhs: RetentionPolicy, rhs: RetentionPolicy) -> Bool {
         lhs.keepLatest == rhs.keepLatest && lhs.keepEvery == rhs.keepEvery
             && lhs.keepBestCount == rhs.keepBestCount && (lhs.keepBestCount == nil || lhs.keepBestOrder == rhs.keepBestOrder)

@@ -1,7 +1,7 @@
 import BlobCodec
 import Synchronization
 
-/// A Swift scalar type stored as one ``DType``.
+/// A Swift scalar type stored as one `DType`.
 public protocol TensorElement: BitwiseCopyable, Sendable {
     /// The dtype that stores this type's values.
     static var dtype: DType { get }
@@ -16,7 +16,7 @@ extension UInt32: TensorElement { public static var dtype: DType { .uint32 } }
 extension Int32: TensorElement { public static var dtype: DType { .int32 } }
 extension UInt64: TensorElement { public static var dtype: DType { .uint64 } }
 extension Int64: TensorElement { public static var dtype: DType { .int64 } }
-/// `Int` is stored as ``DType/int64`` (Swift's `Int` is 64 bits on every platform this package supports).
+/// `Int` is stored as `DType.int64` (Swift's `Int` is 64 bits on every platform this package supports).
 extension Int: TensorElement { public static var dtype: DType { .int64 } }
 extension Float: TensorElement { public static var dtype: DType { .float32 } }
 extension Double: TensorElement { public static var dtype: DType { .float64 } }
@@ -29,7 +29,7 @@ extension Float16: TensorElement { public static var dtype: DType { .float16 } }
 ///
 /// Copying a `Tensor` copies a reference; the bytes are copied only when a
 /// copy that shares them is mutated (``withUnsafeMutableBytes(_:)``). That is
-/// what makes ``CheckpointManager/saveAsync(epoch:)`` cheap: its snapshot
+/// what makes ``CheckpointManager/saveAsync(epoch:metric:)`` cheap: its snapshot
 /// shares every payload with the workspace until the workspace changes one.
 ///
 ///     let weights = try Tensor([Float](repeating: 0.5, count: 1024), shape: [32, 32])
@@ -37,8 +37,8 @@ extension Float16: TensorElement { public static var dtype: DType { .float16 } }
 ///     let vocabulary = Tensor(strings: ["<pad>", "<eos>", "hello"])
 ///
 /// Byte layout: little-endian, row-major, as FORMAT.md §3 says for each dtype.
-/// A ``DType/string`` tensor holds ``StringTensor``'s layout (a length table,
-/// then UTF-8 bytes), validated on creation; a ``DType/raw`` tensor of `n`
+/// A `DType.string` tensor holds `StringTensor`'s layout (a length table,
+/// then UTF-8 bytes), validated on creation; a `DType.raw` tensor of `n`
 /// bytes has shape `[n]`.
 public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     /// The element type.
@@ -58,9 +58,9 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 
     /// A zero-filled tensor.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidShape(reason:)`` when the byte
-    ///   count overflows; ``CheckpointError/Code/invalidField(field:reason:)``
-    ///   for ``DType/string`` (use ``init(strings:shape:)``).
+    /// - Throws: `CheckpointError.Code.invalidShape` when the byte
+    ///   count overflows; `CheckpointError.Code.invalidField`
+    ///   for `DType.string` (use ``init(strings:shape:)``).
     public init(zeros dtype: DType, shape: Shape) throws(CheckpointError) {
         guard let count = try shape.byteCount(for: dtype) else {
             throw CheckpointError(.invalidField(field: "dtype", reason: "a STRING tensor is made from strings: Tensor(strings:)"))
@@ -72,9 +72,9 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 
     /// A tensor holding a copy of `bytes`.
     ///
-    /// - Throws: ``CheckpointError/Code/sizeMismatch(what:expected:actual:)``
+    /// - Throws: `CheckpointError.Code.sizeMismatch`
     ///   when the byte count disagrees with dtype and shape; for
-    ///   ``DType/string``, the errors of ``StringTensor/decode(_:count:)``.
+    ///   `DType.string`, the errors of `StringTensor.decode`.
     public init(dtype: DType, shape: Shape, bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         try Tensor.validate(dtype: dtype, shape: shape, bytes: bytes)
         let storage = TensorStorage(uninitializedByteCount: bytes.count)
@@ -89,7 +89,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 
     /// A tensor of `values`, shaped `shape` (default: one dimension of `values.count`).
     ///
-    /// - Throws: ``CheckpointError/Code/sizeMismatch(what:expected:actual:)``
+    /// - Throws: `CheckpointError.Code.sizeMismatch`
     ///   when the shape's element count is not `values.count`.
     public init<Element: TensorElement>(_ values: [Element], shape: Shape? = nil) throws(CheckpointError) {
         let shape = shape ?? Shape(arrayLiteral: values.count)
@@ -103,7 +103,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         self.init(dtype: Element.dtype, shape: [], storage: storage)
     }
 
-    /// A ``DType/string`` tensor (default shape: one dimension of `strings.count`).
+    /// A `DType.string` tensor (default shape: one dimension of `strings.count`).
     ///
     /// - Precondition: `shape`, when given, has `strings.count` elements.
     public init(strings: [String], shape: Shape? = nil) {
@@ -115,7 +115,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         self.init(dtype: .string, shape: shape, storage: storage)
     }
 
-    /// A ``DType/raw`` tensor of opaque bytes, shape `[bytes.count]`.
+    /// A `DType.raw` tensor of opaque bytes, shape `[bytes.count]`.
     public init(rawBytes bytes: [UInt8]) {
         let storage = TensorStorage(uninitializedByteCount: bytes.count)
         bytes.withUnsafeBytes { if let source = $0.baseAddress { storage.base.copyMemory(from: source, byteCount: $0.count) } }
@@ -147,7 +147,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 
     /// The elements, converted from the payload.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` when
+    /// - Throws: `CheckpointError.Code.invalidField` when
     ///   `Element` is not this tensor's dtype.
     public func scalars<Element: TensorElement>(as type: Element.Type = Element.self) throws(CheckpointError) -> [Element] {
         guard Element.dtype == dtype, MemoryLayout<Element>.stride == MemoryLayout<Element>.size else {
@@ -160,10 +160,10 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The strings of a ``DType/string`` tensor.
+    /// The strings of a `DType.string` tensor.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for another
-    ///   dtype; the errors of ``StringTensor/decode(_:count:)`` if the bytes
+    /// - Throws: `CheckpointError.Code.invalidField` for another
+    ///   dtype; the errors of `StringTensor.decode` if the bytes
     ///   were mutated into an invalid layout.
     public func strings() throws(CheckpointError) -> [String] {
         guard dtype == .string else {
@@ -195,6 +195,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         return lhs.withUnsafeBytes { a in rhs.withUnsafeBytes { b in a.elementsEqual(b) } }
     }
 
+    /// The dtype, shape and byte count, e.g. `Tensor(F32, [1024], 4096 bytes)`.
     public var description: String { "Tensor(\(dtype), \(shape), \(byteCount) bytes)" }
 }
 
@@ -212,14 +213,14 @@ final class TensorStorage: @unchecked Sendable {
     }
 
     /// The most bytes one allocation sized by a file may take (64 GiB, the
-    /// per-blob cap of ``ReaderOptions/maximumRawSize`` and ``DecodeOptions``).
+    /// per-blob cap of ``ReaderOptions/maximumRawSize`` and `DecodeOptions`).
     static let maximumCheckedByteCount = 64 << 30
 
     /// Memory for `count` bytes whose size came from a file: the one path
     /// through which every decode of a declared size allocates (the manager's
     /// loads, ``TensorFile``, conversions, npz members).
     ///
-    /// - Throws: ``CheckpointError/Code/limitExceeded(what:limit:actual:)`` when
+    /// - Throws: `CheckpointError.Code.limitExceeded` when
     ///   `count` is negative, above `limit` (default 64 GiB), or cannot be allocated.
     init(checkedByteCount count: Int, limit: Int = TensorStorage.maximumCheckedByteCount) throws(CheckpointError) {
         guard count >= 0, count <= limit else {

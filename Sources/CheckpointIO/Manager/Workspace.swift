@@ -9,7 +9,7 @@ import BlobCodec
 ///         total.withUnsafeMutableBytes { $0.storeBytes(of: Int64(103), as: Int64.self) }
 ///     }
 ///
-/// Names are compared by their UTF-8 bytes (``BlobName``), as in a file:
+/// Names are compared by their UTF-8 bytes (`BlobName`), as in a file:
 /// `"\u{E9}"` and `"e\u{301}"` are two blobs.
 ///
 /// Every method takes one lock, so each call is atomic with respect to the
@@ -40,7 +40,7 @@ public final class Workspace: @unchecked Sendable {
 
     /// The blob of this name.
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)``.
+    /// - Throws: `CheckpointError.Code.blobNotFound`.
     public func fetchBlob(_ name: String) throws(CheckpointError) -> Tensor {
         guard let tensor = blob(name) else { throw CheckpointError(.blobNotFound(name), blobName: name) }
         return tensor
@@ -67,7 +67,7 @@ public final class Workspace: @unchecked Sendable {
     /// The tensor is mutated where it is stored, so its bytes are copied only
     /// if a snapshot or another copy still shares them.
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)``, or what `body` throws.
+    /// - Throws: `CheckpointError.Code.blobNotFound`, or what `body` throws.
     @discardableResult
     public func update<R>(_ name: String, _ body: (inout Tensor) throws -> R) throws -> R {
         try lock.locked { () throws -> R in
@@ -79,7 +79,7 @@ public final class Workspace: @unchecked Sendable {
 
     /// The blobs of `names`, read under one lock (a consistent view). O(names), copies no bytes.
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` naming the first missing blob.
+    /// - Throws: `CheckpointError.Code.blobNotFound` naming the first missing blob.
     public func snapshot(_ names: [String]) throws(CheckpointError) -> [(name: String, tensor: Tensor)] {
         try lock.locked { () throws(CheckpointError) -> [(name: String, tensor: Tensor)] in
             var result: [(name: String, tensor: Tensor)] = []

@@ -2,9 +2,12 @@ import BlobCodec
 
 /// Tensors held in memory for a benchmark: one arena, pre-touched.
 public final class BenchmarkWorkload: @unchecked Sendable {
+    /// The workload's name (`llm`, `small`, …).
     public let name: String
+    /// The tensors: name, dtype, shape and byte range in the arena.
     public let tensors: [(name: String, dtype: DType, shape: Shape, range: Range<Int>)]
     let arena: TensorStorage
+    /// Bytes of all tensors together.
     public var totalBytes: Int { arena.count }
 
     init(name: String, tensors: [(name: String, dtype: DType, shape: Shape, range: Range<Int>)], arena: TensorStorage) {
@@ -104,12 +107,15 @@ public final class BenchmarkWorkload: @unchecked Sendable {
 
 /// One line of a benchmark: ours, and the physical floor on the same bytes.
 public struct BenchmarkResult: Sendable {
+    /// What was measured (`save`, `load`, `open+list`, …).
     public var name: String
     /// The bytes moved; 0 for latency measurements (open + list, view), which have no throughput.
     public var bytes: Int
     /// Median seconds of ours in the steady state (the repetitions after the first).
     public var seconds: Double
+    /// The floor measured next to it (`write`, `read`, `memcpy`), when there is one.
     public var floorName: String?
+    /// Median seconds of the floor in the steady state.
     public var floorSeconds: Double?
     /// Seconds of ours in the first run (cold: fresh file blocks, first page faults), not part of ``seconds``.
     public var firstSeconds: Double
@@ -118,7 +124,9 @@ public struct BenchmarkResult: Sendable {
     /// Why a figure may surprise (e.g. a page-cache save measured slower than a durable one), when it does.
     public var note: String?
 
+    /// Our steady-state throughput in GB/s (10^9 bytes); nil for latency measurements.
     public var gigabytesPerSecond: Double? { bytes > 0 ? Double(bytes) / seconds / 1e9 : nil }
+    /// The floor's steady-state throughput in GB/s; nil without a floor or for latency measurements.
     public var floorGigabytesPerSecond: Double? { bytes > 0 ? floorSeconds.map { Double(bytes) / $0 / 1e9 } : nil }
     /// Our throughput over the floor's (1.0 = as fast as the floor).
     public var ratio: Double? { floorSeconds.map { $0 / seconds } }
@@ -138,6 +146,7 @@ public struct BenchmarkResult: Sendable {
 /// SIGTERM under ``InterruptCleanup``, and, for a benchmark killed outright,
 /// by the next one in the same directory.
 public enum CheckpointBenchmark {
+    /// Runs every measurement on `workload` in `directory` and returns one result per line, each next to its floor.
     public static func run(_ workload: BenchmarkWorkload, directory: String, encode: EncodeOptions = EncodeOptions(), repetitions: Int = 3,
                            progress: (String) -> Void = { _ in }) throws(CheckpointError) -> [BenchmarkResult] {
         let calls = SystemCalls.live

@@ -14,10 +14,13 @@ import BlobCodec
 public struct CheckpointDirectory: Sendable {
     /// One checkpoint file of an epoch.
     public struct File: Sendable, Equatable {
+        /// The node that wrote the file.
         public var node: String
+        /// The file's path.
         public var path: String
         /// The file exists and its structure is complete (no torn end).
         public var isComplete: Bool
+        /// The file exists (complete or not).
         public var exists: Bool
     }
 
@@ -34,10 +37,13 @@ public struct CheckpointDirectory: Sendable {
 
     /// One epoch.
     public struct Epoch: Sendable {
+        /// The epoch number.
         public var epoch: Int
+        /// What the metadata and the files say about it.
         public var status: EpochStatus
         /// The metric recorded with the epoch.
         public var metric: Double?
+        /// One file per node (the metadata's nodes, or the files found on disk).
         public var files: [File]
         /// The epoch a run resumes from: the newest complete recorded one.
         public var isResumePoint: Bool
@@ -78,8 +84,8 @@ public struct CheckpointDirectory: Sendable {
     /// Reads the directory at `path` (or the directory of a `checkpoint_metadata.json` path).
     ///
     /// - Throws: the system error when the metadata cannot be read;
-    ///   ``CheckpointError/Code/invalidField(field:reason:)`` or
-    ///   ``CheckpointError/Code/unsupportedVersion(what:version:)`` when it is not valid metadata.
+    ///   `CheckpointError.Code.invalidField` or
+    ///   `CheckpointError.Code.unsupportedVersion` when it is not valid metadata.
     public static func open(_ path: String) throws(CheckpointError) -> CheckpointDirectory {
         let directory = isMetadataFile(path) ? ContainerWriter.splitPath(path).directory : path
         let metadataPath = CheckpointNaming.join(directory, DurableMetadataHandler.fileName)

@@ -7,11 +7,16 @@ import BlobCodec
 /// one process (even one that was later killed) can be checked bit for bit
 /// by another.
 public struct DemoTraining: Sendable {
+    /// Layers of the model.
     public var layers: Int
+    /// Width of each layer.
     public var hidden: Int
+    /// Epochs to train.
     public var epochs: Int
+    /// The one node of the demo job.
     public let node = "trainer_0"
 
+    /// A model of `layers` × `hidden` weights trained for `epochs` epochs.
     public init(layers: Int = 4, hidden: Int = 1024, epochs: Int = 8) {
         self.layers = layers
         self.hidden = hidden

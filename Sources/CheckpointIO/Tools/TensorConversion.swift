@@ -17,6 +17,7 @@ public struct ConversionOptions: Sendable {
     /// The output format; nil: from the output's name (``TensorConversion/outputFormat(for:)``).
     public var format: TensorFileFormat?
 
+    /// Options; container output is uncompressed, 64-byte aligned and fully synced by default.
     public init(encode: EncodeOptions = EncodeOptions(), alignment: Int = 64, durability: Durability = .full, format: TensorFileFormat? = nil) {
         self.encode = encode
         self.alignment = alignment
@@ -27,8 +28,11 @@ public struct ConversionOptions: Sendable {
 
 /// What a conversion wrote.
 public struct ConversionSummary: Sendable {
+    /// The format written.
     public var format: TensorFileFormat
+    /// Tensors written.
     public var tensorCount: Int
+    /// Raw (decoded) bytes of the tensors written.
     public var rawBytes: Int
     /// The size of the output (all files, for a directory).
     public var outputBytes: Int
@@ -77,7 +81,7 @@ public enum TensorConversion {
     /// references' metadata (``CheckpointManager/referencesKey``).
     /// `progress(done, total)` is called with raw byte counts.
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)`` for a name the input
+    /// - Throws: `CheckpointError.Code.blobNotFound` for a name the input
     ///   lacks; the writer's errors (a dtype the output format lacks, …).
     @discardableResult
     public static func convert(_ input: TensorFile, names: [String]? = nil, to output: String, options: ConversionOptions = ConversionOptions(),

@@ -4,6 +4,7 @@ import BlobCodec
 public enum TensorFileFormat: String, Sendable, CaseIterable {
     /// This package's container (FORMAT.md §4).
     case container = "ckpt"
+    /// A safetensors file (header length, JSON header, data).
     case safetensors
     /// One NumPy array.
     case npy
@@ -26,7 +27,7 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
     /// a safetensors candidate whose header starts with whitespace, that
     /// whitespace (within the header size cap).
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` when the
+    /// - Throws: `CheckpointError.Code.invalidField` when the
     ///   bytes match no format; the system error when the file cannot be read.
     public static func detect(_ path: String) throws(CheckpointError) -> TensorFileFormat {
         if AtomicFile.isDirectory(path) { return .npyDirectory }
@@ -81,8 +82,11 @@ public enum TensorFileFormat: String, Sendable, CaseIterable {
 
 /// What the tools show of one tensor; fields a format lacks are nil.
 public struct TensorEntry: Sendable, Equatable {
+    /// The tensor's name.
     public var name: String
+    /// The element type.
     public var dtype: DType
+    /// The dimensions, outermost first.
     public var shape: Shape
     /// The codec name (`none`, `lz4`, `zstd`…); for npz members `stored` or `deflate`; nil where the format has none.
     public var codec: String?
@@ -90,7 +94,9 @@ public struct TensorEntry: Sendable, Equatable {
     /// `.npy` array stored big-endian or in Fortran order, the conversion its
     /// bytes go through when read (`byteswap`, `transpose`, `byteswap+transpose`).
     public var filter: String?
+    /// Decoded size in bytes.
     public var rawBytes: Int
+    /// Bytes the tensor occupies in the file, when the format says (container, npz).
     public var storedBytes: Int?
     /// CRC32C of the raw bytes (the container), else nil.
     public var crc32c: UInt32?
@@ -118,7 +124,9 @@ public struct TensorEntry: Sendable, Equatable {
 /// little-endian C order each time they are read (no zero-copy view);
 /// ``notes`` lists them, and the `.npz` members that are not arrays (skipped).
 public final class TensorFile: @unchecked Sendable {
+    /// The file's path as given to ``open(_:)``.
     public let path: String
+    /// The format detected from the file's bytes.
     public let format: TensorFileFormat
     /// The format version, e.g. "1" for the container, "1.0" for npy; nil where the format has none.
     public let version: String?
@@ -174,7 +182,7 @@ public final class TensorFile: @unchecked Sendable {
 
     /// Opens and validates `path` (see each format's rules).
     ///
-    /// - Throws: ``CheckpointError`` naming the file and what is wrong.
+    /// - Throws: `CheckpointError` naming the file and what is wrong.
     public static func open(_ path: String) throws(CheckpointError) -> TensorFile {
         let format = try TensorFileFormat.detect(path)
         do throws(CheckpointError) {

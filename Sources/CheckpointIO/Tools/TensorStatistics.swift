@@ -12,12 +12,15 @@ public struct TensorStatistics: Sendable, Equatable {
     public var count: Int
     /// Finite elements (the ones min, max, mean and std are over).
     public var finiteCount: Int
+    /// Elements that are NaN.
     public var nanCount: Int
     /// Elements that are +∞ or −∞.
     public var infinityCount: Int
     /// Over the finite elements; nil when there are none.
     public var minimum: Double?
+    /// Over the finite elements; nil when there are none.
     public var maximum: Double?
+    /// Over the finite elements; nil when there are none.
     public var mean: Double?
     /// Population standard deviation.
     public var standardDeviation: Double?

@@ -4,11 +4,15 @@ import BlobCodec
 public struct VerificationReport: Sendable {
     /// One damaged blob.
     public struct Damage: Sendable, Equatable {
+        /// The damaged blob's name.
         public var blob: String
         /// The chunk whose checksum failed, when the error names one.
         public var chunk: Int?
+        /// The checksum the file stores, when the error is a checksum mismatch.
         public var expectedCRC: UInt32?
+        /// The checksum of the bytes read, when the error is a checksum mismatch.
         public var actualCRC: UInt32?
+        /// The error reading the blob raised.
         public var error: CheckpointError
     }
 
@@ -18,16 +22,23 @@ public struct VerificationReport: Sendable {
         public var reason: String
         /// What ``ContainerRecovery/repair(_:durability:)`` (`ckpt recover`) would keep.
         public var recoverableBlobs: [String]
+        /// Bytes up to the end of the last complete commit.
         public var intactLength: Int
+        /// The file's length.
         public var fileLength: Int
     }
 
+    /// The file checked.
     public var path: String
+    /// The file's format.
     public var format: TensorFileFormat
     /// False for formats without checksums (safetensors, npy): only their structure was checked.
     public var hasChecksums: Bool
+    /// Blobs checked.
     public var blobCount: Int
+    /// The damaged blobs, in file order.
     public var damaged: [Damage]
+    /// The torn end, if any.
     public var torn: Torn?
 
     /// True when nothing is damaged or torn.
