@@ -268,7 +268,7 @@ public final class ContainerWriter {
     /// `reference.fileName`, which readers open and check when the blob is read.
     /// Writes a few dozen bytes; the target is not opened.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a
+    /// - Throws: `CheckpointError.Code.invalidField` for a
     ///   target that is a reference itself (references have depth 1), a file
     ///   name that is not one name in the same directory, or an invalid blob name.
     public func writeReference(_ reference: BlobReference) throws(CheckpointError) {

@@ -23,11 +23,11 @@ import BlobCodec
 /// little-endian elements, is read for any fixed-size type. A `std::string`
 /// blob (`type` `"std::string"`, key `NAME`) holds its bytes in `content`.
 ///
-/// Type mapping: FLOAT ↔ ``DType/float32``, INT32 ↔ ``DType/int32``, INT64 ↔
-/// ``DType/int64``, DOUBLE ↔ ``DType/float64``, FLOAT16 ↔ ``DType/float16``,
-/// BOOL, UINT8, INT8, UINT16, INT16 ↔ the same, STRING ↔ ``DType/string``
-/// (elements must be UTF-8), BYTE → ``DType/uint8``, and a `std::string` blob
-/// ↔ ``DType/raw``. Other dtypes cannot be written (Caffe2 has no type for them).
+/// Type mapping: FLOAT ↔ `DType.float32`, INT32 ↔ `DType.int32`, INT64 ↔
+/// `DType.int64`, DOUBLE ↔ `DType.float64`, FLOAT16 ↔ `DType.float16`,
+/// BOOL, UINT8, INT8, UINT16, INT16 ↔ the same, STRING ↔ `DType.string`
+/// (elements must be UTF-8), BYTE → `DType.uint8`, and a `std::string` blob
+/// ↔ `DType.raw`. Other dtypes cannot be written (Caffe2 has no type for them).
 ///
 /// Opening maps the file and parses every record (the format has no index:
 /// O(file size)), checking every length against the file and every tensor's
@@ -52,7 +52,7 @@ public final class MiniDBFile: @unchecked Sendable {
         public var name: String
         public var dtype: DType
         public var shape: Shape
-        /// The decoded size (for STRING, ``StringTensor``'s layout).
+        /// The decoded size (for STRING, `StringTensor`'s layout).
         public var byteCount: Int
         /// The number of records holding it.
         public var recordCount: Int
@@ -126,7 +126,7 @@ public final class MiniDBFile: @unchecked Sendable {
 
     /// The entry of `name`.
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)``.
+    /// - Throws: `CheckpointError.Code.blobNotFound`.
     public func entry(_ name: String) throws(CheckpointError) -> Entry {
         guard let i = index[BlobName(name)] else { throw CheckpointError(.blobNotFound(name), blobName: name, path: path) }
         return entries[i]
@@ -137,7 +137,7 @@ public final class MiniDBFile: @unchecked Sendable {
     /// Opens and validates a minidb file: every record, every `BlobProto`,
     /// every tensor's chunks (see ``MiniDBFile``).
     ///
-    /// - Throws: ``CheckpointError`` naming the file, the blob and the offset:
+    /// - Throws: `CheckpointError` naming the file, the blob and the offset:
     ///   a truncated record, a key or value length ≤ 0, a key that is not
     ///   UTF-8 or longer than ``maximumKeyLength``, malformed protobuf, an
     ///   unsupported data type or `data_format`, chunks that disagree on dims
@@ -533,10 +533,10 @@ public final class MiniDBFile: @unchecked Sendable {
     // MARK: Reading
 
     /// Decodes `name` into `destination`, exactly ``Entry/byteCount`` bytes
-    /// (little-endian elements, row-major; STRING in ``StringTensor``'s layout).
+    /// (little-endian elements, row-major; STRING in `StringTensor`'s layout).
     /// Nothing is verified beyond the structure: minidb has no checksums.
     ///
-    /// - Throws: ``CheckpointError/Code/blobNotFound(_:)``; ``CheckpointError/Code/sizeMismatch(what:expected:actual:)``
+    /// - Throws: `CheckpointError.Code.blobNotFound`; `CheckpointError.Code.sizeMismatch`
     ///   for a destination of another size.
     public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         let entry = try entry(name)
@@ -634,7 +634,7 @@ public final class MiniDBFile: @unchecked Sendable {
     /// `BlobProto` of type `"Tensor"` whose `TensorProto` has the full dims,
     /// the data type, the chunk's elements in Caffe2's field for the type
     /// (small types and FLOAT16 as `int32_data`, Caffe2's default), the name,
-    /// a CPU `device_detail` and the `segment`; a ``DType/raw`` blob as a
+    /// a CPU `device_detail` and the `segment`; a `DType.raw` blob as a
     /// `std::string` blob keyed `NAME`. With `blobList`, a 1-D STRING tensor
     /// ``blobListBlobName`` holding it is added (unless a blob of that name is
     /// given), as Caffe2's `CheckpointManager` keeps its blob list.
@@ -643,7 +643,7 @@ public final class MiniDBFile: @unchecked Sendable {
     /// written through a temporary file renamed into place; `durability`
     /// says what is synced.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a
+    /// - Throws: `CheckpointError.Code.invalidField` for a
     ///   dtype Caffe2 has no type for, an empty name, a name containing `#%`,
     ///   a duplicate name, a string that is not valid; the errors of the write.
     public static func write(_ blobs: [BlobSource], blobList: [String]? = nil, to path: String, durability: Durability = .none,

@@ -15,8 +15,8 @@ enum ProtobufWireType: UInt8 {
 
 /// Reads one message's fields from a buffer, bounds-checking every length.
 ///
-/// Errors are ``CheckpointError/Code/invalidField(field:reason:)`` or
-/// ``CheckpointError/Code/truncated(what:needed:available:)`` with the
+/// Errors are `CheckpointError.Code.invalidField` or
+/// `CheckpointError.Code.truncated` with the
 /// offset (`baseOffset` + position in the buffer) of the bad byte.
 struct ProtobufReader {
     let bytes: UnsafeRawBufferPointer

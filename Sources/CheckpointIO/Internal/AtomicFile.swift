@@ -167,8 +167,8 @@ enum AtomicFile {
 
     /// Reads a whole file of at most `limit` bytes; nil when it does not exist.
     ///
-    /// - Throws: ``CheckpointError/Code/limitExceeded(what:limit:actual:)`` for a
-    ///   larger file; ``CheckpointError/Code/system(call:errno:)`` for other failures.
+    /// - Throws: `CheckpointError.Code.limitExceeded` for a
+    ///   larger file; `CheckpointError.Code.system` for other failures.
     static func read(_ path: String, limit: Int, calls: SystemCalls) throws(CheckpointError) -> [UInt8]? {
         let file: SystemFile
         do throws(CheckpointError) {
@@ -277,7 +277,7 @@ enum AtomicFile {
     /// `fsync`). An existing directory costs one `stat`; one created meanwhile
     /// by someone else is fine.
     ///
-    /// - Throws: ``CheckpointError/Code/system(call:errno:)`` for `mkdir`
+    /// - Throws: `CheckpointError.Code.system` for `mkdir`
     ///   naming the first directory that could not be created (EEXIST when a
     ///   file that is not a directory is in the way), or for the parent's fsync.
     static func makeDirectoryDurably(_ path: String, durability: Durability, calls: SystemCalls) throws(CheckpointError) {
@@ -305,7 +305,7 @@ enum AtomicFile {
     }
 
     /// Runs `body`, and again every 10 ms while it throws
-    /// ``CheckpointError/Code/writerLocked``, for at most `timeout` seconds;
+    /// `CheckpointError.Code.writerLocked`, for at most `timeout` seconds;
     /// then throws that error (`usleep`). For writers that may meet a lock
     /// held for a moment (a cleanup checking whether a temporary is abandoned).
     static func retryingWhileLocked<R>(timeout: Double, _ body: () throws(CheckpointError) -> R) throws(CheckpointError) -> R {
@@ -360,14 +360,14 @@ extension CheckpointError {
         return copy
     }
 
-    /// The errno of a ``CheckpointError/Code/system(call:errno:)`` error.
+    /// The errno of a `CheckpointError.Code.system` error.
     var systemErrno: Int32? {
         if case let .system(_, code) = code { return code }
         return nil
     }
 }
 
-/// Runs `body`, whose only errors are ``CheckpointError``s, where an API in
+/// Runs `body`, whose only errors are `CheckpointError`s, where an API in
 /// between rethrows them untyped (closures passed through `rethrows` functions).
 func typedThrows<R>(_ body: () throws -> R) throws(CheckpointError) -> R {
     do {

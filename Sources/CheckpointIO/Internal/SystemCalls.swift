@@ -91,7 +91,7 @@ private func cCopyFileRange(_ inFD: Int32, _ inOffset: UnsafeMutablePointer<Int6
                             _ length: Int, _ flags: UInt32) -> Int
 
 /// Helpers over ``SystemCalls`` that retry EINTR, finish short transfers, and
-/// turn failures into ``CheckpointError``s naming the call and the file.
+/// turn failures into `CheckpointError`s naming the call and the file.
 struct SystemFile {
     let calls: SystemCalls
     let fd: Int32
@@ -222,7 +222,7 @@ struct WriterLock {
 
     /// Takes the lock of `target` without waiting.
     ///
-    /// - Throws: ``CheckpointError/Code/writerLocked`` when another writer
+    /// - Throws: `CheckpointError.Code.writerLocked` when another writer
     ///   holds it; a system error naming `directory` when it does not exist.
     static func acquire(for target: String, directory: String, calls: SystemCalls) throws(CheckpointError) -> WriterLock {
         let lockPath = target + ".lock"
@@ -370,7 +370,7 @@ extension SystemCalls {
     ///
     /// An existing file opened to be read or rewritten must be a regular file:
     /// a FIFO, device, socket or directory is refused with
-    /// ``CheckpointError/Code/notRegularFile(kind:)`` (it is opened
+    /// `CheckpointError.Code.notRegularFile` (it is opened
     /// non-blocking, so a FIFO without a writer cannot hang the open).
     func openFile(_ path: String, _ mode: OpenMode) throws(CheckpointError) -> SystemFile {
         let file = try openFile(path, flags: mode.flags)

@@ -472,7 +472,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     /// (``acquireWriterLock(nodes:)``), else a token taken now (creating
     /// `dbPrefix` if missing) that releases the lock when the caller drops it.
     ///
-    /// - Throws: ``CheckpointError/Code/writerLocked`` when another manager holds it.
+    /// - Throws: `CheckpointError.Code.writerLocked` when another manager holds it.
     func writerLockForSave() throws(CheckpointError) -> AnyObject? {
         try lock.locked { () throws(CheckpointError) -> AnyObject? in
             guard writerToken == nil else { return nil }

@@ -17,7 +17,7 @@ import BlobCodec
 ///
 /// A handler is a class (the managers share it) and `Sendable` (a
 /// background save calls it from another thread), so its state needs a
-/// lock; every method throws only ``CheckpointError`` (typed throws). A
+/// lock; every method throws only `CheckpointError` (typed throws). A
 /// minimal conforming handler, which remembers complete epochs in memory
 /// and resumes from the last one (``fallBack(fromDamagedEpoch:reason:)``
 /// and `write(epoch:)` come from the protocol extension):

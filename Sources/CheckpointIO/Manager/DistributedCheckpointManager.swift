@@ -114,7 +114,9 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
     ///   - runID: this start of the job: the same in every process, new at every restart.
     ///   - retention: what to keep of complete epochs (default: everything).
     ///   - completionWait: whether a save waits for the epoch to complete (default: no).
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for a bad
+    ///   - dbType: the file format of the node files (`"ckpt"`, `"safetensors"`, `"minidb"`).
+    ///   - options: the node managers' options (storage, encoding, durability, incremental saves).
+    /// - Throws: `CheckpointError.Code.invalidField` for a bad
     ///   prefix, node name, run id or `dbType`, a node twice, or a node outside `allNodes`.
     public init(dbPrefix: String, nodes: [String], allNodes: [String], runID: String, dbType: String = CheckpointFormat.container.rawValue,
                 retention: RetentionPolicy = .keepAll, completionWait: CompletionWait = .none,
@@ -208,7 +210,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
 
     /// Checks `nodes` (empty, or this process's nodes) and remembers the path type.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` for other nodes.
+    /// - Throws: `CheckpointError.Code.invalidField` for other nodes.
     public func setParams(nodes: [String], pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         try checkNodes(nodes)
         if let pathType { lock.locked { self.pathType = pathType } }
@@ -275,7 +277,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
 
     /// Loads every local node's blobs of `epoch` (all or nothing).
     ///
-    /// - Throws: ``CheckpointError/Code/checkpointNotFound(epoch:)`` when
+    /// - Throws: `CheckpointError.Code.checkpointNotFound` when
     ///   `epoch` has no completion record (naming it); the node managers' errors.
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         if pathPrefix == nil { try requireComplete(epoch) }
@@ -363,7 +365,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
     /// and removes earlier epochs that never completed. With
     /// ``CompletionWait/upTo(_:)``, then waits for the completion record.
     ///
-    /// - Throws: storage errors; ``CheckpointError/Code/invalidState(reason:)``
+    /// - Throws: storage errors; `CheckpointError.Code.invalidState`
     ///   when the wait times out (naming the nodes whose records are missing).
     public func writeCheckpointMetadata(epoch: Int, metric: Double? = nil) throws(CheckpointError) {
         let log = try commitLog()
@@ -513,7 +515,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
     /// read from the first node in the record's order; names no file has
     /// are skipped. All or nothing.
     ///
-    /// - Throws: ``CheckpointError/Code/checkpointNotFound(epoch:)`` when
+    /// - Throws: `CheckpointError.Code.checkpointNotFound` when
     ///   `epoch` has no completion record; the readers' errors (naming file and blob).
     public func loadBlobsFromCheckpoint(_ blobNames: [String], epoch: Int, into workspace: Workspace? = nil) throws(CheckpointError) {
         let log = try commitLog()

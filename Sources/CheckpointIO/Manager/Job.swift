@@ -8,7 +8,7 @@ import BlobCodec
 ///     let job = Job(initGroup: initGroup, epochGroup: TaskGroup())
 ///
 /// A step added without a node runs on the node its ``Job`` defaults to
-/// (``Job/defaultNode``). Steps run in the order they were added.
+/// (`defaultNode`). Steps run in the order they were added.
 public final class TaskGroup: @unchecked Sendable {
     private let lock = PThreadLock()
     private var entries: [(node: String?, run: Job.Step)] = []
@@ -39,7 +39,7 @@ public final class TaskGroup: @unchecked Sendable {
 /// once at the end. Within a group, steps run in the order they were added.
 ///
 /// A step, stop condition or ``epochLimiter(_:numEpochs:node:)`` given no
-/// `node` runs on the job's ``defaultNode``: a single-node job names its node
+/// `node` runs on the job's `defaultNode`: a single-node job names its node
 /// once, in ``init(defaultNode:nodesToCheckpoint:)``, and cannot spread over
 /// two nodes by forgetting `node:` in one call.
 ///
@@ -92,8 +92,15 @@ public final class Job: @unchecked Sendable {
     /// `Job(init_group=…, epoch_group=…, download_group=…, exit_group=…, stop_conditions=…, nodes_to_checkpoint=…)`.
     ///
     /// - Parameters:
+    ///   - initGroup: steps run once before the first epoch of a fresh run.
+    ///   - epochGroup: steps run at every epoch.
+    ///   - downloadGroup: steps run after the last epoch, before the exit steps.
+    ///   - exitGroup: steps run when the job ends.
     ///   - stopConditions: each with its node (nil: `defaultNode`); the job
     ///     stops after an epoch at whose end any holds.
+    ///   - nodesToCheckpoint: the nodes whose workspaces are checkpointed
+    ///     (nil: every node a step or condition names).
+    ///   - defaultNode: the node of steps and conditions given none.
     public init(initGroup: TaskGroup = TaskGroup(), epochGroup: TaskGroup = TaskGroup(), downloadGroup: TaskGroup = TaskGroup(),
                 exitGroup: TaskGroup = TaskGroup(), stopConditions: [(node: String?, condition: StopCondition)] = [],
                 nodesToCheckpoint: [String]? = nil, defaultNode: String = Job.defaultNode) {
@@ -106,13 +113,13 @@ public final class Job: @unchecked Sendable {
         self.conditions = stopConditions
     }
 
-    /// Adds a step run once on `node` (nil: ``defaultNode``) before the first epoch of a fresh run (not on a resume).
+    /// Adds a step run once on `node` (nil: `defaultNode`) before the first epoch of a fresh run (not on a resume).
     public func addInitStep(node: String? = nil, _ step: @escaping Step) { initGroup.addStep(node: node, step) }
-    /// Adds a step run on `node` (nil: ``defaultNode``) at every epoch.
+    /// Adds a step run on `node` (nil: `defaultNode`) at every epoch.
     public func addEpochStep(node: String? = nil, _ step: @escaping Step) { epochGroup.addStep(node: node, step) }
-    /// Adds a step run on `node` (nil: ``defaultNode``) after the last epoch, before the exit steps.
+    /// Adds a step run on `node` (nil: `defaultNode`) after the last epoch, before the exit steps.
     public func addDownloadStep(node: String? = nil, _ step: @escaping Step) { downloadGroup.addStep(node: node, step) }
-    /// Adds a step run on `node` (nil: ``defaultNode``) when the job ends.
+    /// Adds a step run on `node` (nil: `defaultNode`) when the job ends.
     public func addExitStep(node: String? = nil, _ step: @escaping Step) { exitGroup.addStep(node: node, step) }
     /// Adds a condition evaluated after every epoch; the job stops when any holds.
     public func addStopCondition(node: String? = nil, _ condition: @escaping StopCondition) { lock.locked { conditions.append((node, condition)) } }
@@ -170,7 +177,10 @@ public final class Job: @unchecked Sendable {
 /// it was already zero. With several limiters the job stops when the first
 /// of them says so (two limiters of 5 and 3 epochs: after 3).
 ///
-/// - Parameter node: the node of the counter (nil: the job's ``Job/defaultNode``).
+/// - Parameters:
+///   - job: the job to limit.
+///   - numEpochs: the epochs to run before this limiter stops the job.
+///   - node: the node of the counter (nil: the job's `defaultNode`).
 /// - Precondition: `numEpochs` ≥ 1.
 public func epochLimiter(_ job: Job, numEpochs: Int, node: String? = nil) {
     precondition(numEpochs >= 1, "epochLimiter needs at least one epoch")

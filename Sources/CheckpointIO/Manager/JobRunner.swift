@@ -79,6 +79,12 @@ public final class JobRunner {
     /// A runner for `job`, checkpointed by `checkpointManager`.
     ///
     /// - Parameters:
+    ///   - job: the steps to run.
+    ///   - checkpointManager: saves each epoch and finds the epoch to resume from (nil: no checkpoints).
+    ///   - resumeFromEpoch: the epoch to resume from (nil: the manager's choice).
+    ///   - uploadTaskGroupBuilder: builds the upload step run after each save.
+    ///   - maxConsecutiveSaveFailures: failed saves in a row after which
+    ///     ``train()`` throws (nil: never, Caffe2's behaviour).
     ///   - logger: where the runner logs (resume, failed saves); `Logger` is
     ///     re-exported by `import CheckpointIO`. To silence it:
     ///
@@ -108,10 +114,10 @@ public final class JobRunner {
     /// Runs the job to its end and returns the final epoch. Whether its
     /// checkpoints were saved: ``failedSaves`` and ``lastSavedEpoch``.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidField(field:reason:)`` before
+    /// - Throws: `CheckpointError.Code.invalidField` before
     ///   any step runs when a single-node ``CheckpointManager`` is given a job
     ///   whose ``Job/nodesToCheckpoint`` has several nodes (a step added
-    ///   without `node:` runs on ``Job/defaultNode``): the message names the
+    ///   without `node:` runs on `Job.defaultNode`): the message names the
     ///   nodes and the fixes; what a step or stop condition throws; the manager's errors
     ///   while resuming (a resume epoch you chose, or one with no intact
     ///   epoch before it, whose checkpoint is missing or damaged; a checkpoint

@@ -71,7 +71,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
 
     /// Every node's blob list, in node order (see ``CheckpointManager/blobList()``).
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
+    /// - Throws: `CheckpointError.Code.invalidState` before ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``.
     public func blobList() throws(CheckpointError) -> [String] {
         var names: [String] = []
         for (_, manager) in try requireManagers() { names += try manager.blobList() }
@@ -89,7 +89,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     /// has, node by node, into `workspace` (nil: each node's own workspace);
     /// names a node's file lacks are skipped (see ``CheckpointManager/loadBlobsFromCheckpoint(_:epoch:into:)``).
     ///
-    /// - Throws: ``CheckpointError/Code/invalidState(reason:)`` before
+    /// - Throws: `CheckpointError.Code.invalidState` before
     ///   ``initialize(nodes:retrieveFromEpoch:pathPrefix:pathType:)``; a node's
     ///   missing file or a damaged blob.
     public func loadBlobsFromCheckpoint(_ blobNames: [String], epoch: Int, into workspace: Workspace? = nil) throws(CheckpointError) {

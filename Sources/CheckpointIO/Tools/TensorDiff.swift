@@ -43,7 +43,7 @@ public struct TensorDiff: Sendable {
 
     /// Compares the files at `first` and `second`.
     ///
-    /// - Throws: ``CheckpointError`` when either file cannot be opened or a
+    /// - Throws: `CheckpointError` when either file cannot be opened or a
     ///   blob cannot be read (naming the file and the blob).
     public static func compare(_ first: String, _ second: String) throws(CheckpointError) -> TensorDiff {
         let a = try TensorFile.open(first), b = try TensorFile.open(second)
