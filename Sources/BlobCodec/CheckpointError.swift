@@ -62,6 +62,10 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
         /// a socket, a directory where a file is expected): refused, since reading
         /// it could block forever or never end.
         case notRegularFile(kind: String)
+        /// An object store refused or failed a request: the operation (`PutObject`,
+        /// `UploadPart`…), the bucket and key, the HTTP status (0 when no response
+        /// came) and the store's error code (`NoSuchKey`, `SlowDown`…; empty when none).
+        case objectStore(operation: String, bucket: String, key: String, status: Int, errorCode: String, message: String)
     }
 
     /// What went wrong.
@@ -153,6 +157,9 @@ extension CheckpointError.Code: CustomStringConvertible {
             return reason
         case let .notRegularFile(kind):
             return "not a regular file: it is \(kind)"
+        case let .objectStore(operation, bucket, key, status, errorCode, message):
+            let what = status == 0 ? "no response" : "HTTP \(status)" + (errorCode.isEmpty ? "" : " \(errorCode)")
+            return "\(operation) of s3://\(bucket)/\(key) failed: \(what)" + (message.isEmpty ? "" : ": \(message)")
         }
     }
 }
