@@ -230,7 +230,7 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
         guard response.body.readableBytes <= limit else {
             throw CheckpointError(.limitExceeded(what: "file size", limit: UInt64(limit), actual: UInt64(response.body.readableBytes)), path: path)
         }
-        return (Array(response.body.readableBytesView), response.eTag ?? "")
+        return (response.body.bytes, response.eTag ?? "")
     }
 
     /// A compare-and-swap loop: `GET` (content and ETag), `transform`, `PUT`

@@ -31,9 +31,10 @@ struct S3Response: Sendable {
     /// Attempts made (more than 1: an earlier one may have taken effect without its response arriving).
     var attempts = 1
 
-    var bodyText: Substring { Substring(String(decoding: body.readableBytesView, as: UTF8.self)) }
-    var errorCode: String { S3XML.value("Code", in: bodyText) ?? "" }
-    var errorMessage: String { S3XML.value("Message", in: bodyText) ?? "" }
+    var bodyText: Substring { Substring(body.withUnsafeReadableBytes { String(decoding: $0, as: UTF8.self) }) }
+    /// The `<Code>` of an error document (empty for a success, whose body is not parsed).
+    var errorCode: String { (200..<300).contains(status) ? "" : S3XML.value("Code", in: bodyText) ?? "" }
+    var errorMessage: String { (200..<300).contains(status) ? "" : S3XML.value("Message", in: bodyText) ?? "" }
     var eTag: String? { headers.first(name: "etag") }
 }
 
@@ -45,6 +46,9 @@ final class S3Client: Sendable {
     let configuration: S3Configuration
     let signer: S3Signer
     let http: HTTPClient
+
+    /// `CKPT_S3_TRACE=1`: every request's operation, status and duration on stderr.
+    let trace = ProcessInfo.processInfo.environment["CKPT_S3_TRACE"] == "1"
 
     init(configuration: S3Configuration) throws(CheckpointError) {
         try configuration.validate()
@@ -77,10 +81,14 @@ final class S3Client: Sendable {
         while true {
             let failure: (status: Int, code: String, message: String)
             do {
+                let started = trace ? Date() : nil
                 let response = try sendOnce(request, into: destination, bodyLimit: bodyLimit)
+                if let started {
+                    FileHandle.standardError.write(Data("s3: \(request.operation) \(request.bucket)/\(request.key) -> \(response.status) in \(Int(Date().timeIntervalSince(started) * 1000)) ms\n".utf8))
+                }
                 if let destination, (200..<300).contains(response.status), response.bodyBytesWritten != destination.count {
                     failure = (response.status, "IncompleteBody", "got \(response.bodyBytesWritten) of \(destination.count) bytes")
-                } else if S3RetryPolicy.isRetryable(status: response.status, errorCode: response.errorCode) {
+                } else if response.status >= 300, S3RetryPolicy.isRetryable(status: response.status, errorCode: response.errorCode) {
                     failure = (response.status, response.errorCode, response.errorMessage)
                 } else {
                     var response = response
@@ -177,7 +185,9 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
             }
             written += count
         } else {
-            guard body.readableBytes + buffer.readableBytes <= bodyLimit else { return task.eventLoop.makeFailedFuture(BodyTooLarge()) }
+            // A success body is bounded by the caller's limit; an error document by 1 MiB.
+            let limit = (200..<300).contains(status) ? bodyLimit : max(bodyLimit, 1 << 20)
+            guard body.readableBytes + buffer.readableBytes <= limit else { return task.eventLoop.makeFailedFuture(BodyTooLarge()) }
             var buffer = buffer
             body.writeBuffer(&buffer)
         }
@@ -187,4 +197,9 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
     func didFinishRequest(task: HTTPClient.Task<S3Response>) throws -> S3Response {
         S3Response(status: status, headers: headers, body: body, bodyBytesWritten: written)
     }
+}
+
+extension ByteBuffer {
+    /// The readable bytes as an array, copied in one go.
+    var bytes: [UInt8] { withUnsafeReadableBytes { Array($0) } }
 }

@@ -51,7 +51,7 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
         default:
             break
         }
-        let bytes = Array(response.body.readableBytesView)
+        let bytes = response.body.bytes
         if response.status == 206 {
             guard let range = response.headers.first(name: "content-range"), let slash = range.lastIndex(of: "/"),
                   let total = Int(range[range.index(after: slash)...]) else {

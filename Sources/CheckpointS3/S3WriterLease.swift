@@ -47,7 +47,7 @@ final class S3WriterLease: @unchecked Sendable {
             let body = S3WriterLease.body(owner: owner, expiresAt: Date().timeIntervalSince1970 + duration)
             return try client.send(S3Request(operation: "PutObject (writer lease)", method: .PUT, bucket: bucket, key: key,
                                              headers: [condition, ("content-type", "application/json")], body: body,
-                                             payloadHash: S3Signer.hexSHA256(Array(body.readableBytesView))),
+                                             payloadHash: S3Signer.hexSHA256(body.bytes)),
                                    accepting: [200, 409, 412])
         }
         var created = try put(("if-none-match", "*"))
@@ -90,7 +90,7 @@ final class S3WriterLease: @unchecked Sendable {
         let body = S3WriterLease.body(owner: owner, expiresAt: Date().timeIntervalSince1970 + client.configuration.leaseDurationInSeconds)
         guard let response = try? client.send(S3Request(operation: "PutObject (writer lease renewal)", method: .PUT, bucket: bucket, key: key,
                                                          headers: [("if-match", tag), ("content-type", "application/json")], body: body,
-                                                         payloadHash: S3Signer.hexSHA256(Array(body.readableBytesView))),
+                                                         payloadHash: S3Signer.hexSHA256(body.bytes)),
                                               accepting: [200, 409, 412]) else { return }
         lock.withLock {
             if response.status == 200, let newTag = response.eTag {

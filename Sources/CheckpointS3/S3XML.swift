@@ -13,20 +13,30 @@ enum S3XML {
         blocks(tag, in: xml).first.map { decode($0) }
     }
 
-    /// The raw content of every `<tag>…</tag>` (or `<tag/>`, empty) in `xml`.
+    /// The raw content of every `<tag>…</tag>` (or `<tag/>`, empty) in `xml`,
+    /// found by a scan of its UTF-8 bytes (S3 does not nest an element in one of its own name).
     static func blocks(_ tag: String, in xml: Substring) -> [Substring] {
+        let bytes = Array(xml.utf8)
+        let open = Array("<\(tag)>".utf8), close = Array("</\(tag)>".utf8), empty = Array("<\(tag)/>".utf8)
+        func matches(_ pattern: [UInt8], at index: Int) -> Bool {
+            index + pattern.count <= bytes.count && bytes[index..<(index + pattern.count)].elementsEqual(pattern)
+        }
         var result: [Substring] = []
-        let open = "<\(tag)>", close = "</\(tag)>", empty = "<\(tag)/>"
-        var rest = xml
-        while let start = rest.range(of: open) {
-            if let selfClosing = rest.range(of: empty), selfClosing.lowerBound < start.lowerBound {
-                result.append(rest[selfClosing.upperBound..<selfClosing.upperBound])
-                rest = rest[selfClosing.upperBound...]
-                continue
+        var index = 0
+        while let next = bytes[index...].firstIndex(of: UInt8(ascii: "<")) {
+            if matches(empty, at: next) {
+                result.append("")
+                index = next + empty.count
+            } else if matches(open, at: next) {
+                let start = next + open.count
+                var end = start
+                while end < bytes.count, !(bytes[end] == UInt8(ascii: "<") && matches(close, at: end)) { end += 1 }
+                guard end < bytes.count else { break }
+                result.append(Substring(String(decoding: bytes[start..<end], as: UTF8.self)))
+                index = end + close.count
+            } else {
+                index = next + 1
             }
-            guard let end = rest.range(of: close, range: start.upperBound..<rest.endIndex) else { break }
-            result.append(rest[start.upperBound..<end.lowerBound])
-            rest = rest[end.upperBound...]
         }
         return result
     }

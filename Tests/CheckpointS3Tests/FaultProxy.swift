@@ -25,6 +25,8 @@ final class FaultProxy: @unchecked Sendable {
         var index: Int
         /// The `Range` header's byte count (`bytes=A-B`), when there is one.
         var rangeLength: Int?
+        /// The `Range` header, when there is one.
+        var range: String?
     }
 
     let upstreamPort: Int
@@ -168,12 +170,13 @@ final class FaultProxy: @unchecked Sendable {
             }
             let fault = lock.withLock { () -> Fault? in
                 var rangeLength: Int?
+                let rangeHeader = fields.first(where: { $0.0.lowercased() == "range" })?.1
                 if let range = fields.first(where: { $0.0.lowercased() == "range" })?.1, range.hasPrefix("bytes="),
                    let dash = range.firstIndex(of: "-"), let a = Int(range[range.index(range.startIndex, offsetBy: 6)..<dash]),
                    let b = Int(range[range.index(after: dash)...]) {
                     rangeLength = b - a + 1
                 }
-                let info = RequestInfo(method: method, target: target, index: requestCount, rangeLength: rangeLength)
+                let info = RequestInfo(method: method, target: target, index: requestCount, rangeLength: rangeLength, range: rangeHeader)
                 requestCount += 1
                 let fault = schedule(info)
                 if fault != nil { faultsInjected += 1 }

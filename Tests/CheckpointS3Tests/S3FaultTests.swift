@@ -60,8 +60,10 @@ struct S3FaultTests {
         defer { proxy.stop() }
         try save(storage, bucket.url("c/trainer_0.1"))
         let reader = try storage.openCheckpoint(bucket.url("c/trainer_0.1"), format: .container)
-        // Every other payload range comes back with a flipped byte: the chunk's CRC32C catches it and it is read again.
-        proxy.setSchedule { info in info.method == "GET" && (info.rangeLength ?? 0) > (1 << 20) && info.index % 2 == 0 ? .corruptByte : nil }
+        // Every payload range comes back with a flipped byte the first time it is asked for:
+        // the chunk's CRC32C catches it and the chunk is read again.
+        let seen = LockedSet()
+        proxy.setSchedule { info in info.method == "GET" && (info.rangeLength ?? 0) > (1 << 20) && seen.insert(info.range ?? "") ? .corruptByte : nil }
         #expect(try load(reader) == blob)
         #expect(proxy.faultsInjected > 0)
         // Every payload range damaged, every time: a checksum error naming the blob, never wrong bytes.
@@ -110,4 +112,11 @@ final class LockedCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var value = 0
     func next() -> Int { lock.withLock { defer { value += 1 }; return value } }
+}
+
+final class LockedSet: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: Set<String> = []
+    /// True when `item` was not there yet.
+    func insert(_ item: String) -> Bool { lock.withLock { items.insert(item).inserted } }
 }
