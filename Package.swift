@@ -6,11 +6,16 @@ let package = Package(
     products: [
         .library(name: "BlobCodec", targets: ["BlobCodec"]),
         .library(name: "CheckpointIO", targets: ["CheckpointIO"]),
+        // Checkpoints on S3-compatible object stores; brings an HTTP stack, so it is its own product.
+        .library(name: "CheckpointS3", targets: ["CheckpointS3"]),
         .executable(name: "ckpt", targets: ["ckpt"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // `swift package generate-documentation` (DocC catalogs under Sources/*/*.docc); a build-time plugin only.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
@@ -29,9 +34,19 @@ let package = Package(
             "BlobCodec",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `CheckpointStorage` on S3-compatible object stores (path type "s3"): SigV4 with
+        // swift-crypto, HTTP through async-http-client.
+        .target(name: "CheckpointS3", dependencies: [
+            "CheckpointIO", "BlobCodec",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The command line: parsing and printing only.
         .executableTarget(name: "ckpt", dependencies: [
-            "CheckpointIO",
+            "CheckpointIO", "CheckpointS3",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -41,6 +56,13 @@ let package = Package(
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "CZlib"], exclude: ["Fixtures"]),
         .testTarget(name: "CheckpointManagerTests", dependencies: ["CheckpointIO", "checkpoint-stress"]),
         // Runs the built `ckpt` binary, and the real Python safetensors / numpy packages for interop.
+        // Against a real S3 server (moto) on loopback, started by the suite; SigV4 checked against botocore.
+        .testTarget(name: "CheckpointS3Tests", dependencies: [
+            "CheckpointS3", "CheckpointIO", "ckpt",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .testTarget(name: "CLITests", dependencies: ["CheckpointIO", "ckpt"]),
     ],
     swiftLanguageModes: [.v6]

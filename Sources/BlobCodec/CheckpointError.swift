@@ -66,6 +66,10 @@ public struct CheckpointError: Error, Sendable, Equatable, CustomStringConvertib
         /// `target`, which is missing, damaged, or no longer holds the blob
         /// the reference describes. The error's path is the referencing file.
         case referenceTargetInvalid(target: String, reason: String)
+        /// An object store refused or failed a request: the operation (`PutObject`,
+        /// `UploadPart`…), the bucket and key, the HTTP status (0 when no response
+        /// came) and the store's error code (`NoSuchKey`, `SlowDown`…; empty when none).
+        case objectStore(operation: String, bucket: String, key: String, status: Int, errorCode: String, message: String)
     }
 
     /// What went wrong.
@@ -162,6 +166,9 @@ extension CheckpointError.Code: CustomStringConvertible {
             return "not a regular file: it is \(kind)"
         case let .referenceTargetInvalid(target, reason):
             return "the blob is a reference to file \(target), which \(reason)"
+        case let .objectStore(operation, bucket, key, status, errorCode, message):
+            let what = status == 0 ? "no response" : "HTTP \(status)" + (errorCode.isEmpty ? "" : " \(errorCode)")
+            return "\(operation) of s3://\(bucket)/\(key) failed: \(what)" + (message.isEmpty ? "" : ": \(message)")
         }
     }
 }

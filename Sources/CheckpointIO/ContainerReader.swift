@@ -70,8 +70,8 @@ public final class ContainerReader: @unchecked Sendable {
         get { resolverLock.locked { resolverState } }
         set { resolverLock.locked { resolverState = newValue } }
     }
-    private let file: SystemFile
-    /// The open file descriptor (for in-kernel copies of raw payloads).
+    private let file: ReadableFile
+    /// The open file descriptor (for in-kernel copies of raw payloads); -1 for a remote source.
     var fileDescriptor: Int32 { file.fd }
     fileprivate let map: UnsafeRawBufferPointer?  // the whole file, in mmap mode
 
@@ -87,7 +87,7 @@ public final class ContainerReader: @unchecked Sendable {
     static func open(_ path: String, options: ReaderOptions, resolvingReferences: Bool) throws(CheckpointError) -> ContainerReader {
         let file = try options.systemCalls.openFile(path, .readOnly)
         do throws(CheckpointError) {
-            let reader = try ContainerReader(path: path, file: file, options: options)
+            let reader = try ContainerReader(path: path, file: ReadableFile(file), options: options)
             if resolvingReferences {
                 reader.resolverState = LocalReferenceResolver(directory: ContainerWriter.splitPath(path).directory, options: options)
             }
@@ -98,7 +98,25 @@ public final class ContainerReader: @unchecked Sendable {
         }
     }
 
-    private init(path: String, file: SystemFile, options: ReaderOptions) throws(CheckpointError) {
+    /// Opens a container that is not a local file (an object in an object
+    /// store): the same validation as ``open(_:options:)``, reading the file
+    /// header, the trailer and the index through `source` (three small reads;
+    /// no payload). Reads use ``ReadMode/pread`` whatever `options` say;
+    /// an uncompressed blob is read with one ``ContainerByteSource/read(into:at:)``
+    /// straight into the destination (the source parallelises it), then every
+    /// chunk's CRC32C is checked, and a chunk that fails is read once more
+    /// before its error is reported (bytes damaged in transit).
+    public static func open(source: any ContainerByteSource, options: ReaderOptions = ReaderOptions()) throws(CheckpointError) -> ContainerReader {
+        var options = options
+        options.mode = .pread
+        do throws(CheckpointError) {
+            return try ContainerReader(path: source.name, file: ReadableFile(remote: source), options: options)
+        } catch {
+            throw error.adding(path: source.name)
+        }
+    }
+
+    private init(path: String, file: ReadableFile, options: ReaderOptions) throws(CheckpointError) {
         self.path = path
         self.options = options
         self.file = file
@@ -107,8 +125,8 @@ public final class ContainerReader: @unchecked Sendable {
             throw CheckpointError(.tornFile(reason: "\(size) bytes is shorter than a file header and a trailer"))
         }
         var map: UnsafeRawBufferPointer?
-        if options.mode == .mmap {
-            guard let address = options.systemCalls.mmap(size, file.fd) else { throw file.error("mmap") }
+        if options.mode == .mmap, let local = file.local {
+            guard let address = options.systemCalls.mmap(size, local.fd) else { throw local.error("mmap") }
             map = UnsafeRawBufferPointer(start: address, count: size)
         }
         self.map = map
@@ -129,8 +147,9 @@ public final class ContainerReader: @unchecked Sendable {
                 // A complete commit ends the file: everything up to `size` is committed and never cut.
                 opened = try ContainerReader.openCommit(source, trailerAt: trailerOffset)
             } catch {
-                // The end is not a complete commit: fall back to the last complete one, if any.
-                guard case .tornFile = error.code, let last = try? ContainerScanner.lastCommit(unmapped, fileSize: size) else { throw error }
+                // The end is not a complete commit: fall back to the last complete one, if any
+                // (a remote object is never torn: it was written whole or not at all).
+                guard case .tornFile = error.code, file.remote == nil, let last = try? ContainerScanner.lastCommit(unmapped, fileSize: size) else { throw error }
                 opened = last
             }
             index = opened.index
@@ -316,6 +335,10 @@ public final class ContainerReader: @unchecked Sendable {
     /// Raw-stored, so the raw CRC is the combination of the chunk CRCs checked here.
     private func readRawWithPread(header: BlobHeader, entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
         let file = self.file
+        if file.remote != nil {
+            try readRawFromRemote(header: header, entry: entry, into: destination, verify: verify)
+            return
+        }
         try ChunkScheduler.run(count: header.chunks.count, threads: options.threads, makeWorker: {}) { _, index throws(CheckpointError) in
             let start = index * header.chunkSizeInBytes
             let length = header.rawLength(ofChunk: index)
@@ -330,6 +353,29 @@ public final class ContainerReader: @unchecked Sendable {
             }
             if verify && crc != header.chunks[index].crc32c {
                 throw CheckpointError(.chunkChecksumMismatch(chunk: index, expected: header.chunks[index].crc32c, actual: crc), offset: UInt64(start))
+            }
+        }
+    }
+
+    /// A remote source's uncompressed payload: one read of the whole payload
+    /// (the source splits it into parallel ranges), then the chunk CRCs in
+    /// parallel; a chunk that fails is read once more, since the bytes may
+    /// have been damaged on the way.
+    private func readRawFromRemote(header: BlobHeader, entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
+        let file = self.file
+        try file.readAll(into: destination, at: Int64(entry.payloadOffset))
+        guard verify else { return }
+        try ChunkScheduler.run(count: header.chunks.count, threads: options.threads, makeWorker: {}) { _, index throws(CheckpointError) in
+            let start = index * header.chunkSizeInBytes
+            let part = UnsafeMutableRawBufferPointer(rebasing: destination[start..<(start + header.rawLength(ofChunk: index))])
+            let expected = header.chunks[index].crc32c
+            var crc = CRC32C.checksum(UnsafeRawBufferPointer(part))
+            if crc != expected {
+                try file.readAll(into: part, at: Int64(entry.payloadOffset + start))
+                crc = CRC32C.checksum(UnsafeRawBufferPointer(part))
+            }
+            if crc != expected {
+                throw CheckpointError(.chunkChecksumMismatch(chunk: index, expected: expected, actual: crc), offset: UInt64(start))
             }
         }
     }
@@ -613,9 +659,19 @@ func rebased(_ error: CheckpointError, by base: Int) -> CheckpointError {
 /// Reads byte ranges of a file through its mapping or with pread, checked
 /// against `size` (the file's size when opened, or a committed length within it).
 struct ByteSource {
-    let file: SystemFile
+    let file: ReadableFile
     let map: UnsafeRawBufferPointer?
     let size: Int
+
+    init(file: ReadableFile, map: UnsafeRawBufferPointer?, size: Int) {
+        self.file = file
+        self.map = map
+        self.size = size
+    }
+
+    init(file: SystemFile, map: UnsafeRawBufferPointer?, size: Int) {
+        self.init(file: ReadableFile(file), map: map, size: size)
+    }
 
     func withBytes<R>(at offset: Int, count: Int, _ body: (UnsafeRawBufferPointer) throws(CheckpointError) -> R) throws(CheckpointError) -> R {
         guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
@@ -628,4 +684,40 @@ struct ByteSource {
         try file.readAll(into: part, at: Int64(offset))
         return try body(UnsafeRawBufferPointer(part))
     }
+}
+
+/// What a reader reads from: a local file (pread, mmap) or a ``ContainerByteSource``.
+struct ReadableFile: @unchecked Sendable {
+    let local: SystemFile?
+    let remote: (any ContainerByteSource)?
+
+    init(_ file: SystemFile) {
+        local = file
+        remote = nil
+    }
+
+    init(remote: any ContainerByteSource) {
+        local = nil
+        self.remote = remote
+    }
+
+    var fd: Int32 { local?.fd ?? -1 }
+
+    func size() throws(CheckpointError) -> Int64 {
+        if let local { return try local.size() }
+        return Int64(remote!.sizeInBytes)
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`; end of file is an error.
+    func readAll(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(CheckpointError) {
+        if let local { return try local.readAll(into: buffer, at: offset) }
+        let remote = remote!
+        guard offset >= 0, Int(offset) + buffer.count <= remote.sizeInBytes else {
+            throw CheckpointError(.truncated(what: "object", needed: UInt64(offset) + UInt64(buffer.count), available: UInt64(remote.sizeInBytes)), path: remote.name)
+        }
+        guard buffer.count > 0 else { return }
+        try remote.read(into: buffer, at: Int(offset))
+    }
+
+    func close() { local?.close() }
 }

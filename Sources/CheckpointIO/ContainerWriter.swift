@@ -33,8 +33,9 @@ public final class ContainerWriter {
     public var metadata: [String: String]
 
     private let calls: SystemCalls
-    private let file: SystemFile
-    private let lockFile: WriterLock
+    private let file: SystemFile?  // nil when writing to a sink
+    private let lockFile: WriterLock?
+    private let sink: (any ContainerByteSink)?
     private let temporaryPath: String?  // nil when appending in place
     private let originalLength: Int  // append: where the file ended before this writer
     private let generation: UInt64
@@ -58,7 +59,8 @@ public final class ContainerWriter {
         }
     }
 
-    private init(path: String, options: WriterOptions, alignment: Int, calls: SystemCalls, file: SystemFile, lockFile: WriterLock,
+    private init(path: String, options: WriterOptions, alignment: Int, calls: SystemCalls, file: SystemFile?, lockFile: WriterLock?,
+                 sink: (any ContainerByteSink)? = nil,
                  temporaryPath: String?, originalLength: Int, generation: UInt64, entries: [BlobDescriptor], metadata: [String: String]) {
         self.path = path
         self.options = options
@@ -66,6 +68,7 @@ public final class ContainerWriter {
         self.calls = calls
         self.file = file
         self.lockFile = lockFile
+        self.sink = sink
         self.temporaryPath = temporaryPath
         self.originalLength = originalLength
         self.position = originalLength
@@ -75,7 +78,11 @@ public final class ContainerWriter {
         var byName: [BlobName: Int] = [:]
         for (index, entry) in entries.enumerated() { byName[BlobName(entry.name)] = index }
         self.entryIndexByName = byName
-        self.pipeline = WritePipeline(file: file)
+        if let sink {
+            self.pipeline = WritePipeline(sink: sink)
+        } else {
+            self.pipeline = WritePipeline(file: file!)
+        }
     }
 
     deinit {
@@ -104,6 +111,22 @@ public final class ContainerWriter {
         }
         let writer = ContainerWriter(path: path, options: options, alignment: options.alignment, calls: calls, file: file, lockFile: lock, temporaryPath: temporary,
                                      originalLength: ContainerLayout.fileHeaderSize, generation: 1, entries: [], metadata: [:])
+        writer.pipeline.write(copying: ContainerLayout.encodeFileHeader(alignment: options.alignment), at: 0)
+        return writer
+    }
+
+    /// Starts a new file whose bytes go, front to back, to `sink` (an object
+    /// store's multipart upload, say); ``commit()`` ends with the sink's
+    /// ``ContainerByteSink/commit()``, ``abort()`` with its ``ContainerByteSink/abort()``.
+    ///
+    /// `path` names the file in errors only. No lock is taken (the sink's
+    /// storage provides its own exclusion) and nothing is synced (the sink's
+    /// commit is its durability). Payloads are written in file order, so a
+    /// large uncompressed blob is checksummed in one pass before its bytes go out.
+    public static func create(streamingTo sink: any ContainerByteSink, path: String, options: WriterOptions = WriterOptions()) throws(CheckpointError) -> ContainerWriter {
+        try validate(options)
+        let writer = ContainerWriter(path: path, options: options, alignment: options.alignment, calls: options.systemCalls, file: nil, lockFile: nil,
+                                     sink: sink, temporaryPath: nil, originalLength: ContainerLayout.fileHeaderSize, generation: 1, entries: [], metadata: [:])
         writer.pipeline.write(copying: ContainerLayout.encodeFileHeader(alignment: options.alignment), at: 0)
         return writer
     }
@@ -327,7 +350,8 @@ public final class ContainerWriter {
             throw CheckpointError(.limitExceeded(what: "blob header size", limit: UInt64(UInt32.max), actual: UInt64(header.encodedSize)), blobName: blob.name)
         }
         let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
-        let streaming = raw.count > WritePipeline.maximumBatchBytes
+        // A sink takes bytes in file order only: the record's header, then the payload.
+        let streaming = raw.count > WritePipeline.maximumBatchBytes && sink == nil
         var rawCRC: UInt32 = 0
         for index in 0..<chunkCount {
             let begin = index * chunkSize
@@ -476,7 +500,7 @@ public final class ContainerWriter {
             bytes += [UInt8](repeating: 0, count: padding)
             bytes += body
             bytes += [UInt8](repeating: 0, count: trailerOffset - (indexStart + indexLength))
-            if temporaryPath == nil && options.durability != .none {
+            if temporaryPath == nil && sink == nil && options.durability != .none {
                 // In place, the new records and the index must be on disk before the trailer
                 // that makes them live: un-synced pages reach the disk in any order, and a
                 // trailer kept over a lost index page is a corrupt file, not a torn end.
@@ -490,8 +514,12 @@ public final class ContainerWriter {
             }
             try pipeline.drain()
             position = trailer.fileLength
-            try sync()
-            if let temporaryPath {
+            if let sink {
+                try sink.commit()
+            } else {
+                try sync()
+            }
+            if let temporaryPath, let file {
                 try file.retrying("rename") { calls.rename(temporaryPath, path) }
             }
         } catch {
@@ -502,16 +530,17 @@ public final class ContainerWriter {
         if temporaryPath != nil && options.durability == .full {
             // The file is complete and in place; only its name's durability is left.
             do throws(CheckpointError) { try calls.syncDirectory(ContainerWriter.splitPath(path).directory) } catch {
-                file.close()
-                lockFile.release()
+                file?.close()
+                lockFile?.release()
                 throw error.adding(path: path)
             }
         }
-        file.close()
-        lockFile.release()
+        file?.close()
+        lockFile?.release()
     }
 
     private func sync() throws(CheckpointError) {
+        guard let file else { return }
         switch options.durability {
         case .none: break
         case .fileData: try file.dataSync()
@@ -525,13 +554,15 @@ public final class ContainerWriter {
         guard state == .open || state == .failed else { return }
         state = .aborted
         _ = try? pipeline.drain()
-        if let temporaryPath {
+        if let sink {
+            sink.abort()
+        } else if let temporaryPath {
             calls.unlinkRetrying(temporaryPath)
         } else {
-            _ = try? file.truncate(to: Int64(originalLength))
+            _ = try? file?.truncate(to: Int64(originalLength))
         }
-        file.close()
-        lockFile.release()
+        file?.close()
+        lockFile?.release()
     }
 
     // MARK: Paths

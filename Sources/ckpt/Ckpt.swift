@@ -18,7 +18,7 @@ struct Ckpt: ParsableCommand {
               130 interrupted (SIGINT), 143 terminated (SIGTERM): the unfinished output was removed
             """,
         version: "ckpt 0.1.0 (container format version 1)",
-        subcommands: [Inspect.self, Verify.self, Diff.self, Convert.self, Extract.self, Recover.self, Bench.self, Demo.self, Codecs.self, DemoChild.self])
+        subcommands: [Inspect.self, Verify.self, Diff.self, Convert.self, Extract.self, Recover.self, Bench.self, Demo.self, Codecs.self, DemoChild.self, S3Bench.self])
 
     static func main() {
         installInterruptHandling()

@@ -125,6 +125,17 @@ func printSummary(_ summary: ConversionSummary, to output: String, seconds: Doub
 
 /// Converts `names` (nil: all) of `input` to `output` with a progress bar and a summary line.
 func runConversion(label: String, input: String, names: [String]?, output: String, write: WriteOptions, outputOptions: OutputOptions) throws {
+    if S3Paths.isS3(input) || S3Paths.isS3(output) {
+        // s3:// on either side (or both): staged through local temporary files.
+        try reportingErrors(outputOptions) {
+            try S3Paths.withLocalInput(input, output: outputOptions) { localInput in
+                try S3Paths.withLocalOutput(output, force: write.force, output: outputOptions) { localOutput in
+                    try runConversion(label: label, input: localInput, names: names, output: localOutput, write: write, outputOptions: outputOptions)
+                }
+            }
+        }
+        return
+    }
     try reportingErrors(outputOptions) {
         let format = try write.outputFormat(for: output)
         let options = try write.conversionOptions(format: format, output: output)

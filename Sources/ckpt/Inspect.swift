@@ -28,6 +28,16 @@ struct Inspect: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
+        if S3Paths.isS3(file) {
+            try reportingErrors(output) {
+                try S3Paths.withLocalInput(file, output: output) { local in
+                    var local_ = self
+                    local_.file = local
+                    try local_.run()
+                }
+            }
+            return
+        }
         try reportingErrors(output) {
             if CheckpointDirectory.isCheckpointDirectory(file) {
                 let directory = try CheckpointDirectory.open(file)

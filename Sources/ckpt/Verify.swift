@@ -21,6 +21,26 @@ struct Verify: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
+        if files.contains(where: S3Paths.isS3) {
+            // s3:// files are downloaded one at a time and checked like local files.
+            var status: Int32 = 0
+            for file in files {
+                do {
+                    try S3Paths.withLocalInput(file, output: output) { local in
+                        var single = self
+                        single.files = [local]
+                        try single.run()
+                    }
+                } catch let error as ExitCode {
+                    status = max(status, error.rawValue)
+                } catch let error as CheckpointError {
+                    printError("ckpt: error: \(error)")
+                    status = max(status, exitStatus(for: error))
+                }
+            }
+            if status != 0 { throw ExitCode(status) }
+            return
+        }
         var status: Int32 = 0
         var reports: [JSONValue] = []
         let progress = ProgressBar("verify", output: output)

@@ -9,7 +9,12 @@ import Dispatch
 /// Segments point at memory the caller keeps alive until ``drain()`` returns,
 /// or at buffers the pipeline owns (`own`).
 final class WritePipeline: @unchecked Sendable {
-    private let file: SystemFile
+    /// Where the bytes go: a file (`pwritev` at any offset) or a sink (in file order).
+    enum Target {
+        case file(SystemFile)
+        case sink(any ContainerByteSink)
+    }
+    private let target: Target
     private let queue = DispatchQueue(label: "checkpoint.write-pipeline")
     private let group = DispatchGroup()
     private let failureLock = PThreadLock()
@@ -24,7 +29,8 @@ final class WritePipeline: @unchecked Sendable {
     static let maximumBatchBytes = 16 << 20
     static let maximumBatchSegments = 1024
 
-    init(file: SystemFile) { self.file = file }
+    init(file: SystemFile) { self.target = .file(file) }
+    init(sink: any ContainerByteSink) { self.target = .sink(sink) }
 
     /// Queues `segment` for writing at `offset`.
     func write(_ segment: UnsafeRawBufferPointer, at offset: Int) {
@@ -49,8 +55,8 @@ final class WritePipeline: @unchecked Sendable {
     /// to file in the kernel when it can, else from `bytes`.
     func copy(_ bytes: UnsafeRawBufferPointer, from source: SourceFileRange, at offset: Int) {
         guard bytes.count > 0 else { return }
+        guard case let .file(file) = target else { preconditionFailure("in-kernel copies need a file target") }
         flush()
-        let file = self.file
         nonisolated(unsafe) let view = bytes
         group.enter()
         queue.async { [self] in
@@ -75,13 +81,16 @@ final class WritePipeline: @unchecked Sendable {
         pending = []
         pendingOwned = []
         pendingBytes = 0
-        let file = self.file
+        nonisolated(unsafe) let target = self.target
         group.enter()
         queue.async { [self] in
             defer { group.leave() }
             if hasFailed { return }
             do throws(CheckpointError) {
-                try file.writeAll(segments, at: Int64(offset))
+                switch target {
+                case let .file(file): try file.writeAll(segments, at: Int64(offset))
+                case let .sink(sink): try sink.append(segments, at: offset)
+                }
             } catch {
                 failureLock.locked { if failure == nil { failure = error } }
             }

@@ -13,7 +13,7 @@ extension CheckpointError {
              .invalidShape, .sizeMismatch, .blobNotFound, .tornFile, .unsupportedRecordKind, .checkpointNotFound, .referenceTargetInvalid:
             return true
         case .unsupportedVersion, .limitExceeded, .compressionFailed, .system, .writerLocked, .notViewable, .invalidState,
-             .notRegularFile:
+             .notRegularFile, .objectStore:
             return false
         }
     }

@@ -590,7 +590,7 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
 
     private func storage(for pathType: String?) throws(CheckpointError) -> any CheckpointStorage {
         if pathType == nil, let storage = options.storage { return storage }
-        return try CheckpointStorageRegistry.storage(for: pathType)
+        return try CheckpointStorageRegistry.storage(for: pathType, path: dbPrefix)
     }
 
     private func timed(_ path: String, _ body: () throws(CheckpointError) -> Void) throws(CheckpointError) {

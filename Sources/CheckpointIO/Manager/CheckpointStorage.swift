@@ -413,14 +413,24 @@ public enum CheckpointStorageRegistry {
         lock.locked { backends[pathType] = storage }
     }
 
-    /// The backend for `pathType` (nil means `"local"`).
+    /// The backend for `pathType`. Without one, a `path` that starts with
+    /// `SCHEME://` (`s3://bucket/run1`) names the path type `SCHEME`; anything
+    /// else is `"local"`.
     ///
     /// - Throws: `CheckpointError.Code.invalidField` for an unregistered path type.
-    public static func storage(for pathType: String?) throws(CheckpointError) -> any CheckpointStorage {
-        let key = pathType ?? "local"
+    public static func storage(for pathType: String?, path: String? = nil) throws(CheckpointError) -> any CheckpointStorage {
+        let key = pathType ?? path.flatMap(scheme(of:)) ?? "local"
         guard let storage = lock.locked({ backends[key] }) else {
             throw CheckpointError(.invalidField(field: "pathType", reason: "no storage backend registered for '\(key)'"))
         }
         return storage
+    }
+
+    /// `SCHEME` of a `SCHEME://…` path (lower-case letters, digits, `+-.`), or nil.
+    public static func scheme(of path: String) -> String? {
+        let scheme = path.prefix { $0 != ":" }
+        guard path.dropFirst(scheme.count).hasPrefix("://"), let first = scheme.first, first.isLetter,
+              scheme.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || "+-.".contains($0) }) else { return nil }
+        return scheme.lowercased()
     }
 }

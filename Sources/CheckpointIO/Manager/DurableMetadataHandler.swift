@@ -374,7 +374,7 @@ public final class DurableMetadataHandler: CheckpointMetadataHandler, @unchecked
 
     private func storage(_ params: Params) throws(CheckpointError) -> any CheckpointStorage {
         if let storageOverride { return storageOverride }
-        return try CheckpointStorageRegistry.storage(for: params.pathType)
+        return try CheckpointStorageRegistry.storage(for: params.pathType, path: params.dbPrefix)
     }
 
     private func metadataPath(_ params: Params) -> String {

@@ -1,0 +1,205 @@
+import AsyncHTTPClient
+import BlobCodec
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// One S3 request: the operation's name (for errors), the object, the query,
+/// extra headers and the body.
+struct S3Request {
+    var operation: String
+    var method: HTTPMethod
+    var bucket: String
+    var key: String
+    var query: [(String, String)] = []
+    var headers: [(String, String)] = []
+    var body: ByteBuffer?
+    /// Hex SHA-256 of the body, or ``S3Signer/unsignedPayload`` for a large body whose
+    /// integrity `x-amz-checksum-crc32c` carries.
+    var payloadHash: String = S3Signer.emptyPayloadHash
+    /// Safe to send again when no response (or a retryable one) came.
+    var idempotent = true
+}
+
+/// A response: status, headers and (unless it went to a destination buffer) the body.
+struct S3Response: Sendable {
+    var status: Int
+    var headers: HTTPHeaders
+    var body: ByteBuffer
+    /// Bytes written to the destination buffer.
+    var bodyBytesWritten: Int
+    /// Attempts made (more than 1: an earlier one may have taken effect without its response arriving).
+    var attempts = 1
+
+    var bodyText: Substring { Substring(body.withUnsafeReadableBytes { String(decoding: $0, as: UTF8.self) }) }
+    /// The `<Code>` of an error document (empty for a success, whose body is not parsed).
+    var errorCode: String { (200..<300).contains(status) ? "" : S3XML.value("Code", in: bodyText) ?? "" }
+    var errorMessage: String { (200..<300).contains(status) ? "" : S3XML.value("Message", in: bodyText) ?? "" }
+    var eTag: String? { headers.first(name: "etag") }
+}
+
+/// S3 requests over async-http-client (one connection pool, keep-alive), signed
+/// with SigV4, retried by ``S3RetryPolicy``. Calls are synchronous: the caller's
+/// thread waits on the request's future while NIO's event loops do the work, so
+/// a caller must not be an event-loop thread (the storage API is synchronous).
+final class S3Client: Sendable {
+    let configuration: S3Configuration
+    let signer: S3Signer
+    let http: HTTPClient
+
+    /// `CKPT_S3_TRACE=1`: every request's operation, status and duration on stderr.
+    let trace = ProcessInfo.processInfo.environment["CKPT_S3_TRACE"] == "1"
+
+    init(configuration: S3Configuration) throws(CheckpointError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.signer = S3Signer(credentials: configuration.credentials, region: configuration.region)
+        var http = HTTPClient.Configuration()
+        http.connectionPool = HTTPClient.Configuration.ConnectionPool(
+            idleTimeout: .seconds(60),
+            concurrentHTTP1ConnectionsPerHostSoftLimit: max(configuration.uploadConcurrency, configuration.downloadConcurrency) + 4)
+        http.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: .milliseconds(Int64(configuration.requestTimeoutInSeconds * 1000)))
+        http.decompression = .disabled
+        http.redirectConfiguration = .disallow
+        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+    }
+
+    deinit {
+        try? http.syncShutdown()
+    }
+
+    /// Sends `request`, retrying as the policy says, and returns the first
+    /// response that is not retryable (any status: the caller decides), or
+    /// throws ``CheckpointError/Code/objectStore(operation:bucket:key:status:errorCode:message:)``
+    /// when every attempt failed.
+    ///
+    /// With `destination`, a 2xx body is written straight into it (it must be exactly
+    /// `destination.count` bytes; fewer or more is a failed attempt). Otherwise the
+    /// body is collected up to `bodyLimit` bytes.
+    func perform(_ request: S3Request, into destination: UnsafeMutableRawBufferPointer? = nil, bodyLimit: Int = 64 << 20) throws(CheckpointError) -> S3Response {
+        var attempt = 0
+        while true {
+            let failure: (status: Int, code: String, message: String)
+            do {
+                let started = trace ? Date() : nil
+                let response = try sendOnce(request, into: destination, bodyLimit: bodyLimit)
+                if let started {
+                    FileHandle.standardError.write(Data("s3: \(request.operation) \(request.bucket)/\(request.key) -> \(response.status) in \(Int(Date().timeIntervalSince(started) * 1000)) ms\n".utf8))
+                }
+                if let destination, (200..<300).contains(response.status), response.bodyBytesWritten != destination.count {
+                    failure = (response.status, "IncompleteBody", "got \(response.bodyBytesWritten) of \(destination.count) bytes")
+                } else if response.status >= 300, S3RetryPolicy.isRetryable(status: response.status, errorCode: response.errorCode) {
+                    failure = (response.status, response.errorCode, response.errorMessage)
+                } else {
+                    var response = response
+                    response.attempts = attempt + 1
+                    return response
+                }
+            } catch {
+                failure = (0, "", String(describing: error))
+            }
+            attempt += 1
+            guard request.idempotent, attempt < configuration.retry.maximumAttempts else {
+                let suffix = attempt > 1 ? " (after \(attempt) attempts)" : ""
+                throw CheckpointError(.objectStore(operation: request.operation, bucket: request.bucket, key: request.key,
+                                                   status: failure.status, errorCode: failure.code, message: failure.message + suffix))
+            }
+            Thread.sleep(forTimeInterval: configuration.retry.delay(beforeRetry: attempt - 1))
+        }
+    }
+
+    /// Sends and throws unless the status is in `accepted` (default 2xx).
+    @discardableResult
+    func send(_ request: S3Request, accepting accepted: Set<Int>? = nil, into destination: UnsafeMutableRawBufferPointer? = nil,
+              bodyLimit: Int = 64 << 20) throws(CheckpointError) -> S3Response {
+        let response = try perform(request, into: destination, bodyLimit: bodyLimit)
+        let ok = accepted.map { $0.contains(response.status) } ?? (200..<300).contains(response.status)
+        guard ok else { throw error(request, response) }
+        return response
+    }
+
+    /// The error of a response that was not the one wanted.
+    func error(_ request: S3Request, _ response: S3Response) -> CheckpointError {
+        CheckpointError(.objectStore(operation: request.operation, bucket: request.bucket, key: request.key, status: response.status,
+                                     errorCode: response.errorCode, message: response.errorMessage))
+    }
+
+    /// The URL and the signed headers of `request` at `date` (`host` not among them: the HTTP client sends it).
+    func prepare(_ request: S3Request, date: Date) -> (url: String, headers: [(String, String)]) {
+        let (base, host, pathPrefix) = configuration.location(bucket: request.bucket)
+        var path = request.key.isEmpty ? pathPrefix : pathPrefix + "/" + S3Signer.encodePath(request.key)
+        if path.isEmpty { path = "/" }
+        let queryString = S3Signer.canonicalQuery(request.query)
+        let signed = signer.sign(method: request.method.rawValue, path: path, query: request.query, headers: request.headers + [("host", host)],
+                                 payloadHash: request.payloadHash, date: date)
+        return (base + path + (queryString.isEmpty ? "" : "?" + queryString), signed.filter { $0.0 != "host" })
+    }
+
+    private func sendOnce(_ request: S3Request, into destination: UnsafeMutableRawBufferPointer?, bodyLimit: Int) throws -> S3Response {
+        let (url, headers) = prepare(request, date: Date())
+        var httpRequest = try HTTPClient.Request(url: url, method: request.method)
+        for (name, value) in headers { httpRequest.headers.add(name: name, value: value) }
+        if let body = request.body {
+            httpRequest.body = .byteBuffer(body)
+        } else if request.method == .PUT || request.method == .POST {
+            httpRequest.body = .byteBuffer(ByteBuffer())
+        }
+        let collector = S3ResponseCollector(destination: destination, bodyLimit: bodyLimit)
+        let deadline = NIODeadline.now() + .milliseconds(Int64(configuration.requestTimeoutInSeconds * 1000))
+        return try http.execute(request: httpRequest, delegate: collector, deadline: deadline).wait()
+    }
+}
+
+/// Collects a response: a 2xx body into the destination buffer (when given),
+/// anything else into a ByteBuffer up to a limit. Called on one event loop, in order.
+final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = S3Response
+    private let destination: UnsafeMutableRawBufferPointer?
+    private let bodyLimit: Int
+    private var status = 0
+    private var headers = HTTPHeaders()
+    private var body = ByteBuffer()
+    private var written = 0
+
+    struct BodyTooLarge: Error {}
+
+    init(destination: UnsafeMutableRawBufferPointer?, bodyLimit: Int) {
+        self.destination = destination
+        self.bodyLimit = bodyLimit
+    }
+
+    func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        status = Int(head.status.code)
+        headers = head.headers
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<S3Response>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        if let destination, (200..<300).contains(status) {
+            let count = buffer.readableBytes
+            guard written + count <= destination.count else {
+                return task.eventLoop.makeFailedFuture(BodyTooLarge())
+            }
+            buffer.withUnsafeReadableBytes { bytes in
+                UnsafeMutableRawBufferPointer(rebasing: destination[written..<(written + count)]).copyMemory(from: bytes)
+            }
+            written += count
+        } else {
+            // A success body is bounded by the caller's limit; an error document by 1 MiB.
+            let limit = (200..<300).contains(status) ? bodyLimit : max(bodyLimit, 1 << 20)
+            guard body.readableBytes + buffer.readableBytes <= limit else { return task.eventLoop.makeFailedFuture(BodyTooLarge()) }
+            var buffer = buffer
+            body.writeBuffer(&buffer)
+        }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<S3Response>) throws -> S3Response {
+        S3Response(status: status, headers: headers, body: body, bodyBytesWritten: written)
+    }
+}
+
+extension ByteBuffer {
+    /// The readable bytes as an array, copied in one go.
+    var bytes: [UInt8] { withUnsafeReadableBytes { Array($0) } }
+}

@@ -1,0 +1,126 @@
+import BlobCodec
+import CheckpointIO
+import Dispatch
+import Foundation
+import NIOCore
+
+/// A ``ContainerByteSource`` over one S3 object: ranged `GET`s, pinned to the
+/// object's ETag (`If-Match`), so a replaced object fails the read instead of
+/// mixing two versions.
+///
+/// Opening costs one `GET` of the object's last 1 MiB (its size comes with it):
+/// a container's trailer and usually its index are served from that tail.
+/// A large read is split into ``S3Configuration/rangeSizeInBytes`` ranges fetched
+/// ``S3Configuration/downloadConcurrency`` at a time, each straight into its
+/// slice of the destination.
+public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
+    let client: S3Client
+    public let bucket: String
+    public let key: String
+    public let name: String
+    public let sizeInBytes: Int
+    /// The object's ETag when opened.
+    public let eTag: String
+    private let tail: [UInt8]
+    private let tailOffset: Int
+
+    static let tailSize = 1 << 20
+
+    /// Fetches the object's tail (and so its size and ETag).
+    ///
+    /// - Throws: ``CheckpointError/Code/system(call:errno:)`` with ENOENT when the
+    ///   object does not exist (as a missing local file does); ``CheckpointError/Code/objectStore(operation:bucket:key:status:errorCode:message:)`` otherwise.
+    init(client: S3Client, bucket: String, key: String) throws(CheckpointError) {
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.name = "s3://\(bucket)/\(key)"
+        let request = S3Request(operation: "GetObject (tail)", method: .GET, bucket: bucket, key: key,
+                                headers: [("range", "bytes=-\(S3ObjectSource.tailSize)")])
+        let response = try client.send(request, accepting: [200, 206, 404, 416], bodyLimit: S3ObjectSource.tailSize)
+        switch response.status {
+        case 404:
+            throw CheckpointError(.system(call: "GetObject", errno: 2), path: name)
+        case 416:
+            // An empty object: no suffix range is satisfiable.
+            sizeInBytes = 0
+            tail = []
+            tailOffset = 0
+            eTag = response.eTag ?? ""
+            return
+        default:
+            break
+        }
+        let bytes = response.body.bytes
+        if response.status == 206 {
+            guard let range = response.headers.first(name: "content-range"), let slash = range.lastIndex(of: "/"),
+                  let total = Int(range[range.index(after: slash)...]) else {
+                throw CheckpointError(.objectStore(operation: "GetObject (tail)", bucket: bucket, key: key, status: 206, errorCode: "",
+                                                   message: "no usable Content-Range header"))
+            }
+            sizeInBytes = total
+        } else {
+            sizeInBytes = bytes.count
+        }
+        guard bytes.count <= sizeInBytes else {
+            throw CheckpointError(.objectStore(operation: "GetObject (tail)", bucket: bucket, key: key, status: response.status, errorCode: "",
+                                               message: "\(bytes.count) bytes for an object of \(sizeInBytes)"))
+        }
+        tail = bytes
+        tailOffset = sizeInBytes - bytes.count
+        eTag = response.eTag ?? ""
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        guard buffer.count > 0 else { return }
+        if offset >= tailOffset, offset + buffer.count <= sizeInBytes {
+            tail.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(offset - tailOffset)..<(offset - tailOffset + buffer.count)])) }
+            return
+        }
+        let rangeSize = client.configuration.rangeSizeInBytes
+        let count = (buffer.count + rangeSize - 1) / rangeSize
+        if count == 1 {
+            try readRange(into: buffer, at: offset)
+            return
+        }
+        let slots = DispatchSemaphore(value: client.configuration.downloadConcurrency)
+        let group = DispatchGroup()
+        let lock = NSLock()
+        nonisolated(unsafe) var failure: CheckpointError?
+        nonisolated(unsafe) let destination = buffer
+        for index in 0..<count {
+            slots.wait()
+            if lock.withLock({ failure != nil }) {
+                slots.signal()
+                break
+            }
+            group.enter()
+            DispatchQueue.global().async { [self] in
+                defer {
+                    slots.signal()
+                    group.leave()
+                }
+                let start = index * rangeSize
+                let part = UnsafeMutableRawBufferPointer(rebasing: destination[start..<min(destination.count, start + rangeSize)])
+                do throws(CheckpointError) {
+                    try readRange(into: part, at: offset + start)
+                } catch {
+                    lock.withLock { if failure == nil { failure = error } }
+                }
+            }
+        }
+        group.wait()
+        if let failure { throw failure }
+    }
+
+    /// One ranged GET into `buffer` (retried by the client when cut short).
+    private func readRange(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
+        var headers = [("range", "bytes=\(offset)-\(offset + buffer.count - 1)")]
+        if !eTag.isEmpty { headers.append(("if-match", eTag)) }
+        let request = S3Request(operation: "GetObject (bytes \(offset)-\(offset + buffer.count - 1))", method: .GET, bucket: bucket, key: key, headers: headers)
+        let response = try client.send(request, into: buffer)
+        guard response.status == 206 || (response.status == 200 && offset == 0 && buffer.count == sizeInBytes) else {
+            throw client.error(request, response)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import CheckpointIO
+import CheckpointS3
+import Foundation
+
+/// `ckpt s3-bench save FILE s3://…` / `ckpt s3-bench load s3://…`: one timed
+/// checkpoint save (FILE's bytes as one blob, streamed into a multipart upload)
+/// or load (open + read every blob, CRC32C verified) against the configured
+/// S3 endpoint; prints one JSON line with wall and CPU seconds and peak memory.
+/// scripts/bench-s3.py runs it beside boto3 on the same server and bytes.
+struct S3Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "s3-bench", abstract: "Time one checkpoint save or load on S3 (for scripts/bench-s3.py).",
+                                                    shouldDisplay: false)
+
+    @Argument(help: "save or load.")
+    var action: String
+
+    @Argument(help: "save: the local file whose bytes are saved; load: the s3:// checkpoint.")
+    var paths: [String]
+
+    func run() throws {
+        let storage = try S3Paths.storage()
+        var usage = rusage()
+        func cpuSeconds() -> Double {
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        }
+        func maxRSS() -> Int {
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return usage.ru_maxrss * 1024
+        }
+        var bytes = 0
+        var baseline = 0
+        let start: ContinuousClock.Instant
+        let cpuStart: Double
+        switch action {
+        case "save":
+            guard paths.count == 2 else { throw usageError("s3-bench save FILE s3://BUCKET/KEY") }
+            let data = try Data(contentsOf: URL(fileURLWithPath: paths[0]), options: .alwaysMapped)
+            bytes = data.count
+            // Touch every page first, so the baseline holds the source and the peak shows the save's own memory.
+            _ = data.withUnsafeBytes { $0.reduce(0) { $0 &+ Int($1) } }
+            baseline = maxRSS()
+            start = .now
+            cpuStart = cpuSeconds()
+            try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+                try storage.writeCheckpoint([BlobSource(name: "data", dtype: .uint8, shape: [raw.count], bytes: raw)], metadata: [:],
+                                            to: paths[1], format: .container, options: WriterOptions())
+            }
+        case "load":
+            guard paths.count == 1 else { throw usageError("s3-bench load s3://BUCKET/KEY") }
+            baseline = maxRSS()
+            start = .now
+            cpuStart = cpuSeconds()
+            let reader = try storage.openCheckpoint(paths[0], format: .container)
+            for name in reader.blobNames {
+                let size = try reader.blobInfo(name).byteCount
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 4096)
+                defer { buffer.deallocate() }
+                try reader.readBlob(name, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
+                bytes += size
+            }
+        default:
+            throw usageError("s3-bench: the action is save or load, not '\(action)'")
+        }
+        let elapsed = ContinuousClock.now - start
+        let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let cpu = cpuSeconds() - cpuStart
+        print("{\"action\": \"\(action)\", \"bytes\": \(bytes), \"wall\": \(wall), \"cpu\": \(cpu), \"peakExtraBytes\": \(maxRSS() - baseline)}")
+    }
+}

@@ -1,0 +1,204 @@
+@testable import CheckpointIO
+@testable import CheckpointS3
+import Foundation
+import Testing
+
+/// `S3CheckpointStorage` against moto's real S3 server on loopback.
+@Suite("S3 storage on moto", .serialized)
+struct S3StorageTests {
+    /// Blobs of several sizes (0, 1, odd, several parts) and dtypes.
+    func sampleBlobs(seed: UInt64, large: Int = 0) -> [(name: String, dtype: DType, shape: Shape, bytes: [UInt8])] {
+        var blobs: [(String, DType, Shape, [UInt8])] = [
+            ("empty", .float32, [0], []),
+            ("one", .uint8, [1], patternBytes(1, seed: seed)),
+            ("odd", .uint8, [1001], patternBytes(1001, seed: seed + 1)),
+            ("w", .float32, [256, 1024], patternBytes(1 << 20, seed: seed + 2)),
+        ]
+        if large > 0 { blobs.append(("big", .uint8, [large], patternBytes(large, seed: seed + 3))) }
+        return blobs
+    }
+
+    func write(_ blobs: [(name: String, dtype: DType, shape: Shape, bytes: [UInt8])], storage: S3CheckpointStorage, to path: String,
+               format: CheckpointFormat = .container, encode: EncodeOptions = EncodeOptions()) throws {
+        try withSources(blobs, encode: encode) { sources in
+            try storage.writeCheckpoint(sources, metadata: ["epoch": "7"], to: path, format: format, options: WriterOptions(encode: encode))
+        }
+    }
+
+    func withSources<R>(_ blobs: [(name: String, dtype: DType, shape: Shape, bytes: [UInt8])], encode: EncodeOptions? = nil,
+                        _ body: ([BlobSource]) throws -> R) throws -> R {
+        var sources: [BlobSource] = []
+        func next(_ index: Int) throws -> R {
+            if index == blobs.count { return try body(sources) }
+            return try blobs[index].bytes.withUnsafeBytes { bytes in
+                sources.append(BlobSource(name: blobs[index].name, dtype: blobs[index].dtype, shape: blobs[index].shape, bytes: bytes))
+                return try next(index + 1)
+            }
+        }
+        return try next(0)
+    }
+
+    func checkRoundTrip(_ blobs: [(name: String, dtype: DType, shape: Shape, bytes: [UInt8])], storage: S3CheckpointStorage, path: String,
+                        format: CheckpointFormat = .container) throws {
+        let reader = try storage.openCheckpoint(path, format: format)
+        #expect(reader.blobNames == blobs.map(\.name).sorted())
+        for blob in blobs {
+            var out = [UInt8](repeating: 0xAA, count: blob.bytes.count)
+            try out.withUnsafeMutableBytes { try reader.readBlob(blob.name, into: $0) }
+            #expect(out == blob.bytes, "blob \(blob.name)")
+        }
+    }
+
+    @Test func smallContainerIsOnePutAndRoundTrips() throws {
+        let bucket = try TestBucket()
+        let blobs = sampleBlobs(seed: 1)
+        try write(blobs, storage: bucket.storage, to: bucket.url("run1/trainer_0.1"))
+        #expect(try bucket.allKeys() == ["run1/trainer_0.1"])
+        #expect(try bucket.openUploads().isEmpty)
+        try checkRoundTrip(blobs, storage: bucket.storage, path: bucket.url("run1/trainer_0.1"))
+        #expect(bucket.storage.isCompleteCheckpoint(bucket.url("run1/trainer_0.1"), format: .container))
+        #expect(!bucket.storage.isCompleteCheckpoint(bucket.url("run1/trainer_0.2"), format: .container))
+        #expect(try bucket.storage.openCheckpoint(bucket.url("run1/trainer_0.1"), format: .container).fileMetadata["epoch"] == "7")
+    }
+
+    @Test func multipartUploadWithManyPartsRoundTrips() throws {
+        // 5 MiB parts, 2 in flight, 8 MiB-ish ranges: a 23 MiB blob spans five parts and several ranges.
+        let bucket = try TestBucket { configuration in
+            configuration.partSizeInBytes = 5 << 20
+            configuration.uploadConcurrency = 2
+            configuration.rangeSizeInBytes = 3 << 20
+        }
+        let blobs = sampleBlobs(seed: 2, large: 23 << 20 + 17)
+        try write(blobs, storage: bucket.storage, to: bucket.url("m/trainer_0.1"))
+        #expect(try bucket.openUploads().isEmpty)
+        try checkRoundTrip(blobs, storage: bucket.storage, path: bucket.url("m/trainer_0.1"))
+        // The ETag of a multipart object says how many parts it has.
+        let head = try bucket.storage.client.send(S3Request(operation: "HeadObject", method: .HEAD, bucket: bucket.name, key: "m/trainer_0.1"))
+        #expect(head.eTag?.hasSuffix("-5\"") == true)
+        // Compressed blobs go through the same sink.
+        try write(blobs, storage: bucket.storage, to: bucket.url("m/zstd.1"), encode: EncodeOptions(compression: .zstd(level: 1)))
+        try checkRoundTrip(blobs, storage: bucket.storage, path: bucket.url("m/zstd.1"))
+    }
+
+    @Test func safetensorsRoundTrips() throws {
+        let bucket = try TestBucket()
+        let blobs = sampleBlobs(seed: 3).filter { !$0.bytes.isEmpty }
+        try write(blobs, storage: bucket.storage, to: bucket.url("st/model.safetensors"), format: .safetensors)
+        try checkRoundTrip(blobs, storage: bucket.storage, path: bucket.url("st/model.safetensors"), format: .safetensors)
+        #expect(bucket.storage.isCompleteCheckpoint(bucket.url("st/model.safetensors"), format: .safetensors))
+    }
+
+    @Test func smallFilesConditionalWritesAndErrors() throws {
+        let bucket = try TestBucket()
+        let storage = bucket.storage
+        let path = bucket.url("meta/checkpoint_metadata.json")
+        #expect(try storage.readFile(path, limit: 100) == nil)
+        try storage.writeFile(Array("v1".utf8), to: path, durability: .full)
+        #expect(try storage.readFile(path, limit: 100) == Array("v1".utf8))
+        #expect(throws: CheckpointError.self) { try storage.readFile(path, limit: 1) }
+        // createFileIfAbsent: exactly once.
+        #expect(try storage.createFileIfAbsent(Array("a".utf8), at: bucket.url("meta/claim"), durability: .full))
+        #expect(try !storage.createFileIfAbsent(Array("b".utf8), at: bucket.url("meta/claim"), durability: .full))
+        #expect(try storage.readFile(bucket.url("meta/claim"), limit: 10) == Array("a".utf8))
+        // updateFile from absent, then a compare-and-swap that loses a race: another writer
+        // replaces the file between its read and its conditional PUT (412), so it reads again
+        // and applies its change to the other writer's content. (Not threads against moto:
+        // moto's own If-Match check is not atomic under concurrent requests.)
+        let counter = bucket.url("meta/counter")
+        var first: [UInt8]?? = nil  // .some(nil) once called with "no file"
+        let created = try storage.updateFile(counter, limit: 100, durability: .full) { old throws(CheckpointError) in
+            first = old
+            return Array("1".utf8)
+        }
+        #expect(first == .some(nil))
+        #expect(created == Array("1".utf8))
+        var seen: [String] = []
+        let final = try storage.updateFile(counter, limit: 100, durability: .full) { old throws(CheckpointError) in
+            let value = String(decoding: old ?? [], as: UTF8.self)
+            seen.append(value)
+            if seen.count == 1 { try storage.writeFile(Array("10".utf8), to: counter, durability: .full) }  // the competitor
+            return Array(String(Int(value)! + 1).utf8)
+        }
+        #expect(seen == ["1", "10"])
+        #expect(final == Array("11".utf8))
+        #expect(try storage.readFile(counter, limit: 100) == Array("11".utf8))
+        // Errors name the operation, bucket, key and status.
+        do {
+            _ = try storage.openCheckpoint("s3://no-such-bucket-\(UUID().uuidString.lowercased().prefix(8))/x/y.1", format: .container)
+            Issue.record("opened a checkpoint in a missing bucket")
+        } catch {
+            #expect(error.path?.hasPrefix("s3://no-such-bucket") == true || "\(error)".contains("no-such-bucket"))
+        }
+        let error = #expect(throws: CheckpointError.self) { try storage.writeFile([1], to: "s3://no-such-bucket-zz/k", durability: .full) }
+        #expect(error.map { "\($0)" }?.contains("PutObject of s3://no-such-bucket-zz/k failed: HTTP 404 NoSuchBucket") == true)
+    }
+
+    @Test func listingPagesAndSpecialKeys() throws {
+        let bucket = try TestBucket()
+        let storage = bucket.storage
+        let special = ["with space.1", "plus+sign.2", "per%cent.3", "ünïcødé-鍵.4", "amp&lt<gt>.5"]
+        for name in special { try storage.writeFile(Array(name.utf8), to: bucket.url("dir/" + name), durability: .none) }
+        try storage.writeFile([1], to: bucket.url("dir/sub/nested"), durability: .none)
+        try storage.writeFile([1], to: bucket.url("dirx/other"), durability: .none)
+        #expect(storage.listFiles(in: bucket.url("dir")).sorted() == special.sorted())
+        for name in special { #expect(try storage.readFile(bucket.url("dir/" + name), limit: 100) == Array(name.utf8)) }
+        try storage.removeCheckpoint("with space.1", in: bucket.url("dir"))
+        #expect(!storage.listFiles(in: bucket.url("dir")).contains("with space.1"))
+        #expect(throws: CheckpointError.self) { try storage.removeCheckpoint("../x", in: bucket.url("dir")) }
+        // More than 1,000 keys: ListObjectsV2 pages with continuation tokens.
+        let many = (0..<1_050).map { "k\($0)" }
+        DispatchQueue.concurrentPerform(iterations: 10) { slice in
+            for name in many[(slice * 105)..<((slice + 1) * 105)] { try? storage.writeFile([], to: bucket.url("many/" + name), durability: .none) }
+        }
+        #expect(Set(try storage.list(bucket.url("many"))) == Set(many))
+    }
+
+    @Test func writerLeaseExcludesAndExpires() throws {
+        let bucket = try TestBucket { $0.leaseDurationInSeconds = 1.5 }
+        let storage = bucket.storage
+        var first: AnyObject? = try storage.lockWriter(in: bucket.url("run"), name: "trainer_0")
+        let error = #expect(throws: CheckpointError.self) { _ = try storage.lockWriter(in: bucket.url("run"), name: "trainer_0") }
+        #expect(error?.code == .writerLocked)
+        // Another name is independent.
+        _ = try storage.lockWriter(in: bucket.url("run"), name: "trainer_1")
+        // Renewed while held: still locked after more than one lease duration.
+        Thread.sleep(forTimeInterval: 2.5)
+        #expect(throws: CheckpointError.self) { _ = try storage.lockWriter(in: bucket.url("run"), name: "trainer_0") }
+        first = nil
+        _ = first
+        let second = try storage.lockWriter(in: bucket.url("run"), name: "trainer_0")
+        _ = second
+        // A lease whose holder stopped renewing (killed) is taken over after it expires.
+        let stale = #"{"owner":"dead:1:1","expiresAt":1.000}"#
+        try storage.writeFile(Array(stale.utf8), to: bucket.url("run/.trainer_9.writer.lease"), durability: .none)
+        _ = try storage.lockWriter(in: bucket.url("run"), name: "trainer_9")
+    }
+
+    @Test func failedWriteLeavesNothing() throws {
+        let bucket = try TestBucket { configuration in
+            configuration.partSizeInBytes = 5 << 20
+        }
+        // A blob that fails validation after some parts went out: the upload is aborted.
+        let big = patternBytes(12 << 20, seed: 9)
+        big.withUnsafeBytes { bytes in
+            let good = BlobSource(name: "big", dtype: .uint8, shape: [big.count], bytes: bytes)
+            let bad = BlobSource(name: "bad", dtype: .float32, shape: [3], bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<5]))
+            #expect(throws: CheckpointError.self) {
+                try bucket.storage.writeCheckpoint([good, bad], metadata: [:], to: bucket.url("f/trainer_0.1"), format: .container, options: WriterOptions())
+            }
+        }
+        #expect(try bucket.allKeys().isEmpty)
+        #expect(try bucket.openUploads().isEmpty)
+    }
+
+    @Test func abandonedUploadsAreAborted() throws {
+        let bucket = try TestBucket()
+        let storage = bucket.storage
+        for key in ["r/trainer_0.3", "r/trainer_1.3"] {
+            _ = try storage.client.send(S3Request(operation: "CreateMultipartUpload", method: .POST, bucket: bucket.name, key: key, query: [("uploads", "")]))
+        }
+        #expect(try bucket.openUploads().sorted() == ["r/trainer_0.3", "r/trainer_1.3"])
+        #expect(storage.removeAbandonedWrites(in: bucket.url("r"), targetPrefix: "trainer_0.") == ["trainer_0.3"])
+        #expect(try bucket.openUploads() == ["r/trainer_1.3"])
+    }
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Checkpoint save/load on S3: this engine against boto3, same server, same bytes, one run.
+
+Starts moto's S3 server on a free loopback port, writes SIZE random bytes to a
+local file, then alternates, REPEAT times:
+
+- save: ``ckpt s3-bench save FILE s3://bench/ours.ckpt`` (the bytes as one blob
+  streamed into a multipart upload) vs boto3's ``upload_file`` (s3transfer's
+  default configuration);
+- load: ``ckpt s3-bench load s3://bench/ours.ckpt`` (open + read + CRC32C
+  verify into memory) vs boto3's ``download_fileobj`` into memory.
+
+Reports the medians of wall time and CPU time (user + sys of the client only;
+moto runs in its own process) and their ratios, and the peak extra memory of
+our save. Usage:
+
+    swift build -c release --product ckpt
+    python3 scripts/bench-s3.py [--size 1G] [--repeat 3] [--ckpt .build/release/ckpt]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto(port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("moto did not start")
+
+
+def ours(ckpt: str, env: dict, *args: str) -> dict:
+    result = subprocess.run([ckpt, "s3-bench", *args], env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def timed(body) -> dict:
+    wall, cpu = time.perf_counter(), time.process_time()
+    body()
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1G")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ckpt", default=".build/release/ckpt")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    port = free_port()
+    moto = start_moto(port)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
+    try:
+        s3.create_bucket(Bucket="bench")
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "data.bin")
+            with open(path, "wb") as f:
+                remaining = size
+                while remaining:
+                    n = min(remaining, 64 << 20)
+                    f.write(os.urandom(n))
+                    remaining -= n
+            rows = {"save": {"ours": [], "boto3": []}, "load": {"ours": [], "boto3": []}}
+            peak = []
+            for _ in range(args.repeat):
+                result = ours(args.ckpt, env, "save", path, "s3://bench/ours.ckpt")
+                rows["save"]["ours"].append(result)
+                peak.append(result["peakExtraBytes"])
+                rows["save"]["boto3"].append(timed(lambda: s3.upload_file(path, "bench", "boto3.bin")))
+                rows["load"]["ours"].append(ours(args.ckpt, env, "load", "s3://bench/ours.ckpt"))
+                buffer = io.BytesIO()
+                rows["load"]["boto3"].append(timed(lambda: s3.download_fileobj("bench", "boto3.bin", buffer)))
+                assert buffer.getbuffer().nbytes == size
+    finally:
+        moto.kill()
+        moto.wait()
+    print(f"S3 on moto (loopback), {size / (1 << 30):.2f} GiB, median of {args.repeat} runs")
+    print(f"{'':6} {'ours wall':>10} {'boto3 wall':>11} {'speed ×':>8} {'ours cpu':>9} {'boto3 cpu':>10} {'cpu ratio':>9}")
+    for action in ("save", "load"):
+        ow = statistics.median(r["wall"] for r in rows[action]["ours"])
+        bw = statistics.median(r["wall"] for r in rows[action]["boto3"])
+        oc = statistics.median(r["cpu"] for r in rows[action]["ours"])
+        bc = statistics.median(r["cpu"] for r in rows[action]["boto3"])
+        print(f"{action:6} {ow:9.2f}s {bw:10.2f}s {bw / ow:7.2f}× {oc:8.2f}s {bc:9.2f}s {oc / bc:8.2f}×")
+    print(f"peak extra memory of our save: {max(peak) / (1 << 20):.0f} MiB (bound: 8 parts × 16 MiB + 64 MiB = 192 MiB)")
+
+
+if __name__ == "__main__":
+    main()
