@@ -91,11 +91,13 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
                 writer.abort()
                 throw error
             }
-        case .safetensors:
-            // safetensors is written through a local temporary file, then streamed up.
-            let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-s3-\(UUID().uuidString).safetensors").path
+        case .safetensors, .minidb:
+            // safetensors and minidb are written (as local storage writes them) to a local temporary file, then streamed up.
+            let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-s3-\(UUID().uuidString).\(format.rawValue)").path
             defer { try? FileManager.default.removeItem(atPath: temporary) }
-            try SafetensorsFile.write(blobs, metadata: metadata.isEmpty ? nil : metadata, to: temporary)
+            var localOptions = options
+            localOptions.durability = .none
+            try LocalCheckpointStorage().writeCheckpoint(blobs, metadata: metadata, to: temporary, format: format, options: localOptions)
             do throws(CheckpointError) {
                 try S3CheckpointStorage.stream(fileAt: temporary, into: sink)
                 try sink.commit()
@@ -127,12 +129,15 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
         let source = try S3ObjectSource(client: client, bucket: bucket, key: key)
         switch format {
         case .container:
-            return try ContainerReader.open(source: source)
-        case .safetensors:
-            let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-s3-\(UUID().uuidString).safetensors").path
+            let reader = try ContainerReader.open(source: source)
+            // Blob references (incremental checkpoints) resolve through this storage, relative to the object's prefix.
+            reader.referenceResolver = StorageReferenceResolver(storage: self, directory: path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "")
+            return reader
+        case .safetensors, .minidb:
+            let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-s3-\(UUID().uuidString).\(format.rawValue)").path
             defer { try? FileManager.default.removeItem(atPath: temporary) }
             try S3CheckpointStorage.download(source, to: temporary)
-            return try SafetensorsFile.open(temporary)  // mapped: the name can go at once
+            return try LocalCheckpointStorage().openCheckpoint(temporary, format: format)  // mapped: the name can go at once
         }
     }
 
@@ -160,7 +165,7 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
 
     public func isCompleteCheckpoint(_ path: String, format: CheckpointFormat) -> Bool {
         switch format {
-        case .container:
+        case .container, .minidb:
             return (try? openCheckpoint(path, format: format)) != nil
         case .safetensors:
             guard let (bucket, key) = try? objectLocation(path), let source = try? S3ObjectSource(client: client, bucket: bucket, key: key),
