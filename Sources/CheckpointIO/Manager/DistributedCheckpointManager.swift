@@ -171,8 +171,14 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
         get throws(CheckpointError) {
             let type = lock.locked { pathType }
             if type == nil, let storage = options.storage { return storage }
-            return try CheckpointStorageRegistry.storage(for: type)
+            return try CheckpointStorageRegistry.storage(for: type, path: dbPrefix)
         }
+    }
+
+    /// True when `error` is an object store's "no such key" (HTTP 404).
+    static func isMissingObject(_ error: CheckpointError) -> Bool {
+        if case let .objectStore(_, _, _, status, _, _) = error.code { return status == 404 }
+        return false
     }
 
     private func commitLog() throws(CheckpointError) -> DistributedCommitLog {
@@ -528,7 +534,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
             let path = CheckpointNaming.dbName(epoch: epoch, nodeName: node, dbPrefix: dbPrefix)
             let reader: any CheckpointFileReading
             do throws(CheckpointError) { reader = try log.storage.openCheckpoint(path, format: format) } catch {
-                if AtomicFile.isMissingFile(error) { throw CheckpointError(.checkpointNotFound(epoch: epoch), path: path) }
+                if AtomicFile.isMissingFile(error) || Self.isMissingObject(error) { throw CheckpointError(.checkpointNotFound(epoch: epoch), path: path) }
                 throw error
             }
             let here = wanted.filter { reader.hasBlob($0) }
