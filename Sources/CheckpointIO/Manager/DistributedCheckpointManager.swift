@@ -231,7 +231,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
         let log = try commitLog()
         try log.storage.createDirectory(log.directory, durability: options.writer.durability)
         for node in localNodes { _ = log.storage.removeAbandonedWrites(in: log.directory, targetPrefix: node + ".") }
-        try forEachIndex(managers.count) { (index) throws(CheckpointError) in
+        try parallelForEachIndex(managers.count) { (index) throws(CheckpointError) in
             let manager = managers[index]
             try manager.initialize(nodes: [manager.nodeName], retrieveFromEpoch: retrieveFromEpoch, pathPrefix: pathPrefix, pathType: pathType)
         }
@@ -288,7 +288,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         if pathPrefix == nil { try requireComplete(epoch) }
         let staged = ParallelSlots<[(name: String, tensor: Tensor)]>(count: managers.count)
-        try forEachIndex(managers.count) { (index) throws(CheckpointError) in
+        try parallelForEachIndex(managers.count) { (index) throws(CheckpointError) in
             staged.set(index, try managers[index].readForLoad(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType))
         }
         for (index, manager) in managers.enumerated() { manager.workspace.setBlobs(staged.get(index) ?? []) }
@@ -359,7 +359,7 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
                 for node in nodes { try log.remove(DistributedCommitLog.recordName(node: node, epoch: stale, runID: run)) }
             }
         }
-        try forEachIndex(managers.count) { (index) throws(CheckpointError) in
+        try parallelForEachIndex(managers.count) { (index) throws(CheckpointError) in
             try managers[index].write(snapshots[index], epoch: epoch)
         }
     }
@@ -602,21 +602,5 @@ public final class DistributedCheckpointManager: CheckpointManaging, @unchecked 
     private static func nanoseconds(_ duration: Duration) -> UInt64 {
         let (seconds, attoseconds) = duration.components
         return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-    }
-
-    /// Runs `body(0..<count)` in parallel and throws the error of the lowest index that failed.
-    private func forEachIndex(_ count: Int, _ body: (Int) throws(CheckpointError) -> Void) throws(CheckpointError) {
-        if count == 1 {
-            try body(0)
-            return
-        }
-        let errors = ParallelSlots<CheckpointError>(count: count)
-        withoutActuallyEscaping(body) { body in
-            nonisolated(unsafe) let body = body
-            DispatchQueue.concurrentPerform(iterations: count) { index in
-                do throws(CheckpointError) { try body(index) } catch { errors.set(index, error) }
-            }
-        }
-        if let error = errors.first { throw error }
     }
 }

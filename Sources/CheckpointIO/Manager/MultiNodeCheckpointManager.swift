@@ -178,7 +178,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     public func load(epoch: Int, pathPrefix: String? = nil, pathType: String? = nil) throws(CheckpointError) {
         let managers = try requireManagers()
         let staged = ParallelSlots<[(name: String, tensor: Tensor)]>(count: managers.count)
-        try forEachIndex(managers.count) { (index) throws(CheckpointError) in
+        try parallelForEachIndex(managers.count) { (index) throws(CheckpointError) in
             staged.set(index, try managers[index].manager.readForLoad(epoch: epoch, pathPrefix: pathPrefix, pathType: pathType))
         }
         for (index, (_, manager)) in managers.enumerated() { manager.workspace.setBlobs(staged.get(index) ?? []) }
@@ -215,7 +215,7 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
     }
 
     private func write(_ snapshots: [[(name: String, tensor: Tensor)]], managers: [(node: String, manager: CheckpointManager)], epoch: Int) throws(CheckpointError) {
-        try forEachIndex(managers.count) { (index) throws(CheckpointError) in
+        try parallelForEachIndex(managers.count) { (index) throws(CheckpointError) in
             try managers[index].manager.write(snapshots[index], epoch: epoch)
         }
     }
@@ -301,24 +301,26 @@ public final class MultiNodeCheckpointManager: CheckpointManaging, @unchecked Se
 
     /// Runs `body` for every manager in parallel and throws the first error in node order.
     private func forEachNode(_ managers: [(node: String, manager: CheckpointManager)], _ body: (CheckpointManager) throws(CheckpointError) -> Void) throws(CheckpointError) {
-        try forEachIndex(managers.count) { (index) throws(CheckpointError) in try body(managers[index].manager) }
+        try parallelForEachIndex(managers.count) { (index) throws(CheckpointError) in try body(managers[index].manager) }
     }
 
-    /// Runs `body(0..<count)` in parallel and throws the error of the lowest index that failed.
-    private func forEachIndex(_ count: Int, _ body: (Int) throws(CheckpointError) -> Void) throws(CheckpointError) {
-        if count == 1 {
-            try body(0)
-            return
-        }
-        let errors = ParallelSlots<CheckpointError>(count: count)
-        withoutActuallyEscaping(body) { body in
-            nonisolated(unsafe) let body = body
-            DispatchQueue.concurrentPerform(iterations: count) { index in
-                do throws(CheckpointError) { try body(index) } catch { errors.set(index, error) }
-            }
-        }
-        if let error = errors.first { throw error }
+}
+
+/// Runs `body(0..<count)` in parallel (`body(0)` inline when `count` is 1) and
+/// throws the error of the lowest index that failed.
+func parallelForEachIndex(_ count: Int, _ body: (Int) throws(CheckpointError) -> Void) throws(CheckpointError) {
+    if count == 1 {
+        try body(0)
+        return
     }
+    let errors = ParallelSlots<CheckpointError>(count: count)
+    withoutActuallyEscaping(body) { body in
+        nonisolated(unsafe) let body = body
+        DispatchQueue.concurrentPerform(iterations: count) { index in
+            do throws(CheckpointError) { try body(index) } catch { errors.set(index, error) }
+        }
+    }
+    if let error = errors.first { throw error }
 }
 
 /// One result slot per parallel task, written from any thread.
