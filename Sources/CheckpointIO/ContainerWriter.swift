@@ -471,6 +471,20 @@ public final class ContainerWriter {
 
     // MARK: Commit
 
+    /// Writes `blobs` with `metadata` as the file's metadata and commits
+    /// (``write(_:)``, ``commit()``); on any error aborts (``abort()``), so
+    /// nothing of this writer stays, and rethrows.
+    public func writeAndCommit(_ blobs: [BlobSource], metadata: [String: String]) throws(CheckpointError) {
+        do throws(CheckpointError) {
+            self.metadata = metadata
+            try write(blobs)
+            try commit()
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
     /// Writes the index and the trailer, makes them as durable as
     /// ``WriterOptions/durability`` asks, and (for a new file) renames it into
     /// place. An append with durability syncs its records and index before

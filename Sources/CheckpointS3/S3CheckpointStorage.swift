@@ -83,14 +83,7 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
         switch format {
         case .container:
             let writer = try ContainerWriter.create(streamingTo: sink, path: "s3://\(bucket)/\(key)", options: options)
-            do throws(CheckpointError) {
-                writer.metadata = metadata
-                try writer.write(blobs)
-                try writer.commit()
-            } catch {
-                writer.abort()
-                throw error
-            }
+            try writer.writeAndCommit(blobs, metadata: metadata)
         case .safetensors, .minidb:
             // safetensors and minidb are written (as local storage writes them) to a local temporary file, then streamed up.
             let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-s3-\(UUID().uuidString).\(format.rawValue)").path

@@ -255,14 +255,7 @@ public struct LocalCheckpointStorage: CheckpointStorage {
             let writer = try AtomicFile.retryingWhileLocked(timeout: LocalCheckpointStorage.writerLockPatience) { () throws(CheckpointError) in
                 try ContainerWriter.create(at: path, options: options)
             }
-            do throws(CheckpointError) {
-                writer.metadata = metadata
-                try writer.write(blobs)
-                try writer.commit()
-            } catch {
-                writer.abort()
-                throw error
-            }
+            try writer.writeAndCommit(blobs, metadata: metadata)
         case .safetensors:
             try AtomicFile.retryingWhileLocked(timeout: LocalCheckpointStorage.writerLockPatience) { () throws(CheckpointError) in
                 try SafetensorsFile.write(blobs, metadata: metadata, to: path, durability: options.durability, calls: calls)
