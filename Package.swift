@@ -54,11 +54,13 @@ let package = Package(
         .executableTarget(name: "checkpoint-stress", dependencies: ["CheckpointIO"]),
         .testTarget(name: "BlobCodecTests", dependencies: ["BlobCodec", "CCheckpointKernels"]),
         .testTarget(name: "CheckpointIOTests", dependencies: ["CheckpointIO", "CZlib"], exclude: ["Fixtures"]),
-        .testTarget(name: "CheckpointManagerTests", dependencies: ["CheckpointIO", "checkpoint-stress"]),
+        // Caffe2's checkpoint_test.py ported for any storage: run on local disk and on S3 (not a product).
+        .target(name: "Caffe2Port", dependencies: ["CheckpointIO"], path: "Tests/Caffe2Port"),
+        .testTarget(name: "CheckpointManagerTests", dependencies: ["CheckpointIO", "Caffe2Port", "checkpoint-stress"]),
         // Runs the built `ckpt` binary, and the real Python safetensors / numpy packages for interop.
         // Against a real S3 server (moto) on loopback, started by the suite; SigV4 checked against botocore.
         .testTarget(name: "CheckpointS3Tests", dependencies: [
-            "CheckpointS3", "CheckpointIO", "ckpt",
+            "CheckpointS3", "CheckpointIO", "Caffe2Port", "ckpt",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

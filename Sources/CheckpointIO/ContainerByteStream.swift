@@ -32,4 +32,84 @@ public protocol ContainerByteSource: AnyObject, Sendable {
     var sizeInBytes: Int { get }
     /// Reads exactly `buffer.count` bytes at `offset` into `buffer`.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError)
+    /// Reads like ``read(into:at:)`` and returns the CRC32C of each `blockSize`
+    /// piece of `buffer` (the last may be shorter): block `i` is
+    /// `buffer[i * blockSize ..< min((i + 1) * blockSize, buffer.count)]`.
+    ///
+    /// The default reads, then checksums. A source that receives bytes in pieces
+    /// (an HTTP body) checksums each piece as it copies it, while it is in cache,
+    /// and saves the reader a second pass over the data.
+    func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, blockSize: Int) throws(CheckpointError) -> [UInt32]
+}
+
+extension ContainerByteSource {
+    public func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, blockSize: Int) throws(CheckpointError) -> [UInt32] {
+        try read(into: buffer, at: offset)
+        return CRC32C.blockChecksums(UnsafeRawBufferPointer(buffer), blockSize: blockSize)
+    }
+}
+
+extension CRC32C {
+    /// The CRC32C of each `blockSize` piece of `bytes` (the last may be shorter).
+    public static func blockChecksums(_ bytes: UnsafeRawBufferPointer, blockSize: Int) -> [UInt32] {
+        precondition(blockSize > 0, "blockSize must be positive")
+        return stride(from: 0, to: bytes.count, by: blockSize).map {
+            checksum(UnsafeRawBufferPointer(rebasing: bytes[$0..<min($0 + blockSize, bytes.count)]))
+        }
+    }
+}
+
+/// CRC32Cs of the `blockSize` blocks of a buffer, assembled from pieces that
+/// arrive in any order: each piece lies inside one block, and a block's pieces
+/// together cover it exactly once (a ranged download's responses, cut at the
+/// block boundaries). O(pieces · log blockSize), no pass over the data.
+public struct BlockChecksumAssembler: Sendable {
+    /// One checksummed piece: bytes `start ..< start + length` of the buffer.
+    public struct Piece: Sendable {
+        public var start: Int
+        public var length: Int
+        public var crc: UInt32
+        public init(start: Int, length: Int, crc: UInt32) {
+            self.start = start
+            self.length = length
+            self.crc = crc
+        }
+    }
+
+    public let blockSize: Int
+    private var pieces: [Piece] = []
+
+    public init(blockSize: Int) {
+        precondition(blockSize > 0, "blockSize must be positive")
+        self.blockSize = blockSize
+    }
+
+    public mutating func add(_ more: [Piece]) { pieces += more }
+
+    /// Checksums `bytes` (which start at `start` in the buffer), cut at block boundaries.
+    public static func pieces(of bytes: UnsafeRawBufferPointer, at start: Int, blockSize: Int) -> [Piece] {
+        var result: [Piece] = []
+        var done = 0
+        while done < bytes.count {
+            let position = start + done
+            let n = min(bytes.count - done, blockSize - position % blockSize)
+            result.append(Piece(start: position, length: n, crc: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]))))
+            done += n
+        }
+        return result
+    }
+
+    /// The CRC32C of every block of a buffer of `count` bytes; nil when the pieces do not tile it exactly.
+    public func blockChecksums(count: Int) -> [UInt32]? {
+        let blocks = (count + blockSize - 1) / blockSize
+        var crcs = [UInt32](repeating: 0, count: blocks)
+        var next = 0
+        for piece in pieces.sorted(by: { $0.start < $1.start }) {
+            guard piece.start == next, piece.length > 0, piece.start / blockSize == (piece.start + piece.length - 1) / blockSize else { return nil }
+            let block = piece.start / blockSize
+            crcs[block] = piece.start % blockSize == 0 ? piece.crc : CRC32C.combine(crcs[block], piece.crc, lengthOfB: piece.length)
+            next += piece.length
+        }
+        return next == count ? crcs : nil
+    }
 }

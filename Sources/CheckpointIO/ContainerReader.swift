@@ -358,22 +358,27 @@ public final class ContainerReader: @unchecked Sendable {
     }
 
     /// A remote source's uncompressed payload: one read of the whole payload
-    /// (the source splits it into parallel ranges), then the chunk CRCs in
-    /// parallel; a chunk that fails is read once more, since the bytes may
-    /// have been damaged on the way.
+    /// (the source splits it into parallel ranges and checksums every chunk
+    /// as its bytes arrive, ``ContainerByteSource/readChecksummed(into:at:blockSize:)``);
+    /// a chunk that fails is read once more, since the bytes may have been
+    /// damaged on the way.
     private func readRawFromRemote(header: BlobHeader, entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
         let file = self.file
-        try file.readAll(into: destination, at: Int64(entry.payloadOffset))
-        guard verify else { return }
-        try ChunkScheduler.run(count: header.chunks.count, threads: options.threads, makeWorker: {}) { _, index throws(CheckpointError) in
+        guard verify, let remote = file.remote, destination.count > 0 else {
+            try file.readAll(into: destination, at: Int64(entry.payloadOffset))
+            return
+        }
+        try file.checkRange(count: destination.count, at: Int64(entry.payloadOffset))
+        let crcs = try remote.readChecksummed(into: destination, at: entry.payloadOffset, blockSize: header.chunkSizeInBytes)
+        guard crcs.count == header.chunks.count else {
+            throw CheckpointError(.invalidState(reason: "\(remote.name) returned \(crcs.count) checksums for \(header.chunks.count) chunks"))
+        }
+        for index in header.chunks.indices where crcs[index] != header.chunks[index].crc32c {
             let start = index * header.chunkSizeInBytes
             let part = UnsafeMutableRawBufferPointer(rebasing: destination[start..<(start + header.rawLength(ofChunk: index))])
             let expected = header.chunks[index].crc32c
-            var crc = CRC32C.checksum(UnsafeRawBufferPointer(part))
-            if crc != expected {
-                try file.readAll(into: part, at: Int64(entry.payloadOffset + start))
-                crc = CRC32C.checksum(UnsafeRawBufferPointer(part))
-            }
+            try file.readAll(into: part, at: Int64(entry.payloadOffset + start))
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(part))
             if crc != expected {
                 throw CheckpointError(.chunkChecksumMismatch(chunk: index, expected: expected, actual: crc), offset: UInt64(start))
             }
@@ -711,12 +716,17 @@ struct ReadableFile: @unchecked Sendable {
     /// Reads exactly `buffer.count` bytes at `offset`; end of file is an error.
     func readAll(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(CheckpointError) {
         if let local { return try local.readAll(into: buffer, at: offset) }
-        let remote = remote!
-        guard offset >= 0, Int(offset) + buffer.count <= remote.sizeInBytes else {
-            throw CheckpointError(.truncated(what: "object", needed: UInt64(offset) + UInt64(buffer.count), available: UInt64(remote.sizeInBytes)), path: remote.name)
-        }
+        try checkRange(count: buffer.count, at: offset)
         guard buffer.count > 0 else { return }
-        try remote.read(into: buffer, at: Int(offset))
+        try remote!.read(into: buffer, at: Int(offset))
+    }
+
+    /// Throws unless `count` bytes at `offset` lie inside a remote source.
+    func checkRange(count: Int, at offset: Int64) throws(CheckpointError) {
+        guard let remote else { return }
+        guard offset >= 0, Int(offset) + count <= remote.sizeInBytes else {
+            throw CheckpointError(.truncated(what: "object", needed: UInt64(offset) + UInt64(count), available: UInt64(remote.sizeInBytes)), path: remote.name)
+        }
     }
 
     func close() { local?.close() }

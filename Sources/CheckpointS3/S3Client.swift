@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import BlobCodec
+import CheckpointIO
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -28,6 +29,8 @@ struct S3Response: Sendable {
     var body: ByteBuffer
     /// Bytes written to the destination buffer.
     var bodyBytesWritten: Int
+    /// With a ``S3Client/BlockChecksums`` request: the CRC32Cs of what went into the destination.
+    var pieces: [BlockChecksumAssembler.Piece] = []
     /// Attempts made (more than 1: an earlier one may have taken effect without its response arriving).
     var attempts = 1
 
@@ -76,13 +79,14 @@ final class S3Client: Sendable {
     /// With `destination`, a 2xx body is written straight into it (it must be exactly
     /// `destination.count` bytes; fewer or more is a failed attempt). Otherwise the
     /// body is collected up to `bodyLimit` bytes.
-    func perform(_ request: S3Request, into destination: UnsafeMutableRawBufferPointer? = nil, bodyLimit: Int = 64 << 20) throws(CheckpointError) -> S3Response {
+    func perform(_ request: S3Request, into destination: UnsafeMutableRawBufferPointer? = nil, checksums: BlockChecksums? = nil,
+                 bodyLimit: Int = 64 << 20) throws(CheckpointError) -> S3Response {
         var attempt = 0
         while true {
             let failure: (status: Int, code: String, message: String)
             do {
                 let started = trace ? Date() : nil
-                let response = try sendOnce(request, into: destination, bodyLimit: bodyLimit)
+                let response = try sendOnce(request, into: destination, checksums: checksums, bodyLimit: bodyLimit)
                 if let started {
                     FileHandle.standardError.write(Data("s3: \(request.operation) \(request.bucket)/\(request.key) -> \(response.status) in \(Int(Date().timeIntervalSince(started) * 1000)) ms\n".utf8))
                 }
@@ -111,8 +115,8 @@ final class S3Client: Sendable {
     /// Sends and throws unless the status is in `accepted` (default 2xx).
     @discardableResult
     func send(_ request: S3Request, accepting accepted: Set<Int>? = nil, into destination: UnsafeMutableRawBufferPointer? = nil,
-              bodyLimit: Int = 64 << 20) throws(CheckpointError) -> S3Response {
-        let response = try perform(request, into: destination, bodyLimit: bodyLimit)
+              checksums: BlockChecksums? = nil, bodyLimit: Int = 64 << 20) throws(CheckpointError) -> S3Response {
+        let response = try perform(request, into: destination, checksums: checksums, bodyLimit: bodyLimit)
         let ok = accepted.map { $0.contains(response.status) } ?? (200..<300).contains(response.status)
         guard ok else { throw error(request, response) }
         return response
@@ -135,7 +139,14 @@ final class S3Client: Sendable {
         return (base + path + (queryString.isEmpty ? "" : "?" + queryString), signed.filter { $0.0 != "host" })
     }
 
-    private func sendOnce(_ request: S3Request, into destination: UnsafeMutableRawBufferPointer?, bodyLimit: Int) throws -> S3Response {
+    /// Checksum the bytes a response writes into its destination, in blocks of
+    /// `blockSize` counted from `origin` bytes before the destination's start.
+    struct BlockChecksums {
+        var blockSize: Int
+        var origin: Int
+    }
+
+    private func sendOnce(_ request: S3Request, into destination: UnsafeMutableRawBufferPointer?, checksums: BlockChecksums?, bodyLimit: Int) throws -> S3Response {
         let (url, headers) = prepare(request, date: Date())
         var httpRequest = try HTTPClient.Request(url: url, method: request.method)
         for (name, value) in headers { httpRequest.headers.add(name: name, value: value) }
@@ -144,28 +155,50 @@ final class S3Client: Sendable {
         } else if request.method == .PUT || request.method == .POST {
             httpRequest.body = .byteBuffer(ByteBuffer())
         }
-        let collector = S3ResponseCollector(destination: destination, bodyLimit: bodyLimit)
+        let collector = S3ResponseCollector(destination: destination, checksums: checksums, bodyLimit: bodyLimit)
         let deadline = NIODeadline.now() + .milliseconds(Int64(configuration.requestTimeoutInSeconds * 1000))
         return try http.execute(request: httpRequest, delegate: collector, deadline: deadline).wait()
     }
 }
 
-/// Collects a response: a 2xx body into the destination buffer (when given),
-/// anything else into a ByteBuffer up to a limit. Called on one event loop, in order.
+/// Collects a response: a 2xx body into the destination buffer (when given,
+/// checksummed piece by piece as it is copied when asked), anything else into
+/// a ByteBuffer up to a limit. Called on one event loop, in order.
 final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
     typealias Response = S3Response
     private let destination: UnsafeMutableRawBufferPointer?
+    private let checksums: S3Client.BlockChecksums?
     private let bodyLimit: Int
     private var status = 0
     private var headers = HTTPHeaders()
     private var body = ByteBuffer()
     private var written = 0
+    /// The pieces so far; the last one grows while its block continues.
+    private var pieces: [BlockChecksumAssembler.Piece] = []
 
     struct BodyTooLarge: Error {}
 
-    init(destination: UnsafeMutableRawBufferPointer?, bodyLimit: Int) {
+    init(destination: UnsafeMutableRawBufferPointer?, checksums: S3Client.BlockChecksums?, bodyLimit: Int) {
         self.destination = destination
+        self.checksums = checksums
         self.bodyLimit = bodyLimit
+    }
+
+    /// Extends the running block checksum over `bytes`, just copied to the destination at `offset`.
+    private func checksum(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ checksums: S3Client.BlockChecksums) {
+        var done = 0
+        while done < bytes.count {
+            let position = checksums.origin + offset + done
+            let n = min(bytes.count - done, checksums.blockSize - position % checksums.blockSize)
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)])
+            if let last = pieces.last, position % checksums.blockSize != 0, last.start + last.length == position {
+                pieces[pieces.count - 1].crc = CRC32C.extend(last.crc, piece)
+                pieces[pieces.count - 1].length += n
+            } else {
+                pieces.append(BlockChecksumAssembler.Piece(start: position, length: n, crc: CRC32C.checksum(piece)))
+            }
+            done += n
+        }
     }
 
     func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
@@ -182,6 +215,7 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
             }
             buffer.withUnsafeReadableBytes { bytes in
                 UnsafeMutableRawBufferPointer(rebasing: destination[written..<(written + count)]).copyMemory(from: bytes)
+                if let checksums { checksum(bytes, at: written, checksums) }
             }
             written += count
         } else {
@@ -195,7 +229,7 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
     }
 
     func didFinishRequest(task: HTTPClient.Task<S3Response>) throws -> S3Response {
-        S3Response(status: status, headers: headers, body: body, bodyBytesWritten: written)
+        S3Response(status: status, headers: headers, body: body, bodyBytesWritten: written, pieces: pieces)
     }
 }
 

@@ -44,8 +44,9 @@ public struct S3Configuration: Sendable {
     public var partSizeInBytes: Int = 16 << 20
     /// Parts uploaded at once (default 8); a save holds at most one more part than this in memory.
     public var uploadConcurrency: Int = 8
-    /// The size of each ranged `GET` of a large read (default 8 MiB).
-    public var rangeSizeInBytes: Int = 8 << 20
+    /// The size of each ranged `GET` of a large read (default 16 MiB, the default
+    /// part size, so that ranges fall on the parts a save uploaded, as AWS advises).
+    public var rangeSizeInBytes: Int = 16 << 20
     /// Ranged `GET`s at once (default 8).
     public var downloadConcurrency: Int = 8
     /// How failed requests are retried.

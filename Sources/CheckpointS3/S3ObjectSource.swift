@@ -72,21 +72,41 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
-        guard buffer.count > 0 else { return }
+        _ = try read(into: buffer, at: offset, checksumBlockSize: nil)
+    }
+
+    /// Reads with ranged `GET`s and checksums every `blockSize` block while
+    /// copying each piece of the responses into `buffer` (no second pass).
+    public func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, blockSize: Int) throws(CheckpointError) -> [UInt32] {
+        precondition(blockSize > 0, "blockSize must be positive")
+        var assembler = BlockChecksumAssembler(blockSize: blockSize)
+        assembler.add(try read(into: buffer, at: offset, checksumBlockSize: blockSize))
+        guard let crcs = assembler.blockChecksums(count: buffer.count) else {
+            throw CheckpointError(.invalidState(reason: "the checksummed pieces of \(name) bytes \(offset)..<\(offset + buffer.count) do not cover them"))
+        }
+        return crcs
+    }
+
+    /// `buffer.count` bytes at `offset`, split into ``S3Configuration/rangeSizeInBytes``
+    /// ranges fetched ``S3Configuration/downloadConcurrency`` at a time; with a
+    /// block size, the checksummed pieces of everything read.
+    private func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, checksumBlockSize: Int?) throws(CheckpointError) -> [BlockChecksumAssembler.Piece] {
+        guard buffer.count > 0 else { return [] }
         if offset >= tailOffset, offset + buffer.count <= sizeInBytes {
             tail.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(offset - tailOffset)..<(offset - tailOffset + buffer.count)])) }
-            return
+            return checksumBlockSize.map { BlockChecksumAssembler.pieces(of: UnsafeRawBufferPointer(buffer), at: 0, blockSize: $0) } ?? []
         }
         let rangeSize = client.configuration.rangeSizeInBytes
         let count = (buffer.count + rangeSize - 1) / rangeSize
+        @Sendable func checksums(_ start: Int) -> S3Client.BlockChecksums? { checksumBlockSize.map { S3Client.BlockChecksums(blockSize: $0, origin: start) } }
         if count == 1 {
-            try readRange(into: buffer, at: offset)
-            return
+            return try readRange(into: buffer, at: offset, checksums: checksums(0))
         }
         let slots = DispatchSemaphore(value: client.configuration.downloadConcurrency)
         let group = DispatchGroup()
         let lock = NSLock()
         nonisolated(unsafe) var failure: CheckpointError?
+        nonisolated(unsafe) var pieces: [BlockChecksumAssembler.Piece] = []
         nonisolated(unsafe) let destination = buffer
         for index in 0..<count {
             slots.wait()
@@ -103,7 +123,8 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
                 let start = index * rangeSize
                 let part = UnsafeMutableRawBufferPointer(rebasing: destination[start..<min(destination.count, start + rangeSize)])
                 do throws(CheckpointError) {
-                    try readRange(into: part, at: offset + start)
+                    let checked = try readRange(into: part, at: offset + start, checksums: checksums(start))
+                    lock.withLock { pieces += checked }
                 } catch {
                     lock.withLock { if failure == nil { failure = error } }
                 }
@@ -111,16 +132,18 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
         }
         group.wait()
         if let failure { throw failure }
+        return pieces
     }
 
     /// One ranged GET into `buffer` (retried by the client when cut short).
-    private func readRange(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
+    private func readRange(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, checksums: S3Client.BlockChecksums?) throws(CheckpointError) -> [BlockChecksumAssembler.Piece] {
         var headers = [("range", "bytes=\(offset)-\(offset + buffer.count - 1)")]
         if !eTag.isEmpty { headers.append(("if-match", eTag)) }
         let request = S3Request(operation: "GetObject (bytes \(offset)-\(offset + buffer.count - 1))", method: .GET, bucket: bucket, key: key, headers: headers)
-        let response = try client.send(request, into: buffer)
+        let response = try client.send(request, into: buffer, checksums: checksums)
         guard response.status == 206 || (response.status == 200 && offset == 0 && buffer.count == sizeInBytes) else {
             throw client.error(request, response)
         }
+        return response.pieces
     }
 }

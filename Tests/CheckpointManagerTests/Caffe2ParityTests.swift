@@ -3,6 +3,7 @@
 // would write it. Deliberately a plain `import CheckpointIO` (no @testable,
 // no `import Logging`): what compiles here is the public API a user sees.
 import CheckpointIO
+import Caffe2Port
 import Foundation
 import Testing
 
@@ -208,8 +209,8 @@ struct Caffe2ParityTests {
     /// is kept where Caffe2 keeps it (the STRING blob "blob_names").
     @Test func caffe2sCheckpointTestOnMinidb() throws {
         try withTemporaryDirectory { dir in
-            try Caffe2PortTests().runWith { try CheckpointManager(dbPrefix: dir + "/single", nodeName: "trainer_0", dbType: "minidb") }
-            try Caffe2PortTests().runWith { try MultiNodeCheckpointManager(dbPrefix: dir + "/multi", dbType: "minidb") }
+            try Caffe2Port.runWith { try CheckpointManager(dbPrefix: dir + "/single", nodeName: "trainer_0", dbType: "minidb") }
+            try Caffe2Port.runWith { try MultiNodeCheckpointManager(dbPrefix: dir + "/multi", dbType: "minidb") }
             let file = try MiniDBFile.open(dir + "/single/trainer_0.4")
             // "finished" is created by the first epoch, after initialize(): not on Caffe2's fixed list.
             #expect(file.storedBlobList == ["trainer_0/cursor", "trainer_0/data", "trainer_0/total"])

@@ -1,0 +1,38 @@
+import Caffe2Port
+@testable import CheckpointIO
+@testable import CheckpointS3
+import Testing
+
+/// Caffe2's checkpoint_test.py (the port shared with the local suite, target
+/// Caffe2Port) with every `dbPrefix` on S3: a new bucket on moto per test,
+/// emptied afterwards.
+@Suite("Caffe2 checkpoint_test.py, ported, on S3", .serialized)
+struct S3Caffe2PortTests {
+    let port = Caffe2Port(
+        withPrefix: { body in
+            let bucket = try registerMotoStorage()
+            defer {
+                for key in (try? bucket.allKeys()) ?? [] {
+                    let slash = key.lastIndex(of: "/")
+                    let directory = bucket.url(slash.map { String(key[..<$0]) } ?? "")
+                    try? bucket.storage.removeCheckpoint(String(key[(slash.map { key.index(after: $0) } ?? key.startIndex)...]), in: directory)
+                }
+            }
+            try body(bucket.url("caffe2/run 1"))
+        },
+        exists: { path in ((try? CheckpointStorageRegistry.storage(for: "s3")) as? S3CheckpointStorage).map { (try? $0.objectExists(path)) ?? false } ?? false })
+
+    @Test func singleNodeCheckpoint() throws { try port.singleNodeCheckpoint() }
+    @Test func multiNodeCheckpoint() throws { try port.multiNodeCheckpoint() }
+    @Test func singleNodeWithDurableMetadataResumesByItself() throws { try port.singleNodeWithDurableMetadataResumesByItself() }
+    @Test func checkpointNamesAndLoadingModelFromCheckpoints() throws { try port.checkpointNamesAndLoadingModelFromCheckpoints() }
+    @Test func loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode() throws { try port.loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode() }
+    @Test func reusedMultiNodeManagerAcrossFiveRuns() throws { try port.reusedMultiNodeManagerAcrossFiveRuns() }
+    @Test func epochLimiterStopsAfterExactlyNEpochsAcrossAResume() throws { try port.epochLimiterStopsAfterExactlyNEpochsAcrossAResume() }
+    @Test func minidbFilesOnS3() throws {
+        try port.withPrefix { dir in
+            try Caffe2Port.runWith { try CheckpointManager(dbPrefix: dir + "/single", nodeName: "trainer_0", dbType: "minidb") }
+            #expect(port.exists(dir + "/single/trainer_0.4"))
+        }
+    }
+}
