@@ -180,6 +180,44 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
         try client.send(S3Request(operation: "DeleteObject", method: .DELETE, bucket: bucket, key: prefix + name), accepting: [200, 204, 404])
     }
 
+    /// Buckets whose conditional writes ``createDirectory(_:durability:)`` has checked.
+    private var probedBuckets: Set<String> = []
+    private let probeLock = NSLock()
+
+    /// Keys have no directories, so nothing is created; but the first call for a
+    /// bucket (a manager's `initialize` makes it) checks that the store honours
+    /// conditional writes, which the writer lease, the metadata file's
+    /// compare-and-swap and the distributed commit records rely on: a probe
+    /// object `PREFIX.conditional-writes.probe.RANDOM` is created with
+    /// `If-None-Match: *`, created again (must be refused), overwritten with
+    /// `If-Match` on a wrong ETag (must be refused), then deleted.
+    ///
+    /// - Throws: ``CheckpointError/Code/objectStore(operation:bucket:key:status:errorCode:message:)``
+    ///   naming the bucket, the probe key and the condition the store ignored.
+    public func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError) {
+        let (bucket, prefix) = try directoryLocation(directory)
+        guard !probeLock.withLock({ probedBuckets.contains(bucket) }) else { return }
+        let key = prefix + ".conditional-writes.probe." + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        let bytes = Array("conditional write probe".utf8)
+        defer { _ = try? client.send(S3Request(operation: "DeleteObject (probe)", method: .DELETE, bucket: bucket, key: key), accepting: [200, 204, 404]) }
+        func unsupported(_ operation: String, _ response: S3Response, _ what: String) -> CheckpointError {
+            CheckpointError(.objectStore(operation: operation, bucket: bucket, key: key, status: response.status, errorCode: response.errorCode,
+                                         message: "the store ignores \(what) (no conditional writes): the writer lease, the metadata "
+                                            + "file's compare-and-swap and distributed commits cannot be enforced on it"))
+        }
+        let created = try put(bytes, bucket: bucket, key: key, condition: ("if-none-match", "*"), operation: "PutObject (probe, If-None-Match)")
+        guard created.status == 200 else {
+            throw CheckpointError(.objectStore(operation: "PutObject (probe, If-None-Match)", bucket: bucket, key: key, status: created.status,
+                                               errorCode: created.errorCode, message: "a new probe object could not be created"))
+        }
+        let again = try put(bytes, bucket: bucket, key: key, condition: ("if-none-match", "*"), operation: "PutObject (probe, If-None-Match again)")
+        guard again.status == 412 || again.status == 409 else { throw unsupported("PutObject (probe, If-None-Match again)", again, "If-None-Match: *") }
+        let mismatched = try put(bytes, bucket: bucket, key: key, condition: ("if-match", "\"00000000000000000000000000000000\""),
+                                 operation: "PutObject (probe, If-Match)")
+        guard mismatched.status == 412 || mismatched.status == 409 else { throw unsupported("PutObject (probe, If-Match)", mismatched, "If-Match") }
+        probeLock.withLock { _ = probedBuckets.insert(bucket) }
+    }
+
     /// True when the bucket can be listed.
     public func isAccessible(directory: String) -> Bool {
         guard let (bucket, prefix) = try? directoryLocation(directory) else { return false }

@@ -53,6 +53,8 @@ struct S3Bench: ParsableCommand {
             start = .now
             cpuStart = cpuSeconds()
             let reader = try storage.openCheckpoint(paths[0], format: .container)
+            // Into plain page-aligned memory (4 KiB pages, like boto3's BytesIO): this measures the
+            // client, not the destination's page policy (huge pages cost more to clear on some VMs).
             for name in reader.blobNames {
                 let size = try reader.blobInfo(name).byteCount
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 4096)

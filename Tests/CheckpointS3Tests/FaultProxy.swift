@@ -62,6 +62,13 @@ final class FaultProxy: @unchecked Sendable {
 
     var endpoint: String { "http://127.0.0.1:\(port)" }
 
+    /// Makes the proxy a store without conditional writes: `If-Match` and
+    /// `If-None-Match` are dropped from every forwarded request.
+    func setIgnoresConditionalWrites(_ ignores: Bool) {
+        lock.withLock { ignoresConditionalWrites = ignores }
+    }
+    private var ignoresConditionalWrites = false
+
     /// Sets which requests fail and how (nil: forwarded untouched).
     func setSchedule(_ schedule: @escaping @Sendable (RequestInfo) -> Fault?) {
         lock.withLock { self.schedule = schedule }
@@ -225,7 +232,8 @@ final class FaultProxy: @unchecked Sendable {
         let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard connected == 0 else { return nil }
         var head = "\(method) \(target) HTTP/1.1\r\n"
-        for (name, value) in fields where name.lowercased() != "connection" { head += "\(name): \(value)\r\n" }
+        let dropped: Set<String> = lock.withLock { ignoresConditionalWrites } ? ["connection", "if-match", "if-none-match"] : ["connection"]
+        for (name, value) in fields where !dropped.contains(name.lowercased()) { head += "\(name): \(value)\r\n" }
         head += "Connection: close\r\n\r\n"
         guard FaultProxy.writeAll(upstream, Array(head.utf8) + body) else { return nil }
         var buffer: [UInt8] = []

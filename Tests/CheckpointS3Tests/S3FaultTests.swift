@@ -35,6 +35,27 @@ struct S3FaultTests {
         return out
     }
 
+    /// A store without conditional writes is refused at `initialize`, naming the bucket, the
+    /// probe key and the ignored condition; a store with them passes and keeps no probe object.
+    @Test func aStoreWithoutConditionalWritesFailsAtInitialize() throws {
+        let (bucket, storage, proxy) = try proxied()
+        defer { proxy.stop() }
+        proxy.setIgnoresConditionalWrites(true)
+        let manager = try CheckpointManager(dbPrefix: bucket.url("run"), nodeName: "trainer_0",
+                                            options: CheckpointOptions(storage: storage))
+        #expect { try manager.initialize() } throws: { error in
+            guard let error = error as? CheckpointError, case let .objectStore(_, errorBucket, key, _, _, message) = error.code else { return false }
+            return errorBucket == bucket.name && key.hasPrefix("run/.conditional-writes.probe.") && message.contains("If-None-Match")
+        }
+        #expect(try bucket.allKeys().isEmpty)
+
+        proxy.setIgnoresConditionalWrites(false)
+        let honest = try S3CheckpointStorage(configuration: storage.configuration)
+        let good = try CheckpointManager(dbPrefix: bucket.url("run"), nodeName: "trainer_0", options: CheckpointOptions(storage: honest))
+        try good.initialize()
+        #expect(try bucket.allKeys().isEmpty)
+    }
+
     @Test func everyFaultKindIsRetriedToABitExactResult() throws {
         let (bucket, storage, proxy) = try proxied()
         defer { proxy.stop() }

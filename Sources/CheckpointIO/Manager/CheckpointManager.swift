@@ -564,14 +564,11 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
                 if allowMissing { continue }
                 throw CheckpointError(.blobNotFound(name), blobName: name, path: path)
             }
-            let info = try reader.blobInfo(name)
-            let storage = try TensorStorage(checkedByteCount: info.byteCount)
-            try reader.readBlob(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: info.byteCount))
-            let tensor = Tensor(dtype: info.dtype, shape: info.shape, storage: storage)
-            if info.dtype == .string {
-                do throws(CheckpointError) { _ = try tensor.strings() } catch { throw error.adding(blobName: name, path: path) }
+            do throws(CheckpointError) {
+                result.append((name, try reader.readTensor(name)))
+            } catch {
+                throw error.adding(blobName: name, path: path)
             }
-            result.append((name, tensor))
         }
         return result
     }

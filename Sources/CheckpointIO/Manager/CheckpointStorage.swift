@@ -42,6 +42,26 @@ public protocol CheckpointFileReading: AnyObject {
     func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError)
 }
 
+extension CheckpointFileReading {
+    /// Reads blob `name` into a new ``Tensor``, in the memory the managers'
+    /// loads use (2 MiB-aligned with transparent huge pages for 2 MiB and more,
+    /// which cuts the page faults of filling it). The size comes from the file
+    /// and is checked before anything is allocated; a `STRING` tensor's
+    /// encoding is checked too.
+    ///
+    /// - Throws: `CheckpointError.Code.blobNotFound` for a name the file lacks;
+    ///   `CheckpointError.Code.limitExceeded` for a declared size above 64 GiB or
+    ///   memory that cannot be allocated; any error of ``readBlob(_:into:)``.
+    public func readTensor(_ name: String) throws(CheckpointError) -> Tensor {
+        let info = try blobInfo(name)
+        let storage = try TensorStorage(checkedByteCount: info.byteCount)
+        try readBlob(name, into: UnsafeMutableRawBufferPointer(start: storage.base, count: info.byteCount))
+        let tensor = Tensor(dtype: info.dtype, shape: info.shape, storage: storage)
+        if info.dtype == .string { _ = try tensor.strings() }
+        return tensor
+    }
+}
+
 extension ContainerReader: CheckpointFileReading {
     /// The live blob names (``ContainerReader/names``).
     public var blobNames: [String] { names }
