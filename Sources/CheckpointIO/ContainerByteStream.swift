@@ -43,6 +43,7 @@ public protocol ContainerByteSource: AnyObject, Sendable {
 }
 
 extension ContainerByteSource {
+    /// Reads, then checksums each block (the default for sources that cannot do better).
     public func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, blockSize: Int) throws(CheckpointError) -> [UInt32] {
         try read(into: buffer, at: offset)
         return CRC32C.blockChecksums(UnsafeRawBufferPointer(buffer), blockSize: blockSize)
@@ -66,9 +67,13 @@ extension CRC32C {
 public struct BlockChecksumAssembler: Sendable {
     /// One checksummed piece: bytes `start ..< start + length` of the buffer.
     public struct Piece: Sendable {
+        /// The piece's first byte in the buffer.
         public var start: Int
+        /// Its length in bytes.
         public var length: Int
+        /// Its CRC32C.
         public var crc: UInt32
+        /// A piece of `length` bytes at `start` whose CRC32C is `crc`.
         public init(start: Int, length: Int, crc: UInt32) {
             self.start = start
             self.length = length
@@ -76,14 +81,17 @@ public struct BlockChecksumAssembler: Sendable {
         }
     }
 
+    /// The block size (the last block may be shorter).
     public let blockSize: Int
     private var pieces: [Piece] = []
 
+    /// An empty assembler for blocks of `blockSize` bytes.
     public init(blockSize: Int) {
         precondition(blockSize > 0, "blockSize must be positive")
         self.blockSize = blockSize
     }
 
+    /// Adds pieces, in any order.
     public mutating func add(_ more: [Piece]) { pieces += more }
 
     /// Checksums `bytes` (which start at `start` in the buffer), cut at block boundaries.

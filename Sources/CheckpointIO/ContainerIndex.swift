@@ -18,6 +18,7 @@ final class ContainerIndex: @unchecked Sendable {
     private let orderStart: Int
     private let dimsStart: Int
     private let namesStart: Int
+    private let namesLength: Int
 
     deinit { if ownsBody { body.deallocate() } }
 
@@ -137,6 +138,7 @@ final class ContainerIndex: @unchecked Sendable {
         self.orderStart = orderStart
         self.dimsStart = dimsStart
         self.namesStart = namesStart
+        self.namesLength = namesLength
         do throws(CheckpointError) {
             self.metadata = try ContainerIndex.parseMetadata(UnsafeRawBufferPointer(rebasing: bytes[(namesStart + namesLength)...]))
         } catch {
@@ -232,15 +234,16 @@ final class ContainerIndex: @unchecked Sendable {
         return bad("record at \(recordOffset), payload at \(payloadOffset)+\(storedSize) is outside the data area (ends at \(dataEnd)) or overlaps the previous record (which ends at \(previousEnd))")
     }
 
+    /// The name order table is a permutation whose names strictly ascend. No
+    /// "seen" set is needed: strictly ascending names are distinct, so no entry
+    /// appears twice, and `count` distinct entries below `count` are all of them.
     private func validateNameOrder() throws(CheckpointError) {
-        var seen = [Bool](repeating: false, count: count)
         var previous: UnsafeRawBufferPointer?
         for position in 0..<count {
             let index = Int(raw.load(littleEndianAt: orderStart + 4 * position) as UInt32)
-            guard index < count, !seen[index] else {
+            guard index < count else {
                 throw CheckpointError(.invalidField(field: "index name order", reason: "position \(position) is not a permutation entry"))
             }
-            seen[index] = true
             let name = nameBytes(index)
             if let previous, !ContainerIndex.precedes(previous, name) {
                 throw CheckpointError(.invalidField(field: "index name order", reason: "names not strictly ascending at position \(position)"))
@@ -286,6 +289,25 @@ final class ContainerIndex: @unchecked Sendable {
         let offset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
         let length = Int(raw.load(littleEndianAt: base + 48) as UInt16)
         return UnsafeRawBufferPointer(rebasing: raw[(namesStart + offset)..<(namesStart + offset + length)])
+    }
+
+    /// Where entry `index`'s name lies in the name pool (validated when the index was opened).
+    func nameRange(_ index: Int) -> Range<Int> {
+        let base = entryBase(index)
+        let offset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
+        return offset..<(offset + Int(raw.load(littleEndianAt: base + 48) as UInt16))
+    }
+
+    /// The whole name pool as one string, or nil when it is not valid UTF-8 as a
+    /// whole (unused bytes between names): every name is valid UTF-8, so in a
+    /// valid pool each name's byte range is a range of the string.
+    func namePoolString() -> String? {
+        let pool = UnsafeRawBufferPointer(rebasing: raw[namesStart..<(namesStart + namesLength)])
+        guard ContainerIndex.isValidUTF8(pool) else { return nil }
+        return String(unsafeUninitializedCapacity: pool.count) { buffer in
+            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: pool)
+            return pool.count
+        }
     }
 
     /// The name of entry `index` (validated as UTF-8 when the index was opened).

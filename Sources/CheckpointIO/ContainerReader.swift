@@ -146,7 +146,7 @@ public final class ContainerReader: @unchecked Sendable {
                     try ContainerLayout.Trailer.parse(bytes, at: trailerOffset)
                 }
                 // A complete commit ends the file: everything up to `size` is committed and never cut.
-                opened = try ContainerReader.openCommit(source, trailerAt: trailerOffset)
+                opened = try ContainerReader.openCommit(source, trailerAt: trailerOffset, threads: options.threads)
             } catch {
                 // The end is not a complete commit: fall back to the last complete one, if any
                 // (a remote object is never torn: it was written whole or not at all).
@@ -174,8 +174,18 @@ public final class ContainerReader: @unchecked Sendable {
         let index: ContainerIndex
     }
 
+    /// Index bodies from this size on are checksummed on one thread while another validates them.
+    static let parallelIndexThreshold = 256 << 10
+
     /// Validates the trailer at `offset` and the index it points to (FORMAT.md §4.7, steps 2–8).
-    static func openCommit(_ source: ByteSource, trailerAt offset: Int) throws(CheckpointError) -> OpenedCommit {
+    ///
+    /// The index body's CRC32C and its structural validation are independent
+    /// reads of the same bytes: for a large index (``parallelIndexThreshold``)
+    /// and more than one thread they run side by side. Validation is bounds-checked
+    /// throughout (it must survive hostile bytes whose checksum was fixed up), so
+    /// running it on bytes whose checksum then fails is harmless, and the checksum
+    /// error is the one reported.
+    static func openCommit(_ source: ByteSource, trailerAt offset: Int, threads: Int = 1) throws(CheckpointError) -> OpenedCommit {
         let trailer = try source.withBytes(at: offset, count: ContainerLayout.trailerSize) { bytes throws(CheckpointError) in
             try ContainerLayout.Trailer.parse(bytes, at: offset)
         }
@@ -192,12 +202,21 @@ public final class ContainerReader: @unchecked Sendable {
         try requireZeros(source, at: trailer.indexOffset + ContainerLayout.frameSize, count: frame.paddingLength)
         try requireZeros(source, at: trailer.indexOffset + frame.length, count: offset - (trailer.indexOffset + frame.length))
         let index = try source.withBytes(at: bodyOffset, count: frame.payloadLength) { body throws(CheckpointError) in
-            let crc = CRC32C.checksum(body)
-            guard crc == frame.payloadCRC, crc == trailer.indexCRC else {
-                throw CheckpointError(.headerChecksumMismatch(expected: trailer.indexCRC, actual: crc), offset: UInt64(bodyOffset))
+            nonisolated(unsafe) let body = body
+            nonisolated(unsafe) var parsed: ContainerIndex?
+            // Task 0 (the checksum) fails first whenever it fails: the lowest failed task's error is thrown.
+            try ChunkScheduler.run(count: 2, threads: body.count >= parallelIndexThreshold ? threads : 1, makeWorker: {}) { _, task throws(CheckpointError) in
+                if task == 0 {
+                    let crc = CRC32C.checksum(body)
+                    guard crc == frame.payloadCRC, crc == trailer.indexCRC else {
+                        throw CheckpointError(.headerChecksumMismatch(expected: trailer.indexCRC, actual: crc), offset: UInt64(bodyOffset))
+                    }
+                } else {
+                    // A mapped body lives as long as the reader that owns the index; a pread buffer does not.
+                    parsed = try ContainerIndex(parsing: body, dataEnd: trailer.indexOffset, generation: trailer.generation, borrowing: source.map != nil)
+                }
             }
-            // A mapped body lives as long as the reader that owns the index; a pread buffer does not.
-            return try ContainerIndex(parsing: body, dataEnd: trailer.indexOffset, generation: trailer.generation, borrowing: source.map != nil)
+            return parsed!
         }
         return OpenedCommit(trailer: trailer, index: index)
     }
@@ -207,8 +226,25 @@ public final class ContainerReader: @unchecked Sendable {
     /// The number of blobs.
     public var count: Int { index.count }
 
-    /// Blob names in byte-wise order. Builds one String per blob; touches no record.
+    /// Blob names in byte-wise order. Builds one String per blob (an allocation
+    /// each for names longer than 15 bytes); touches no record. For many blobs,
+    /// ``nameList`` lists them without a String each.
     public var names: [String] { (0..<index.count).map { index.name(index.entryInNameOrder($0)) } }
+
+    /// Blob names in byte-wise order, as substrings of one string that holds the
+    /// index's whole name pool: built on first use with one allocation and one
+    /// copy, then each name costs O(1) and no allocation (100,000 names list in
+    /// a fraction of the time ``names`` takes). `String(name)` makes an owned copy.
+    public var nameList: BlobNameList {
+        nameListLock.locked {
+            if let cached = cachedNameList { return cached }
+            let list = BlobNameList(index: index)
+            cachedNameList = list
+            return list
+        }
+    }
+    private let nameListLock = PThreadLock()
+    private var cachedNameList: BlobNameList?
 
     /// Whether a live blob has this name (byte-wise). O(log n); touches no record.
     public func contains(_ name: String) -> Bool { index.lookup(name) != nil }
@@ -746,4 +782,35 @@ struct ReadableFile: @unchecked Sendable {
     }
 
     func close() { local?.close() }
+}
+
+/// The blob names of a ``ContainerReader`` in byte-wise order (``ContainerReader/nameList``):
+/// substrings of one string holding the index's name pool, so listing them
+/// allocates nothing per name.
+public struct BlobNameList: RandomAccessCollection, Sendable {
+    private let index: ContainerIndex
+    /// The name pool as one string, when the pool as a whole is valid UTF-8 (a
+    /// writer may leave unused bytes in it: then each name is its own string).
+    private let pool: String?
+
+    init(index: ContainerIndex) {
+        self.index = index
+        self.pool = index.namePoolString()
+    }
+
+    /// 0.
+    public var startIndex: Int { 0 }
+    /// The number of blobs.
+    public var endIndex: Int { index.count }
+
+    /// The name at `position` in byte-wise order.
+    public subscript(position: Int) -> Substring {
+        precondition(position >= 0 && position < index.count, "BlobNameList index \(position) out of range 0..<\(index.count)")
+        let entry = index.entryInNameOrder(position)
+        guard let pool else { return Substring(index.name(entry)) }
+        let range = index.nameRange(entry)
+        let utf8 = pool.utf8
+        let start = utf8.index(utf8.startIndex, offsetBy: range.lowerBound)
+        return pool[start..<utf8.index(start, offsetBy: range.count)]
+    }
 }
