@@ -48,6 +48,28 @@ public func scalarInt64(_ workspace: Workspace, _ name: String) throws -> Int64 
     try workspace.fetchBlob(name).scalars(as: Int64.self)[0]
 }
 
+/// The storage-independent tests of ``Caffe2Port``, for one parameterized test per suite:
+/// `@Test(arguments: Caffe2PortCase.allCases) func port(_ test: Caffe2PortCase) throws { try test.run(on: port) }`.
+public enum Caffe2PortCase: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case singleNodeCheckpoint, multiNodeCheckpoint, singleNodeWithDurableMetadataResumesByItself,
+         checkpointNamesAndLoadingModelFromCheckpoints, loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode,
+         reusedMultiNodeManagerAcrossFiveRuns, epochLimiterStopsAfterExactlyNEpochsAcrossAResume
+
+    public var testDescription: String { rawValue }
+
+    public func run(on port: Caffe2Port) throws {
+        switch self {
+        case .singleNodeCheckpoint: try port.singleNodeCheckpoint()
+        case .multiNodeCheckpoint: try port.multiNodeCheckpoint()
+        case .singleNodeWithDurableMetadataResumesByItself: try port.singleNodeWithDurableMetadataResumesByItself()
+        case .checkpointNamesAndLoadingModelFromCheckpoints: try port.checkpointNamesAndLoadingModelFromCheckpoints()
+        case .loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode: try port.loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode()
+        case .reusedMultiNodeManagerAcrossFiveRuns: try port.reusedMultiNodeManagerAcrossFiveRuns()
+        case .epochLimiterStopsAfterExactlyNEpochsAcrossAResume: try port.epochLimiterStopsAfterExactlyNEpochsAcrossAResume()
+        }
+    }
+}
+
 /// The storage-independent tests of Caffe2's checkpoint_test.py.
 public struct Caffe2Port: Sendable {
     /// Runs its body with a new, empty `dbPrefix` (a directory, `s3://bucket/key`), removed afterwards.

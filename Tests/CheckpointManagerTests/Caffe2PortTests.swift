@@ -8,13 +8,7 @@ struct Caffe2PortTests {
     /// The storage-independent part of the port (target Caffe2Port, shared with the S3 suite), in temporary directories.
     let port = Caffe2Port(withPrefix: { body in try withTemporaryDirectory(body) }, exists: { fileExists($0) })
 
-    @Test func singleNodeCheckpoint() throws { try port.singleNodeCheckpoint() }
-    @Test func multiNodeCheckpoint() throws { try port.multiNodeCheckpoint() }
-    @Test func singleNodeWithDurableMetadataResumesByItself() throws { try port.singleNodeWithDurableMetadataResumesByItself() }
-    @Test func checkpointNamesAndLoadingModelFromCheckpoints() throws { try port.checkpointNamesAndLoadingModelFromCheckpoints() }
-    @Test func loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode() throws { try port.loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode() }
-    @Test func reusedMultiNodeManagerAcrossFiveRuns() throws { try port.reusedMultiNodeManagerAcrossFiveRuns() }
-    @Test func epochLimiterStopsAfterExactlyNEpochsAcrossAResume() throws { try port.epochLimiterStopsAfterExactlyNEpochsAcrossAResume() }
+    @Test(arguments: Caffe2PortCase.allCases) func port(_ test: Caffe2PortCase) throws { try test.run(on: port) }
 
     @Test func uploadBuilderReceivesTheFinalEpoch() throws {
         struct UploadToLocalDirectory: UploadTaskGroupBuilder {

@@ -22,13 +22,7 @@ struct S3Caffe2PortTests {
         },
         exists: { path in ((try? CheckpointStorageRegistry.storage(for: "s3")) as? S3CheckpointStorage).map { (try? $0.objectExists(path)) ?? false } ?? false })
 
-    @Test func singleNodeCheckpoint() throws { try port.singleNodeCheckpoint() }
-    @Test func multiNodeCheckpoint() throws { try port.multiNodeCheckpoint() }
-    @Test func singleNodeWithDurableMetadataResumesByItself() throws { try port.singleNodeWithDurableMetadataResumesByItself() }
-    @Test func checkpointNamesAndLoadingModelFromCheckpoints() throws { try port.checkpointNamesAndLoadingModelFromCheckpoints() }
-    @Test func loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode() throws { try port.loadBlobsLocallyTakesTheLastNodesValueAndStopsAtAMissingNode() }
-    @Test func reusedMultiNodeManagerAcrossFiveRuns() throws { try port.reusedMultiNodeManagerAcrossFiveRuns() }
-    @Test func epochLimiterStopsAfterExactlyNEpochsAcrossAResume() throws { try port.epochLimiterStopsAfterExactlyNEpochsAcrossAResume() }
+    @Test(arguments: Caffe2PortCase.allCases) func port(_ test: Caffe2PortCase) throws { try test.run(on: port) }
     @Test func minidbFilesOnS3() throws {
         try port.withPrefix { dir in
             try Caffe2Port.runWith { try CheckpointManager(dbPrefix: dir + "/single", nodeName: "trainer_0", dbType: "minidb") }
