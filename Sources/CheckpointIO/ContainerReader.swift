@@ -235,16 +235,19 @@ public final class ContainerReader: @unchecked Sendable {
     /// index's whole name pool: built on first use with one allocation and one
     /// copy, then each name costs O(1) and no allocation (100,000 names list in
     /// a fraction of the time ``names`` takes). `String(name)` makes an owned copy.
+    /// The list keeps this reader (and so a mapped index) alive.
     public var nameList: BlobNameList {
-        nameListLock.locked {
-            if let cached = cachedNameList { return cached }
-            let list = BlobNameList(index: index)
-            cachedNameList = list
-            return list
+        let pool = nameListLock.locked { () -> String? in
+            if let cached = cachedNamePool { return cached }
+            let pool = index.namePoolString()
+            cachedNamePool = .some(pool)
+            return pool
         }
+        return BlobNameList(reader: self, pool: pool)
     }
     private let nameListLock = PThreadLock()
-    private var cachedNameList: BlobNameList?
+    /// The name pool as one string (nil inside: not valid UTF-8 as a whole), once built.
+    private var cachedNamePool: String??
 
     /// Whether a live blob has this name (byte-wise). O(log n); touches no record.
     public func contains(_ name: String) -> Bool { index.lookup(name) != nil }
@@ -788,14 +791,16 @@ struct ReadableFile: @unchecked Sendable {
 /// substrings of one string holding the index's name pool, so listing them
 /// allocates nothing per name.
 public struct BlobNameList: RandomAccessCollection, Sendable {
-    private let index: ContainerIndex
+    /// The reader, kept alive: its index may lie in its file mapping.
+    private let reader: ContainerReader
+    private var index: ContainerIndex { reader.index }
     /// The name pool as one string, when the pool as a whole is valid UTF-8 (a
     /// writer may leave unused bytes in it: then each name is its own string).
     private let pool: String?
 
-    init(index: ContainerIndex) {
-        self.index = index
-        self.pool = index.namePoolString()
+    init(reader: ContainerReader, pool: String?) {
+        self.reader = reader
+        self.pool = pool
     }
 
     /// 0.

@@ -29,6 +29,25 @@ struct OpenAndListTests {
         }
     }
 
+    /// The list outlives every other reference to its reader (whose mapping holds the index).
+    @Test func aNameListKeepsItsReaderAlive() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/names.ckpt"
+            try write(OpenAndListTests.trickyNames, to: path)
+            weak var weakReader: ContainerReader?
+            let list: BlobNameList = try {
+                let reader = try ContainerReader.open(path, options: ReaderOptions(mode: .mmap))
+                weakReader = reader
+                return reader.nameList
+            }()
+            #expect(weakReader != nil)
+            #expect(Set(list.map { Array($0.utf8) }) == Set(OpenAndListTests.trickyNames.map { Array($0.utf8) }))
+            _ = consume list
+            // No cycle: without the list the reader goes away (and unmaps its file).
+            #expect(weakReader == nil)
+        }
+    }
+
     /// An index above the parallel threshold opens, and a damaged byte in it is reported
     /// as the index checksum mismatch (whatever the validation running beside it found).
     @Test func aLargeIndexOpensAndItsDamageIsAChecksumError() throws {
