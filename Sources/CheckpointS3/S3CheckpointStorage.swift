@@ -192,6 +192,9 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
     /// `If-None-Match: *`, created again (must be refused), overwritten with
     /// `If-Match` on a wrong ETag (must be refused), then deleted.
     ///
+    /// Credentials that may not write (403 on the probe) skip the check: such a
+    /// job only loads, and its first write would fail with its own error.
+    ///
     /// - Throws: ``CheckpointError/Code/objectStore(operation:bucket:key:status:errorCode:message:)``
     ///   naming the bucket, the probe key and the condition the store ignored.
     public func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError) {
@@ -205,7 +208,14 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
                                          message: "the store ignores \(what) (no conditional writes): the writer lease, the metadata "
                                             + "file's compare-and-swap and distributed commits cannot be enforced on it"))
         }
-        let created = try put(bytes, bucket: bucket, key: key, condition: ("if-none-match", "*"), operation: "PutObject (probe, If-None-Match)")
+        let created: S3Response
+        do throws(CheckpointError) {
+            created = try put(bytes, bucket: bucket, key: key, condition: ("if-none-match", "*"), operation: "PutObject (probe, If-None-Match)")
+        } catch {
+            // Read-only credentials (a job that only loads): nothing will be written, so nothing can race.
+            if case let .objectStore(_, _, _, status, _, _) = error.code, status == 403 { return }
+            throw error
+        }
         guard created.status == 200 else {
             throw CheckpointError(.objectStore(operation: "PutObject (probe, If-None-Match)", bucket: bucket, key: key, status: created.status,
                                                errorCode: created.errorCode, message: "a new probe object could not be created"))

@@ -17,6 +17,7 @@ final class FaultProxy: @unchecked Sendable {
         case truncate  // the headers announce the full body, half of it comes, then a clean close
         case stall(seconds: Double)  // nothing, then a close
         case corruptByte  // one byte of the response body flipped
+        case forbidden  // 403 AccessDenied (credentials that may not do this)
     }
 
     struct RequestInfo: Sendable {
@@ -190,8 +191,14 @@ final class FaultProxy: @unchecked Sendable {
                 return fault
             }
             switch fault {
-            case .internalError?, .slowDown?:
-                let (status, code) = fault.map { if case .slowDown = $0 { return ("503 Slow Down", "SlowDown") } else { return ("500 Internal Server Error", "InternalError") } }!
+            case .internalError?, .slowDown?, .forbidden?:
+                let (status, code) = fault.map { fault -> (String, String) in
+                    switch fault {
+                    case .slowDown: return ("503 Slow Down", "SlowDown")
+                    case .forbidden: return ("403 Forbidden", "AccessDenied")
+                    default: return ("500 Internal Server Error", "InternalError")
+                    }
+                }!
                 let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>\(code)</Code><Message>injected</Message></Error>"
                 FaultProxy.writeAll(client, Array("HTTP/1.1 \(status)\r\nContent-Type: application/xml\r\nContent-Length: \(xml.utf8.count)\r\n\r\n\(xml)".utf8))
                 continue

@@ -56,6 +56,21 @@ struct S3FaultTests {
         #expect(try bucket.allKeys().isEmpty)
     }
 
+    /// Read-only credentials (every PUT refused with 403) still initialize, to load; a save fails naming the 403.
+    @Test func readOnlyCredentialsInitializeAndFailOnlyAtTheSave() throws {
+        let (bucket, storage, proxy) = try proxied()
+        defer { proxy.stop() }
+        proxy.setSchedule { $0.method == "PUT" ? .forbidden : nil }
+        let manager = try CheckpointManager(dbPrefix: bucket.url("run"), nodeName: "trainer_0",
+                                            workspace: Workspace(["w": Tensor(scalar: Int64(1))]), options: CheckpointOptions(storage: storage))
+        try manager.initialize()
+        #expect { try manager.save(epoch: 1) } throws: { error in
+            guard let error = error as? CheckpointError, case let .objectStore(_, _, _, status, code, _) = error.code else { return false }
+            return status == 403 && code == "AccessDenied"
+        }
+        #expect(try bucket.allKeys().isEmpty)
+    }
+
     @Test func everyFaultKindIsRetriedToABitExactResult() throws {
         let (bucket, storage, proxy) = try proxied()
         defer { proxy.stop() }
