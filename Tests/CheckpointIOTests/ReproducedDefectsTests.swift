@@ -279,7 +279,7 @@ struct ReproducedDefectsTests {
             try FileManager.default.createDirectory(atPath: prefix, withIntermediateDirectories: true)
             try Self.withFIFO(prefix + "/trainer_0.3") {
                 let manager = try CheckpointManager(dbPrefix: prefix, nodeName: "trainer_0")
-                #expect(try !manager.checkDBExists(epoch: 3))
+                #expect(!manager.checkDBExists(epoch: 3))
             }
             try Self.withFIFO(prefix + "/" + DurableMetadataHandler.fileName) {
                 let handler = DurableMetadataHandler()
