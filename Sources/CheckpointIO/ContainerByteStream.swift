@@ -46,17 +46,8 @@ extension ContainerByteSource {
     /// Reads, then checksums each block (the default for sources that cannot do better).
     public func readChecksummed(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, blockSize: Int) throws(CheckpointError) -> [UInt32] {
         try read(into: buffer, at: offset)
-        return CRC32C.blockChecksums(UnsafeRawBufferPointer(buffer), blockSize: blockSize)
-    }
-}
-
-extension CRC32C {
-    /// The CRC32C of each `blockSize` piece of `bytes` (the last may be shorter).
-    public static func blockChecksums(_ bytes: UnsafeRawBufferPointer, blockSize: Int) -> [UInt32] {
-        precondition(blockSize > 0, "blockSize must be positive")
-        return stride(from: 0, to: bytes.count, by: blockSize).map {
-            checksum(UnsafeRawBufferPointer(rebasing: bytes[$0..<min($0 + blockSize, bytes.count)]))
-        }
+        // Pieces from 0 are whole blocks, one each.
+        return BlockChecksumAssembler.pieces(of: UnsafeRawBufferPointer(buffer), at: 0, blockSize: blockSize).map(\.crc)
     }
 }
 
@@ -97,14 +88,28 @@ public struct BlockChecksumAssembler: Sendable {
     /// Checksums `bytes` (which start at `start` in the buffer), cut at block boundaries.
     public static func pieces(of bytes: UnsafeRawBufferPointer, at start: Int, blockSize: Int) -> [Piece] {
         var result: [Piece] = []
+        append(bytes, at: start, blockSize: blockSize, to: &result)
+        return result
+    }
+
+    /// Checksums `bytes` (which start at `start` in the buffer) into `pieces`, cut at
+    /// block boundaries; a part that continues the last piece inside its block extends
+    /// it, so bytes that arrive in many small runs still make one piece per block and range.
+    public static func append(_ bytes: UnsafeRawBufferPointer, at start: Int, blockSize: Int, to pieces: inout [Piece]) {
+        precondition(blockSize > 0, "blockSize must be positive")
         var done = 0
         while done < bytes.count {
             let position = start + done
             let n = min(bytes.count - done, blockSize - position % blockSize)
-            result.append(Piece(start: position, length: n, crc: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]))))
+            let part = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)])
+            if let last = pieces.last, position % blockSize != 0, last.start + last.length == position {
+                pieces[pieces.count - 1].crc = CRC32C.extend(last.crc, part)
+                pieces[pieces.count - 1].length += n
+            } else {
+                pieces.append(Piece(start: position, length: n, crc: CRC32C.checksum(part)))
+            }
             done += n
         }
-        return result
     }
 
     /// The CRC32C of every block of a buffer of `count` bytes; nil when the pieces do not tile it exactly.

@@ -199,6 +199,12 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
     ///   naming the bucket, the probe key and the condition the store ignored.
     public func createDirectory(_ directory: String, durability: Durability) throws(CheckpointError) {
         let (bucket, prefix) = try directoryLocation(directory)
+        try requireConditionalWrites(bucket: bucket, prefix: prefix)
+    }
+
+    /// The conditional-write probe of ``createDirectory(_:durability:)``, once per bucket
+    /// (``lockWriter(in:name:)`` relies on it too).
+    private func requireConditionalWrites(bucket: String, prefix: String) throws(CheckpointError) {
         guard !probeLock.withLock({ probedBuckets.contains(bucket) }) else { return }
         let key = prefix + ".conditional-writes.probe." + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         let bytes = Array("conditional write probe".utf8)
@@ -372,9 +378,11 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
     ///
     /// - Throws: ``CheckpointError/Code/writerLocked`` when another writer holds an unexpired lease;
     ///   ``CheckpointError/Code/objectStore(operation:bucket:key:status:errorCode:message:)`` when the
-    ///   store does not honour `If-None-Match: *` (no conditional writes: the lock could not exclude anyone).
+    ///   store does not honour conditional writes (the probe of ``createDirectory(_:durability:)``,
+    ///   made here too if it was not yet: without them the lock could not exclude anyone).
     public func lockWriter(in directory: String, name: String) throws(CheckpointError) -> AnyObject {
         let (bucket, prefix) = try directoryLocation(directory)
+        try requireConditionalWrites(bucket: bucket, prefix: prefix)
         return try S3WriterLease.acquire(client: client, bucket: bucket, key: prefix + ".\(name).writer.lease",
                                          displayPath: CheckpointNaming.join(directory, name + ".*"))
     }

@@ -184,23 +184,6 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
         self.bodyLimit = bodyLimit
     }
 
-    /// Extends the running block checksum over `bytes`, just copied to the destination at `offset`.
-    private func checksum(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ checksums: S3Client.BlockChecksums) {
-        var done = 0
-        while done < bytes.count {
-            let position = checksums.origin + offset + done
-            let n = min(bytes.count - done, checksums.blockSize - position % checksums.blockSize)
-            let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)])
-            if let last = pieces.last, position % checksums.blockSize != 0, last.start + last.length == position {
-                pieces[pieces.count - 1].crc = CRC32C.extend(last.crc, piece)
-                pieces[pieces.count - 1].length += n
-            } else {
-                pieces.append(BlockChecksumAssembler.Piece(start: position, length: n, crc: CRC32C.checksum(piece)))
-            }
-            done += n
-        }
-    }
-
     func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         status = Int(head.status.code)
         headers = head.headers
@@ -215,7 +198,9 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
             }
             buffer.withUnsafeReadableBytes { bytes in
                 UnsafeMutableRawBufferPointer(rebasing: destination[written..<(written + count)]).copyMemory(from: bytes)
-                if let checksums { checksum(bytes, at: written, checksums) }
+                if let checksums {
+                    BlockChecksumAssembler.append(bytes, at: checksums.origin + written, blockSize: checksums.blockSize, to: &pieces)
+                }
             }
             written += count
         } else {

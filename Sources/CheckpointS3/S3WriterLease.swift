@@ -38,7 +38,8 @@ final class S3WriterLease: @unchecked Sendable {
         return Double(text[range.upperBound...].prefix(while: { $0.isNumber || $0 == "." }))
     }
 
-    /// Takes the lease or throws ``CheckpointError/Code/writerLocked``.
+    /// Takes the lease or throws ``CheckpointError/Code/writerLocked``. The store's
+    /// conditional writes were checked by the caller (``S3CheckpointStorage/lockWriter(in:name:)``).
     static func acquire(client: S3Client, bucket: String, key: String, displayPath: String) throws(CheckpointError) -> S3WriterLease {
         let duration = client.configuration.leaseDurationInSeconds
         var random = SystemRandomNumberGenerator()
@@ -60,13 +61,6 @@ final class S3WriterLease: @unchecked Sendable {
             guard expiresAt < Date().timeIntervalSince1970 else { throw CheckpointError(.writerLocked, path: displayPath) }
             created = try put(("if-match", tag))
             guard created.status == 200 else { throw CheckpointError(.writerLocked, path: displayPath) }
-        } else {
-            // A store that ignores If-None-Match would let two writers in: ask again, it must refuse.
-            let again = try put(("if-none-match", "*"))
-            guard again.status == 412 || again.status == 409 else {
-                throw CheckpointError(.objectStore(operation: "PutObject (writer lease)", bucket: bucket, key: key, status: again.status, errorCode: "",
-                                                   message: "the store ignores If-None-Match: * (no conditional writes), so the writer lock cannot be enforced"))
-            }
         }
         guard let tag = created.eTag else {
             throw CheckpointError(.objectStore(operation: "PutObject (writer lease)", bucket: bucket, key: key, status: created.status, errorCode: "", message: "no ETag"))

@@ -47,6 +47,11 @@ struct S3FaultTests {
             guard let error = error as? CheckpointError, case let .objectStore(_, errorBucket, key, _, _, message) = error.code else { return false }
             return errorBucket == bucket.name && key.hasPrefix("run/.conditional-writes.probe.") && message.contains("If-None-Match")
         }
+        // The writer lock rests on the same probe: it is refused too, and takes no lease.
+        #expect { try storage.lockWriter(in: bucket.url("run"), name: "trainer_0") } throws: { error in
+            guard let error = error as? CheckpointError, case let .objectStore(_, _, key, _, _, _) = error.code else { return false }
+            return key.hasPrefix("run/.conditional-writes.probe.")
+        }
         #expect(try bucket.allKeys().isEmpty)
 
         proxy.setIgnoresConditionalWrites(false)
