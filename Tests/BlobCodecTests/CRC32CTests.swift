@@ -28,6 +28,7 @@ struct CRC32CTests {
             #expect(CRC32C.extendPortable(0, bytes) == vector.crc, "\(vector.name) portable")
             #expect(ckk_crc32c_extend_hardware(0, bytes.baseAddress, bytes.count) == vector.crc, "\(vector.name) hardware")
             #expect(ckk_crc32c_extend_sse42(0, bytes.baseAddress, bytes.count) == vector.crc, "\(vector.name) SSE4.2")
+            #expect(ckk_crc32c_extend_clmul(0, bytes.baseAddress, bytes.count) == vector.crc, "\(vector.name) PCLMULQDQ")
         }
     }
 
@@ -41,6 +42,21 @@ struct CRC32CTests {
         #endif
     }
 
+    @Test("the 128-bit folding path is tested wherever the CPU has PCLMULQDQ, and chosen only with it")
+    func clmulDetected() throws {
+        #if arch(x86_64)
+        let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        if let cpuinfo, cpuinfo.contains(" pclmulqdq"), cpuinfo.contains(" sse4_2") {
+            #expect(ckk_crc32c_clmul_available() != 0)
+        }
+        #endif
+        if ckk_crc32c_clmul_chosen() != 0 {
+            #expect(ckk_crc32c_clmul_available() != 0)
+            #expect(ckk_crc32c_folding_available() == 0, "AVX-512 folding wins wherever it exists")
+            #expect(CRC32C.implementation.hasPrefix("PCLMULQDQ"))
+        }
+    }
+
     @Test("hardware and portable paths agree on every length 0...4096 at random alignments")
     func pathsAgree() {
         var rng = SyntheticData(seed: 42)
@@ -51,10 +67,12 @@ struct CRC32CTests {
                 let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
                 let hardware = ckk_crc32c_extend_hardware(0x1234_5678, slice.baseAddress, slice.count)
                 let sse42 = ckk_crc32c_extend_sse42(0x1234_5678, slice.baseAddress, slice.count)
+                let clmul = ckk_crc32c_extend_clmul(0x1234_5678, slice.baseAddress, slice.count)
                 let portable = CRC32C.extendPortable(0x1234_5678, slice)
                 #expect(hardware == portable, "length \(length) at offset \(start)")
                 #expect(sse42 == portable, "SSE4.2, length \(length) at offset \(start)")
-                if hardware != portable || sse42 != portable { return }
+                #expect(clmul == portable, "PCLMULQDQ, length \(length) at offset \(start)")
+                if hardware != portable || sse42 != portable || clmul != portable { return }
             }
         }
     }
@@ -72,6 +90,7 @@ struct CRC32CTests {
                 let portable = CRC32C.extendPortable(0xFFFF_0000, slice)
                 #expect(ckk_crc32c_extend_hardware(0xFFFF_0000, slice.baseAddress, length) == portable, "length \(length)")
                 #expect(ckk_crc32c_extend_sse42(0xFFFF_0000, slice.baseAddress, length) == portable, "SSE4.2 length \(length)")
+                #expect(ckk_crc32c_extend_clmul(0xFFFF_0000, slice.baseAddress, length) == portable, "PCLMULQDQ length \(length)")
             }
         }
     }

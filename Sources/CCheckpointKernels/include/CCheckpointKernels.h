@@ -29,7 +29,9 @@ uint32_t ckk_crc32c_extend(uint32_t crc, const void *data, size_t length);
 uint32_t ckk_crc32c_extend_portable(uint32_t crc, const void *data, size_t length);
 
 /** The best hardware path: carry-less multiply folding (AVX-512 VPCLMULQDQ)
- *  for buffers of 1 KiB and more when the CPU has it, else the SSE4.2 path;
+ *  for buffers of 1 KiB and more when the CPU has it; else 128-bit PCLMULQDQ
+ *  folding for buffers of 256 bytes and more when a start-up measurement found
+ *  it faster than the `crc32` instruction (AMD Zen 1/2); else the SSE4.2 path;
  *  the portable path on CPUs with neither. */
 uint32_t ckk_crc32c_extend_hardware(uint32_t crc, const void *data, size_t length);
 
@@ -41,6 +43,16 @@ int ckk_crc32c_hardware_available(void);
 
 /** 1 when the AVX-512 VPCLMULQDQ folding path is used for large buffers. */
 int ckk_crc32c_folding_available(void);
+
+/** The 128-bit PCLMULQDQ folding path alone for 64 bytes and more (the SSE4.2
+ *  path below that, or without PCLMULQDQ; portable without SSE4.2). */
+uint32_t ckk_crc32c_extend_clmul(uint32_t crc, const void *data, size_t length);
+
+/** 1 when the CPU has PCLMULQDQ and SSE4.2 (ckk_crc32c_extend_clmul folds). */
+int ckk_crc32c_clmul_available(void);
+
+/** 1 when ckk_crc32c_extend_hardware uses 128-bit folding (measured faster here). */
+int ckk_crc32c_clmul_chosen(void);
 
 /** CRC32C(A || B) from crc1 = CRC32C(A), crc2 = CRC32C(B) and length2 = |B|.
  *  O(log length2); touches no data. */
