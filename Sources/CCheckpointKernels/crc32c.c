@@ -322,11 +322,13 @@ CKK_CLMUL_TARGET static uint32_t clmul_raw(uint32_t crc, const uint8_t *p, size_
 /* Below this length the 128-bit folding path's setup and reduction cost more than they save. */
 #define CKK_CLMUL_MINIMUM 256
 
+#if CKK_X86
 static double seconds_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
+#endif
 
 /* Runs once, from init_tables: without AVX-512 folding, measures the crc32
  * streams against 128-bit folding on 16 KiB (after a warm-up, the best of
