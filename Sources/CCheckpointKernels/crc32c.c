@@ -14,8 +14,9 @@
  * project's Zen 1 machines) while 128-bit folding reaches ~4 (~9.5 GB/s). No
  * CPU table says which is faster, so the first checksum measures both on a
  * 16 KiB buffer and keeps the faster (choose_path): every path computes the
- * same value, so the choice only changes speed. CKPT_CRC32C=sse42 (or clmul)
- * in the environment skips the measurement and forces a path.
+ * same value, so the choice only changes speed. On CPUs without AVX-512
+ * folding, CKPT_CRC32C=sse42 (or clmul) in the environment skips the
+ * measurement and forces a path.
  */
 #include "CCheckpointKernels.h"
 
@@ -279,6 +280,7 @@ CKK_FOLD_TARGET static uint32_t fold_raw(uint32_t crc, const uint8_t *p, size_t 
     c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(v, 1));
     return hardware_raw((uint32_t)c, p, n);
 }
+
 #define CKK_CLMUL_TARGET __attribute__((target("pclmul,sse4.2")))
 
 /* x (one 128-bit lane) folded forward onto `next` with constants k. */
