@@ -230,16 +230,29 @@ static uint32_t hardware_raw(uint32_t crc, const uint8_t *p, size_t n) {
     return (uint32_t)c;
 }
 
+#define CKK_CLMUL_TARGET __attribute__((target("pclmul,sse4.2")))
+
+/* x (one 128-bit lane) folded forward onto `next` with constants k. */
+CKK_CLMUL_TARGET static inline __m128i clmul_fold(__m128i x, __m128i k, __m128i next) {
+    return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)), next);
+}
+
+/* Four consecutive 128-bit lanes (lowest address first) reduced to the CRC
+ * register value they stand for: the first three folded onto the last, whose
+ * 16 bytes the crc32 instruction then finishes (everything before is zeros). */
+CKK_CLMUL_TARGET static inline uint32_t reduce_lanes(__m128i x0, __m128i x1, __m128i x2, __m128i x3) {
+    __m128i v = clmul_fold(x0, _mm_set_epi64x((long long)fold_384[1], (long long)fold_384[0]), x3);
+    v = clmul_fold(x1, _mm_set_epi64x((long long)fold_256[1], (long long)fold_256[0]), v);
+    v = clmul_fold(x2, _mm_set_epi64x((long long)fold_128[1], (long long)fold_128[0]), v);
+    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(v));
+    return (uint32_t)_mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(v, 1));
+}
+
 #define CKK_FOLD_TARGET __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2")))
 
 /* x folded forward onto `next`: clmul(low halves) ^ clmul(high halves) ^ next, per 128-bit lane. */
 CKK_FOLD_TARGET static inline __m512i fold512(__m512i x, __m512i k, __m512i next) {
     return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11), next, 0x96);
-}
-
-CKK_FOLD_TARGET static inline __m128i fold128(__m128i x, const uint64_t constants[2]) {
-    __m128i k = _mm_set_epi64x((long long)constants[1], (long long)constants[0]);
-    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
 }
 
 /* Carry-less multiply folding over 256-byte blocks (four 512-bit accumulators),
@@ -271,21 +284,8 @@ CKK_FOLD_TARGET static uint32_t fold_raw(uint32_t crc, const uint8_t *p, size_t 
         p += 64;
         n -= 64;
     }
-    __m128i v = _mm512_extracti32x4_epi32(x3, 3);
-    v = _mm_xor_si128(v, fold128(_mm512_extracti32x4_epi32(x3, 0), fold_384));
-    v = _mm_xor_si128(v, fold128(_mm512_extracti32x4_epi32(x3, 1), fold_256));
-    v = _mm_xor_si128(v, fold128(_mm512_extracti32x4_epi32(x3, 2), fold_128));
-    /* Everything before is now zeros; the register after them is 0, so finish with crc32 over v. */
-    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(v));
-    c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(v, 1));
-    return hardware_raw((uint32_t)c, p, n);
-}
-
-#define CKK_CLMUL_TARGET __attribute__((target("pclmul,sse4.2")))
-
-/* x (one 128-bit lane) folded forward onto `next` with constants k. */
-CKK_CLMUL_TARGET static inline __m128i clmul_fold(__m128i x, __m128i k, __m128i next) {
-    return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)), next);
+    return hardware_raw(reduce_lanes(_mm512_extracti32x4_epi32(x3, 0), _mm512_extracti32x4_epi32(x3, 1),
+                                     _mm512_extracti32x4_epi32(x3, 2), _mm512_extracti32x4_epi32(x3, 3)), p, n);
 }
 
 /* The same folding with 128-bit PCLMULQDQ over 64-byte blocks (four lane
@@ -307,15 +307,7 @@ CKK_CLMUL_TARGET static uint32_t clmul_raw(uint32_t crc, const uint8_t *p, size_
         p += 64;
         n -= 64;
     }
-    const __m128i k384 = _mm_set_epi64x((long long)fold_384[1], (long long)fold_384[0]);
-    const __m128i k256 = _mm_set_epi64x((long long)fold_256[1], (long long)fold_256[0]);
-    const __m128i k128 = _mm_set_epi64x((long long)fold_128[1], (long long)fold_128[0]);
-    __m128i v = clmul_fold(x0, k384, x3);
-    v = clmul_fold(x1, k256, v);
-    v = clmul_fold(x2, k128, v);
-    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(v));
-    c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(v, 1));
-    return hardware_raw((uint32_t)c, p, n);
+    return hardware_raw(reduce_lanes(x0, x1, x2, x3), p, n);
 }
 #endif
 
