@@ -39,32 +39,96 @@ static inline uint32_t load32le(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* ---- CPU variants ----
+ * The hot loops are compiled twice from one body: as baseline x86-64 and with BMI2 (shlx/shrx
+ * shift by a register without the CL dance: measured ~15% faster Huffman encode on AMD Zen 1),
+ * chosen at run time. Same source, same results; ckk_huffman_set_bmi2 switches for tests. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__clang__) || defined(__GNUC__))
+#define CKK_VARIANTS(name, params, args)                                                   \
+    static void name##_generic params { name##_body args; }                                \
+    __attribute__((target("bmi2"))) static void name##_bmi2 params { name##_body args; }
+static int bmi2_setting = -1; /* -1: not yet looked at; 0: off; 1: on */
+static int use_bmi2(void) {
+    int setting = __atomic_load_n(&bmi2_setting, __ATOMIC_RELAXED);
+    if (setting < 0) {
+        setting = __builtin_cpu_supports("bmi2") ? 1 : 0;
+        __atomic_store_n(&bmi2_setting, setting, __ATOMIC_RELAXED);
+    }
+    return setting;
+}
+int ckk_huffman_set_bmi2(int enable) {
+    int available = __builtin_cpu_supports("bmi2") ? 1 : 0;
+    if (enable >= 0) __atomic_store_n(&bmi2_setting, enable && available ? 1 : 0, __ATOMIC_RELAXED);
+    return use_bmi2();
+}
+#else
+#define CKK_VARIANTS(name, params, args)                                                   \
+    static void name##_generic params { name##_body args; }                                \
+    static void name##_bmi2 params { name##_body args; }
+static int use_bmi2(void) { return 0; }
+int ckk_huffman_set_bmi2(int enable) { (void)enable; return 0; }
+#endif
+
 /* ---- Histogram: four sub-tables so consecutive equal bytes do not serialise on one counter. ---- */
 
+/* Adds the bytes of `p` to four sub-tables, one per byte lane of each 32-bit quarter of a
+ * 16-byte step: runs of one value (common in an exponent plane) then spread over four
+ * counters, and a long step keeps the loop's own work small next to its increments.
+ * (Measured on trained MiniLM exponent planes: 2.4 GB/s against 1.2 for one 32-bit load a
+ * step, 2.0 for eight sub-tables.) */
+static void tally(uint32_t c[4][256], const uint8_t *p, size_t length) {
+    size_t i = 0;
+    for (; i + 16 <= length; i += 16) {
+        uint64_t v = load64le(p + i), w = load64le(p + i + 8);
+        c[0][v & 0xFF]++; c[1][(v >> 8) & 0xFF]++; c[2][(v >> 16) & 0xFF]++; c[3][(v >> 24) & 0xFF]++;
+        c[0][(v >> 32) & 0xFF]++; c[1][(v >> 40) & 0xFF]++; c[2][(v >> 48) & 0xFF]++; c[3][v >> 56]++;
+        c[0][w & 0xFF]++; c[1][(w >> 8) & 0xFF]++; c[2][(w >> 16) & 0xFF]++; c[3][(w >> 24) & 0xFF]++;
+        c[0][(w >> 32) & 0xFF]++; c[1][(w >> 40) & 0xFF]++; c[2][(w >> 48) & 0xFF]++; c[3][w >> 56]++;
+    }
+    for (; i < length; i++) c[i & 3][p[i]]++;
+}
+
 void ckk_histogram(uint32_t counts[256], const void *data, size_t length) {
-    /* Four sub-tables, one per byte of a 32-bit load: runs of one value (common in an
-     * exponent plane) then spread over four counters. (Measured: faster than eight
-     * tables or 64-bit loads on this code's machines.) */
     uint32_t c[4][256];
     memset(c, 0, sizeof c);
-    const uint8_t *p = data;
-    size_t i = 0;
-    for (; i + 4 <= length; i += 4) {
-        uint32_t v;
-        memcpy(&v, p + i, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        v = __builtin_bswap32(v);
-#endif
-        c[0][v & 0xFF]++;
-        c[1][(v >> 8) & 0xFF]++;
-        c[2][(v >> 16) & 0xFF]++;
-        c[3][v >> 24]++;
-    }
-    for (; i < length; i++) c[0][p[i]]++;
+    tally(c, data, length);
     for (int s = 0; s < 256; s++) counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
 }
 
+size_t ckk_histogram_sample(uint32_t counts[256], const void *data, size_t length, size_t block, size_t stride) {
+    uint32_t c[4][256];
+    memset(c, 0, sizeof c);
+    const uint8_t *p = data;
+    size_t sampled = 0;
+    if (block > 0 && stride >= block) {
+        for (size_t at = 0; at + block <= length; at += stride) {
+            tally(c, p + at, block);
+            sampled += block;
+        }
+    }
+    for (int s = 0; s < 256; s++) counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
+    return sampled;
+}
+
 /* ---- Code lengths ---- */
+
+/* Sorts the n symbols (given in increasing order) by count, stably, so ties stay in symbol
+ * order: an LSD radix sort over the count's bytes, only as many passes as the largest count
+ * needs (a region's sample can have all 256 symbols, where an insertion sort cost ~30 µs). */
+static void sort_by_count(int symbols[256], int n, const uint32_t counts[256]) {
+    uint32_t largest = 0;
+    for (int i = 0; i < n; i++) largest |= counts[symbols[i]];
+    int other[256];
+    int *from = symbols, *to = other;
+    for (int shift = 0; shift < 32 && (largest >> shift) != 0; shift += 8) {
+        int start[257] = {0};
+        for (int i = 0; i < n; i++) start[((counts[from[i]] >> shift) & 0xFF) + 1]++;
+        for (int d = 0; d < 256; d++) start[d + 1] += start[d];
+        for (int i = 0; i < n; i++) to[start[(counts[from[i]] >> shift) & 0xFF]++] = from[i];
+        int *swap = from; from = to; to = swap;
+    }
+    if (from != symbols) memcpy(symbols, from, (size_t)n * sizeof *symbols);
+}
 
 int ckk_huffman_lengths(uint8_t lengths[256], const uint32_t counts[256]) {
     int symbols[256];
@@ -74,15 +138,7 @@ int ckk_huffman_lengths(uint8_t lengths[256], const uint32_t counts[256]) {
         if (counts[s]) symbols[n++] = s;
     if (n < 2) return n;
     /* Leaves in ascending (count, symbol) order: deterministic on every platform. */
-    for (int i = 1; i < n; i++) {
-        int s = symbols[i], j = i;
-        while (j > 0 && (counts[symbols[j - 1]] > counts[s] ||
-                         (counts[symbols[j - 1]] == counts[s] && symbols[j - 1] > s))) {
-            symbols[j] = symbols[j - 1];
-            j--;
-        }
-        symbols[j] = s;
-    }
+    sort_by_count(symbols, n, counts);
     /* Two-queue Huffman: leaves 0..n-1, internal nodes n..2n-2 created in ascending weight order. */
     uint64_t weight[512];
     int parent[512];
@@ -200,7 +256,7 @@ static uint8_t *encode_stream(uint8_t *out, const uint8_t *src, size_t count, co
 
 /* Four streams of `quarter` symbols each (the last maybe fewer), coded side by side into four
  * separate buffers so that the four bit accumulators do not wait on each other. */
-static void encode_four(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+static inline __attribute__((always_inline)) void encode_four_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
                         const uint32_t table[256], uint8_t *ends[4]) {
     uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
     unsigned n0 = 0, n1 = 0, n2 = 0, n3 = 0;
@@ -236,6 +292,10 @@ static void encode_four(uint8_t *outs[4], const uint8_t *src, size_t quarter, si
         ends[k] = out + ((nb + 7) >> 3);
     }
 }
+
+CKK_VARIANTS(encode_four, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                            const uint32_t table[256], uint8_t *ends[4]),
+             (outs, src, quarter, lastCount, table, ends))
 
 void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length) {
     const uint8_t *p = data;
@@ -282,7 +342,8 @@ size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t
     outs[0] = p;
     for (int k = 1; k < 4; k++) outs[k] = outs[k - 1] + sizes[k - 1] + 8;
     if (quarter * 3 <= length) {
-        encode_four(outs, in, quarter, lastCount, table, ends);
+        if (use_bmi2()) encode_four_bmi2(outs, in, quarter, lastCount, table, ends);
+        else encode_four_generic(outs, in, quarter, lastCount, table, ends);
     } else {
         for (int k = 0; k < 4; k++) {
             size_t first = quarter * k < length ? quarter * k : length;
@@ -320,6 +381,64 @@ static inline void refill_safe(bit_reader *r) {
         r->bits += 8;
     }
 }
+
+/* The decoder's fast rounds: four streams, five lookups of up to three symbols each per
+ * refill, for as many rounds as every stream can take without bounds checks; they leave
+ * each reader and output pointer where the checked tail continues. */
+#define CKK_GET3(k)                                                  \
+    do {                                                             \
+        uint32_t x = multi[b##k & (TABLE_SIZE - 1)];                 \
+        uint32_t three = x >> 8;                                     \
+        memcpy(o##k, &three, 4);                                     \
+        o##k += (x >> 4) & 3;                                        \
+        b##k >>= x & 15;                                             \
+        n##k -= x & 15;                                              \
+    } while (0)
+#define CKK_REFILL(k)                                                \
+    do {                                                             \
+        b##k |= load64le(p##k) << n##k;                              \
+        p##k += (63 - n##k) >> 3;                                    \
+        n##k |= 56;                                                  \
+    } while (0)
+static inline __attribute__((always_inline)) void decode_rounds_body(bit_reader r[4], uint8_t *o[4], uint8_t *const e[4],
+                                                                     const uint32_t multi[TABLE_SIZE]) {
+    for (;;) {
+        /* Rounds that are safe for every stream without further checks: a round reads at
+         * most 7 new bytes of a stream (8 loaded), advances at most 15 output bytes and
+         * writes at most 16 (each lookup stores four bytes; those past its count are
+         * rewritten by the next lookup or the tail). */
+        size_t rounds = SIZE_MAX;
+        for (int k = 0; k < 4; k++) {
+            size_t outLeft = (size_t)(e[k] - o[k]), inLeft = (size_t)(r[k].end - r[k].p);
+            size_t byOut = outLeft < 16 ? 0 : (outLeft - 16) / 15 + 1;
+            size_t byIn = inLeft < 8 ? 0 : (inLeft - 8) / 7 + 1;
+            if (byOut < rounds) rounds = byOut;
+            if (byIn < rounds) rounds = byIn;
+        }
+        if (rounds == 0) break;
+        uint64_t b0 = r[0].buf, b1 = r[1].buf, b2 = r[2].buf, b3 = r[3].buf;
+        unsigned n0 = r[0].bits, n1 = r[1].bits, n2 = r[2].bits, n3 = r[3].bits;
+        const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
+        uint8_t *o0 = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
+        for (; rounds > 0; rounds--) {
+            CKK_REFILL(0); CKK_REFILL(1); CKK_REFILL(2); CKK_REFILL(3);
+            CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3);
+            CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3);
+            CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3);
+            CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3);
+            CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3);
+        }
+        r[0].buf = b0; r[1].buf = b1; r[2].buf = b2; r[3].buf = b3;
+        r[0].bits = n0; r[1].bits = n1; r[2].bits = n2; r[3].bits = n3;
+        r[0].p = p0; r[1].p = p1; r[2].p = p2; r[3].p = p3;
+        o[0] = o0; o[1] = o1; o[2] = o2; o[3] = o3;
+    }
+}
+#undef CKK_GET3
+#undef CKK_REFILL
+
+CKK_VARIANTS(decode_rounds, (bit_reader r[4], uint8_t *o[4], uint8_t *const e[4], const uint32_t multi[TABLE_SIZE]),
+             (r, o, e, multi))
 
 int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcLength, size_t *consumed) {
     if (srcLength < 2) return CKK_ERR_TRUNCATED;
@@ -359,62 +478,24 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
         o[k] = out + (quarter * k < length ? quarter * k : length);
         e[k] = out + (quarter * (k + 1) < length ? quarter * (k + 1) : length);
     }
-    /* Two symbols per lookup where both codes fit in the 11 bits looked at (short
-     * exponent codes, the common case): entry = total bits | count << 4 | sym1 << 8 | sym2 << 16. */
-    uint32_t pairs[TABLE_SIZE];
+    /* Up to three symbols per lookup, as many whole codes as fit in the 11 bits looked at
+     * (exponent codes are short: two or three fit most of the time):
+     * entry = total bits | count << 4 | sym1 << 8 | sym2 << 16 | sym3 << 24. */
+    uint32_t multi[TABLE_SIZE];
     for (uint32_t index = 0; index < TABLE_SIZE; index++) {
         uint32_t first = table[index], l1 = first & 15;
+        uint32_t entry = l1 | 1u << 4 | (first >> 4) << 8;
         uint32_t second = table[index >> l1], l2 = second & 15;
-        if (l1 + l2 <= MAX_LENGTH) pairs[index] = (l1 + l2) | 2u << 4 | (first >> 4) << 8 | (second >> 4) << 16;
-        else pairs[index] = l1 | 1u << 4 | (first >> 4) << 8;
-    }
-#define CKK_GET2(k)                                                  \
-    do {                                                             \
-        uint32_t x = pairs[b##k & (TABLE_SIZE - 1)];                 \
-        uint16_t two = (uint16_t)(x >> 8);                           \
-        memcpy(o##k, &two, 2);                                       \
-        o##k += (x >> 4) & 3;                                        \
-        b##k >>= x & 15;                                             \
-        n##k -= x & 15;                                              \
-    } while (0)
-#define CKK_REFILL(k)                                                \
-    do {                                                             \
-        b##k |= load64le(p##k) << n##k;                              \
-        p##k += (63 - n##k) >> 3;                                    \
-        n##k |= 56;                                                  \
-    } while (0)
-    for (;;) {
-        /* Rounds that are safe for every stream without further checks: a round reads at
-         * most 7 new bytes of a stream (8 loaded) and writes at most 10 output bytes (each
-         * lookup stores two bytes, the second may be rewritten by the next). */
-        size_t rounds = SIZE_MAX;
-        for (int k = 0; k < 4; k++) {
-            size_t outLeft = (size_t)(e[k] - o[k]), inLeft = (size_t)(r[k].end - r[k].p);
-            size_t byOut = outLeft < 10 ? 0 : (outLeft - 10) / 10 + 1;
-            size_t byIn = inLeft < 8 ? 0 : (inLeft - 8) / 7 + 1;
-            if (byOut < rounds) rounds = byOut;
-            if (byIn < rounds) rounds = byIn;
+        if (l1 + l2 <= MAX_LENGTH) {
+            entry = (l1 + l2) | 2u << 4 | (first >> 4) << 8 | (second >> 4) << 16;
+            uint32_t third = table[index >> (l1 + l2)], l3 = third & 15;
+            if (l1 + l2 + l3 <= MAX_LENGTH) entry = (l1 + l2 + l3) | 3u << 4 | (entry & 0xFFFF00u) | (third >> 4) << 24;
         }
-        if (rounds == 0) break;
-        uint64_t b0 = r[0].buf, b1 = r[1].buf, b2 = r[2].buf, b3 = r[3].buf;
-        unsigned n0 = r[0].bits, n1 = r[1].bits, n2 = r[2].bits, n3 = r[3].bits;
-        const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
-        uint8_t *o0 = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
-        for (; rounds > 0; rounds--) {
-            CKK_REFILL(0); CKK_REFILL(1); CKK_REFILL(2); CKK_REFILL(3);
-            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
-            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
-            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
-            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
-            CKK_GET2(0); CKK_GET2(1); CKK_GET2(2); CKK_GET2(3);
-        }
-        r[0].buf = b0; r[1].buf = b1; r[2].buf = b2; r[3].buf = b3;
-        r[0].bits = n0; r[1].bits = n1; r[2].bits = n2; r[3].bits = n3;
-        r[0].p = p0; r[1].p = p1; r[2].p = p2; r[3].p = p3;
-        o[0] = o0; o[1] = o1; o[2] = o2; o[3] = o3;
+        multi[index] = entry;
     }
-#undef CKK_GET2
-#undef CKK_REFILL
+    /* The fast rounds, then each stream's tail one code at a time with every check. */
+    if (use_bmi2()) decode_rounds_bmi2(r, o, e, multi);
+    else decode_rounds_generic(r, o, e, multi);
     for (int k = 0; k < 4; k++) {
         for (uint8_t *q = o[k]; q < e[k]; q++) {
             if (r[k].bits < MAX_LENGTH) refill_safe(&r[k]);

@@ -63,15 +63,9 @@ static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region
     if (n >= SAMPLE_THRESHOLD) {
         /* A cheap look first: 1/16 of the region, in 256-byte blocks spread over it.
          * A region that would not pay is one raw segment (which a decoder joins in place). */
-        uint32_t counts[256], part[256];
+        uint32_t counts[256];
         uint8_t lengths[256];
-        memset(counts, 0, sizeof counts);
-        size_t sampled = 0;
-        for (size_t at = 0; at + SAMPLE_BLOCK <= n; at += SAMPLE_STRIDE) {
-            ckk_histogram(part, region + at, SAMPLE_BLOCK);
-            for (int s = 0; s < 256; s++) counts[s] += part[s];
-            sampled += SAMPLE_BLOCK;
-        }
+        size_t sampled = ckk_histogram_sample(counts, region, n, SAMPLE_BLOCK, SAMPLE_STRIDE);
         uint64_t bits = coded_bits(counts, lengths);
         if (bits > 0 && bits > 8 * (uint64_t)(sampled - (sampled >> MIN_SAVING_SHIFT))) return encode_raw(dst, capacity, region, n);
     }

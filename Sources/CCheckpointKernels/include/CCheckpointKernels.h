@@ -102,8 +102,17 @@ uint32_t ckk_join_planes_crc32c(void *dst, const uint8_t *const planes[], size_t
 #define CKK_ERR_BAD_TABLE (-4)      /* code lengths that are not a complete prefix code of 1...11 bits */
 #define CKK_ERR_CORRUPT_STREAM (-5) /* a Huffman stream that does not end exactly at its last code */
 
+/** Whether the Huffman coder's BMI2 variant is in use (1) or the baseline one (0). `enable`
+ *  1 selects BMI2 where the CPU has it, 0 the baseline, -1 only asks. Both give the same bytes;
+ *  for tests and same-run comparisons. */
+int ckk_huffman_set_bmi2(int enable);
+
 /** Counts each byte value of `data`. */
 void ckk_histogram(uint32_t counts[256], const void *data, size_t length);
+
+/** The histogram of a sample of `data`: the `block` bytes at every multiple of `stride`
+ *  (`stride` ≥ `block` > 0) whose block lies whole inside `length`. Returns the bytes sampled. */
+size_t ckk_histogram_sample(uint32_t counts[256], const void *data, size_t length, size_t block, size_t stride);
 
 /** Code lengths (0 = unused, else 1...11) of a length-limited Huffman code for
  *  `counts`, deterministic on every platform. Returns the number of symbols

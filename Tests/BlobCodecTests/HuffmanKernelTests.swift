@@ -1,0 +1,212 @@
+import BlobCodec
+import CCheckpointKernels
+import Testing
+
+/// The Huffman kernels of the plane codec (FORMAT.md §3.10) on their own: the
+/// histograms, the code lengths, and the coder's two compiled variants (baseline
+/// x86-64 and BMI2), each checked against a plain bit-by-bit reader written
+/// from the spec.
+@Suite("Huffman kernels", .serialized)  // the variant switch is process-wide
+struct HuffmanKernelTests {
+    /// Byte strings that stress the coder's fast paths: exponent-like (few short codes, so
+    /// three symbols per table lookup), two symbols (every code 1 bit), every byte value
+    /// (long codes), a skewed alphabet that forces the 11-bit limit, and a run of one value
+    /// broken by a single other byte.
+    static func inputs(length: Int, rng: inout SyntheticData) -> [(String, [UInt8])] {
+        var exponent = [UInt8](repeating: 0, count: length)
+        var two = exponent, all = exponent, limited = exponent
+        for i in 0..<length {
+            let r = rng.next()
+            // A peaked distribution around 0x78, like the top byte of normal(0, 0.02) weights.
+            exponent[i] = 0x78 &+ UInt8(truncatingIfNeeded: (r & 3) &+ ((r >> 2) & 1) &- ((r >> 3) & 3))
+            two[i] = r & 1 == 0 ? 0x10 : 0x11
+            all[i] = UInt8(truncatingIfNeeded: r >> 8)
+            // Geometric: symbol k with probability ~2^-(k+1), so a plain Huffman code would
+            // want lengths far beyond 11 for the rare ones.
+            limited[i] = UInt8(min(40, (r | 1 << 63).trailingZeroBitCount))
+        }
+        var run = [UInt8](repeating: 0x3C, count: length)
+        if length > 1 { run[length / 2] = 0x3D }
+        return [("exponent", exponent), ("two symbols", two), ("all bytes", all), ("length-limited", limited), ("run", run)]
+    }
+
+    /// Decodes one Huffman body the slow way: canonical codes from the lengths, bits read
+    /// LSB first, each code MSB first, four streams of ceil(n/4) symbols (FORMAT.md §3.10).
+    static func referenceDecode(_ body: [UInt8], length: Int) -> [UInt8]? {
+        guard body.count >= 2 else { return nil }
+        let first = Int(body[0]), last = Int(body[1])
+        guard first <= last else { return nil }
+        var lengths = [Int](repeating: 0, count: 256)
+        for j in 0...(last - first) { lengths[first + j] = Int(body[2 + j / 2] >> (4 * UInt8(j & 1))) & 15 }
+        let tableBytes = 2 + (last - first + 2) / 2
+        var count = [Int](repeating: 0, count: 12)
+        for s in 0..<256 where lengths[s] > 0 { count[lengths[s]] += 1 }
+        var next = [Int](repeating: 0, count: 13)
+        var code = 0
+        for bits in 1...11 { code = (code + count[bits - 1]) << 1; next[bits] = code }
+        var codeOf = [Int: (symbol: UInt8, length: Int)]()  // key: length << 16 | code
+        for s in 0..<256 where lengths[s] > 0 {
+            codeOf[lengths[s] << 16 | next[lengths[s]]] = (UInt8(s), lengths[s])
+            next[lengths[s]] += 1
+        }
+        var sizes = [Int]()
+        for k in 0..<4 {
+            let at = tableBytes + 4 * k
+            sizes.append(Int(body[at]) | Int(body[at + 1]) << 8 | Int(body[at + 2]) << 16 | Int(body[at + 3]) << 24)
+        }
+        var start = tableBytes + 16
+        let quarter = (length + 3) / 4
+        var out = [UInt8]()
+        for k in 0..<4 {
+            let symbols = max(0, min(length, (k + 1) * quarter) - min(length, k * quarter))
+            let stream = Array(body[start..<(start + sizes[k])])
+            start += sizes[k]
+            var bit = 0
+            for _ in 0..<symbols {
+                var value = 0, bits = 0
+                while true {
+                    guard bit < stream.count * 8, bits < 11 else { return nil }
+                    value = value << 1 | Int(stream[bit / 8] >> UInt8(bit % 8)) & 1
+                    bit += 1
+                    bits += 1
+                    if let hit = codeOf[bits << 16 | value] { out.append(hit.symbol); break }
+                }
+            }
+            guard (stream.count * 8 - bit) < 8 else { return nil }
+        }
+        return start == body.count ? out : nil
+    }
+
+    /// Encodes `input` as one Huffman body with the kernel, in the variant `bmi2` selects.
+    static func encode(_ input: [UInt8], bmi2: Int32) -> [UInt8]? {
+        var quarters = [UInt32](repeating: 0, count: 4 * 256)
+        input.withUnsafeBytes { ckk_histogram_quarters(&quarters, $0.baseAddress, $0.count) }
+        var counts = [UInt32](repeating: 0, count: 256)
+        for s in 0..<256 { counts[s] = quarters[s] + quarters[256 + s] + quarters[512 + s] + quarters[768 + s] }
+        var lengths = [UInt8](repeating: 0, count: 256)
+        guard ckk_huffman_lengths(&lengths, counts) >= 2 else { return nil }
+        var body = [UInt8](repeating: 0, count: 2 * input.count + 256)
+        _ = ckk_huffman_set_bmi2(bmi2)
+        let size = input.withUnsafeBytes { ckk_huffman_encode(&body, body.count, $0.baseAddress, $0.count, quarters, lengths) }
+        return size > 0 ? Array(body[..<size]) : nil
+    }
+
+    static func decode(_ body: [UInt8], length: Int, bmi2: Int32) -> (Int32, [UInt8]) {
+        var out = [UInt8](repeating: 0, count: length)
+        var consumed = 0
+        _ = ckk_huffman_set_bmi2(bmi2)
+        let status = out.withUnsafeMutableBytes { dst in
+            ckk_huffman_decode(dst.baseAddress ?? UnsafeMutableRawPointer(bitPattern: 1)!, length, body, body.count, &consumed)
+        }
+        return (status, status == 0 && consumed == body.count ? out : [])
+    }
+
+    @Test("both coder variants write the same bytes, a spec reader decodes them, both decoders agree",
+          arguments: [Array(1...130), [255, 256, 257, 1000, 4096, 65_535, 262_144]])
+    func variantsAgreeWithTheSpec(lengths: [Int]) {
+        let hasBMI2 = ckk_huffman_set_bmi2(1) == 1
+        defer { _ = ckk_huffman_set_bmi2(1) }
+        var rng = SyntheticData(seed: 0x4855_4646)
+        for length in lengths {
+            for (kind, input) in Self.inputs(length: length, rng: &rng) {
+                guard let baseline = Self.encode(input, bmi2: 0) else {
+                    // Only one distinct byte: no Huffman code; nothing to compare.
+                    #expect(Set(input).count < 2, "\(kind) \(length): the coder refused an input with two or more symbols")
+                    continue
+                }
+                let fast = Self.encode(input, bmi2: 1)
+                #expect(fast == baseline, "\(kind) \(length): the BMI2 coder wrote other bytes")
+                #expect(Self.referenceDecode(baseline, length: length) == input, "\(kind) \(length): the spec reader disagrees")
+                for variant: Int32 in [0, 1] {
+                    let (status, decoded) = Self.decode(baseline, length: length, bmi2: variant)
+                    #expect(status == 0 && decoded == input, "\(kind) \(length): decoder variant \(variant) status \(status)")
+                }
+            }
+        }
+        if !hasBMI2 { #expect(ckk_huffman_set_bmi2(1) == 0) }
+    }
+
+    @Test("both decoder variants give the same answer for damaged and truncated bodies")
+    func damagedBodies() {
+        var rng = SyntheticData(seed: 77)
+        let input = Self.inputs(length: 3000, rng: &rng)[0].1
+        guard let body = Self.encode(input, bmi2: 0) else { Issue.record("no body"); return }
+        defer { _ = ckk_huffman_set_bmi2(1) }
+        for at in stride(from: 0, to: body.count, by: 7) {
+            var damaged = body
+            damaged[at] ^= 0x5A
+            let results = [Int32(0), 1].map { Self.decode(damaged, length: input.count, bmi2: $0) }
+            #expect(results[0].0 == results[1].0 && results[0].1 == results[1].1, "byte \(at): the variants disagree")
+        }
+        for cut in [0, 1, 2, body.count / 2, body.count - 1] {
+            #expect(Self.decode(Array(body[..<cut]), length: input.count, bmi2: 1).0 != 0, "cut at \(cut)")
+        }
+    }
+
+    @Test("histograms count every byte: whole, by quarters, and sampled blocks")
+    func histograms() {
+        var rng = SyntheticData(seed: 5)
+        for length in Array(0...40) + [255, 4096, 4097, 70_001] {
+            let bytes = rng.randomBytes(count: length).map { $0 % 3 == 0 ? 0x7F : $0 }
+            var expected = [UInt32](repeating: 0, count: 256)
+            for b in bytes { expected[Int(b)] += 1 }
+            var counts = [UInt32](repeating: 0, count: 256)
+            bytes.withUnsafeBytes { ckk_histogram(&counts, $0.baseAddress, $0.count) }
+            #expect(counts == expected, "length \(length)")
+            var quarters = [UInt32](repeating: 0, count: 1024)
+            bytes.withUnsafeBytes { ckk_histogram_quarters(&quarters, $0.baseAddress, $0.count) }
+            let q = (length + 3) / 4
+            for k in 0..<4 {
+                var part = [UInt32](repeating: 0, count: 256)
+                for b in bytes[min(length, k * q)..<min(length, (k + 1) * q)] { part[Int(b)] += 1 }
+                #expect(Array(quarters[(256 * k)..<(256 * k + 256)]) == part, "length \(length), quarter \(k)")
+            }
+            for (block, stride) in [(1, 1), (256, 4096), (16, 48), (100, 100)] {
+                var sampledExpected = [UInt32](repeating: 0, count: 256)
+                var sampledBytes = 0
+                var at = 0
+                while at + block <= length {
+                    for b in bytes[at..<(at + block)] { sampledExpected[Int(b)] += 1 }
+                    sampledBytes += block
+                    at += stride
+                }
+                var sampled = [UInt32](repeating: 0, count: 256)
+                let n = bytes.withUnsafeBytes { ckk_histogram_sample(&sampled, $0.baseAddress, $0.count, block, stride) }
+                #expect(n == sampledBytes && sampled == sampledExpected, "length \(length), block \(block), stride \(stride)")
+            }
+        }
+    }
+
+    @Test("code lengths: a complete code of at most 11 bits, never longer for a more frequent symbol, for counts up to 2^32 - 1")
+    func codeLengths() {
+        var rng = SyntheticData(seed: 11)
+        let shapes: [(String, (Int) -> UInt32)] = [
+            ("uniform", { _ in 1000 }),
+            ("random small", { _ in UInt32(rng.next() % 50) }),
+            ("random wide", { _ in UInt32(truncatingIfNeeded: rng.next()) >> UInt32(rng.next() % 32) }),
+            ("huge", { s in s % 2 == 0 ? UInt32.max - UInt32(s) : UInt32(s) }),
+            ("geometric", { s in s < 32 ? UInt32(1) << UInt32(31 - s) : 0 }),
+        ]
+        for (name, count) in shapes {
+            for used in [2, 3, 17, 200, 256] {
+                var counts = [UInt32](repeating: 0, count: 256)
+                for s in 0..<used { counts[(s * 97 + 13) % 256] = max(1, count(s)) }
+                var lengths = [UInt8](repeating: 0, count: 256)
+                let symbols = Int(ckk_huffman_lengths(&lengths, counts))
+                #expect(symbols == counts.filter { $0 > 0 }.count, "\(name) \(used)")
+                var kraft = 0
+                for s in 0..<256 {
+                    #expect((counts[s] == 0) == (lengths[s] == 0), "\(name) \(used): symbol \(s)")
+                    if lengths[s] > 0 { kraft += 1 << (11 - Int(lengths[s])) }
+                    #expect(lengths[s] <= 11)
+                }
+                #expect(kraft == 2048, "\(name) \(used): the code is not complete")
+                for a in 0..<256 where counts[a] > 0 {
+                    for b in 0..<256 where counts[b] > counts[a] {
+                        #expect(lengths[b] <= lengths[a], "\(name) \(used): symbol \(b) (count \(counts[b])) longer than \(a) (count \(counts[a]))")
+                    }
+                }
+            }
+        }
+    }
+}
