@@ -31,7 +31,7 @@ let package = Package(
         // Files: the container format, safetensors, and (Manager/) the Caffe2-style
         // checkpoint managers on top. One module, so `import CheckpointIO` is the whole API.
         .target(name: "CheckpointIO", dependencies: [
-            "BlobCodec",
+            "BlobCodec", "CCheckpointKernels",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // `CheckpointStorage` on S3-compatible object stores (path type "s3"): SigV4 with

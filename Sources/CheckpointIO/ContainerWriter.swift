@@ -81,7 +81,8 @@ public final class ContainerWriter {
         if let sink {
             self.pipeline = WritePipeline(sink: sink)
         } else {
-            self.pipeline = WritePipeline(file: file!)
+            // A durable save (or append) starts the disk's write-back as it goes.
+            self.pipeline = WritePipeline(file: file!, startWriteback: options.durability != .none)
         }
     }
 
@@ -374,27 +375,31 @@ public final class ContainerWriter {
                          payload: streaming ? [] : [raw])
     }
 
-    /// Compressed: encoded in parallel by BlobEncoder, then written in file
-    /// order; the compressed chunks live until their writes are done.
+    /// Compressed: encoded in parallel by BlobEncoder (chunks on every core),
+    /// then queued for writing in file order. The writes go on while the next
+    /// blob is encoded, so the disk and the cores work at the same time; the
+    /// compressed chunks live until the next drain. Memory: the compressed bytes
+    /// of this blob and the previous one (or run), unless together they would
+    /// pass ``overlapBytes``: then the previous writes finish first.
     private func writeEncoded(_ blob: BlobSource, options: EncodeOptions) throws(CheckpointError) {
-        do {
-            try BlobEncoder.encode(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape,
-                                   attributes: blob.attributes, options: options) { header, payload in
-                let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
-                var payloadCRC: UInt32 = 0
-                for chunk in header.chunks {
-                    payloadCRC = CRC32C.combine(payloadCRC, chunk.crc32c, lengthOfB: Int(chunk.storedSize))
-                }
-                try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset,
-                                 payload: payload.segments)
-                try pipeline.drain()  // the compressed buffers are freed when this closure returns
-            }
-        } catch let error as CheckpointError {
-            throw error
-        } catch {
-            preconditionFailure("unexpected error \(error)")
+        let retained = writtenRun.reduce(0) { $0 + $1.header.storedSizeInBytes }
+        if retained > 0 && retained + blob.bytes.count > ContainerWriter.overlapBytes {
+            try pipeline.drain()
+            writtenRun = []
         }
+        let encoding = try BlobEncoder.encodeRetained(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape,
+                                                      attributes: blob.attributes, options: options)
+        // The previous blob is written by now (or soon): its buffers may go.
+        try pipeline.drain()
+        writtenRun = []
+        try queue(encoding)
+        pipeline.flush()  // written on the pipeline's thread while the next blob is encoded
+        writtenRun = [encoding]  // kept alive until the next drain
     }
+
+    /// The compressed bytes that may wait for the disk while the next blob is
+    /// encoded: 512 MiB.
+    static let overlapBytes = 512 << 20
 
     /// The raw bytes of compressed blobs encoded together before they are written.
     static let encodedRunBytes = 64 << 20
@@ -423,17 +428,22 @@ public final class ContainerWriter {
         writtenRun = []
         for encoding in encodings {
             guard let encoding else { continue }
-            let header = encoding.header
-            let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
-            var payloadCRC: UInt32 = 0
-            for chunk in header.chunks {
-                payloadCRC = CRC32C.combine(payloadCRC, chunk.crc32c, lengthOfB: Int(chunk.storedSize))
-            }
-            try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset,
-                             payload: encoding.payload.segments)
+            try queue(encoding)
         }
         pipeline.flush()  // written on the pipeline's thread while the next run is encoded
         writtenRun = encodings.compactMap { $0 }  // kept alive until the next drain
+    }
+
+    /// Queues the record of an encoded blob (its buffers must stay alive until the next drain).
+    private func queue(_ encoding: RetainedEncoding) throws(CheckpointError) {
+        let header = encoding.header
+        let (start, padding, payloadOffset) = layout(headerLength: header.encodedSize)
+        var payloadCRC: UInt32 = 0
+        for chunk in header.chunks {
+            payloadCRC = CRC32C.combine(payloadCRC, chunk.crc32c, lengthOfB: Int(chunk.storedSize))
+        }
+        try finishRecord(header: header, payloadCRC: payloadCRC, start: start, padding: padding, payloadOffset: payloadOffset,
+                         payload: encoding.payload.segments)
     }
 
     /// Queues the zero gap before the record, its frame, blob header and

@@ -164,6 +164,12 @@ int ckk_planes_decode(void *dst, size_t length, const uint8_t *src, size_t srcLe
 /** The number of CPUs this process may run on (its affinity mask), at least 1. */
 int ckk_available_cpus(void);
 
+/** Starts writing back the dirty page-cache pages of `fd` in [offset, offset + length) without
+ *  waiting for them (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`): a durable save's final
+ *  fdatasync then finds most of the file already on its way to the disk. No durability promise
+ *  of its own. Returns 0, or -1 with errno; 0 and nothing done where the call does not exist. */
+int ckk_start_writeback(int fd, int64_t offset, int64_t length);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,5 @@
 import BlobCodec
+import CCheckpointKernels
 import Glibc
 
 /// Every operating-system call CheckpointIO makes, as replaceable functions.
@@ -38,6 +39,9 @@ struct SystemCalls: @unchecked Sendable {
     /// Gives the file `existing` a second name `new`; -1 with errno on failure,
     /// EEXIST when `new` exists (`link`: atomic create-if-absent, also on NFS).
     var link: (_ existing: String, _ new: String) -> Int32 = { Glibc.link($0, $1) }
+    /// Starts the write-back of the file's dirty pages in a range without waiting; no durability
+    /// promise (`sync_file_range(SYNC_FILE_RANGE_WRITE)`; 0 and nothing done off Linux).
+    var startWriteback: (_ fd: Int32, _ offset: Int64, _ length: Int64) -> Int32 = { ckk_start_writeback($0, $1, $2) }
 
     /// The real system calls.
     static let live = SystemCalls(
@@ -332,6 +336,13 @@ enum OpenMode {
 extension SystemCalls {
     /// This process's id (`getpid`), for temporary names.
     static var processID: Int32 { getpid() }
+
+    /// CPU seconds (user + system) of every thread of this process so far (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`).
+    static func processCPUSeconds() -> Double {
+        var time = timespec()
+        guard clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time) == 0 else { return 0 }
+        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
+    }
 
     /// `SIGINT` and `SIGTERM`, the signals a user's Ctrl-C or `kill` sends.
     static let interruptSignals: [Int32] = [SIGINT, SIGTERM]

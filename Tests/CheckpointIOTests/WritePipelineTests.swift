@@ -1,0 +1,96 @@
+@testable import CheckpointIO
+import Foundation
+import Testing
+
+/// The writer's pipeline: early write-back for durable saves, and large
+/// compressed blobs written while the next one is encoded.
+@Suite("Write pipeline")
+struct WritePipelineTests {
+    final class Log: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [(offset: Int64, length: Int64)] = []
+        func add(_ offset: Int64, _ length: Int64) { lock.withLock { items.append((offset, length)) } }
+        var ranges: [(offset: Int64, length: Int64)] { lock.withLock { items } }
+    }
+
+    /// 40 MiB of bytes (streamed in chunks) and 20 MiB of bf16 weights (planes, encoded by itself).
+    static func blobs() throws -> [TestBlob] {
+        var rng = SyntheticData(seed: 31)
+        let plain = rng.randomBytes(count: 40 << 20)
+        let weights = rng.bfloat16Weights(count: 10 << 20)
+        return [TestBlob(name: "plain", dtype: .uint8, shape: try Shape([plain.count]), bytes: plain),
+                TestBlob(name: "weights", dtype: .bfloat16, shape: try Shape([weights.count / 2]), bytes: weights,
+                         encode: .recommended())]
+    }
+
+    @Test("a durable save starts the write-back of whole pages as it goes; a page-cache save does not; a failed start is harmless",
+          arguments: [Durability.fileData, .full, .none])
+    func writeBack(durability: Durability) throws {
+        let blobs = try Self.blobs()
+        for failing in [false, true] {
+            try withTemporaryDirectory { directory in
+                let path = directory + "/w.ckpt"
+                let log = Log()
+                var options = WriterOptions(durability: durability)
+                let live = SystemCalls.live
+                options.systemCalls.startWriteback = { fd, offset, length in
+                    log.add(offset, length)
+                    if failing { errno = EIO; return -1 }
+                    return live.startWriteback(fd, offset, length)
+                }
+                try writeContainer(path, blobs, options: options)
+                let size = Int64(try readFile(path).count)
+                let ranges = log.ranges
+                if durability == .none {
+                    #expect(ranges.isEmpty)
+                } else {
+                    // ~53 MiB written: a start every 16 MiB.
+                    #expect(ranges.count >= 2, "\(ranges)")
+                    var end: Int64 = 0
+                    for (offset, length) in ranges {
+                        #expect(offset % 4096 == 0 && length % 4096 == 0 && length > 0, "\(offset)+\(length)")
+                        #expect(offset + length <= size, "past the end: \(offset)+\(length) of \(size)")
+                        #expect(offset >= end, "a range started twice: \(offset) after \(end)")
+                        end = offset + length
+                    }
+                }
+                let reader = try ContainerReader.open(path)
+                for blob in blobs {
+                    var back = [UInt8](repeating: 0, count: blob.bytes.count)
+                    try back.withUnsafeMutableBytes { try reader.read(blob.name, into: $0) }
+                    #expect(back == blob.bytes, "\(blob.name), write-back failing: \(failing)")
+                }
+            }
+        }
+    }
+
+    @Test("large compressed blobs queued while the next is encoded: the same file as one blob per call, bit-exact on reading")
+    func overlappedEncodes() throws {
+        var rng = SyntheticData(seed: 8)
+        // Above the run limit (8 MiB), so each is encoded alone with its chunks in parallel;
+        // the pool then reuses a written blob's buffers only after its writes are done.
+        let blobs = try (0..<5).map { index in
+            let bytes = index == 2 ? rng.randomBytes(count: 9 << 20) : rng.float32Weights(count: (9 << 20) / 4 + index * 1000)
+            return TestBlob(name: "layer.\(index)", dtype: index == 2 ? .uint8 : .float32,
+                            shape: try Shape([index == 2 ? bytes.count : bytes.count / 4]), bytes: bytes)
+        }
+        try withTemporaryDirectory { directory in
+            for codec in [Compression.planes, .lz4] {
+                let options = WriterOptions(encode: EncodeOptions(compression: codec, chunkSizeInBytes: 1 << 20))
+                let together = directory + "/together.ckpt", apart = directory + "/apart.ckpt"
+                try writeContainer(together, blobs, options: options)
+                let writer = try ContainerWriter.create(at: apart, options: options)
+                for blob in blobs { try write([blob], with: writer) }
+                try writer.commit()
+                #expect(try readFile(together) == readFile(apart), "\(codec)")
+                let reader = try ContainerReader.open(together)
+                for blob in blobs {
+                    #expect(try reader.descriptor(blob.name).compression == codec || blob.dtype == .uint8)
+                    var back = [UInt8](repeating: 0, count: blob.bytes.count)
+                    try back.withUnsafeMutableBytes { try reader.read(blob.name, into: $0) }
+                    #expect(back == blob.bytes, "\(codec) \(blob.name)")
+                }
+            }
+        }
+    }
+}
