@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--synthetic-mib", type=int, default=64, help="MiB of synthetic fp32 weights (other dtypes: the same elements)")
     parser.add_argument("--dtypes", default="float32,bfloat16,float16,float8_e4m3fn")
-    parser.add_argument("--ours", default="planes,zstd-1,lz4")
+    parser.add_argument("--ours", default="auto,zstd-1,lz4")
     args = parser.parse_args()
 
     inputs = []

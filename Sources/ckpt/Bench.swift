@@ -58,7 +58,7 @@ struct Bench: ParsableCommand {
             var step = 0
             let results = try CheckpointBenchmark.run(load, directory: directory, encode: options, repetitions: repetitions) { _ in
                 step += 1
-                status.update(step, 6)
+                status.update(step, options.compression != .none || options.floatCompression != nil ? 7 : 6)
             }
             status.finish()
             if json {
@@ -71,9 +71,11 @@ struct Bench: ParsableCommand {
                     let rate = result.bytes > 0 ? formatRate(bytes: result.bytes, seconds: result.seconds) : "-"
                     let floorRate = result.bytes > 0 ? result.floorSeconds.map { formatRate(bytes: result.bytes, seconds: $0) } ?? "-" : "-"
                     return [result.name, formatDuration(result.firstSeconds), formatDuration(result.seconds), rate,
+                            result.bytes > 0 ? String(format2: result.cores) : "-",
                             result.floorName ?? "-", floorRate, result.ratio.map { String(format2: $0) } ?? "-"]
                 }
-                printTable(["measurement", "first run", "steady", "rate", "floor", "floor rate", "ours/floor"], rows, leftAligned: 1, alsoLeftAligned: [4])
+                printTable(["measurement", "first run", "steady", "rate", "cores", "floor", "floor rate", "ours/floor"], rows, leftAligned: 1, alsoLeftAligned: [5])
+                print("cores: CPU seconds (user + system, all threads) over wall seconds of the steady runs; \(Processors.available) available")
                 for result in results { if let note = result.note { print("note: \(result.name): \(note)") } }
             }
         }
@@ -91,6 +93,7 @@ struct Bench: ParsableCommand {
                 .object([
                     ("name", .string(result.name)),
                     ("seconds", .double(result.seconds)),
+                    ("cpu_seconds", .double(result.cpuSeconds)),
                     ("first_seconds", .double(result.firstSeconds)),
                     ("floor_first_seconds", result.floorFirstSeconds.map { .double($0) } ?? .null),
                     ("note", result.note.map { .string($0) } ?? .null),

@@ -123,6 +123,10 @@ public struct BenchmarkResult: Sendable {
     public var floorFirstSeconds: Double?
     /// Why a figure may surprise (e.g. a page-cache save measured slower than a durable one), when it does.
     public var note: String?
+    /// Median CPU seconds (user + system, every thread of this process) of ours in the steady
+    /// state: over ``seconds`` it is the cores kept busy, so a figure short of its floor shows
+    /// whether the CPU or the wait was the limit.
+    public var cpuSeconds: Double = 0
 
     /// Our steady-state throughput in GB/s (10^9 bytes); nil for latency measurements.
     public var gigabytesPerSecond: Double? { bytes > 0 ? Double(bytes) / seconds / 1e9 : nil }
@@ -130,12 +134,16 @@ public struct BenchmarkResult: Sendable {
     public var floorGigabytesPerSecond: Double? { bytes > 0 ? floorSeconds.map { Double(bytes) / $0 / 1e9 } : nil }
     /// Our throughput over the floor's (1.0 = as fast as the floor).
     public var ratio: Double? { floorSeconds.map { $0 / seconds } }
+    /// Cores kept busy on average: ``cpuSeconds`` over ``seconds``.
+    public var cores: Double { seconds > 0 ? cpuSeconds / seconds : 0 }
 }
 
 /// The engine's throughput benchmark on the user's own disk: save (page
 /// cache and durable), open + list, load with verification and zero-copy
 /// view, each next to its floor measured in the same run (sequential
-/// `write`/`read` of the same bytes in 16 MiB calls, memcpy).
+/// `write`/`read` of the same bytes in 16 MiB calls, memcpy). With a codec,
+/// also the durable save next to the same save uncompressed: whether the codec
+/// pays on this disk. Each figure carries the CPU time it took (``BenchmarkResult/cpuSeconds``).
 ///
 /// Each measurement runs once first (the first run, reported apart: it
 /// warms caches and allocates file blocks), then `repetitions` more times
@@ -174,10 +182,16 @@ public enum CheckpointBenchmark {
 
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         func seconds(_ body: () throws(CheckpointError) -> Void) throws(CheckpointError) -> Double {
+            try measured(body).wall
+        }
+        /// Wall and CPU seconds (user + system of the whole process) of one run.
+        func measured(_ body: () throws(CheckpointError) -> Void) throws(CheckpointError) -> (wall: Double, cpu: Double) {
+            let cpuStart = SystemCalls.processCPUSeconds()
             let start = ContinuousClock.now
             try body()
             let elapsed = ContinuousClock.now - start
-            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            return (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+                    SystemCalls.processCPUSeconds() - cpuStart)
         }
         func pair(_ name: String, floor floorName: String?, bytes: Int, ours: () throws(CheckpointError) -> Void,
                   floor: (() throws(CheckpointError) -> Void)?, prepare: () -> Void = {}) throws(CheckpointError) {
@@ -187,18 +201,22 @@ public enum CheckpointBenchmark {
             let firstOurs = try seconds(ours)
             var firstFloor: Double?
             if let floor { prepare(); firstFloor = try seconds(floor) }
-            var oursTimes: [Double] = [], floorTimes: [Double] = []
+            var oursTimes: [Double] = [], oursCPU: [Double] = [], floorTimes: [Double] = []
             for repetition in 0..<repetitions {
                 // Alternate the order: the second of a pair often meets a disk still busy with the first.
                 if repetition % 2 == 1, let floor { prepare(); floorTimes.append(try seconds(floor)) }
                 prepare()
-                oursTimes.append(try seconds(ours))
+                let run = try measured(ours)
+                oursTimes.append(run.wall)
+                oursCPU.append(run.cpu)
                 if repetition % 2 == 0, let floor { prepare(); floorTimes.append(try seconds(floor)) }
             }
-            results.append(BenchmarkResult(name: name, bytes: bytes, seconds: median(oursTimes), floorName: floorName,
-                                           floorSeconds: floorTimes.isEmpty ? nil : median(floorTimes), firstSeconds: firstOurs, floorFirstSeconds: firstFloor))
+            var result = BenchmarkResult(name: name, bytes: bytes, seconds: median(oursTimes), floorName: floorName,
+                                         floorSeconds: floorTimes.isEmpty ? nil : median(floorTimes), firstSeconds: firstOurs, floorFirstSeconds: firstFloor)
+            result.cpuSeconds = median(oursCPU)
+            results.append(result)
         }
-        func save(_ durability: Durability) throws(CheckpointError) {
+        func save(_ durability: Durability, encode: EncodeOptions = encode) throws(CheckpointError) {
             let writer = try ContainerWriter.create(at: ours, options: WriterOptions(encode: encode, durability: durability))
             do throws(CheckpointError) {
                 try writer.write(sources)
@@ -235,6 +253,12 @@ public enum CheckpointBenchmark {
                  floor: { () throws(CheckpointError) in try ddWrite(sync: false) }, prepare: clean)
         try pair("save (durable, fdatasync)", floor: "write + fdatasync", bytes: total, ours: { () throws(CheckpointError) in try save(.fileData) },
                  floor: { () throws(CheckpointError) in try ddWrite(sync: true) }, prepare: clean)
+        if encode.compression != .none || encode.floatCompression != nil {
+            // Does the codec pay on this disk? The same durable save, uncompressed, as the floor.
+            try pair("save (durable) vs uncompressed", floor: "ours uncompressed", bytes: total,
+                     ours: { () throws(CheckpointError) in try save(.fileData) },
+                     floor: { () throws(CheckpointError) in try save(.fileData, encode: EncodeOptions()) }, prepare: clean)
+        }
         if results[0].seconds > results[1].seconds {
             results[0].note = "the page-cache save measured slower than the durable one: the difference is noise of this disk and machine "
                 + "(the kernel writing back the previous repetition's pages, other processes); more repetitions narrow it"
