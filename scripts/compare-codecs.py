@@ -167,6 +167,9 @@ def ours(ckpt: str, path: Path, codec: str, repetitions: int, workdir: Path, ori
     stored = out.stat().st_size
     out.unlink()
     back.unlink()
+    # The converts' durable outputs are still being written back; a save measured meanwhile
+    # meets a busy disk (the peers run in memory). Start from a quiet one.
+    os.sync()
     bench = subprocess.run([ckpt, "bench", "--workload", str(path), "--codec", codec, "--json", "--quiet",
                             "--repetitions", str(repetitions), "--dir", str(workdir)],
                            check=True, capture_output=True, text=True)
@@ -222,7 +225,7 @@ def main() -> None:
                 our_runs: dict[str, list[dict]] = {c: [] for c in args.ours.split(",")}
                 for _ in range(max(1, args.repetitions // 2)):
                     for codec in our_runs:
-                        our_runs[codec].append(ours(args.ckpt, path, codec, 3, workdir, dict(zip(cast_tensors, blobs))))
+                        our_runs[codec].append(ours(args.ckpt, path, codec, args.repetitions, workdir, dict(zip(cast_tensors, blobs))))
                     for name, peer in peers.items():
                         if not peer:
                             continue

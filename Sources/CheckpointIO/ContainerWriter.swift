@@ -391,10 +391,9 @@ public final class ContainerWriter {
                                                       attributes: blob.attributes, options: options)
         // The previous blob is written by now (or soon): its buffers may go.
         try pipeline.drain()
-        writtenRun = []
+        writtenRun = [encoding]  // kept alive until the next drain (also when queueing fails)
         try queue(encoding)
         pipeline.flush()  // written on the pipeline's thread while the next blob is encoded
-        writtenRun = [encoding]  // kept alive until the next drain
     }
 
     /// The compressed bytes that may wait for the disk while the next blob is
@@ -425,13 +424,10 @@ public final class ContainerWriter {
         }
         // The previous run is written by now (or soon): its buffers may go.
         try pipeline.drain()
-        writtenRun = []
-        for encoding in encodings {
-            guard let encoding else { continue }
-            try queue(encoding)
-        }
+        let retained = encodings.compactMap { $0 }
+        writtenRun = retained  // kept alive until the next drain (also when queueing fails)
+        for encoding in retained { try queue(encoding) }
         pipeline.flush()  // written on the pipeline's thread while the next run is encoded
-        writtenRun = encodings.compactMap { $0 }  // kept alive until the next drain
     }
 
     /// Queues the record of an encoded blob (its buffers must stay alive until the next drain).

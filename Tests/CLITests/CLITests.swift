@@ -210,6 +210,15 @@ struct CLITests {
             #expect(names.contains("load + verify CRC32C"))
             #expect(results.allSatisfy { ($0["seconds"]?.doubleValue ?? 0) > 0 })
             #expect(try #require(results.first)["ratio"]?.doubleValue != nil)
+            // CPU time per figure: a save spends some.
+            #expect((results.first?["cpu_seconds"]?.doubleValue ?? 0) > 0)
+            #expect(!names.contains("save (durable) vs uncompressed"))
+            // With a codec: the durable save next to the same save uncompressed.
+            let coded = try ckpt("bench", "--size", "4M", "--repetitions", "1", "--json", "--dir", dir, "--codec", "lz4")
+            #expect(coded.status == 0, "\(coded.stderr)")
+            let codedResults = try #require(JSONValue.parse(Array(coded.stdout.utf8), what: "bench output")["results"]?.arrayValue)
+            let pair = try #require(codedResults.first { $0["name"]?.stringValue == "save (durable) vs uncompressed" })
+            #expect(pair["floor"]?.stringValue == "ours uncompressed" && (pair["ratio"]?.doubleValue ?? 0) > 0)
             #expect(try ckpt("bench", "--size", "12Q").status == 64)
             #expect(try ckpt("bench", "--workload", dir + "/none.ckpt", "--dir", dir).status == 74)
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
