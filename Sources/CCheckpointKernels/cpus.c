@@ -19,7 +19,7 @@ int ckk_available_cpus(void) {
 
 int ckk_start_writeback(int fd, int64_t offset, int64_t length) {
 #ifdef __linux__
-    return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
+    return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
 #else
     (void)fd; (void)offset; (void)length;
     return 0;

@@ -31,6 +31,14 @@ static inline void store64le(uint8_t *p, uint64_t v) {
     memcpy(p, &v, 8);
 }
 
+/* One 32-bit store in little-endian order (a single instruction where the CPU is little-endian). */
+static inline void store32le_word(uint8_t *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    memcpy(p, &v, 4);
+}
+
 static inline void store32le(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
 }
@@ -51,8 +59,11 @@ static int bmi2_setting = -1; /* -1: not yet looked at; 0: off; 1: on */
 static int use_bmi2(void) {
     int setting = __atomic_load_n(&bmi2_setting, __ATOMIC_RELAXED);
     if (setting < 0) {
-        setting = __builtin_cpu_supports("bmi2") ? 1 : 0;
-        __atomic_store_n(&bmi2_setting, setting, __ATOMIC_RELAXED);
+        /* First use: only replaces "not yet looked at", never a choice a caller made meanwhile. */
+        int detected = __builtin_cpu_supports("bmi2") ? 1 : 0;
+        int expected = -1;
+        __atomic_compare_exchange_n(&bmi2_setting, &expected, detected, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+        setting = __atomic_load_n(&bmi2_setting, __ATOMIC_RELAXED);
     }
     return setting;
 }
@@ -388,8 +399,7 @@ static inline void refill_safe(bit_reader *r) {
 #define CKK_GET3(k)                                                  \
     do {                                                             \
         uint32_t x = multi[b##k & (TABLE_SIZE - 1)];                 \
-        uint32_t three = x >> 8;                                     \
-        memcpy(o##k, &three, 4);                                     \
+        store32le_word(o##k, x >> 8);                                \
         o##k += (x >> 4) & 3;                                        \
         b##k >>= x & 15;                                             \
         n##k -= x & 15;                                              \

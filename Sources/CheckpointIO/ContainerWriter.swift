@@ -396,8 +396,8 @@ public final class ContainerWriter {
         pipeline.flush()  // written on the pipeline's thread while the next blob is encoded
     }
 
-    /// The compressed bytes that may wait for the disk while the next blob is
-    /// encoded: 512 MiB.
+    /// The compressed bytes that may wait for the disk while the next blob (or
+    /// run) is encoded, counted with that blob's raw size: 512 MiB.
     static let overlapBytes = 512 << 20
 
     /// The raw bytes of compressed blobs encoded together before they are written.
@@ -411,6 +411,11 @@ public final class ContainerWriter {
     /// Memory: the compressed bytes of two runs, until written.
     private func writeEncodedRun(_ run: [(BlobSource, EncodeOptions)]) throws(CheckpointError) {
         guard !run.isEmpty else { return }
+        let retainedBytes = writtenRun.reduce(0) { $0 + $1.header.storedSizeInBytes }
+        if retainedBytes > 0 && retainedBytes + run.reduce(0, { $0 + $1.0.bytes.count }) > ContainerWriter.overlapBytes {
+            try pipeline.drain()
+            writtenRun = []
+        }
         var encodings = [RetainedEncoding?](repeating: nil, count: run.count)
         try encodings.withUnsafeMutableBufferPointer { encodings throws(CheckpointError) in
             nonisolated(unsafe) let slots = encodings

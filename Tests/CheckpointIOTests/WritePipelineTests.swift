@@ -76,7 +76,14 @@ struct WritePipelineTests {
         }
         try withTemporaryDirectory { directory in
             for codec in [Compression.planes, .lz4] {
-                let options = WriterOptions(encode: EncodeOptions(compression: codec, chunkSizeInBytes: 1 << 20))
+                var options = WriterOptions(encode: EncodeOptions(compression: codec, chunkSizeInBytes: 1 << 20))
+                // Slow writes: the writing thread lags behind the encoder, so a blob's buffers
+                // released (and reused by the next encode) before their writes would show.
+                let live = SystemCalls.live
+                options.systemCalls.pwritev = { fd, vectors, count, offset in
+                    usleep(2000)
+                    return live.pwritev(fd, vectors, count, offset)
+                }
                 let together = directory + "/together.ckpt", apart = directory + "/apart.ckpt"
                 try writeContainer(together, blobs, options: options)
                 let writer = try ContainerWriter.create(at: apart, options: options)

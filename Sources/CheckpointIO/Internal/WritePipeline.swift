@@ -1,5 +1,6 @@
 import BlobCodec
 import Dispatch
+import Glibc
 
 /// Writes segments to a file on a dedicated thread, in submission order,
 /// gathering contiguous segments into one `pwritev` (up to 1024 segments or
@@ -35,6 +36,8 @@ final class WritePipeline: @unchecked Sendable {
     static let maximumBatchSegments = 1024
     /// Bytes written between two write-back starts.
     static let writebackBytes = 16 << 20
+    /// The kernel's page size: write-back is started for whole pages only.
+    static let pageSize = max(4096, sysconf(Int32(_SC_PAGESIZE)))
 
     // Writing-thread state: write-back has been started for [0, frontier); `end` is the
     // furthest byte written, `pending` the bytes written past the frontier since.
@@ -60,7 +63,7 @@ final class WritePipeline: @unchecked Sendable {
     /// reports any real one.
     private func wrote(_ count: Int, at offset: Int, to file: SystemFile) {
         guard startWriteback, count > 0 else { return }
-        let page = 4096
+        let page = WritePipeline.pageSize
         // The first write (the header of a new file, the first record of an append) sets the start.
         if writebackEnd == 0 { writebackFrontier = offset / page * page }
         guard offset + count > writebackFrontier else { return }

@@ -123,8 +123,8 @@ public struct BenchmarkResult: Sendable {
     public var floorFirstSeconds: Double?
     /// Why a figure may surprise (e.g. a page-cache save measured slower than a durable one), when it does.
     public var note: String?
-    /// Median CPU seconds (user + system, every thread of this process) of ours in the steady
-    /// state: over ``seconds`` it is the cores kept busy, so a figure short of its floor shows
+    /// CPU seconds (user + system, every thread of this process) of ours in the steady-state
+    /// run whose wall time is the median: over ``seconds`` it is the cores kept busy, so a figure short of its floor shows
     /// whether the CPU or the wait was the limit.
     public var cpuSeconds: Double = 0
 
@@ -213,7 +213,9 @@ public enum CheckpointBenchmark {
             }
             var result = BenchmarkResult(name: name, bytes: bytes, seconds: median(oursTimes), floorName: floorName,
                                          floorSeconds: floorTimes.isEmpty ? nil : median(floorTimes), firstSeconds: firstOurs, floorFirstSeconds: firstFloor)
-            result.cpuSeconds = median(oursCPU)
+            // The CPU time of the run whose wall time is the median, so that cores = CPU / wall is one run's.
+            let middle = oursTimes.indices.sorted { oursTimes[$0] < oursTimes[$1] }[oursTimes.count / 2]
+            result.cpuSeconds = oursCPU[middle]
             results.append(result)
         }
         func save(_ durability: Durability, encode: EncodeOptions = encode) throws(CheckpointError) {
