@@ -382,11 +382,7 @@ public final class ContainerWriter {
     /// of this blob and the previous one (or run), unless together they would
     /// pass ``overlapBytes``: then the previous writes finish first.
     private func writeEncoded(_ blob: BlobSource, options: EncodeOptions) throws(CheckpointError) {
-        let retained = writtenRun.reduce(0) { $0 + $1.header.storedSizeInBytes }
-        if retained > 0 && retained + blob.bytes.count > ContainerWriter.overlapBytes {
-            try pipeline.drain()
-            writtenRun = []
-        }
+        try makeRoom(forRawBytes: blob.bytes.count)
         let encoding = try BlobEncoder.encodeRetained(blob.bytes, name: blob.name, dtype: blob.dtype, shape: blob.shape,
                                                       attributes: blob.attributes, options: options)
         // The previous blob is written by now (or soon): its buffers may go.
@@ -400,6 +396,15 @@ public final class ContainerWriter {
     /// run) is encoded, counted with that blob's raw size: 512 MiB.
     static let overlapBytes = 512 << 20
 
+    /// Before encoding `rawBytes` more: if the compressed bytes still waiting to be
+    /// written and those would pass ``overlapBytes``, lets the writes finish first.
+    private func makeRoom(forRawBytes rawBytes: Int) throws(CheckpointError) {
+        let waiting = writtenRun.reduce(0) { $0 + $1.header.storedSizeInBytes }
+        guard waiting > 0 && waiting + rawBytes > ContainerWriter.overlapBytes else { return }
+        try pipeline.drain()
+        writtenRun = []
+    }
+
     /// The raw bytes of compressed blobs encoded together before they are written.
     static let encodedRunBytes = 64 << 20
     /// The largest compressed blob encoded in a run (one thread per blob); larger
@@ -411,11 +416,7 @@ public final class ContainerWriter {
     /// Memory: the compressed bytes of two runs, until written.
     private func writeEncodedRun(_ run: [(BlobSource, EncodeOptions)]) throws(CheckpointError) {
         guard !run.isEmpty else { return }
-        let retainedBytes = writtenRun.reduce(0) { $0 + $1.header.storedSizeInBytes }
-        if retainedBytes > 0 && retainedBytes + run.reduce(0, { $0 + $1.0.bytes.count }) > ContainerWriter.overlapBytes {
-            try pipeline.drain()
-            writtenRun = []
-        }
+        try makeRoom(forRawBytes: run.reduce(0) { $0 + $1.0.bytes.count })
         var encodings = [RetainedEncoding?](repeating: nil, count: run.count)
         try encodings.withUnsafeMutableBufferPointer { encodings throws(CheckpointError) in
             nonisolated(unsafe) let slots = encodings

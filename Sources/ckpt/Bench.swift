@@ -58,7 +58,7 @@ struct Bench: ParsableCommand {
             var step = 0
             let results = try CheckpointBenchmark.run(load, directory: directory, encode: options, repetitions: repetitions) { _ in
                 step += 1
-                status.update(step, options.compression != .none || options.floatCompression != nil ? 7 : 6)
+                status.update(step, CheckpointBenchmark.measurementCount(encode: options))
             }
             status.finish()
             if json {

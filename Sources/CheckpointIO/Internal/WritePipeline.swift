@@ -39,12 +39,11 @@ final class WritePipeline: @unchecked Sendable {
     /// The kernel's page size: write-back is started for whole pages only.
     static let pageSize = max(4096, sysconf(Int32(_SC_PAGESIZE)))
 
-    // Writing-thread state: write-back has been started for [0, frontier); `end` is the
-    // furthest byte written, `pending` the bytes written past the frontier since.
+    // Writing-thread state: write-back has been started up to `frontier`; `end` is the
+    // furthest byte written.
     private let startWriteback: Bool
     private var writebackFrontier = 0
     private var writebackEnd = 0
-    private var writebackPending = 0
 
     init(file: SystemFile, startWriteback: Bool = false) {
         self.target = .file(file)
@@ -55,8 +54,8 @@ final class WritePipeline: @unchecked Sendable {
         self.startWriteback = false
     }
 
-    /// On the writing thread, after `count` bytes went to `offset`: once ``writebackBytes``
-    /// have been written past the last range started, starts the write-back of the whole
+    /// On the writing thread, after `count` bytes went to `offset`: once the bytes written
+    /// reach ``writebackBytes`` past the last range started, starts the write-back of the whole
     /// pages up to the end of what was written (not the last partial page, which the next
     /// write changes again). Bytes written behind that frontier (a streamed blob's header,
     /// written last) are left to the final sync. A failure is ignored: the final fdatasync
@@ -66,15 +65,11 @@ final class WritePipeline: @unchecked Sendable {
         let page = WritePipeline.pageSize
         // The first write (the header of a new file, the first record of an append) sets the start.
         if writebackEnd == 0 { writebackFrontier = offset / page * page }
-        guard offset + count > writebackFrontier else { return }
         writebackEnd = max(writebackEnd, offset + count)
-        writebackPending += offset + count - max(offset, writebackFrontier)
-        guard writebackPending >= WritePipeline.writebackBytes else { return }
         let end = writebackEnd / page * page
-        guard end > writebackFrontier else { return }
+        guard end - writebackFrontier >= WritePipeline.writebackBytes else { return }
         _ = file.calls.startWriteback(file.fd, Int64(writebackFrontier), Int64(end - writebackFrontier))
         writebackFrontier = end
-        writebackPending = writebackEnd - end
     }
 
     /// Queues `segment` for writing at `offset`.

@@ -154,6 +154,15 @@ public struct BenchmarkResult: Sendable {
 /// SIGTERM under ``InterruptCleanup``, and, for a benchmark killed outright,
 /// by the next one in the same directory.
 public enum CheckpointBenchmark {
+    /// The measurements ``run(_:directory:encode:repetitions:progress:)`` makes (and reports
+    /// progress for) with these options: 6, or 7 with a codec.
+    public static func measurementCount(encode: EncodeOptions) -> Int { comparesUncompressed(encode) ? 7 : 6 }
+
+    /// With a codec, the durable save is also measured uncompressed.
+    private static func comparesUncompressed(_ encode: EncodeOptions) -> Bool {
+        encode.compression != .none || encode.floatCompression != nil
+    }
+
     /// Runs every measurement on `workload` in `directory` and returns one result per line, each next to its floor.
     public static func run(_ workload: BenchmarkWorkload, directory: String, encode: EncodeOptions = EncodeOptions(), repetitions: Int = 3,
                            progress: (String) -> Void = { _ in }) throws(CheckpointError) -> [BenchmarkResult] {
@@ -255,7 +264,7 @@ public enum CheckpointBenchmark {
                  floor: { () throws(CheckpointError) in try ddWrite(sync: false) }, prepare: clean)
         try pair("save (durable, fdatasync)", floor: "write + fdatasync", bytes: total, ours: { () throws(CheckpointError) in try save(.fileData) },
                  floor: { () throws(CheckpointError) in try ddWrite(sync: true) }, prepare: clean)
-        if encode.compression != .none || encode.floatCompression != nil {
+        if comparesUncompressed(encode) {
             // Does the codec pay on this disk? The same durable save, uncompressed, as the floor.
             try pair("save (durable) vs uncompressed", floor: "ours uncompressed", bytes: total,
                      ours: { () throws(CheckpointError) in try save(.fileData) },
