@@ -291,12 +291,6 @@ final class ContainerIndex: @unchecked Sendable {
         return UnsafeRawBufferPointer(rebasing: raw[(namesStart + offset)..<(namesStart + offset + length)])
     }
 
-    /// Where entry `index`'s name lies in the name pool (validated when the index was opened).
-    func nameRange(_ index: Int) -> Range<Int> {
-        let base = entryBase(index)
-        let offset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
-        return offset..<(offset + Int(raw.load(littleEndianAt: base + 48) as UInt16))
-    }
 
     /// The whole name pool as one string, or nil when it is not valid UTF-8 as a
     /// whole (unused bytes between names): every name is valid UTF-8, so in a
@@ -322,8 +316,30 @@ final class ContainerIndex: @unchecked Sendable {
     /// The record offset entry `index` gives (validated at open for kind-1 entries).
     func recordOffset(_ index: Int) -> Int { Int(clamping: raw.load(littleEndianAt: entryBase(index)) as UInt64) }
 
+    /// The name-order table and the entries' name fields, read straight from the
+    /// body: what ``BlobNameList`` needs per name, without going through the index
+    /// object (valid while this index lives).
+    struct NameTable {
+        fileprivate let order: UnsafeRawPointer
+        fileprivate let entries: UnsafeRawPointer
+
+        /// The entry number at `position` in name order.
+        @inline(__always) func entry(at position: Int) -> Int {
+            Int(UInt32(littleEndian: order.loadUnaligned(fromByteOffset: 4 * position, as: UInt32.self)))
+        }
+
+        /// Where entry `entry`'s name lies in the name pool (validated when the index was opened).
+        @inline(__always) func nameRange(ofEntry entry: Int) -> Range<Int> {
+            let fields = entries + entry * ContainerIndex.entrySize
+            let offset = Int(UInt32(littleEndian: fields.loadUnaligned(fromByteOffset: 32, as: UInt32.self)))
+            return offset..<(offset + Int(UInt16(littleEndian: fields.loadUnaligned(fromByteOffset: 48, as: UInt16.self))))
+        }
+    }
+
+    var nameTable: NameTable { NameTable(order: raw.baseAddress! + orderStart, entries: raw.baseAddress! + entriesStart) }
+
     /// Entry numbers in name order.
-    func entryInNameOrder(_ position: Int) -> Int { Int(raw.load(littleEndianAt: orderStart + 4 * position) as UInt32) }
+    func entryInNameOrder(_ position: Int) -> Int { nameTable.entry(at: position) }
 
     /// Binary search by name: O(log n) byte comparisons, no allocation.
     func lookup(_ name: String) -> Int? {

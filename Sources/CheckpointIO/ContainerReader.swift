@@ -790,32 +790,38 @@ struct ReadableFile: @unchecked Sendable {
 /// The blob names of a ``ContainerReader`` in byte-wise order (``ContainerReader/nameList``):
 /// substrings of one string holding the index's name pool, so listing them
 /// allocates nothing per name.
-public struct BlobNameList: RandomAccessCollection, Sendable {
+public struct BlobNameList: RandomAccessCollection, @unchecked Sendable {
+    // @unchecked: `table` points into the index's body, which is immutable and
+    // lives as long as `reader` (kept here) does.
     /// The reader, kept alive: its index may lie in its file mapping.
     private let reader: ContainerReader
-    private var index: ContainerIndex { reader.index }
     /// The name pool as one string, when the pool as a whole is valid UTF-8 (a
     /// writer may leave unused bytes in it: then each name is its own string).
     private let pool: String?
+    /// The index's name-order table and name fields.
+    private let table: ContainerIndex.NameTable
 
     init(reader: ContainerReader, pool: String?) {
         self.reader = reader
         self.pool = pool
+        table = reader.index.nameTable
+        endIndex = reader.index.count
     }
 
     /// 0.
     public var startIndex: Int { 0 }
     /// The number of blobs.
-    public var endIndex: Int { index.count }
+    public let endIndex: Int
 
-    /// The name at `position` in byte-wise order.
+    /// The name at `position` in byte-wise order. O(1): three loads from the
+    /// index and a substring of the pool, no allocation.
     public subscript(position: Int) -> Substring {
-        precondition(position >= 0 && position < index.count, "BlobNameList index \(position) out of range 0..<\(index.count)")
-        let entry = index.entryInNameOrder(position)
-        guard let pool else { return Substring(index.name(entry)) }
-        let range = index.nameRange(entry)
+        precondition(position >= 0 && position < endIndex, "BlobNameList index \(position) out of range 0..<\(endIndex)")
+        let entry = table.entry(at: position)
+        guard let pool else { return Substring(reader.index.name(entry)) }
+        let range = table.nameRange(ofEntry: entry)
         let utf8 = pool.utf8
         let start = utf8.index(utf8.startIndex, offsetBy: range.lowerBound)
-        return pool[start..<utf8.index(start, offsetBy: range.count)]
+        return Substring(utf8[start..<utf8.index(start, offsetBy: range.count)])
     }
 }
