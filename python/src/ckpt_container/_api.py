@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _dtypes
+from ._codecs import PLANES_ID
 from ._reader import ContainerFile, _chunk_starts
 from .errors import CheckpointError, ChecksumError
 
@@ -142,7 +143,25 @@ def load_arrays(path: "str | os.PathLike[str]", verify: bool = True) -> Dict[str
     """Every blob of ``path`` as an owned (writable) numpy array, CRC-checked unless ``verify=False``."""
     with ContainerFile(path) as f:
         result: Dict[str, np.ndarray] = {}
-        for name in f.names():
+        names = f.names()
+        # Plane-codec blobs are decoded together, in groups of at most 256 MiB (in name
+        # order), each group when its first blob is reached.
+        groups: Dict[str, List[str]] = {}
+        group: List[str] = []
+        group_bytes = 0
+        for name in names:
+            entry = f.entry(name)
+            if entry.codec != PLANES_ID:
+                continue
+            if group and group_bytes + entry.raw_size > 256 << 20:
+                group, group_bytes = [], 0
+            if not group:
+                groups[name] = group
+            group.append(name)
+            group_bytes += entry.raw_size
+        for name in names:
+            if name in groups:
+                f.decode_planes(groups[name], verify=verify)
             result[name] = f.array(name, verify=verify, copy=True)
         return result
 

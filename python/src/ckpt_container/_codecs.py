@@ -1,9 +1,10 @@
 """Codecs (FORMAT.md §3.5) and the byte-shuffle filter (§3.4).
 
-A codec is one entry of ``CODECS``, keyed by its on-disk id: a new codec
-(the planned byte-plane codec, say) is one more ``Codec`` with its id, its
-level range, its expansion limit and two functions, and every reader and
-writer path picks it up.
+A codec is one entry of ``CODECS``, keyed by its on-disk id: a new codec is
+one more ``Codec`` with its id, its level range, its expansion limit and two
+functions, and every reader and writer path picks it up. The byte-plane codec
+(id 5, ``_planes``) is read-only here: ``compress`` is None, and writers
+refuse it by name.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import lz4.block
 import numpy as np
 import zstandard
 
+from ._planes import PlaneError, decode_chunks
 from .errors import CheckpointError, CorruptFileError
 
 Compressor = Callable[[memoryview, int], bytes]
@@ -123,18 +125,29 @@ def _zstd_decompress(stored: memoryview, raw_length: int) -> bytes:
     return out
 
 
+def _planes_decompress(stored: memoryview, raw_length: int) -> bytes:
+    try:
+        return decode_chunks([(stored, raw_length)])[0].tobytes()
+    except PlaneError as error:
+        raise CorruptFileError(error.reason) from None
+
+
+PLANES_ID = 5
+
 CODECS: Dict[int, Codec] = {c.id: c for c in [
     Codec(0, "none", range(0, 1), 0, 1, None, None),
     Codec(1, "lz4", range(0, 1), 0, 256, _lz4_compress, _lz4_decompress),
     Codec(2, "lz4hc", range(1, 13), 9, 256, _lz4hc_compress, _lz4_decompress),
     Codec(3, "zlib", range(1, 10), 6, 1040, _zlib_compress, _zlib_decompress),
     Codec(4, "zstd", range(1, 20), 1, 65536, _zstd_compress, _zstd_decompress),
+    Codec(PLANES_ID, "planes", range(0, 1), 0, 262144, None, _planes_decompress),
 ]}
 
 CODECS_BY_NAME: Dict[str, Codec] = {c.name: c for c in CODECS.values()}
 
 FILTER_NONE = 0
 FILTER_SHUFFLE = 1
+FILTER_ROTATE_SHUFFLE = 2
 
 
 def parse_codec(codec: str, level: Optional[int] = None) -> "tuple[Codec, int]":
@@ -155,6 +168,9 @@ def parse_codec(codec: str, level: Optional[int] = None) -> "tuple[Codec, int]":
         level = found.default_level
     if level not in found.levels:
         raise CheckpointError(f"level {level} outside {found.levels.start}..{found.levels.stop - 1} for {found.name}")
+    if found.id != 0 and found.compress is None:
+        raise CheckpointError(f"codec {found.name!r} can be read but not written by the Python package "
+                              "(write it with the Swift engine, `ckpt convert --codec planes`)")
     return found, level
 
 
@@ -178,4 +194,23 @@ def unshuffle(shuffled: object, element_size: int, out: Optional[np.ndarray] = N
     body = n * element_size
     out[:body].reshape(n, element_size)[...] = a[:body].reshape(element_size, n).T
     out[body:] = a[body:]
+    return out
+
+
+def unfilter(decoded: object, filter_id: int, element_size: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The raw bytes of a decoded chunk: the inverse of its filter (FORMAT.md §3.4, §3.4.1), into ``out`` when given."""
+    if filter_id == FILTER_NONE:
+        a = np.frombuffer(decoded, dtype=np.uint8)  # type: ignore[call-overload]
+        if out is None:
+            return a.copy()
+        out[...] = a
+        return out
+    out = unshuffle(decoded, element_size, out)
+    if filter_id == FILTER_ROTATE_SHUFFLE:
+        # Rotate every whole element right by one bit (its bit 0 back to the top).
+        body = out.size // element_size * element_size
+        bits = 8 * element_size
+        word = {2: np.uint16, 4: np.uint32, 8: np.uint64}[element_size]
+        elements = out[:body].view(np.dtype(word).newbyteorder("<"))
+        elements[...] = (elements >> word(1)) | (elements << word(bits - 1))
     return out

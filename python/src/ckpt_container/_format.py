@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ._codecs import CODECS, FILTER_NONE, FILTER_SHUFFLE
+from ._codecs import CODECS, FILTER_NONE, FILTER_ROTATE_SHUFFLE, FILTER_SHUFFLE
 from ._crc import combine, crc32c
 from ._dtypes import DTYPES
 from .errors import ChecksumError, CorruptFileError, TornFileError, UnsupportedError
@@ -213,6 +213,11 @@ def parse_blob_header(buf: bytes) -> BlobHeader:
             raise CorruptFileError(f"shuffle element size {element_size} outside 2…16", offset=16)
         if codec_id == 0:
             raise CorruptFileError("shuffle filter without compression", offset=15)
+    elif filter_id == FILTER_ROTATE_SHUFFLE:
+        if element_size not in (2, 4, 8):
+            raise CorruptFileError(f"rotate + shuffle element size {element_size} is not 2, 4 or 8", offset=16)
+        if codec_id == 0:
+            raise CorruptFileError("rotate + shuffle filter without compression", offset=15)
     else:
         raise UnsupportedError(f"unknown filter id {filter_id}", offset=15)
     if rank > MAX_RANK:

@@ -20,7 +20,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import _dtypes
-from ._codecs import CODECS, FILTER_SHUFFLE, unshuffle
+from ._codecs import CODECS, FILTER_NONE, FILTER_ROTATE_SHUFFLE, FILTER_SHUFFLE, PLANES_ID, unfilter
+from ._planes import PlaneError, decode_chunks
 from ._crc import combine, crc32c
 from ._format import (FILE_HEADER_SIZE, FRAME_SIZE, KIND_BLOB, KIND_INDEX, TRAILER_MAGIC, TRAILER_SIZE,
                       UNIT_ALIGNMENT, BlobHeader, Entry, Frame, Index, Trailer, align_up, parse_blob_header,
@@ -31,6 +32,9 @@ from .errors import (BlobNotFoundError, ChecksumError, CheckpointError, CorruptF
 _POOL: Optional[ThreadPoolExecutor] = None
 # Blobs at least this large have their chunks checksummed / decoded on a thread pool.
 _PARALLEL_BYTES = 8 << 20
+# Raw bytes of plane-codec chunks decoded together (their bit streams run in lockstep: more
+# chunks, fewer numpy calls per byte; a batch's decoded chunks are held until unfiltered).
+_PLANES_BATCH_BYTES = 256 << 20
 # pread granularity of owned loads: each piece is checksummed right after it is read.
 _READ_PIECE = 1 << 20
 
@@ -200,6 +204,8 @@ class ContainerFile:
         self._map = mmap.mmap(self._fd, self.committed_length, access=mmap.ACCESS_READ)
         self._view = memoryview(self._map)
         self._headers: Dict[bytes, BlobHeader] = {}
+        # Plane-codec chunks decoded ahead by decode_planes, by blob and chunk, until read.
+        self._planes: Dict[str, Dict[int, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ lifetime
 
@@ -284,7 +290,7 @@ class ContainerFile:
             raise UnsupportedError(f"unknown dtype id {entry.dtype}", offset=entry.record_offset)
         if entry.codec not in CODECS:
             raise UnsupportedError(f"unknown codec id {entry.codec}", offset=entry.record_offset)
-        if entry.filter not in (0, FILTER_SHUFFLE):
+        if entry.filter not in (FILTER_NONE, FILTER_SHUFFLE, FILTER_ROTATE_SHUFFLE):
             raise UnsupportedError(f"unknown filter id {entry.filter}", offset=entry.record_offset)
         view = self._view
         offset = entry.record_offset
@@ -405,6 +411,11 @@ class ContainerFile:
         codec = CODECS[header.codec]
         payload = self.payload(name)
         starts = _chunk_starts(header)
+        # The plane codec decodes many chunks at once (its streams run in lockstep): all of
+        # the blob's compressed chunks (unless decode_planes did it for several blobs) before the filters run.
+        planes: Dict[int, np.ndarray] = {}
+        if header.codec == PLANES_ID:
+            planes = self._planes.pop(name, None) or self._decode_planes([name])[name]
 
         def decode(index: int) -> int:
             start = starts[index]
@@ -416,15 +427,15 @@ class ContainerFile:
             if stored == raw_length:
                 target[...] = np.frombuffer(chunk, dtype=np.uint8)
             else:
-                try:
-                    decoded = codec.decompress(chunk, raw_length)  # type: ignore[misc]
-                except CheckpointError as error:
-                    raise CorruptFileError(f"chunk {index}: {error.reason}", path=self.path, blob=name,
-                                           offset=where) from None
-                if header.filter == FILTER_SHUFFLE:
-                    unshuffle(decoded, header.element_size, target)
+                if index in planes:
+                    decoded: object = planes.pop(index)
                 else:
-                    target[...] = np.frombuffer(decoded, dtype=np.uint8)
+                    try:
+                        decoded = codec.decompress(chunk, raw_length)  # type: ignore[misc]
+                    except CheckpointError as error:
+                        raise CorruptFileError(f"chunk {index}: {error.reason}", path=self.path, blob=name,
+                                               offset=where) from None
+                unfilter(decoded, header.filter, header.element_size, target)
             return crc32c(target) if verify else 0
 
         if header.raw_size >= _PARALLEL_BYTES and len(header.chunks) > 1:
@@ -439,6 +450,57 @@ class ContainerFile:
                 raise ChecksumError("raw", header.raw_crc, raw_crc, path=self.path, blob=name,
                                     offset=entry.record_offset + FRAME_SIZE + 56)
         return out
+
+    def decode_planes(self, names: List[str], *, verify: bool = True) -> None:
+        """Decodes the plane-codec chunks (codec 5) of the blobs ``names`` together, for the
+        next ``read_bytes`` / ``array`` of each: its Huffman streams are decoded in lockstep, so
+        one pass over many blobs costs far fewer numpy calls than one pass per blob
+        (``load_file`` does this). Holds the decoded (still filtered) chunks until then."""
+        wanted = [n for n in names if self.entry(n).codec == PLANES_ID and n not in self._planes]
+        if verify:
+            for name in wanted:
+                header = self.header(name)
+                if not header.stored_raw:
+                    self._verify_stored(name, header, self.payload(name))
+        self._planes.update(self._decode_planes(wanted))
+
+    def _decode_planes(self, names: List[str]) -> Dict[str, Dict[int, np.ndarray]]:
+        """The decoded compressed chunks of the plane-codec blobs ``names``, by blob and chunk,
+        in batches of at most _PLANES_BATCH_BYTES raw bytes."""
+        result: Dict[str, Dict[int, np.ndarray]] = {name: {} for name in names}
+        pending: List[Tuple[str, int, memoryview, int]] = []
+
+        def flush() -> None:
+            try:
+                decoded = decode_chunks([(chunk, raw_length) for _, _, chunk, raw_length in pending])
+            except PlaneError as error:
+                name, index, _, _ = pending[error.chunk]
+                where = self.entry(name).payload_offset + _chunk_starts(self.header(name))[index]
+                raise CorruptFileError(f"chunk {index}: {error.reason}", path=self.path, blob=name,
+                                       offset=where) from None
+            for (name, index, _, _), chunk in zip(pending, decoded):
+                result[name][index] = chunk
+            pending.clear()
+
+        batch_bytes = 0
+        for name in names:
+            header = self.header(name)
+            if header.stored_raw:
+                continue
+            payload = self.payload(name)
+            starts = _chunk_starts(header)
+            for index, (stored, _) in enumerate(header.chunks):
+                raw_length = header.chunk_raw_length(index)
+                if stored == raw_length:
+                    continue
+                if batch_bytes + raw_length > _PLANES_BATCH_BYTES and pending:
+                    flush()
+                    batch_bytes = 0
+                pending.append((name, index, payload[starts[index]:starts[index] + stored], raw_length))
+                batch_bytes += raw_length
+        if pending:
+            flush()
+        return result
 
     def _read_raw_into(self, name: str, header: BlobHeader, entry: Entry, out: np.ndarray, verify: bool) -> None:
         """pread of a stored-raw payload into ``out``, each chunk checksummed while it is in cache."""

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ._codecs import CODECS, FILTER_SHUFFLE, unshuffle
+from ._codecs import CODECS, unfilter
 from ._crc import combine, crc32c
 from ._format import (FILE_HEADER_SIZE, FRAME_SIZE, KIND_BLOB, KIND_DELETION, KIND_INDEX, TRAILER_SIZE,
                       UNIT_ALIGNMENT, BlobHeader, Entry, Frame, align_up, parse_blob_header, parse_deletion_header,
@@ -75,9 +75,7 @@ def verify_payload(header: BlobHeader, payload: bytes, payload_offset: int) -> N
                 decoded = codec.decompress(chunk, raw_length)  # type: ignore[misc]
             except CheckpointError as error:
                 raise CorruptFileError(f"chunk {index}: {error.reason}", offset=payload_offset + position) from None
-            if header.filter == FILTER_SHUFFLE:
-                decoded = unshuffle(decoded, header.element_size).tobytes()
-            raw_crc = combine(raw_crc, crc32c(decoded), raw_length)
+            raw_crc = combine(raw_crc, crc32c(unfilter(decoded, header.filter, header.element_size)), raw_length)
         position += stored
     if raw_crc != header.raw_crc:
         raise ChecksumError("raw", header.raw_crc, raw_crc, offset=payload_offset)

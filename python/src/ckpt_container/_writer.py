@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _dtypes
-from ._codecs import CODECS, FILTER_NONE, FILTER_SHUFFLE, Codec, parse_codec, shuffle
+from ._codecs import CODECS, FILTER_NONE, FILTER_ROTATE_SHUFFLE, FILTER_SHUFFLE, Codec, parse_codec, shuffle
 from ._crc import combine, crc32c
 from ._format import (DEFAULT_CHUNK_SIZE, FILE_HEADER_SIZE, FRAME_SIZE, KIND_BLOB, KIND_DELETION, KIND_INDEX,
                       MAX_CHUNK_SIZE, UNIT_ALIGNMENT, BlobHeader, Entry, Frame, Trailer, align_up, chunk_count,
@@ -237,7 +237,7 @@ class ContainerWriter:
                 entries = sorted(existing._index.entries, key=lambda e: e.record_offset)
                 for e in entries:
                     if (e.kind != KIND_BLOB or e.dtype not in _dtypes.DTYPES or e.codec not in CODECS
-                            or e.filter not in (FILTER_NONE, FILTER_SHUFFLE)):
+                            or e.filter not in (FILTER_NONE, FILTER_SHUFFLE, FILTER_ROTATE_SHUFFLE)):
                         raise UnsupportedError("cannot append: an index entry uses a record kind, dtype, codec or "
                                                "filter this version does not know", path=path, blob=e.name)
                 length = existing.committed_length

@@ -1,0 +1,237 @@
+"""The byte-plane codec (FORMAT.md §3.10, codec id 5): decoding.
+
+A compressed chunk is a sequence of segments (raw, repeat, canonical Huffman
+with four interleaved bit streams). Huffman decoding is sequential within a
+stream, so this decoder runs every stream of a batch of chunks in lockstep
+with numpy: each step looks up 14 bits per stream in a table that gives up to
+four symbols at once. A step costs the same dozen numpy calls whether it
+advances 16 streams or 1,600, so ``decode_chunks`` is fed many chunks at once
+(``ContainerFile.read_bytes`` passes all compressed chunks of a blob, in
+batches).
+
+Every rejection of FORMAT.md §3.10 ("Limits and rejection") is checked; errors
+are ``PlaneError`` with the chunk's position in the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+KIND_RAW, KIND_REPEAT, KIND_HUFFMAN = 0, 1, 2
+MAX_REPEAT = 1 << 20
+MAX_LENGTH = 11
+SEGMENT_HEADER = 5
+# Bits looked at per step, and the most symbols one step decodes from them.
+_PEEK = 14
+_PER_STEP = 4
+_MASK = (1 << _PEEK) - 1
+_AR = np.arange(_PER_STEP, dtype=np.int64)
+
+
+class PlaneError(ValueError):
+    """A malformed plane-codec chunk: ``chunk`` is its position in the batch."""
+
+    def __init__(self, chunk: int, reason: str) -> None:
+        super().__init__(reason)
+        self.chunk = chunk
+        self.reason = reason
+
+
+class _Table:
+    """The step table of one Huffman code: for every 14-bit peek, how many whole codes
+    it holds (1…4), their symbols, and the bits used after each."""
+
+    __slots__ = ("count", "symbols", "bits")
+
+    def __init__(self, lengths: np.ndarray) -> None:
+        counts = np.bincount(lengths, minlength=MAX_LENGTH + 1)
+        counts[0] = 0
+        # Canonical codes (RFC 1951 §3.2.2), then the 11-bit table of (symbol, length),
+        # indexed by the next 11 bits with the first unread bit as bit 0.
+        next_code = [0] * (MAX_LENGTH + 1)
+        code = 0
+        for bits in range(1, MAX_LENGTH + 1):
+            code = (code + int(counts[bits - 1])) << 1
+            next_code[bits] = code
+        sym11 = np.zeros(1 << MAX_LENGTH, dtype=np.uint8)
+        len11 = np.zeros(1 << MAX_LENGTH, dtype=np.int64)
+        for symbol in np.flatnonzero(lengths):
+            length = int(lengths[symbol])
+            c = next_code[length]
+            next_code[length] += 1
+            reversed_code = int(format(c, f"0{length}b")[::-1], 2)
+            sym11[reversed_code::1 << length] = symbol
+            len11[reversed_code::1 << length] = length
+        peek = np.arange(1 << _PEEK, dtype=np.int64)
+        used = np.zeros(1 << _PEEK, dtype=np.int64)
+        fits = np.ones(1 << _PEEK, dtype=bool)
+        self.count = np.zeros(1 << _PEEK, dtype=np.int64)
+        self.symbols = np.zeros((1 << _PEEK, _PER_STEP), dtype=np.uint8)
+        self.bits = np.zeros((1 << _PEEK, _PER_STEP), dtype=np.int64)
+        for j in range(_PER_STEP):
+            index = (peek >> used) & ((1 << MAX_LENGTH) - 1)
+            length = len11[index]
+            # A code counts when all of its bits lie inside the peek (the first always does).
+            fits &= used + length <= _PEEK
+            self.symbols[:, j] = sym11[index]
+            used = np.where(fits, used + length, used)
+            self.count += fits
+            self.bits[:, j] = used
+
+
+def _parse_lengths(stored: memoryview, at: int, end: int) -> Tuple[np.ndarray, int]:
+    """The code lengths of a Huffman body at ``at``; returns them (256 entries) and the table's size."""
+    if end - at < 2:
+        raise ValueError("truncated")
+    first, last = stored[at], stored[at + 1]
+    if first > last:
+        raise ValueError(f"Huffman symbols {first}…{last}: first > last")
+    span = last - first + 1
+    table_bytes = 2 + (span + 1) // 2
+    if end - at < table_bytes + 16:
+        raise ValueError("truncated")
+    nibbles = np.frombuffer(stored[at + 2:at + table_bytes], dtype=np.uint8)
+    pairs = np.empty(nibbles.size * 2, dtype=np.uint8)
+    pairs[0::2] = nibbles & 15
+    pairs[1::2] = nibbles >> 4
+    if span & 1 and pairs[span] != 0:
+        raise ValueError("the unused last code-length nibble is not 0")
+    lengths = np.zeros(256, dtype=np.int64)
+    lengths[first:last + 1] = pairs[:span]
+    if lengths.max() > MAX_LENGTH:
+        raise ValueError(f"a Huffman code length exceeds {MAX_LENGTH}")
+    if lengths[first] == 0 or lengths[last] == 0:
+        raise ValueError("the first or last Huffman symbol has no code")
+    used = lengths[lengths > 0]
+    if int(np.sum(1 << (MAX_LENGTH - used))) != 1 << MAX_LENGTH:
+        raise ValueError("Huffman code lengths are not a complete prefix code")
+    return lengths, table_bytes
+
+
+def decode_chunks(chunks: Sequence[Tuple[memoryview, int]]) -> List[np.ndarray]:
+    """The filtered bytes of each ``(stored, raw_length)`` plane-codec chunk, as uint8 arrays."""
+    outputs = [np.empty(raw_length, dtype=np.uint8) for _, raw_length in chunks]
+    tables: Dict[bytes, int] = {}
+    table_list: List[_Table] = []
+    # One lane per Huffman bit stream: (chunk, stream bytes, table, output start, symbol count).
+    lanes: List[Tuple[int, memoryview, int, int, int]] = []
+    for position, (stored, raw_length) in enumerate(chunks):
+        out = outputs[position]
+        end = len(stored)
+        at = 0
+        written = 0
+        while at < end:
+            if end - at < SEGMENT_HEADER:
+                raise PlaneError(position, "plane codec: a segment header runs past the chunk's stored bytes")
+            kind = stored[at]
+            length = int.from_bytes(stored[at + 1:at + 5], "little")
+            at += SEGMENT_HEADER
+            if length == 0:
+                raise PlaneError(position, "plane codec: a segment of length 0")
+            if length > raw_length - written:
+                raise PlaneError(position, f"plane codec: segments decode to more than the chunk's {raw_length} bytes")
+            if kind == KIND_RAW:
+                if end - at < length:
+                    raise PlaneError(position, "plane codec: a raw segment runs past the chunk's stored bytes")
+                out[written:written + length] = np.frombuffer(stored[at:at + length], dtype=np.uint8)
+                at += length
+            elif kind == KIND_REPEAT:
+                if length > MAX_REPEAT:
+                    raise PlaneError(position, f"plane codec: a repeat segment of {length} bytes (at most {MAX_REPEAT})")
+                if end - at < 1:
+                    raise PlaneError(position, "plane codec: a repeat segment runs past the chunk's stored bytes")
+                out[written:written + length] = stored[at]
+                at += 1
+            elif kind == KIND_HUFFMAN:
+                try:
+                    lengths, table_bytes = _parse_lengths(stored, at, end)
+                except ValueError as error:
+                    reason = str(error)
+                    if reason == "truncated":
+                        reason = "a Huffman segment runs past the chunk's stored bytes"
+                    raise PlaneError(position, f"plane codec: {reason}") from None
+                key = lengths.astype(np.uint8).tobytes()
+                table = tables.get(key)
+                if table is None:
+                    table = tables[key] = len(table_list)
+                    table_list.append(_Table(lengths))
+                sizes = [int.from_bytes(stored[at + table_bytes + 4 * k:at + table_bytes + 4 * k + 4], "little")
+                         for k in range(4)]
+                at += table_bytes + 16
+                quarter = (length + 3) // 4
+                for k in range(4):
+                    if sizes[k] > end - at:
+                        raise PlaneError(position, "plane codec: a Huffman stream runs past the chunk's stored bytes")
+                    begin = min(length, k * quarter)
+                    count = min(length, (k + 1) * quarter) - begin
+                    lanes.append((position, stored[at:at + sizes[k]], table, written + begin, count))
+                    at += sizes[k]
+            else:
+                raise PlaneError(position, f"plane codec: unknown segment kind {kind}")
+            written += length
+        if written != raw_length:
+            raise PlaneError(position, f"plane codec: segments decode to {written} bytes, the chunk has {raw_length}")
+    if lanes:
+        _decode_lanes(lanes, table_list, outputs)
+    return outputs
+
+
+def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: List[_Table],
+                  outputs: List[np.ndarray]) -> None:
+    """Decodes every lane's stream in lockstep and checks that each ends exactly at its last code."""
+    n = len(lanes)
+    sizes = np.array([len(lane[1]) for lane in lanes], dtype=np.int64)
+    counts = np.array([lane[4] for lane in lanes], dtype=np.int64)
+    # The streams back to back, each followed by 3 zero bytes (missing bits read as 0),
+    # seen as 24-bit little-endian windows starting at every byte.
+    padded = sizes + 3
+    starts = np.concatenate(([0], np.cumsum(padded)[:-1]))
+    joined = np.zeros(int(padded.sum()) + 3, dtype=np.uint8)
+    for lane, start in zip(lanes, starts.tolist()):
+        joined[start:start + len(lane[1])] = np.frombuffer(lane[1], dtype=np.uint8)
+    windows = (joined[:-2].astype(np.uint32) | (joined[1:-1].astype(np.uint32) << 8)
+               | (joined[2:].astype(np.uint32) << 16))
+    count_table = np.concatenate([t.count for t in tables])
+    symbol_table = np.concatenate([t.symbols for t in tables])
+    bits_table = np.concatenate([t.bits for t in tables]).reshape(-1)
+    # Each lane decodes into its own slot with _PER_STEP - 1 bytes of slack (a step writes
+    # four symbols whatever it keeps), then the slots are copied to the chunks.
+    slot_starts = np.concatenate(([0], np.cumsum(counts + _PER_STEP - 1)[:-1]))
+    scratch = np.zeros(int((counts + _PER_STEP - 1).sum()), dtype=np.uint8)
+
+    lane_ids = np.flatnonzero(counts > 0)
+    byte_base = starts[lane_ids]
+    byte_limit = byte_base + sizes[lane_ids]
+    table_base = np.array([lane[2] for lane in lanes], dtype=np.int64)[lane_ids] << _PEEK
+    output = slot_starts[lane_ids].copy()
+    remaining = counts[lane_ids].copy()
+    bit_position = np.zeros(lane_ids.size, dtype=np.int64)
+    final_bits = np.zeros(n, dtype=np.int64)
+    while lane_ids.size:
+        byte = np.minimum(byte_base + (bit_position >> 3), byte_limit)
+        peek = (windows[byte] >> (bit_position & 7).astype(np.uint32)).astype(np.int64) & _MASK
+        entry = table_base + peek
+        take = np.minimum(count_table[entry], remaining)
+        scratch[output[:, None] + _AR] = symbol_table[entry]
+        bit_position += bits_table[entry * _PER_STEP + take - 1]
+        output += take
+        remaining -= take
+        if remaining.min() == 0:
+            done = remaining == 0
+            final_bits[lane_ids[done]] = bit_position[done]
+            keep = ~done
+            lane_ids, byte_base, byte_limit, table_base = lane_ids[keep], byte_base[keep], byte_limit[keep], table_base[keep]
+            output, remaining, bit_position = output[keep], remaining[keep], bit_position[keep]
+    # A stream ends inside its last code when more bits were used than it has, and has
+    # bytes left over when 8 or more bits remain.
+    left = sizes * 8 - final_bits
+    bad = np.flatnonzero((left < 0) | (left >= 8))
+    if bad.size:
+        lane = lanes[int(bad[0])]
+        what = "ends inside a code" if left[bad[0]] < 0 else f"has {int(left[bad[0]]) // 8} bytes after its last code"
+        raise PlaneError(lane[0], f"plane codec: a Huffman stream {what}")
+    for lane, slot in zip(lanes, slot_starts.tolist()):
+        if lane[4]:
+            outputs[lane[0]][lane[3]:lane[3] + lane[4]] = scratch[slot:slot + lane[4]]
