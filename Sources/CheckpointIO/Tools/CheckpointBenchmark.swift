@@ -1,4 +1,5 @@
 import BlobCodec
+import Glibc
 
 /// Tensors held in memory for a benchmark: one arena, pre-touched.
 public final class BenchmarkWorkload: @unchecked Sendable {
@@ -258,7 +259,10 @@ public enum CheckpointBenchmark {
                 offset += n
             }
         }
-        let clean = { _ = calls.unlink(ours); _ = calls.unlink(floorFile) }
+        // Before every save (ours and the floor alike): the files removed, and the disk's
+        // write-back of whatever the previous run left dirty finished (sync), so that no run
+        // meets the kernel's dirty-page throttling caused by the run before it.
+        let clean = { _ = calls.unlink(ours); _ = calls.unlink(floorFile); Glibc.sync() }
 
         try pair("save (page cache)", floor: "write 16 MiB", bytes: total, ours: { () throws(CheckpointError) in try save(.none) },
                  floor: { () throws(CheckpointError) in try ddWrite(sync: false) }, prepare: clean)
