@@ -27,6 +27,10 @@ SEGMENT_HEADER = 5
 _PEEK = 14
 _PER_STEP = 4
 _MASK = (1 << _PEEK) - 1
+# Steps between two checks that no stream has run past its end, and the zero bytes after each
+# stream that keep such a run inside it: _CHECK_EVERY × _PEEK bits plus a 24-bit window.
+_CHECK_EVERY = 16
+_PAD = (_CHECK_EVERY * _PEEK + 24) // 8 + 1
 _AR = np.arange(_PER_STEP, dtype=np.int64)
 
 
@@ -184,49 +188,86 @@ def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: Li
     n = len(lanes)
     sizes = np.array([len(lane[1]) for lane in lanes], dtype=np.int64)
     counts = np.array([lane[4] for lane in lanes], dtype=np.int64)
-    # The streams back to back, each followed by 3 zero bytes (missing bits read as 0),
-    # seen as 24-bit little-endian windows starting at every byte.
-    padded = sizes + 3
+    # The streams back to back, each followed by _PAD zero bytes (missing bits read as 0; a lane
+    # that runs past its end between two checks stays inside its padding), seen as 24-bit
+    # little-endian windows starting at every byte. Bit positions are absolute in `joined`.
+    padded = sizes + _PAD
     starts = np.concatenate(([0], np.cumsum(padded)[:-1]))
     joined = np.zeros(int(padded.sum()) + 3, dtype=np.uint8)
     for lane, start in zip(lanes, starts.tolist()):
         joined[start:start + len(lane[1])] = np.frombuffer(lane[1], dtype=np.uint8)
     windows = (joined[:-2].astype(np.uint32) | (joined[1:-1].astype(np.uint32) << 8)
                | (joined[2:].astype(np.uint32) << 16))
-    count_table = np.concatenate([t.count for t in tables])
+    # Narrow types: the gathers from these tables are most of a step's memory traffic.
+    count_table = np.concatenate([t.count for t in tables]).astype(np.uint8)
     symbol_table = np.concatenate([t.symbols for t in tables])
-    bits_table = np.concatenate([t.bits for t in tables]).reshape(-1)
+    bits_table = np.concatenate([t.bits for t in tables]).astype(np.uint8)
+    all_bits = bits_table[:, _PER_STEP - 1].copy()  # the bits of every code a step holds
+    bits_table = bits_table.reshape(-1)
     # Each lane decodes into its own slot with _PER_STEP - 1 bytes of slack (a step writes
     # four symbols whatever it keeps), then the slots are copied to the chunks.
     slot_starts = np.concatenate(([0], np.cumsum(counts + _PER_STEP - 1)[:-1]))
     scratch = np.zeros(int((counts + _PER_STEP - 1).sum()), dtype=np.uint8)
-
-    lane_ids = np.flatnonzero(counts > 0)
-    byte_base = starts[lane_ids]
-    byte_limit = byte_base + sizes[lane_ids]
-    table_base = np.array([lane[2] for lane in lanes], dtype=np.int64)[lane_ids] << _PEEK
-    output = slot_starts[lane_ids].copy()
-    remaining = counts[lane_ids].copy()
-    bit_position = np.zeros(lane_ids.size, dtype=np.int64)
+    limits = (starts + sizes) * 8
     final_bits = np.zeros(n, dtype=np.int64)
-    while lane_ids.size:
-        byte = np.minimum(byte_base + (bit_position >> 3), byte_limit)
-        peek = (windows[byte] >> (bit_position & 7).astype(np.uint32)).astype(np.int64) & _MASK
-        entry = table_base + peek
-        take = np.minimum(count_table[entry], remaining)
+
+    def overrun(ids: np.ndarray, position: np.ndarray) -> None:
+        late = position > limits[ids]
+        if late.any():
+            raise PlaneError(lanes[int(ids[late][0])][0], "plane codec: a Huffman stream ends inside a code")
+
+    ids = np.flatnonzero(counts > 0)
+    position = starts[ids] * 8
+    table_base = np.array([lane[2] for lane in lanes], dtype=np.int64)[ids] << _PEEK
+    output = slot_starts[ids].copy()
+    remaining = counts[ids].copy()
+    # Fast steps while every lane has at least _PER_STEP symbols to go (each step keeps all the
+    # codes its peek holds); lanes with fewer move to the careful steps below.
+    tail: List[Tuple[np.ndarray, ...]] = []
+    step = 0
+    while ids.size:
+        short = remaining < _PER_STEP
+        if short.any():
+            tail.append((ids[short], position[short], table_base[short], output[short], remaining[short]))
+            keep = ~short
+            ids, position, table_base, output, remaining = (ids[keep], position[keep], table_base[keep],
+                                                            output[keep], remaining[keep])
+            if not ids.size:
+                break
+        entry = table_base + ((windows[position >> 3] >> (position & 7).astype(np.uint32)) & _MASK)
         scratch[output[:, None] + _AR] = symbol_table[entry]
-        bit_position += bits_table[entry * _PER_STEP + take - 1]
+        take = count_table[entry]
+        position += all_bits[entry]
         output += take
         remaining -= take
-        if remaining.min() == 0:
+        step += 1
+        if step % _CHECK_EVERY == 0:
+            overrun(ids, position)
+    if tail:
+        ids, position, table_base, output, remaining = (np.concatenate(parts) for parts in zip(*tail))
+        overrun(ids, position)
+        done = remaining == 0
+        final_bits[ids[done]] = position[done]
+        keep = ~done
+        ids, position, table_base, output, remaining = (ids[keep], position[keep], table_base[keep],
+                                                        output[keep], remaining[keep])
+        # At most _PER_STEP - 1 steps: each keeps at least one code.
+        while ids.size:
+            entry = table_base + ((windows[position >> 3] >> (position & 7).astype(np.uint32)) & _MASK)
+            take = np.minimum(count_table[entry], remaining)
+            scratch[output[:, None] + _AR] = symbol_table[entry]
+            position += bits_table[entry * _PER_STEP + take - 1]
+            output += take
+            remaining -= take
             done = remaining == 0
-            final_bits[lane_ids[done]] = bit_position[done]
+            final_bits[ids[done]] = position[done]
             keep = ~done
-            lane_ids, byte_base, byte_limit, table_base = lane_ids[keep], byte_base[keep], byte_limit[keep], table_base[keep]
-            output, remaining, bit_position = output[keep], remaining[keep], bit_position[keep]
+            ids, position, table_base, output, remaining = (ids[keep], position[keep], table_base[keep],
+                                                            output[keep], remaining[keep])
     # A stream ends inside its last code when more bits were used than it has, and has
     # bytes left over when 8 or more bits remain.
-    left = sizes * 8 - final_bits
+    used = final_bits - starts * 8
+    left = np.where(counts > 0, sizes * 8 - used, sizes * 8)
     bad = np.flatnonzero((left < 0) | (left >= 8))
     if bad.size:
         lane = lanes[int(bad[0])]
