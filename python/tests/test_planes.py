@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 import ckpt_container as cc
-from ckpt_container import ContainerFile, ContainerWriter
-from ckpt_container._codecs import CODECS, FILTER_ROTATE_SHUFFLE, unfilter
+import ckpt_container.numpy
+from ckpt_container import ContainerFile
+from ckpt_container._codecs import CODECS, FILTER_ROTATE_SHUFFLE, apply_filter, unfilter
 from ckpt_container._crc import crc32c
 from ckpt_container._format import parse_blob_header
-from ckpt_container._planes import PlaneError, decode_chunks
+from ckpt_container._planes import PlaneError, decode_chunks, encode_chunk, huffman_lengths
 from ckpt_container.errors import CheckpointError, ChecksumError, CorruptFileError
 from ckpt_container.numpy import load_file
 
@@ -137,11 +138,48 @@ def test_raw_and_repeat_segments_and_many_streams_at_once() -> None:
     assert all(o.tobytes() == expected for o in outputs)
 
 
-def test_python_writer_refuses_planes_clearly(tmp_path) -> None:
-    with pytest.raises(CheckpointError, match="read but not written"):
-        with ContainerWriter.create(tmp_path / "x.ckpt", options=cc.EncodeOptions(codec="planes"),
-                                    durability="none") as writer:
-            writer.write("w", np.zeros(4, dtype=np.float32))
+def test_huffman_lengths_are_complete_and_limited() -> None:
+    rng = np.random.default_rng(2)
+    for counts in (np.bincount(rng.integers(0, 256, 5000), minlength=256),
+                   np.array([1 << 30] + [1] * 255),                     # one dominant symbol: lengths hit 11
+                   np.array([3, 5] + [0] * 254), np.array([0] * 255 + [7])):
+        lengths = huffman_lengths(counts)
+        used = lengths[lengths > 0]
+        if np.count_nonzero(counts) < 2:
+            assert not used.size
+            continue
+        assert used.max() <= 11 and int(np.sum(1 << (11 - used))) == 1 << 11
+        assert (lengths > 0).tolist() == (counts > 0).tolist()
+
+
+def test_encoded_chunks_decode_to_their_input() -> None:
+    rng = np.random.default_rng(6)
+    normal = (rng.standard_normal(300_001) * 0.02).astype(np.float32)
+    cases = [(normal.view(np.uint8), 4), (normal.astype(ml_dtypes.bfloat16).view(np.uint8), 2),
+             (np.full(70_000, 9, dtype=np.uint8), 0), (rng.integers(0, 256, 100_000, dtype=np.uint8), 0),
+             (np.array([1], dtype=np.uint8), 0), (normal.view(np.uint8)[:1003], 4)]
+    for raw, size in cases:
+        filtered = apply_filter(memoryview(raw), FILTER_ROTATE_SHUFFLE if size else 0, size) if size else raw
+        stored = encode_chunk(filtered, size)
+        assert decode_chunks([(memoryview(stored), raw.size)])[0].tobytes() == bytes(memoryview(filtered))
+        assert unfilter(decode_chunks([(memoryview(stored), raw.size)])[0], FILTER_ROTATE_SHUFFLE if size else 0,
+                        size).tobytes() == raw.tobytes()
+
+
+@needs_ckpt
+@pytest.mark.parametrize("codec, chunk", [("planes", "64K"), ("planes", "1M"), ("auto", None)])
+def test_python_writer_matches_ckpt_convert_with_planes(tmp_path: Path, codec: str, chunk) -> None:
+    """The Python writer makes the Swift writer's choices (sample, pieces, code lengths): same bytes."""
+    arrays = hard_floats(np.random.default_rng(13), 200_000)
+    source = tmp_path / "floats.safetensors"
+    write_safetensors_by_hand(arrays, source)
+    swift = tmp_path / "swift.ckpt"
+    run_ckpt("convert", str(source), str(swift), "--codec", codec, *(["--chunk-size", chunk] if chunk else []))
+    python = tmp_path / "python.ckpt"
+    cc.numpy.save_file(arrays, python, codec=codec, chunk_size=None if chunk is None else {"64K": 64 << 10, "1M": 1 << 20}[chunk],
+                       durability="none")
+    assert python.read_bytes() == swift.read_bytes()
+    assert run_ckpt("verify", str(python)).returncode == 0
 
 
 def hard_floats(rng: np.random.Generator, n: int) -> dict:

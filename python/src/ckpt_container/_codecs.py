@@ -3,8 +3,8 @@
 A codec is one entry of ``CODECS``, keyed by its on-disk id: a new codec is
 one more ``Codec`` with its id, its level range, its expansion limit and two
 functions, and every reader and writer path picks it up. The byte-plane codec
-(id 5, ``_planes``) is read-only here: ``compress`` is None, and writers
-refuse it by name.
+(id 5, ``_planes``) has no ``compress``: it cuts its segments at the planes,
+so the writer calls ``_planes.encode_chunk`` with the element size.
 """
 
 from __future__ import annotations
@@ -168,9 +168,6 @@ def parse_codec(codec: str, level: Optional[int] = None) -> "tuple[Codec, int]":
         level = found.default_level
     if level not in found.levels:
         raise CheckpointError(f"level {level} outside {found.levels.start}..{found.levels.stop - 1} for {found.name}")
-    if found.id != 0 and found.compress is None:
-        raise CheckpointError(f"codec {found.name!r} can be read but not written by the Python package "
-                              "(write it with the Swift engine, `ckpt convert --codec planes`)")
     return found, level
 
 
@@ -214,3 +211,20 @@ def unfilter(decoded: object, filter_id: int, element_size: int, out: Optional[n
         elements = out[:body].view(np.dtype(word).newbyteorder("<"))
         elements[...] = (elements >> word(1)) | (elements << word(bits - 1))
     return out
+
+
+def apply_filter(raw: memoryview, filter_id: int, element_size: int) -> object:
+    """A chunk's filtered bytes (FORMAT.md §3.4, §3.4.1): ``raw`` itself for no filter."""
+    if filter_id == FILTER_NONE:
+        return raw
+    if filter_id == FILTER_ROTATE_SHUFFLE:
+        # Rotate every whole element left by one bit (its top bit to bit 0), then shuffle.
+        a = np.frombuffer(raw, dtype=np.uint8)
+        body = a.size // element_size * element_size
+        word = {2: np.uint16, 4: np.uint32, 8: np.uint64}[element_size]
+        elements = a[:body].view(np.dtype(word).newbyteorder("<"))
+        rotated = np.empty_like(a)
+        rotated[:body].view(np.dtype(word).newbyteorder("<"))[...] = (elements << word(1)) | (elements >> word(8 * element_size - 1))
+        rotated[body:] = a[body:]
+        return shuffle(memoryview(rotated), element_size)
+    return shuffle(raw, element_size)

@@ -24,6 +24,8 @@ assert BLOB_FIXED.size == 64
 MAX_RANK = 64
 MAX_CHUNK_SIZE = 1 << 30
 DEFAULT_CHUNK_SIZE = 4 << 20
+# The chunk size of codec "auto" (as `ckpt --codec auto`, EncodeOptions.recommended in Swift).
+AUTO_CHUNK_SIZE = 1 << 20
 MAX_RAW = (1 << 63) - 1
 
 # §4

@@ -276,3 +276,173 @@ def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: Li
     for lane, slot in zip(lanes, slot_starts.tolist()):
         if lane[4]:
             outputs[lane[0]][lane[3]:lane[3] + lane[4]] = scratch[slot:slot + lane[4]]
+
+
+# ---------------------------------------------------------------------------- encoding
+#
+# The writer's choices are not part of the format (a reader depends on none of them);
+# these are the Swift engine's (Sources/CCheckpointKernels/planes.c, huffman.c), so that a
+# file written here is byte for byte the one `ckpt convert --codec planes` writes.
+
+_MIN_SAVING_SHIFT = 5        # code a region or piece only when it saves ≥ 1/32
+_SAMPLE_THRESHOLD = 64 << 10  # regions from this size are sampled first
+_SAMPLE_BLOCK = 256           # … in 256-byte blocks every 4 KiB (1/16)
+_SAMPLE_STRIDE = 4096
+_PIECE_SIZE = 256 << 10       # each Huffman segment covers at most one 256 KiB piece
+
+
+def huffman_lengths(counts: np.ndarray) -> np.ndarray:
+    """Code lengths (≤ 11) for the byte counts ``counts`` (256 entries): Huffman's, from a
+    two-queue construction over the symbols in ascending (count, symbol) order, then limited
+    to 11 bits and made complete. All zeros when fewer than two symbols occur."""
+    lengths = np.zeros(256, dtype=np.int64)
+    counts_list = [int(c) for c in counts]
+    symbols = sorted((s for s in range(256) if counts_list[s]), key=lambda s: (counts_list[s], s))
+    n = len(symbols)
+    if n < 2:
+        return lengths
+    weight = [counts_list[s] for s in symbols] + [0] * (n - 1)
+    parent = [0] * (2 * n - 1)
+    leaf, inner = 0, n
+    for node in range(n, 2 * n - 1):
+        pick = []
+        for _ in range(2):
+            if leaf < n and (inner >= node or weight[leaf] <= weight[inner]):
+                pick.append(leaf)
+                leaf += 1
+            else:
+                pick.append(inner)
+                inner += 1
+        weight[node] = weight[pick[0]] + weight[pick[1]]
+        parent[pick[0]] = parent[pick[1]] = node
+    depth = [0] * (2 * n - 1)
+    for node in range(2 * n - 3, -1, -1):
+        depth[node] = depth[parent[node]] + 1
+    length = [min(depth[i], MAX_LENGTH) for i in range(n)]
+    full = 1 << MAX_LENGTH
+    kraft = sum(1 << (MAX_LENGTH - l) for l in length)
+    while kraft > full:
+        # Lengthen the least frequent symbol among the longest ones still below the limit.
+        best = -1
+        for i in range(n):
+            if length[i] < MAX_LENGTH and (best < 0 or length[i] > length[best]):
+                best = i
+        kraft -= 1 << (MAX_LENGTH - length[best] - 1)
+        length[best] += 1
+    while kraft < full:
+        # Shorten the most frequent symbol whose shortening still fits.
+        best = -1
+        for i in range(n - 1, -1, -1):
+            if length[i] > 1 and (1 << (MAX_LENGTH - length[i])) <= full - kraft:
+                best = i
+                break
+        if best < 0:
+            break
+        kraft += 1 << (MAX_LENGTH - length[best])
+        length[best] -= 1
+    for i, s in enumerate(symbols):
+        lengths[s] = length[i]
+    return lengths
+
+
+def _reversed_codes(lengths: np.ndarray) -> np.ndarray:
+    """Each symbol's canonical code (RFC 1951 §3.2.2) with its bits reversed: the value whose
+    bits, written from the least significant, put the code's most significant bit first."""
+    counts = np.bincount(lengths, minlength=MAX_LENGTH + 1)
+    counts[0] = 0
+    next_code = [0] * (MAX_LENGTH + 1)
+    code = 0
+    for bits in range(1, MAX_LENGTH + 1):
+        code = (code + int(counts[bits - 1])) << 1
+        next_code[bits] = code
+    reversed_codes = np.zeros(256, dtype=np.int64)
+    for symbol in np.flatnonzero(lengths):
+        length = int(lengths[symbol])
+        reversed_codes[symbol] = int(format(next_code[length], f"0{length}b")[::-1], 2)
+        next_code[length] += 1
+    return reversed_codes
+
+
+def _bit_stream(values: np.ndarray, lengths: np.ndarray, reversed_codes: np.ndarray) -> bytes:
+    """The codes of ``values`` back to back, least significant bit first, zero-padded to a byte."""
+    if not values.size:
+        return b""
+    widths = lengths[values]
+    ends = np.cumsum(widths)
+    starts = ends - widths
+    size = (int(ends[-1]) + 7) // 8
+    shifted = reversed_codes[values] << (starts & 7)  # at most 11 + 7 bits: three bytes
+    byte = starts >> 3
+    total = np.zeros(size + 3, dtype=np.int64)
+    for k in range(3):
+        # The codes' bits are disjoint, so the sum of each byte's parts is their OR.
+        total += np.bincount(byte + k, weights=(shifted >> (8 * k)) & 255, minlength=size + 3).astype(np.int64)
+    return total[:size].astype(np.uint8).tobytes()
+
+
+def _coded_bits(counts: np.ndarray) -> Tuple[int, np.ndarray]:
+    lengths = huffman_lengths(counts)
+    return int(np.dot(counts.astype(np.int64), lengths)), lengths
+
+
+def _segment(kind: int, length: int, body: bytes) -> bytes:
+    return bytes([kind]) + length.to_bytes(4, "little") + body
+
+
+def _encode_piece(piece: np.ndarray) -> bytes:
+    n = piece.size
+    counts = np.bincount(piece, minlength=256)
+    used = np.flatnonzero(counts)
+    if used.size == 1:
+        return b"".join(_segment(KIND_REPEAT, min(MAX_REPEAT, n - at), bytes([int(used[0])]))
+                        for at in range(0, n, MAX_REPEAT))
+    bits, lengths = _coded_bits(counts)
+    first, last = int(np.flatnonzero(lengths)[0]), int(np.flatnonzero(lengths)[-1])
+    total = SEGMENT_HEADER + 2 + (last - first + 2) // 2 + 16 + (bits + 7) // 8 + 4
+    if total > n - (n >> _MIN_SAVING_SHIFT):
+        return _segment(KIND_RAW, n, piece.tobytes())
+    reversed_codes = _reversed_codes(lengths)
+    quarter = (n + 3) // 4
+    streams = [_bit_stream(piece[min(n, k * quarter):min(n, (k + 1) * quarter)].astype(np.int64), lengths,
+                           reversed_codes) for k in range(4)]
+    span = lengths[first:last + 1].astype(np.uint8)
+    if span.size & 1:
+        span = np.append(span, np.uint8(0))
+    nibbles = (span[0::2] | (span[1::2] << 4)).astype(np.uint8).tobytes()
+    body = (bytes([first, last]) + nibbles + b"".join(len(s).to_bytes(4, "little") for s in streams)
+            + b"".join(streams))
+    return _segment(KIND_HUFFMAN, n, body)
+
+
+def _encode_region(region: np.ndarray) -> bytes:
+    n = region.size
+    if n == 0:
+        return b""
+    if n >= _SAMPLE_THRESHOLD:
+        # A cheap look first: 256-byte blocks every 4 KiB. A region that would not pay is one raw segment.
+        starts = np.arange(0, n - _SAMPLE_BLOCK + 1, _SAMPLE_STRIDE)
+        sample = region[(starts[:, None] + np.arange(_SAMPLE_BLOCK)).reshape(-1)]
+        bits, _ = _coded_bits(np.bincount(sample, minlength=256))
+        if bits > 0 and bits > 8 * (sample.size - (sample.size >> _MIN_SAVING_SHIFT)):
+            return _segment(KIND_RAW, n, region.tobytes())
+    pieces = (n + _PIECE_SIZE - 1) // _PIECE_SIZE
+    out = []
+    for i in range(pieces):
+        # Equal pieces (the first ones one byte longer), so no piece is a small remainder.
+        first = n // pieces * i + min(i, n % pieces)
+        length = n // pieces + (1 if i < n % pieces else 0)
+        out.append(_encode_piece(region[first:first + length]))
+    return b"".join(out)
+
+
+def encode_chunk(filtered: np.ndarray, element_size: int) -> bytes:
+    """The segments of one chunk's filtered bytes (FORMAT.md §3.10): its planes (``element_size``
+    of them, 0 or 1 for no filter) and the trailing bytes, each region coded as the Swift writer
+    does. The caller stores the chunk raw when this is not smaller."""
+    a = np.frombuffer(filtered, dtype=np.uint8)
+    if element_size > 1:
+        count = a.size // element_size
+        regions = [a[k * count:(k + 1) * count] for k in range(element_size)] + [a[count * element_size:]]
+    else:
+        regions = [a]
+    return b"".join(_encode_region(region) for region in regions)

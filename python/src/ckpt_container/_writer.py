@@ -19,9 +19,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _dtypes
-from ._codecs import CODECS, FILTER_NONE, FILTER_ROTATE_SHUFFLE, FILTER_SHUFFLE, Codec, parse_codec, shuffle
+from ._codecs import (CODECS, FILTER_NONE, FILTER_ROTATE_SHUFFLE, FILTER_SHUFFLE, PLANES_ID, Codec, apply_filter,
+                      parse_codec)
+from ._planes import encode_chunk
 from ._crc import combine, crc32c
-from ._format import (DEFAULT_CHUNK_SIZE, FILE_HEADER_SIZE, FRAME_SIZE, KIND_BLOB, KIND_DELETION, KIND_INDEX,
+from ._format import (AUTO_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, FILE_HEADER_SIZE, FRAME_SIZE, KIND_BLOB, KIND_DELETION, KIND_INDEX,
                       MAX_CHUNK_SIZE, UNIT_ALIGNMENT, BlobHeader, Entry, Frame, Trailer, align_up, chunk_count,
                       check_name, encode_blob_header, encode_deletion_header, encode_file_header, encode_index,
                       valid_alignment)
@@ -38,31 +40,55 @@ class EncodeOptions:
     """How blobs are encoded; the defaults are the Swift writer's (uncompressed, 4 MiB chunks).
 
     Attributes:
-        codec: ``none``, ``lz4``, ``lz4hc``, ``zlib``, ``zstd``, optionally with ``-LEVEL``.
+        codec: ``none``, ``lz4``, ``lz4hc``, ``zlib``, ``zstd`` (optionally with ``-LEVEL``),
+            ``planes`` (the byte-plane codec, FORMAT.md §3.10), or ``auto`` (the recommended
+            one, as ``ckpt --codec auto``: planes for floating-point dtypes, the rest uncompressed).
         level: the codec level (default: the codec's, as ``ckpt`` picks it: lz4hc 9, zlib 6, zstd 1).
         shuffle: ``auto`` (floating-point dtypes), ``on`` (every dtype wider than a byte) or ``off``.
-        chunk_size: raw bytes per chunk, a multiple of 16 in 16…1 GiB.
+            With ``planes``, floats of 2, 4 or 8 bytes get rotate + shuffle (§3.4.1) unless ``off``.
+        chunk_size: raw bytes per chunk, a multiple of 16 in 16…1 GiB; None: 1 MiB for ``auto``
+            (as ``ckpt``), else 4 MiB.
         skip_incompressible: when chunk 0 of a blob does not shrink, store every chunk raw without trying.
     """
 
     codec: str = "none"
     level: Optional[int] = None
     shuffle: str = "auto"
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: Optional[int] = None
     skip_incompressible: bool = True
 
-    def resolved(self) -> Tuple[Codec, int]:
-        codec, level = parse_codec(self.codec, self.level)
+    @property
+    def is_auto(self) -> bool:
+        return self.codec.lower() == "auto"
+
+    @property
+    def chunk_bytes(self) -> int:
+        """The chunk size in use."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return AUTO_CHUNK_SIZE if self.is_auto else DEFAULT_CHUNK_SIZE
+
+    def resolved(self, dtype: Optional[_dtypes.DType] = None) -> Tuple[Codec, int]:
+        """The codec and level for a blob of ``dtype`` (checks every option)."""
+        if self.is_auto:
+            if self.level is not None:
+                raise CheckpointError("level does not apply to codec 'auto'")
+            codec, level = CODECS[PLANES_ID] if dtype is None or dtype.is_float else CODECS[0], 0
+        else:
+            codec, level = parse_codec(self.codec, self.level)
         if self.shuffle not in SHUFFLE_MODES:
             raise CheckpointError(f"shuffle must be one of {SHUFFLE_MODES}, not {self.shuffle!r}")
-        if not (16 <= self.chunk_size <= MAX_CHUNK_SIZE and self.chunk_size % 16 == 0):
-            raise CheckpointError(f"chunk size {self.chunk_size} is not a multiple of 16 in 16…{MAX_CHUNK_SIZE}")
+        chunk = self.chunk_bytes
+        if not (16 <= chunk <= MAX_CHUNK_SIZE and chunk % 16 == 0):
+            raise CheckpointError(f"chunk size {chunk} is not a multiple of 16 in 16…{MAX_CHUNK_SIZE}")
         return codec, level
 
     def filter_for(self, dtype: _dtypes.DType, codec: Codec) -> Tuple[int, int]:
         """The filter (id, element size) this mode picks for ``dtype`` (never with codec none)."""
         if codec.id == 0 or dtype.shuffle_size is None or self.shuffle == "off":
             return FILTER_NONE, 0
+        if codec.id == PLANES_ID and dtype.is_float and dtype.shuffle_size in (2, 4, 8):
+            return FILTER_ROTATE_SHUFFLE, dtype.shuffle_size
         if self.shuffle == "on" or dtype.is_float:
             return FILTER_SHUFFLE, dtype.shuffle_size
         return FILTER_NONE, 0
@@ -318,7 +344,7 @@ class ContainerWriter:
         except CheckpointError as error:
             raise error.located(path=self.path, blob=name)
         options = options or self.options
-        codec, level = options.resolved()
+        codec, level = options.resolved(blob.dtype)
         try:
             if codec.id == 0:
                 self._write_uncompressed(blob, options, attributes or {})
@@ -339,7 +365,7 @@ class ContainerWriter:
     def _write_uncompressed(self, blob: PreparedBlob, options: EncodeOptions, attributes: Dict[str, str]) -> None:
         raw = blob.raw
         size = raw.nbytes
-        chunk = options.chunk_size
+        chunk = options.chunk_bytes
         count = chunk_count(size, chunk)
         header = BlobHeader(blob.dtype.id, 0, 0, FILTER_NONE, 0, blob.shape, blob.name, dict(attributes), size, size,
                             chunk, 0, [(0, 0)] * count)
@@ -377,19 +403,23 @@ class ContainerWriter:
                        attributes: Dict[str, str]) -> None:
         raw = blob.raw
         size = raw.nbytes
-        chunk = options.chunk_size
+        chunk = options.chunk_bytes
         count = chunk_count(size, chunk)
         filter_id, element_size = options.filter_for(blob.dtype, codec)
         compress = codec.compress
-        assert compress is not None
 
         def encode(index: int, try_compress: bool) -> Tuple[Optional[bytes], int]:
             piece = raw[index * chunk:(index + 1) * chunk]
             raw_crc = crc32c(piece)
             if not try_compress or piece.nbytes <= 1:
                 return None, raw_crc
-            source: Any = shuffle(piece, element_size) if filter_id == FILTER_SHUFFLE else piece
-            stored = compress(memoryview(source), level)
+            source: Any = apply_filter(piece, filter_id, element_size)
+            if codec.id == PLANES_ID:
+                # The plane codec cuts its segments at the planes: it needs the element size.
+                stored = encode_chunk(source, element_size)
+            else:
+                assert compress is not None
+                stored = compress(memoryview(source), level)
             return (stored if len(stored) < piece.nbytes else None), raw_crc
 
         results: List[Tuple[Optional[bytes], int]] = []

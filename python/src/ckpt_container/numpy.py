@@ -13,13 +13,12 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ._api import load_arrays
-from ._format import DEFAULT_CHUNK_SIZE
 from ._writer import EncodeOptions, write_file
 
 
 def save_file(tensors: Dict[str, Any], filename: "str | os.PathLike[str]", metadata: Optional[Dict[str, str]] = None,
               *, codec: str = "none", level: Optional[int] = None, shuffle: str = "auto",
-              chunk_size: int = DEFAULT_CHUNK_SIZE, alignment: int = 64, durability: str = "full") -> None:
+              chunk_size: Optional[int] = None, alignment: int = 64, durability: str = "full") -> None:
     """Writes ``tensors`` to ``filename`` as a container file, atomically.
 
     The file appears under its name complete or not at all: it is written as
@@ -27,7 +26,8 @@ def save_file(tensors: Dict[str, Any], filename: "str | os.PathLike[str]", metad
     the file and the directory; ``"data"``: fdatasync; ``"none"``: no sync)
     and renamed. Blobs are written in name order (UTF-8 bytes), uncompressed
     by default so that readers can view them in place; ``codec`` (``lz4``,
-    ``lz4hc``, ``zlib``, ``zstd``, optionally ``"zstd-3"``), ``level``,
+    ``lz4hc``, ``zlib``, ``zstd``, optionally ``"zstd-3"``, ``planes``, or
+    ``auto``: planes for floats, the rest uncompressed), ``level``,
     ``shuffle`` (``auto``/``on``/``off``) and ``chunk_size`` are the options
     of ``ckpt convert`` and give the same bytes.
 

@@ -13,7 +13,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._format import DEFAULT_CHUNK_SIZE
 from ._reader import ContainerFile
 from ._writer import EncodeOptions, write_file
 from .errors import CheckpointError, UnsupportedError
@@ -78,7 +77,7 @@ def _torch_to_numpy(tensor: Any, name: str) -> np.ndarray:
 
 def save_file(tensors: Dict[str, Any], filename: "str | os.PathLike[str]", metadata: Optional[Dict[str, str]] = None,
               *, codec: str = "none", level: Optional[int] = None, shuffle: str = "auto",
-              chunk_size: int = DEFAULT_CHUNK_SIZE, alignment: int = 64, durability: str = "full") -> None:
+              chunk_size: Optional[int] = None, alignment: int = 64, durability: str = "full") -> None:
     """Writes torch tensors to ``filename`` atomically; options as ``ckpt_container.numpy.save_file``."""
     options = EncodeOptions(codec=codec, level=level, shuffle=shuffle, chunk_size=chunk_size)
     write_file(tensors, filename, metadata=metadata, options=options, alignment=alignment, durability=durability)
