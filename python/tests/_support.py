@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -11,6 +13,8 @@ from typing import Dict, List, Optional
 import ml_dtypes
 import numpy as np
 import pytest
+
+import ckpt_container as cc
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "Tests" / "CheckpointIOTests" / "Fixtures"
@@ -103,3 +107,33 @@ def transformer_like(rng: np.random.Generator, hidden: int = 64, layers: int = 2
 
 def names_sorted(d: Dict[str, object]) -> List[str]:
     return sorted(d, key=lambda n: n.encode("utf-8"))
+
+
+SAFETENSORS_NAMES = {"BOOL": "BOOL", "U8": "U8", "I8": "I8", "U16": "U16", "I16": "I16", "F16": "F16", "BF16": "BF16",
+                     "U32": "U32", "I32": "I32", "F32": "F32", "U64": "U64", "I64": "I64", "F64": "F64",
+                     "C64": "C64", "F8_E4M3": "F8_E4M3", "F8_E5M2": "F8_E5M2", "F8_E8M0": "F8_E8M0",
+                     "F8_E4M3FNUZ": "F8_E4M3FNUZ", "F8_E5M2FNUZ": "F8_E5M2FNUZ", "F6_E2M3": "F6_E2M3",
+                     "F6_E3M2": "F6_E3M2", "F4": "F4"}
+
+
+def write_safetensors_by_hand(tensors: Dict[str, np.ndarray], path: Path) -> None:
+    """A safetensors file for dtypes the `safetensors` numpy API lacks (bf16, fp8, fp6, fp4),
+    laid out as its spec says: u64 header length, JSON header, data in header order."""
+    header: Dict[str, object] = {}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        array = tensors[name]
+        dtype = cc.DTYPES[{d.numpy: d.id for d in cc.DTYPES.values() if d.id not in (32, 33)}[array.dtype]]
+        if dtype.packed:
+            from ckpt_container._dtypes import pack_subbyte
+            data = pack_subbyte(array, dtype).tobytes()
+        else:
+            data = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": SAFETENSORS_NAMES[dtype.name], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))

@@ -7,12 +7,9 @@ or CKPT_BIN / CKPT_STRESS_BIN pointing at them).
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 from pathlib import Path
-from typing import Dict
 
-import ml_dtypes
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -21,7 +18,8 @@ import ckpt_container as cc
 from ckpt_container import ContainerFile, ContainerWriter
 from ckpt_container.numpy import load_file, save_file
 
-from _support import STRESS_BIN, all_dtype_arrays, needs_ckpt, run_ckpt, same_bits, transformer_like
+from _support import (STRESS_BIN, all_dtype_arrays, needs_ckpt, run_ckpt, same_bits, transformer_like,
+                      write_safetensors_by_hand)
 
 pytestmark = needs_ckpt
 
@@ -31,36 +29,6 @@ CODEC_MATRIX = [("none", "auto")] + [(c, s) for c in ("lz4", "lz4hc", "zlib", "z
 def codec_arguments(codec: str, shuffle: str) -> list[str]:
     """`ckpt convert` options for a codec and shuffle mode (ckpt refuses --shuffle without a codec)."""
     return ["--codec", codec] + ([] if codec == "none" else ["--shuffle", shuffle])
-SAFETENSORS_NAMES = {"BOOL": "BOOL", "U8": "U8", "I8": "I8", "U16": "U16", "I16": "I16", "F16": "F16", "BF16": "BF16",
-                     "U32": "U32", "I32": "I32", "F32": "F32", "U64": "U64", "I64": "I64", "F64": "F64",
-                     "C64": "C64", "F8_E4M3": "F8_E4M3", "F8_E5M2": "F8_E5M2", "F8_E8M0": "F8_E8M0",
-                     "F8_E4M3FNUZ": "F8_E4M3FNUZ", "F8_E5M2FNUZ": "F8_E5M2FNUZ", "F6_E2M3": "F6_E2M3",
-                     "F6_E3M2": "F6_E3M2", "F4": "F4"}
-
-
-def write_safetensors_by_hand(tensors: Dict[str, np.ndarray], path: Path) -> None:
-    """A safetensors file for dtypes the `safetensors` numpy API lacks (bf16, fp8, fp6, fp4),
-    laid out as its spec says: u64 header length, JSON header, data in header order."""
-    header: Dict[str, object] = {}
-    blobs = []
-    offset = 0
-    for name in sorted(tensors):
-        array = tensors[name]
-        dtype = cc.DTYPES[{d.numpy: d.id for d in cc.DTYPES.values() if d.id not in (32, 33)}[array.dtype]]
-        if dtype.packed:
-            from ckpt_container._dtypes import pack_subbyte
-            data = pack_subbyte(array, dtype).tobytes()
-        else:
-            data = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": SAFETENSORS_NAMES[dtype.name], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A transformer-shaped model with numpy's dtypes, written by the real safetensors library."""

@@ -24,8 +24,7 @@ from ckpt_container._planes import PlaneError, decode_chunks, encode_chunk, huff
 from ckpt_container.errors import CheckpointError, ChecksumError, CorruptFileError
 from ckpt_container.numpy import load_file
 
-from _support import needs_ckpt, run_ckpt, same_bits
-from test_interop_swift import write_safetensors_by_hand
+from _support import needs_ckpt, run_ckpt, same_bits, write_safetensors_by_hand
 
 # FORMAT.md §3.10.1: the 12 bytes 7c 7c 7c 7b 7c 7d 7b 7c 7c 7a 7c 7b as one Huffman segment.
 SEGMENT_3_10_1 = bytes.fromhex("02" "0c000000" "7a7d" "2331" + "01000000" * 4 + "00390113")
