@@ -17,6 +17,16 @@ int ckk_available_cpus(void) {
     return online > 0 ? (int)online : 1;
 }
 
+int ckk_sync_file_system(int fd) {
+#ifdef __linux__
+    return syncfs(fd);
+#else
+    (void)fd;
+    sync();
+    return 0;
+#endif
+}
+
 int ckk_start_writeback(int fd, int64_t offset, int64_t length) {
 #ifdef __linux__
     return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);

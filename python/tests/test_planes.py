@@ -20,7 +20,7 @@ from ckpt_container import ContainerFile
 from ckpt_container._codecs import CODECS, FILTER_ROTATE_SHUFFLE, apply_filter, unfilter
 from ckpt_container._crc import crc32c
 from ckpt_container._format import parse_blob_header
-from ckpt_container._planes import PlaneError, decode_chunks, encode_chunk, huffman_lengths
+from ckpt_container._planes import _MAX_TABLES, PlaneError, _encode_piece, decode_chunks, encode_chunk, huffman_lengths
 from ckpt_container.errors import CheckpointError, ChecksumError, CorruptFileError
 from ckpt_container.numpy import load_file
 
@@ -120,10 +120,25 @@ def test_every_rejection_of_format_md_3_10(stored: bytes, raw_length: int, messa
 
 def test_a_bad_chunk_is_named_by_its_position_in_the_batch() -> None:
     good = (memoryview(SEGMENT_3_10_1), 12)
-    bad = (memoryview(SEGMENT_3_10_1[:-1]), 12)
+    bad = (memoryview(SEGMENT_3_10_1[:-1]), 12)  # found while parsing
     with pytest.raises(PlaneError) as caught:
         decode_chunks([good, good, bad, good])
     assert caught.value.chunk == 2
+    # found only by the lockstep decode: stream 0 of four 2-bit codes must give five symbols
+    inside = segment(2, 20, huffman_body(0, 2, b"\x21\x02", [b"\xff", b"\x00", b"\x00", b"\x00"]))
+    with pytest.raises(PlaneError, match="inside a code") as caught:
+        decode_chunks([good, good, good, (memoryview(inside), 20), good])
+    assert caught.value.chunk == 3
+
+
+def test_more_distinct_codes_than_one_batch_holds() -> None:
+    # 150 Huffman segments, each with its own code (alphabets of 3…152 symbols): the decoder
+    # runs the lanes it has whenever a batch's tables are full, and the bytes still come out right.
+    pieces = [np.repeat(np.arange(3 + i, dtype=np.uint8), np.arange(1, 4 + i)) for i in range(150)]
+    chunk = b"".join(_encode_piece(piece) for piece in pieces)
+    assert chunk.count(b"\x02") >= 150 and _MAX_TABLES < 150
+    expected = np.concatenate(pieces)
+    assert decode_chunks([(memoryview(chunk), expected.size)])[0].tobytes() == expected.tobytes()
 
 
 def test_raw_and_repeat_segments_and_many_streams_at_once() -> None:
@@ -166,16 +181,18 @@ def test_encoded_chunks_decode_to_their_input() -> None:
 
 
 @needs_ckpt
-@pytest.mark.parametrize("codec, chunk", [("planes", "64K"), ("planes", "1M"), ("auto", None)])
+@pytest.mark.parametrize("codec, chunk", [("planes", "64K"), ("planes", "1M"), ("planes", "4M"), ("auto", None)])
 def test_python_writer_matches_ckpt_convert_with_planes(tmp_path: Path, codec: str, chunk) -> None:
-    """The Python writer makes the Swift writer's choices (sample, pieces, code lengths): same bytes."""
-    arrays = hard_floats(np.random.default_rng(13), 200_000)
+    """The Python writer makes the Swift writer's choices (sample, pieces, code lengths): same bytes.
+    With 4 MiB chunks of 1.1M-element tensors a plane is cut into several 256 KiB pieces."""
+    arrays = hard_floats(np.random.default_rng(13), 1_100_000 if chunk == "4M" else 200_000)
     source = tmp_path / "floats.safetensors"
     write_safetensors_by_hand(arrays, source)
     swift = tmp_path / "swift.ckpt"
     run_ckpt("convert", str(source), str(swift), "--codec", codec, *(["--chunk-size", chunk] if chunk else []))
     python = tmp_path / "python.ckpt"
-    cc.numpy.save_file(arrays, python, codec=codec, chunk_size=None if chunk is None else {"64K": 64 << 10, "1M": 1 << 20}[chunk],
+    cc.numpy.save_file(arrays, python, codec=codec,
+                       chunk_size=None if chunk is None else {"64K": 64 << 10, "1M": 1 << 20, "4M": 4 << 20}[chunk],
                        durability="none")
     assert python.read_bytes() == swift.read_bytes()
     assert run_ckpt("verify", str(python)).returncode == 0
@@ -239,18 +256,39 @@ def test_damage_in_a_plane_payload_is_reported(tmp_path: Path) -> None:
     with ContainerFile(out) as f:
         entry = f.entry("w")
         header = f.header("w")
-        assert header.codec == 5 and header.stored_size < header.raw_size
-        where = entry.payload_offset + entry.stored_size // 2
+        assert header.codec == 5 and header.chunks[0][0] < header.chunk_raw_length(0)
+        payload = bytes(f.payload("w"))
+    # Chunk 0's first Huffman segment: its first stream now claims more bytes than the chunk has.
+    at = 0
+    while payload[at] != 2:
+        at += 5 + (int.from_bytes(payload[at + 1:at + 5], "little") if payload[at] == 0 else 1)
+    first, last = payload[at + 5], payload[at + 6]
+    sizes_at = entry.payload_offset + at + 5 + 2 + (last - first + 2) // 2
     data = bytearray(out.read_bytes())
-    data[where] ^= 0x20
+    data[sizes_at:sizes_at + 4] = (1 << 30).to_bytes(4, "little")
     out.write_bytes(bytes(data))
     with ContainerFile(out) as f:
-        with pytest.raises(ChecksumError):
+        with pytest.raises(ChecksumError):  # the chunk's stored CRC32C first
             f.array("w")
-        # Without the checksums the decoder's own checks or the result must still differ: never a crash.
-        try:
-            damaged = f.array("w", verify=False)
-        except CorruptFileError as error:
-            assert error.blob == "w" and "chunk" in str(error)
-        else:
-            assert not same_bits(damaged, arrays["w"])
+        with pytest.raises(CorruptFileError, match="chunk 0: plane codec: a Huffman stream runs past") as caught:
+            f.array("w", verify=False)
+        assert caught.value.blob == "w" and caught.value.offset == entry.payload_offset
+        with pytest.raises(CorruptFileError, match="chunk 0"):
+            f.decode_planes(["w"], verify=False)
+
+
+@needs_ckpt
+def test_decode_planes_refuses_a_blob_over_the_raw_size_limit(tmp_path: Path) -> None:
+    arrays = {"w": np.zeros(300_000, dtype=np.float32)}
+    source = tmp_path / "w.safetensors"
+    write_safetensors_by_hand(arrays, source)
+    out = tmp_path / "w.ckpt"
+    run_ckpt("convert", str(source), str(out), "--codec", "planes")
+    with ContainerFile(out) as f:
+        f.max_raw_size = 1 << 20
+        with pytest.raises(CheckpointError, match="exceeds the limit"):
+            f.decode_planes(["w"])
+        assert f._planes == {}
+        f.max_raw_size = 64 << 30
+        f.decode_planes(["w"])
+        assert same_bits(f.array("w"), arrays["w"]) and f._planes == {}

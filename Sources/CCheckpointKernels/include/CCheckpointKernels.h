@@ -170,6 +170,10 @@ int ckk_available_cpus(void);
  *  of its own. Returns 0, or -1 with errno; 0 and nothing done where the call does not exist. */
 int ckk_start_writeback(int fd, int64_t offset, int64_t length);
 
+/** Writes back and waits for the dirty data of the file system holding `fd`
+ *  (syncfs; sync elsewhere): for benchmarks that must start from a quiet disk. Returns 0, or -1 with errno. */
+int ckk_sync_file_system(int fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,5 @@
 import BlobCodec
+import CCheckpointKernels
 import Glibc
 
 /// Tensors held in memory for a benchmark: one arena, pre-touched.
@@ -259,10 +260,15 @@ public enum CheckpointBenchmark {
                 offset += n
             }
         }
-        // Before every save (ours and the floor alike): the files removed, and the disk's
-        // write-back of whatever the previous run left dirty finished (sync), so that no run
-        // meets the kernel's dirty-page throttling caused by the run before it.
-        let clean = { _ = calls.unlink(ours); _ = calls.unlink(floorFile); Glibc.sync() }
+        // Before every save (ours and the floor alike): the files removed, and the write-back of
+        // whatever the previous run left dirty on this file system finished (syncfs), so that no
+        // run meets the write-back of the run before it.
+        let clean = {
+            _ = calls.unlink(ours)
+            _ = calls.unlink(floorFile)
+            let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd >= 0 { _ = ckk_sync_file_system(fd); _ = Glibc.close(fd) }
+        }
 
         try pair("save (page cache)", floor: "write 16 MiB", bytes: total, ours: { () throws(CheckpointError) in try save(.none) },
                  floor: { () throws(CheckpointError) in try ddWrite(sync: false) }, prepare: clean)

@@ -30,6 +30,9 @@ _MASK = (1 << _PEEK) - 1
 # Steps between two checks that no stream has run past its end, and the zero bytes after each
 # stream that keep such a run inside it: _CHECK_EVERY × _PEEK bits plus a 24-bit window.
 _CHECK_EVERY = 16
+# Distinct codes in one lockstep batch: the lanes decoded so far run when one more would be
+# needed (bounds the tables' memory when every small segment brings its own code).
+_MAX_TABLES = 64
 _PAD = (_CHECK_EVERY * _PEEK + 24) // 8 + 1
 _AR = np.arange(_PER_STEP, dtype=np.int64)
 
@@ -71,9 +74,10 @@ class _Table:
         peek = np.arange(1 << _PEEK, dtype=np.int64)
         used = np.zeros(1 << _PEEK, dtype=np.int64)
         fits = np.ones(1 << _PEEK, dtype=bool)
-        self.count = np.zeros(1 << _PEEK, dtype=np.int64)
+        # Kept narrow (144 KiB a table): a batch holds up to _MAX_TABLES of them.
+        self.count = np.zeros(1 << _PEEK, dtype=np.uint8)
         self.symbols = np.zeros((1 << _PEEK, _PER_STEP), dtype=np.uint8)
-        self.bits = np.zeros((1 << _PEEK, _PER_STEP), dtype=np.int64)
+        self.bits = np.zeros((1 << _PEEK, _PER_STEP), dtype=np.uint8)
         for j in range(_PER_STEP):
             index = (peek >> used) & ((1 << MAX_LENGTH) - 1)
             length = len11[index]
@@ -159,6 +163,9 @@ def decode_chunks(chunks: Sequence[Tuple[memoryview, int]]) -> List[np.ndarray]:
                 key = lengths.astype(np.uint8).tobytes()
                 table = tables.get(key)
                 if table is None:
+                    if len(table_list) == _MAX_TABLES:
+                        _decode_lanes(lanes, table_list, outputs)
+                        lanes, tables, table_list = [], {}, []
                     table = tables[key] = len(table_list)
                     table_list.append(_Table(lengths))
                 sizes = [int.from_bytes(stored[at + table_bytes + 4 * k:at + table_bytes + 4 * k + 4], "little")
@@ -199,9 +206,9 @@ def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: Li
     windows = (joined[:-2].astype(np.uint32) | (joined[1:-1].astype(np.uint32) << 8)
                | (joined[2:].astype(np.uint32) << 16))
     # Narrow types: the gathers from these tables are most of a step's memory traffic.
-    count_table = np.concatenate([t.count for t in tables]).astype(np.uint8)
+    count_table = np.concatenate([t.count for t in tables])
     symbol_table = np.concatenate([t.symbols for t in tables])
-    bits_table = np.concatenate([t.bits for t in tables]).astype(np.uint8)
+    bits_table = np.concatenate([t.bits for t in tables])
     all_bits = bits_table[:, _PER_STEP - 1].copy()  # the bits of every code a step holds
     bits_table = bits_table.reshape(-1)
     # Each lane decodes into its own slot with _PER_STEP - 1 bytes of slack (a step writes

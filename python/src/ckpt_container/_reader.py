@@ -391,15 +391,14 @@ class ContainerFile:
         """The decoded raw bytes of ``name`` as a fresh uint8 array (into ``out`` when given)."""
         header = self.header(name)
         entry = self.entry(name)
+        # Chunks decode_planes decoded ahead (taken now, so that a failure below drops them too).
+        prefetched = self._planes.pop(name, None)
         if verify and not header.stored_raw:
             # Stored bytes first (cheap: they are the compressed ones), so that damage is
             # reported before anything is allocated for the declared raw size.
             self._verify_stored(name, header, self.payload(name))
         if out is None:
-            if header.raw_size > self.max_raw_size:
-                raise CheckpointError(f"raw size {header.raw_size} exceeds the limit of {self.max_raw_size} bytes "
-                                      "(ContainerFile.max_raw_size)", path=self.path, blob=name,
-                                      offset=entry.record_offset + FRAME_SIZE + 24)
+            self._check_raw_limit(name, header)
             out = np.empty(header.raw_size, dtype=np.uint8)
         elif out.nbytes != header.raw_size or out.dtype != np.uint8:
             raise CheckpointError(f"destination of {out.nbytes} bytes for a blob of {header.raw_size}",
@@ -411,11 +410,9 @@ class ContainerFile:
         codec = CODECS[header.codec]
         payload = self.payload(name)
         starts = _chunk_starts(header)
-        # The plane codec decodes many chunks at once (its streams run in lockstep): all of
-        # the blob's compressed chunks (unless decode_planes did it for several blobs) before the filters run.
-        planes: Dict[int, np.ndarray] = {}
-        if header.codec == PLANES_ID:
-            planes = self._planes.pop(name, None) or self._decode_planes([name])[name]
+        # The plane codec decodes many chunks at once (its streams run in lockstep): a batch of
+        # the blob's compressed chunks at a time (or all, when decode_planes did it ahead).
+        planes: Dict[int, np.ndarray] = prefetched or {}
 
         def decode(index: int) -> int:
             start = starts[index]
@@ -438,10 +435,18 @@ class ContainerFile:
                 unfilter(decoded, header.filter, header.element_size, target)
             return crc32c(target) if verify else 0
 
-        if header.raw_size >= _PARALLEL_BYTES and len(header.chunks) > 1:
-            crcs = list(thread_pool().map(decode, range(len(header.chunks))))
+        def decode_all(indices: List[int]) -> List[int]:
+            if header.raw_size >= _PARALLEL_BYTES and len(indices) > 1:
+                return list(thread_pool().map(decode, indices))
+            return [decode(i) for i in indices]
+
+        if header.codec == PLANES_ID and prefetched is None:
+            crcs: List[int] = []
+            for batch in _plane_batches(header):
+                planes = self._decode_planes([name], only=batch)[name]
+                crcs += decode_all(batch)
         else:
-            crcs = [decode(i) for i in range(len(header.chunks))]
+            crcs = decode_all(list(range(len(header.chunks))))
         if verify:
             raw_crc = 0
             for index, crc in enumerate(crcs):
@@ -457,16 +462,23 @@ class ContainerFile:
         one pass over many blobs costs far fewer numpy calls than one pass per blob
         (``load_file`` does this). Holds the decoded (still filtered) chunks until then."""
         wanted = [n for n in names if self.entry(n).codec == PLANES_ID and n not in self._planes]
-        if verify:
-            for name in wanted:
-                header = self.header(name)
-                if not header.stored_raw:
-                    self._verify_stored(name, header, self.payload(name))
+        for name in wanted:
+            header = self.header(name)
+            self._check_raw_limit(name, header)
+            if verify and not header.stored_raw:
+                self._verify_stored(name, header, self.payload(name))
         self._planes.update(self._decode_planes(wanted))
 
-    def _decode_planes(self, names: List[str]) -> Dict[str, Dict[int, np.ndarray]]:
-        """The decoded compressed chunks of the plane-codec blobs ``names``, by blob and chunk,
-        in batches of at most _PLANES_BATCH_BYTES raw bytes."""
+    def _check_raw_limit(self, name: str, header: BlobHeader) -> None:
+        """Refuses a blob whose declared raw size exceeds ``max_raw_size`` before anything is allocated for it."""
+        if header.raw_size > self.max_raw_size:
+            raise CheckpointError(f"raw size {header.raw_size} exceeds the limit of {self.max_raw_size} bytes "
+                                  "(ContainerFile.max_raw_size)", path=self.path, blob=name,
+                                  offset=self.entry(name).record_offset + FRAME_SIZE + 24)
+
+    def _decode_planes(self, names: List[str], only: Optional[List[int]] = None) -> Dict[str, Dict[int, np.ndarray]]:
+        """The decoded compressed chunks of the plane-codec blobs ``names`` (of their chunks
+        ``only``, when given), by blob and chunk, in batches of at most _PLANES_BATCH_BYTES raw bytes."""
         result: Dict[str, Dict[int, np.ndarray]] = {name: {} for name in names}
         pending: List[Tuple[str, int, memoryview, int]] = []
 
@@ -489,7 +501,8 @@ class ContainerFile:
                 continue
             payload = self.payload(name)
             starts = _chunk_starts(header)
-            for index, (stored, _) in enumerate(header.chunks):
+            for index in (range(len(header.chunks)) if only is None else only):
+                stored = header.chunks[index][0]
                 raw_length = header.chunk_raw_length(index)
                 if stored == raw_length:
                     continue
@@ -586,6 +599,22 @@ class ContainerFile:
             except CheckpointError as error:
                 results[name] = error
         return results
+
+
+def _plane_batches(header: BlobHeader) -> List[List[int]]:
+    """A blob's chunk indices in order, cut where the raw bytes of its compressed chunks
+    reach _PLANES_BATCH_BYTES: read_bytes decodes, unfilters and drops one batch at a time."""
+    batches: List[List[int]] = [[]]
+    held = 0
+    for index, (stored, _) in enumerate(header.chunks):
+        raw_length = header.chunk_raw_length(index)
+        if stored != raw_length:
+            if held + raw_length > _PLANES_BATCH_BYTES and held:
+                batches.append([])
+                held = 0
+            held += raw_length
+        batches[-1].append(index)
+    return batches
 
 
 def _chunk_starts(header: BlobHeader) -> List[int]:
