@@ -30,9 +30,10 @@ _MASK = (1 << _PEEK) - 1
 # Steps between two checks that no stream has run past its end, and the zero bytes after each
 # stream that keep such a run inside it: _CHECK_EVERY × _PEEK bits plus a 24-bit window.
 _CHECK_EVERY = 16
-# Distinct codes in one lockstep batch: the lanes decoded so far run when one more would be
-# needed (bounds the tables' memory when every small segment brings its own code).
-_MAX_TABLES = 64
+# Distinct codes in one lockstep batch (144 KiB of step table each, 36 MiB in all): the lanes
+# decoded so far run when one more would be needed, which bounds the tables' memory when every
+# small segment brings its own code.
+_MAX_TABLES = 256
 _PAD = (_CHECK_EVERY * _PEEK + 24) // 8 + 1
 _AR = np.arange(_PER_STEP, dtype=np.int64)
 
