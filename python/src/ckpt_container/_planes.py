@@ -54,24 +54,15 @@ class _Table:
     __slots__ = ("count", "symbols", "bits")
 
     def __init__(self, lengths: np.ndarray) -> None:
-        counts = np.bincount(lengths, minlength=MAX_LENGTH + 1)
-        counts[0] = 0
-        # Canonical codes (RFC 1951 §3.2.2), then the 11-bit table of (symbol, length),
-        # indexed by the next 11 bits with the first unread bit as bit 0.
-        next_code = [0] * (MAX_LENGTH + 1)
-        code = 0
-        for bits in range(1, MAX_LENGTH + 1):
-            code = (code + int(counts[bits - 1])) << 1
-            next_code[bits] = code
+        # The 11-bit table of (symbol, length), indexed by the next 11 bits with the first
+        # unread bit as bit 0: every index whose low `length` bits are the reversed code.
+        reversed_codes = _reversed_codes(lengths)
         sym11 = np.zeros(1 << MAX_LENGTH, dtype=np.uint8)
         len11 = np.zeros(1 << MAX_LENGTH, dtype=np.int64)
         for symbol in np.flatnonzero(lengths):
             length = int(lengths[symbol])
-            c = next_code[length]
-            next_code[length] += 1
-            reversed_code = int(format(c, f"0{length}b")[::-1], 2)
-            sym11[reversed_code::1 << length] = symbol
-            len11[reversed_code::1 << length] = length
+            sym11[int(reversed_codes[symbol])::1 << length] = symbol
+            len11[int(reversed_codes[symbol])::1 << length] = length
         peek = np.arange(1 << _PEEK, dtype=np.int64)
         used = np.zeros(1 << _PEEK, dtype=np.int64)
         fits = np.ones(1 << _PEEK, dtype=bool)
