@@ -285,12 +285,9 @@ final class ContainerIndex: @unchecked Sendable {
     // MARK: Access
 
     func nameBytes(_ index: Int) -> UnsafeRawBufferPointer {
-        let base = entryBase(index)
-        let offset = Int(raw.load(littleEndianAt: base + 32) as UInt32)
-        let length = Int(raw.load(littleEndianAt: base + 48) as UInt16)
-        return UnsafeRawBufferPointer(rebasing: raw[(namesStart + offset)..<(namesStart + offset + length)])
+        let range = nameTable.nameRange(ofEntry: index)
+        return UnsafeRawBufferPointer(rebasing: raw[(namesStart + range.lowerBound)..<(namesStart + range.upperBound)])
     }
-
 
     /// The whole name pool as one string, or nil when it is not valid UTF-8 as a
     /// whole (unused bytes between names): every name is valid UTF-8, so in a

@@ -418,6 +418,16 @@ extension SystemCalls {
         defer { file.close() }
         try file.fullSync()
     }
+
+    /// Writes back the dirty data of the whole file system holding `directory` and waits
+    /// (`syncfs`): benchmarks start each run from a quiet disk with it.
+    func syncFileSystem(of directory: String) throws(CheckpointError) {
+        let file = try openFile(directory, flags: O_RDONLY | O_DIRECTORY)
+        defer { file.close() }
+        if ckk_sync_file_system(file.fd) != 0 {
+            throw CheckpointError(.system(call: "syncfs", errno: SystemCalls.errno), path: directory)
+        }
+    }
 }
 
 /// `memcmp`, for byte-wise name comparison.

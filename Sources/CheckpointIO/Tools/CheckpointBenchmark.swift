@@ -1,6 +1,4 @@
 import BlobCodec
-import CCheckpointKernels
-import Glibc
 
 /// Tensors held in memory for a benchmark: one arena, pre-touched.
 public final class BenchmarkWorkload: @unchecked Sendable {
@@ -266,8 +264,7 @@ public enum CheckpointBenchmark {
         let clean = {
             _ = calls.unlink(ours)
             _ = calls.unlink(floorFile)
-            let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if fd >= 0 { _ = ckk_sync_file_system(fd); _ = Glibc.close(fd) }
+            try? calls.syncFileSystem(of: directory)
         }
 
         try pair("save (page cache)", floor: "write 16 MiB", bytes: total, ours: { () throws(CheckpointError) in try save(.none) },

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _dtypes
 from ._codecs import PLANES_ID
-from ._reader import ContainerFile, _chunk_starts
+from ._reader import ContainerFile, _chunk_starts, plane_batches
 from .errors import CheckpointError, ChecksumError
 
 _FRAMEWORKS = {"np": "np", "numpy": "np", "pt": "pt", "torch": "pt", "pytorch": "pt"}
@@ -144,21 +144,10 @@ def load_arrays(path: "str | os.PathLike[str]", verify: bool = True) -> Dict[str
     with ContainerFile(path) as f:
         result: Dict[str, np.ndarray] = {}
         names = f.names()
-        # Plane-codec blobs are decoded together, in groups of at most 256 MiB (in name
+        # Plane-codec blobs are decoded together, in groups of plane_batches' size (in name
         # order), each group when its first blob is reached.
-        groups: Dict[str, List[str]] = {}
-        group: List[str] = []
-        group_bytes = 0
-        for name in names:
-            entry = f.entry(name)
-            if entry.codec != PLANES_ID:
-                continue
-            if group and group_bytes + entry.raw_size > 256 << 20:
-                group, group_bytes = [], 0
-            if not group:
-                groups[name] = group
-            group.append(name)
-            group_bytes += entry.raw_size
+        planes = plane_batches((name, f.entry(name).raw_size) for name in names if f.entry(name).codec == PLANES_ID)
+        groups = {group[0]: group for group in planes}
         for name in names:
             if name in groups:
                 f.decode_planes(groups[name], verify=verify)

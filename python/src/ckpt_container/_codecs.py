@@ -205,11 +205,8 @@ def unfilter(decoded: object, filter_id: int, element_size: int, out: Optional[n
     out = unshuffle(decoded, element_size, out)
     if filter_id == FILTER_ROTATE_SHUFFLE:
         # Rotate every whole element right by one bit (its bit 0 back to the top).
-        body = out.size // element_size * element_size
-        bits = 8 * element_size
-        word = {2: np.uint16, 4: np.uint32, 8: np.uint64}[element_size]
-        elements = out[:body].view(np.dtype(word).newbyteorder("<"))
-        elements[...] = (elements >> word(1)) | (elements << word(bits - 1))
+        elements, word = _elements(out, element_size)
+        elements[...] = (elements >> word(1)) | (elements << word(8 * element_size - 1))
     return out
 
 
@@ -219,12 +216,16 @@ def apply_filter(raw: memoryview, filter_id: int, element_size: int) -> object:
         return raw
     if filter_id == FILTER_ROTATE_SHUFFLE:
         # Rotate every whole element left by one bit (its top bit to bit 0), then shuffle.
-        a = np.frombuffer(raw, dtype=np.uint8)
-        body = a.size // element_size * element_size
-        word = {2: np.uint16, 4: np.uint32, 8: np.uint64}[element_size]
-        elements = a[:body].view(np.dtype(word).newbyteorder("<"))
-        rotated = np.empty_like(a)
-        rotated[:body].view(np.dtype(word).newbyteorder("<"))[...] = (elements << word(1)) | (elements >> word(8 * element_size - 1))
-        rotated[body:] = a[body:]
+        rotated = np.frombuffer(raw, dtype=np.uint8).copy()
+        elements, word = _elements(rotated, element_size)
+        elements[...] = (elements << word(1)) | (elements >> word(8 * element_size - 1))
         return shuffle(memoryview(rotated), element_size)
     return shuffle(raw, element_size)
+
+
+def _elements(a: np.ndarray, element_size: int) -> "tuple[np.ndarray, type]":
+    """The whole elements of the byte array ``a`` as little-endian unsigned integers of
+    ``element_size`` (2, 4 or 8) bytes (a view: writes go to ``a``), and that integer type."""
+    word = {2: np.uint16, 4: np.uint32, 8: np.uint64}[element_size]
+    body = a.size // element_size * element_size
+    return a[:body].view(np.dtype(word).newbyteorder("<")), word

@@ -181,6 +181,11 @@ def decode_chunks(chunks: Sequence[Tuple[memoryview, int]]) -> List[np.ndarray]:
     return outputs
 
 
+def _where(keep: np.ndarray, *arrays: np.ndarray) -> Tuple[np.ndarray, ...]:
+    """The lanes' state arrays without the lanes ``keep`` is False for."""
+    return tuple(array[keep] for array in arrays)
+
+
 def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: List[_Table],
                   outputs: List[np.ndarray]) -> None:
     """Decodes every lane's stream in lockstep and checks that each ends exactly at its last code."""
@@ -228,9 +233,7 @@ def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: Li
         short = remaining < _PER_STEP
         if short.any():
             tail.append((ids[short], position[short], table_base[short], output[short], remaining[short]))
-            keep = ~short
-            ids, position, table_base, output, remaining = (ids[keep], position[keep], table_base[keep],
-                                                            output[keep], remaining[keep])
+            ids, position, table_base, output, remaining = _where(~short, ids, position, table_base, output, remaining)
             if not ids.size:
                 break
         entry = table_base + ((windows[position >> 3] >> (position & 7).astype(np.uint32)) & _MASK)
@@ -247,9 +250,7 @@ def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: Li
         overrun(ids, position)
         done = remaining == 0
         final_bits[ids[done]] = position[done]
-        keep = ~done
-        ids, position, table_base, output, remaining = (ids[keep], position[keep], table_base[keep],
-                                                        output[keep], remaining[keep])
+        ids, position, table_base, output, remaining = _where(~done, ids, position, table_base, output, remaining)
         # At most _PER_STEP - 1 steps: each keeps at least one code.
         while ids.size:
             entry = table_base + ((windows[position >> 3] >> (position & 7).astype(np.uint32)) & _MASK)
@@ -260,9 +261,8 @@ def _decode_lanes(lanes: List[Tuple[int, memoryview, int, int, int]], tables: Li
             remaining -= take
             done = remaining == 0
             final_bits[ids[done]] = position[done]
-            keep = ~done
-            ids, position, table_base, output, remaining = (ids[keep], position[keep], table_base[keep],
-                                                            output[keep], remaining[keep])
+            ids, position, table_base, output, remaining = _where(~done, ids, position, table_base, output,
+                                                                  remaining)
     # A stream ends inside its last code when more bits were used than it has, and has
     # bytes left over when 8 or more bits remain.
     used = final_bits - starts * 8
@@ -396,7 +396,8 @@ def _encode_piece(piece: np.ndarray) -> bytes:
         return b"".join(_segment(KIND_REPEAT, min(MAX_REPEAT, n - at), bytes([int(used[0])]))
                         for at in range(0, n, MAX_REPEAT))
     bits, lengths = _coded_bits(counts)
-    first, last = int(np.flatnonzero(lengths)[0]), int(np.flatnonzero(lengths)[-1])
+    coded = np.flatnonzero(lengths)
+    first, last = int(coded[0]), int(coded[-1])
     total = SEGMENT_HEADER + 2 + (last - first + 2) // 2 + 16 + (bits + 7) // 8 + 4
     if total > n - (n >> _MIN_SAVING_SHIFT):
         return _segment(KIND_RAW, n, piece.tobytes())

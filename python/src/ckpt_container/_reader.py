@@ -15,7 +15,7 @@ import os
 import stat
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -442,7 +442,10 @@ class ContainerFile:
 
         if header.codec == PLANES_ID and prefetched is None:
             crcs: List[int] = []
-            for batch in _plane_batches(header):
+            # Chunks stored raw cost nothing to hold: they only ride along in a batch.
+            sizes = (0 if stored == header.chunk_raw_length(i) else header.chunk_raw_length(i)
+                     for i, (stored, _) in enumerate(header.chunks))
+            for batch in plane_batches(enumerate(sizes)):
                 planes = self._decode_planes([name], only=batch)[name]
                 crcs += decode_all(batch)
         else:
@@ -480,21 +483,8 @@ class ContainerFile:
         """The decoded compressed chunks of the plane-codec blobs ``names`` (of their chunks
         ``only``, when given), by blob and chunk, in batches of at most _PLANES_BATCH_BYTES raw bytes."""
         result: Dict[str, Dict[int, np.ndarray]] = {name: {} for name in names}
-        pending: List[Tuple[str, int, memoryview, int]] = []
-
-        def flush() -> None:
-            try:
-                decoded = decode_chunks([(chunk, raw_length) for _, _, chunk, raw_length in pending])
-            except PlaneError as error:
-                name, index, _, _ = pending[error.chunk]
-                where = self.entry(name).payload_offset + _chunk_starts(self.header(name))[index]
-                raise CorruptFileError(f"chunk {index}: {error.reason}", path=self.path, blob=name,
-                                       offset=where) from None
-            for (name, index, _, _), chunk in zip(pending, decoded):
-                result[name][index] = chunk
-            pending.clear()
-
-        batch_bytes = 0
+        # (blob, chunk, stored bytes, raw length) of every compressed chunk, with its raw length as its size.
+        chunks: List[Tuple[Tuple[str, int, memoryview, int], int]] = []
         for name in names:
             header = self.header(name)
             if header.stored_raw:
@@ -504,15 +494,18 @@ class ContainerFile:
             for index in (range(len(header.chunks)) if only is None else only):
                 stored = header.chunks[index][0]
                 raw_length = header.chunk_raw_length(index)
-                if stored == raw_length:
-                    continue
-                if batch_bytes + raw_length > _PLANES_BATCH_BYTES and pending:
-                    flush()
-                    batch_bytes = 0
-                pending.append((name, index, payload[starts[index]:starts[index] + stored], raw_length))
-                batch_bytes += raw_length
-        if pending:
-            flush()
+                if stored != raw_length:
+                    chunks.append(((name, index, payload[starts[index]:starts[index] + stored], raw_length), raw_length))
+        for batch in plane_batches(chunks):
+            try:
+                decoded = decode_chunks([(chunk, raw_length) for _, _, chunk, raw_length in batch])
+            except PlaneError as error:
+                name, index, _, _ = batch[error.chunk]
+                where = self.entry(name).payload_offset + _chunk_starts(self.header(name))[index]
+                raise CorruptFileError(f"chunk {index}: {error.reason}", path=self.path, blob=name,
+                                       offset=where) from None
+            for (name, index, _, _), chunk in zip(batch, decoded):
+                result[name][index] = chunk
         return result
 
     def _read_raw_into(self, name: str, header: BlobHeader, entry: Entry, out: np.ndarray, verify: bool) -> None:
@@ -601,20 +594,22 @@ class ContainerFile:
         return results
 
 
-def _plane_batches(header: BlobHeader) -> List[List[int]]:
-    """A blob's chunk indices in order, cut where the raw bytes of its compressed chunks
-    reach _PLANES_BATCH_BYTES: read_bytes decodes, unfilters and drops one batch at a time."""
-    batches: List[List[int]] = [[]]
+T = TypeVar("T")
+
+
+def plane_batches(items: Iterable[Tuple[T, int]]) -> List[List[T]]:
+    """``items`` in order, cut into batches whose sizes (the raw bytes each holds decoded)
+    add up to at most _PLANES_BATCH_BYTES (an item larger than that alone); items of size 0
+    never start a batch. What the plane codec decodes in one lockstep pass and holds at once."""
+    batches: List[List[T]] = [[]]
     held = 0
-    for index, (stored, _) in enumerate(header.chunks):
-        raw_length = header.chunk_raw_length(index)
-        if stored != raw_length:
-            if held + raw_length > _PLANES_BATCH_BYTES and held:
-                batches.append([])
-                held = 0
-            held += raw_length
-        batches[-1].append(index)
-    return batches
+    for item, size in items:
+        if size and held and held + size > _PLANES_BATCH_BYTES:
+            batches.append([])
+            held = 0
+        held += size
+        batches[-1].append(item)
+    return batches if batches[0] else []
 
 
 def _chunk_starts(header: BlobHeader) -> List[int]:
