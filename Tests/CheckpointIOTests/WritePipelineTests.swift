@@ -100,4 +100,70 @@ struct WritePipelineTests {
             }
         }
     }
+
+    /// Collects a streamed file's bytes in memory, in the order they are appended.
+    final class MemorySink: ContainerByteSink, @unchecked Sendable {
+        private(set) var bytes: [UInt8] = []
+        private(set) var misordered = false
+        func append(_ segments: [UnsafeRawBufferPointer], at offset: Int) throws(CheckpointError) {
+            if offset != bytes.count { misordered = true }
+            for segment in segments { bytes += segment }
+        }
+        func commit() throws(CheckpointError) {}
+        func abort() {}
+    }
+
+    @Test("many small blobs: full batches end at 2 MiB multiples of the file (whole large folios), at most 1024 segments each; the same bytes through a sink")
+    func alignedBatches() throws {
+        var rng = SyntheticData(seed: 16)
+        // 6,000 blobs of 1 B to 24 KiB (~70 MiB): batches fill by segment count (two per
+        // blob) and by bytes, so without the cut they would end anywhere.
+        var blobs: [TestBlob] = []
+        for index in 0..<6000 {
+            let count = 1 + Int(rng.next() % UInt64(24 << 10))
+            blobs.append(TestBlob(name: "t.\(index)", dtype: .uint8, shape: try Shape([count]), bytes: rng.randomBytes(count: count)))
+        }
+        try withTemporaryDirectory { directory in
+            let path = directory + "/small.ckpt"
+            let log = Log()
+            var options = WriterOptions()
+            let live = SystemCalls.live
+            let segmentCounts = Log()
+            options.systemCalls.pwritev = { fd, vectors, count, offset in
+                var length = 0
+                for index in 0..<Int(count) { length += vectors[index].iov_len }
+                log.add(offset, Int64(length))
+                segmentCounts.add(Int64(count), 0)
+                return live.pwritev(fd, vectors, count, offset)
+            }
+            try writeContainer(path, blobs, options: options)
+            let file = try readFile(path)
+            let calls = log.ranges.sorted { $0.offset < $1.offset }
+            #expect(calls.count >= 6, "\(calls.count) calls for \(file.count) bytes")
+            // Contiguous from 0 to the end of the file, each byte written once.
+            var end: Int64 = 0
+            for call in calls {
+                #expect(call.offset == end, "a gap or overlap at \(call.offset), expected \(end)")
+                end = call.offset + call.length
+            }
+            #expect(end == Int64(file.count))
+            // Every call but the last two (the records' tail, then index and trailer) ends on a 2 MiB multiple.
+            let unaligned = calls.dropLast(2).filter { ($0.offset + $0.length) % Int64(WritePipeline.batchAlignment) != 0 }
+            #expect(unaligned.isEmpty, "calls ending inside a 2 MiB range: \(unaligned.prefix(5))")
+            #expect(segmentCounts.ranges.allSatisfy { $0.offset <= Int64(WritePipeline.maximumBatchSegments) })
+            let reader = try ContainerReader.open(path)
+            for blob in blobs {
+                var back = [UInt8](repeating: 0, count: blob.bytes.count)
+                try back.withUnsafeMutableBytes { try reader.read(blob.name, into: $0) }
+                #expect(back == blob.bytes, "\(blob.name)")
+            }
+            // A sink receives the same bytes, front to back, through the same cuts.
+            let sink = MemorySink()
+            let writer = try ContainerWriter.create(streamingTo: sink, path: directory + "/sink.ckpt")
+            try write(blobs, with: writer)
+            try writer.commit()
+            #expect(!sink.misordered)
+            #expect(sink.bytes == file)
+        }
+    }
 }

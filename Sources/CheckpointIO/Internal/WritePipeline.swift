@@ -7,6 +7,16 @@ import Glibc
 /// 16 MiB per call). The producer (checksums, compression) runs ahead on the
 /// caller's thread, so computing and writing overlap.
 ///
+/// A full batch is cut at the last multiple of ``batchAlignment`` (2 MiB) in
+/// the file, the rest carried into the next batch, so that a long run of
+/// contiguous writes covers whole 2 MiB ranges: the kernel can fill each with
+/// one large page-cache folio instead of small folios where a call starts or
+/// ends inside it. (Measured with a C harness on this project's VMs: the same
+/// 623 MiB written in 11,000,000-byte calls took about twice as long, median of
+/// 9, as in 16 MiB calls.) Calls still end unaligned before a write elsewhere
+/// (a streamed blob's header), at ``drain()``, and when 1024 segments span
+/// less than 2 MiB.
+///
 /// Segments point at memory the caller keeps alive until ``drain()`` returns,
 /// or at buffers the pipeline owns (`own`).
 ///
@@ -28,12 +38,15 @@ final class WritePipeline: @unchecked Sendable {
 
     // Producer-side batch, touched only by the submitting thread.
     private var pending: [UnsafeRawBufferPointer] = []
-    private var pendingOwned: [OwnedBuffer] = []
+    /// Parallel to `pending`: the pipeline's own buffer a segment points into, if any.
+    private var pendingOwners: [OwnedBuffer?] = []
     private var pendingOffset = 0
     private var pendingBytes = 0
 
     static let maximumBatchBytes = 16 << 20
     static let maximumBatchSegments = 1024
+    /// Full batches end at a multiple of this file offset where they can (the largest page-cache folio).
+    static let batchAlignment = 2 << 20
     /// Bytes written between two write-back starts.
     static let writebackBytes = 16 << 20
     /// The kernel's page size: write-back is started for whole pages only.
@@ -74,21 +87,26 @@ final class WritePipeline: @unchecked Sendable {
 
     /// Queues `segment` for writing at `offset`.
     func write(_ segment: UnsafeRawBufferPointer, at offset: Int) {
+        append(segment, owner: nil, at: offset)
+    }
+
+    private func append(_ segment: UnsafeRawBufferPointer, owner: OwnedBuffer?, at offset: Int) {
         guard segment.count > 0 else { return }
         if !pending.isEmpty && offset != pendingOffset + pendingBytes { flush() }
         if pending.isEmpty { pendingOffset = offset }
         pending.append(segment)
+        pendingOwners.append(owner)
         pendingBytes += segment.count
-        if pending.count >= WritePipeline.maximumBatchSegments || pendingBytes >= WritePipeline.maximumBatchBytes { flush() }
+        if pending.count >= WritePipeline.maximumBatchSegments || pendingBytes >= WritePipeline.maximumBatchBytes {
+            flush(keepingUnalignedTail: true)
+        }
     }
 
     /// Queues a copy of `bytes` (small structures: frames, headers, padding) for writing at `offset`.
     func write(copying bytes: [UInt8], at offset: Int) {
         guard !bytes.isEmpty else { return }
         let owned = OwnedBuffer(bytes)
-        if !pending.isEmpty && offset != pendingOffset + pendingBytes { flush() }
-        pendingOwned.append(owned)
-        write(owned.buffer, at: offset)
+        append(owned.buffer, owner: owned, at: offset)
     }
 
     /// Queues a copy of `bytes`, which also lie at `source`, to `offset`: file
@@ -113,15 +131,49 @@ final class WritePipeline: @unchecked Sendable {
         }
     }
 
-    /// Hands the current batch to the writing thread.
-    func flush() {
+    /// Hands the current batch to the writing thread. With `keepingUnalignedTail`,
+    /// only up to the last multiple of ``batchAlignment`` in the batch (when there is
+    /// one past its start): the bytes behind it stay queued, to start the next batch
+    /// at that multiple. ``drain()`` always hands over everything.
+    func flush(keepingUnalignedTail: Bool = false) {
         guard !pending.isEmpty else { return }
+        let end = pendingOffset + pendingBytes
+        let boundary = end / WritePipeline.batchAlignment * WritePipeline.batchAlignment
+        guard keepingUnalignedTail, boundary > pendingOffset, boundary < end else {
+            submit(pending, owned: pendingOwners.compactMap { $0 }, at: pendingOffset)
+            pending = []
+            pendingOwners = []
+            pendingBytes = 0
+            return
+        }
+        // The segments before `boundary` go now; the one across it is split.
+        var head: [UnsafeRawBufferPointer] = []
+        var left = boundary - pendingOffset
+        var index = 0
+        while left > 0 {
+            let segment = pending[index]
+            if segment.count <= left {
+                head.append(segment)
+                left -= segment.count
+                index += 1
+            } else {
+                head.append(UnsafeRawBufferPointer(rebasing: segment[..<left]))
+                pending[index] = UnsafeRawBufferPointer(rebasing: segment[left...])
+                left = 0
+            }
+        }
+        // A split segment's owner goes with both halves.
+        submit(head, owned: pendingOwners[..<head.count].compactMap { $0 }, at: pendingOffset)
+        pending.removeFirst(index)
+        pendingOwners.removeFirst(index)
+        pendingOffset = boundary
+        pendingBytes = end - boundary
+    }
+
+    /// Queues one `pwritev` (or sink append) of `segments` at `offset` on the writing thread.
+    private func submit(_ batch: [UnsafeRawBufferPointer], owned: [OwnedBuffer], at offset: Int) {
         // The segments point at memory kept alive until drain() (caller's) or by `owned`.
-        nonisolated(unsafe) let segments = pending
-        let owned = pendingOwned, offset = pendingOffset
-        pending = []
-        pendingOwned = []
-        pendingBytes = 0
+        nonisolated(unsafe) let segments = batch
         nonisolated(unsafe) let target = self.target
         group.enter()
         queue.async { [self] in
