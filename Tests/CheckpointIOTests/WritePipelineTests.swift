@@ -113,57 +113,85 @@ struct WritePipelineTests {
         func abort() {}
     }
 
-    @Test("many small blobs: full batches end at 2 MiB multiples of the file (whole large folios), at most 1024 segments each; the same bytes through a sink")
+    /// Writes `blobs` to a file (recording every `pwritev`) and through a sink; checks that the calls
+    /// cover the file once, front to back, that every blob reads back, and that the sink got the
+    /// same bytes in order. Returns the calls, sorted by offset, and each call's segment count by offset.
+    func writeRecorded(_ blobs: [TestBlob], in directory: String) throws -> (calls: [(offset: Int64, length: Int64)], segments: [Int64: Int64]) {
+        let path = directory + "/recorded.ckpt"
+        let log = Log(), segmentLog = Log()
+        var options = WriterOptions()
+        let live = SystemCalls.live
+        options.systemCalls.pwritev = { fd, vectors, count, offset in
+            var length = 0
+            for index in 0..<Int(count) { length += vectors[index].iov_len }
+            log.add(offset, Int64(length))
+            segmentLog.add(offset, Int64(count))
+            return live.pwritev(fd, vectors, count, offset)
+        }
+        try writeContainer(path, blobs, options: options)
+        let file = try readFile(path)
+        let calls = log.ranges.sorted { $0.offset < $1.offset }
+        var end: Int64 = 0
+        for call in calls {
+            #expect(call.offset == end, "a gap or overlap at \(call.offset), expected \(end)")
+            end = call.offset + call.length
+        }
+        #expect(end == Int64(file.count))
+        let reader = try ContainerReader.open(path)
+        for blob in blobs {
+            var back = [UInt8](repeating: 0, count: blob.bytes.count)
+            try back.withUnsafeMutableBytes { try reader.read(blob.name, into: $0) }
+            #expect(back == blob.bytes, "\(blob.name)")
+        }
+        let sink = MemorySink()
+        let writer = try ContainerWriter.create(streamingTo: sink, path: directory + "/sink.ckpt")
+        try write(blobs, with: writer)
+        try writer.commit()
+        #expect(!sink.misordered)
+        #expect(sink.bytes == file)
+        return (calls, Dictionary(segmentLog.ranges.map { ($0.offset, $0.length) }, uniquingKeysWith: max))
+    }
+
+    @Test("small and 5 MiB blobs: full batches end at 2 MiB multiples of the file (whole large folios); the same bytes through a sink")
     func alignedBatches() throws {
         var rng = SyntheticData(seed: 16)
-        // 6,000 blobs of 1 B to 24 KiB (~70 MiB): batches fill by segment count (two per
-        // blob) and by bytes, so without the cut they would end anywhere.
+        // 6,000 blobs of 1 B to 24 KiB fill batches by segment count (two per blob); every
+        // 1,000th is 5 MiB, so some batches fill by bytes and are cut inside a payload.
         var blobs: [TestBlob] = []
         for index in 0..<6000 {
-            let count = 1 + Int(rng.next() % UInt64(24 << 10))
+            let count = index % 1000 == 999 ? 5 << 20 : 1 + Int(rng.next() % UInt64(24 << 10))
             blobs.append(TestBlob(name: "t.\(index)", dtype: .uint8, shape: try Shape([count]), bytes: rng.randomBytes(count: count)))
         }
         try withTemporaryDirectory { directory in
-            let path = directory + "/small.ckpt"
-            let log = Log()
-            var options = WriterOptions()
-            let live = SystemCalls.live
-            let segmentCounts = Log()
-            options.systemCalls.pwritev = { fd, vectors, count, offset in
-                var length = 0
-                for index in 0..<Int(count) { length += vectors[index].iov_len }
-                log.add(offset, Int64(length))
-                segmentCounts.add(Int64(count), 0)
-                return live.pwritev(fd, vectors, count, offset)
-            }
-            try writeContainer(path, blobs, options: options)
-            let file = try readFile(path)
-            let calls = log.ranges.sorted { $0.offset < $1.offset }
-            #expect(calls.count >= 6, "\(calls.count) calls for \(file.count) bytes")
-            // Contiguous from 0 to the end of the file, each byte written once.
-            var end: Int64 = 0
-            for call in calls {
-                #expect(call.offset == end, "a gap or overlap at \(call.offset), expected \(end)")
-                end = call.offset + call.length
-            }
-            #expect(end == Int64(file.count))
+            let calls = try writeRecorded(blobs, in: directory).calls
+            #expect(calls.count >= 10, "\(calls.count) calls")
             // Every call but the last two (the records' tail, then index and trailer) ends on a 2 MiB multiple.
             let unaligned = calls.dropLast(2).filter { ($0.offset + $0.length) % Int64(WritePipeline.batchAlignment) != 0 }
             #expect(unaligned.isEmpty, "calls ending inside a 2 MiB range: \(unaligned.prefix(5))")
-            #expect(segmentCounts.ranges.allSatisfy { $0.offset <= Int64(WritePipeline.maximumBatchSegments) })
-            let reader = try ContainerReader.open(path)
-            for blob in blobs {
-                var back = [UInt8](repeating: 0, count: blob.bytes.count)
-                try back.withUnsafeMutableBytes { try reader.read(blob.name, into: $0) }
-                #expect(back == blob.bytes, "\(blob.name)")
+        }
+    }
+
+    @Test("a cut inside a batch's first segment leaves no batch over 1024 segments; the bytes go once, in order, to the file and the sink")
+    func cutInFirstSegment() throws {
+        var rng = SyntheticData(seed: 17)
+        // 511 four-byte blobs fill a batch by count below 2 MiB; then a 3 MiB blob whose payload
+        // holds the next 2 MiB multiple; then enough small blobs to fill that batch by count.
+        var blobs: [TestBlob] = []
+        for index in 0..<1800 {
+            let count = index < 511 ? 4 : index == 511 ? 3 << 20 : 100
+            blobs.append(TestBlob(name: "c.\(index)", dtype: .uint8, shape: try Shape([count]), bytes: rng.randomBytes(count: count)))
+        }
+        try withTemporaryDirectory { directory in
+            let (calls, segments) = try writeRecorded(blobs, in: directory)
+            #expect(calls.contains { $0.offset + $0.length == Int64(WritePipeline.batchAlignment) }, "no call ends at 2 MiB: \(calls)")
+            // A batch of 1,025 segments would go as a 1,024-segment pwritev and a 1-segment
+            // one that ends off a 2 MiB multiple, right behind it.
+            for (index, call) in calls.enumerated().dropFirst().dropLast(2) where segments[call.offset] == 1 {
+                let previous = calls[index - 1]
+                #expect(segments[previous.offset] != Int64(WritePipeline.maximumBatchSegments)
+                        || (call.offset + call.length) % Int64(WritePipeline.batchAlignment) == 0,
+                        "a batch over 1024 segments split by writeAll at \(call.offset)")
             }
-            // A sink receives the same bytes, front to back, through the same cuts.
-            let sink = MemorySink()
-            let writer = try ContainerWriter.create(streamingTo: sink, path: directory + "/sink.ckpt")
-            try write(blobs, with: writer)
-            try writer.commit()
-            #expect(!sink.misordered)
-            #expect(sink.bytes == file)
         }
     }
 }

@@ -13,12 +13,14 @@ import Glibc
 /// one large page-cache folio instead of small folios where a call starts or
 /// ends inside it. (Measured with a C harness on this project's VMs: the same
 /// 623 MiB written in 11,000,000-byte calls took about twice as long, median of
-/// 9, as in 16 MiB calls.) Calls still end unaligned before a write elsewhere
-/// (a streamed blob's header), at ``drain()``, and when 1024 segments span
-/// less than 2 MiB.
+/// 9, as in 16 MiB calls.) Calls still end unaligned at every full
+/// ``flush()``: before a write elsewhere (a streamed blob's header), before a
+/// ``copy(_:from:at:)``, after each compressed blob or run (handed over while
+/// the next is encoded), at ``drain()``; and when 1024 segments span less than
+/// 2 MiB, or a cut would leave 1024 of them queued.
 ///
 /// Segments point at memory the caller keeps alive until ``drain()`` returns,
-/// or at buffers the pipeline owns (`own`).
+/// or at buffers the pipeline owns (``write(copying:at:)``).
 ///
 /// With `startWriteback`, for a save that ends in fdatasync, the writing thread
 /// also starts the disk write-back of every 16 MiB it has written
@@ -168,6 +170,9 @@ final class WritePipeline: @unchecked Sendable {
         pendingOwners.removeFirst(index)
         pendingOffset = boundary
         pendingBytes = end - boundary
+        // A cut inside the first segment leaves every segment queued: hand them over too,
+        // so that no batch passes maximumBatchSegments.
+        if pending.count >= WritePipeline.maximumBatchSegments { flush() }
     }
 
     /// Queues one `pwritev` (or sink append) of `segments` at `offset` on the writing thread.
