@@ -11,9 +11,10 @@ import Glibc
 /// the file, the rest carried into the next batch, so that a long run of
 /// contiguous writes covers whole 2 MiB ranges: the kernel can fill each with
 /// one large page-cache folio instead of small folios where a call starts or
-/// ends inside it. (Measured with a C harness on this project's VMs: the same
-/// 623 MiB written in 11,000,000-byte calls took about twice as long, median of
-/// 9, as in 16 MiB calls.) Calls still end unaligned at every full
+/// ends inside it. (Measured with `scripts/page-cache-write-calls.c` on this
+/// project's VMs: the same 623 MiB written in 11,000,000-byte calls took 1.1 to
+/// 2.6 times as long as in 16 MiB calls, median ~1.6, over six runs of 9 to 15
+/// alternating repetitions; in 10 MiB calls as long.) Calls still end unaligned at every full
 /// ``flush()``: before a write elsewhere (a streamed blob's header), before a
 /// ``copy(_:from:at:)``, after each compressed blob or run (handed over while
 /// the next is encoded), at ``drain()``; and when 1024 segments span less than
