@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Small tensors (issue 16.3): ckpt next to dd, safetensors and h5py on the same tensors, in one run.
 
-    python3 scripts/bench_small_tensors.py [--ckpt .build/release/ckpt] [--count 20000] [--repeat 5] [--dir DIR]
+    python3 scripts/bench_small_tensors.py [--ckpt .build/release/ckpt] [--count 20000] [--repeat 5] [--rounds 1] [--dir DIR]
 
 Makes `--count` uint8 tensors of 256 B to 64 KiB (uniform, seeded, random bytes: ~625 MiB
 for 20,000), writes them once with safetensors, and hands that file to
@@ -17,6 +17,9 @@ after one warm-up run, every timed run after os.sync():
 
 and prints the ratios the issue asks for (ckpt save / dd, ckpt save / peers, ckpt load / h5py,
 open + list latencies). Throughputs are bytes over seconds of the same byte count.
+With --rounds N all of that runs N times, each round printed, then the median of every
+figure over the rounds: on VMs a page-cache write is fast or, when its fresh pages fault
+in the host, ~12x slower, so one round is one sample.
 Needs numpy, safetensors and h5py (`pip install numpy safetensors h5py`). Not part of CI.
 """
 
@@ -94,39 +97,31 @@ def st_list(path: str) -> List[str]:
         return list(file.keys())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", default=".build/release/ckpt", help="the ckpt binary (release build)")
-    parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--dir", default=None, help="directory for the files (default: a temporary one)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args()
+def measure_round(args: argparse.Namespace, tensors: Dict[str, np.ndarray], directory: str) -> Dict[str, float]:
+    """One round: ckpt bench (ours and its dd floor) on the tensors, then the peers, in this order."""
+    total = sum(array.nbytes for array in tensors.values())
+    st_path = os.path.join(directory, "small.safetensors")
+    h5_path = os.path.join(directory, "small.h5")
+    safetensors.numpy.save_file(tensors, st_path)
 
-    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-small-") as directory:
-        tensors = make_tensors(args.count)
-        total = sum(array.nbytes for array in tensors.values())
-        st_path = os.path.join(directory, "small.safetensors")
-        h5_path = os.path.join(directory, "small.h5")
-        safetensors.numpy.save_file(tensors, st_path)
+    # ckpt on exactly these tensors, with its dd-style floor, in its own process.
+    run = subprocess.run([args.ckpt, "bench", "--workload", st_path, "--dir", directory,
+                          "--repetitions", str(args.repeat), "--json", "--quiet"],
+                         check=True, capture_output=True, text=True)
+    ckpt = {result["name"]: result for result in json.loads(run.stdout)["results"]}
+    save, load, listing = ckpt["save (page cache)"], ckpt["load + verify CRC32C"], ckpt["open + list"]
 
-        # ckpt on exactly these tensors, with its dd-style floor, in its own process.
-        run = subprocess.run([args.ckpt, "bench", "--workload", st_path, "--dir", directory,
-                              "--repetitions", str(args.repeat), "--json", "--quiet"],
-                             check=True, capture_output=True, text=True)
-        ckpt = {result["name"]: result for result in json.loads(run.stdout)["results"]}
-        save, load, listing = ckpt["save (page cache)"], ckpt["load + verify CRC32C"], ckpt["open + list"]
-
-        st_save = timed(lambda: safetensors.numpy.save_file(tensors, st_path), args.repeat, lambda: remove(st_path))
-        h5_save_s = timed(lambda: h5_save(tensors, h5_path), args.repeat, lambda: remove(h5_path))
-        st_load = timed(lambda: safetensors.numpy.load_file(st_path), args.repeat)
-        h5_load_s = timed(lambda: h5_load(h5_path), args.repeat)
-        st_open = timed(lambda: st_list(st_path), args.repeat)
-        h5_open = timed(lambda: h5_list(h5_path), args.repeat)
-        assert len(h5_list(h5_path)) == len(tensors) == len(st_list(st_path))
+    st_save = timed(lambda: safetensors.numpy.save_file(tensors, st_path), args.repeat, lambda: remove(st_path))
+    h5_save_s = timed(lambda: h5_save(tensors, h5_path), args.repeat, lambda: remove(h5_path))
+    st_load = timed(lambda: safetensors.numpy.load_file(st_path), args.repeat)
+    h5_load_s = timed(lambda: h5_load(h5_path), args.repeat)
+    st_open = timed(lambda: st_list(st_path), args.repeat)
+    h5_open = timed(lambda: h5_list(h5_path), args.repeat)
+    assert len(h5_list(h5_path)) == len(tensors) == len(st_list(st_path))
+    remove(h5_path)
 
     gbps = lambda seconds: total / seconds / 1e9
-    figures = {
+    return {
         "tensors": len(tensors), "bytes": total,
         "ckpt_save_gbps": gbps(save["seconds"]), "dd_write_gbps": gbps(save["floor_seconds"]),
         "safetensors_save_gbps": gbps(st_save), "h5py_save_gbps": gbps(h5_save_s),
@@ -138,10 +133,10 @@ def main() -> None:
         "save_vs_safetensors": st_save / save["seconds"], "save_vs_h5py": h5_save_s / save["seconds"],
         "load_vs_h5py": h5_load_s / load["seconds"], "load_vs_safetensors": st_load / load["seconds"],
     }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return
-    print(f"{len(tensors)} tensors, {total / (1 << 20):.0f} MiB; medians of {args.repeat} runs after a warm-up, one run of this script")
+
+
+def print_round(figures: Dict[str, float], repeat: int, title: str) -> None:
+    print(f"{title}: {figures['tensors']} tensors, {figures['bytes'] / (1 << 20):.0f} MiB; medians of {repeat} runs after a warm-up")
     print(f"save  ckpt {figures['ckpt_save_gbps']:.2f} GB/s | dd {figures['dd_write_gbps']:.2f} | safetensors {figures['safetensors_save_gbps']:.2f}"
           f" | h5py {figures['h5py_save_gbps']:.2f}")
     print(f"load  ckpt (CRC32C) {figures['ckpt_load_gbps']:.2f} GB/s | read {figures['dd_read_gbps']:.2f} | safetensors {figures['safetensors_load_gbps']:.2f}"
@@ -150,6 +145,33 @@ def main() -> None:
           f" | h5py {figures['h5py_open_list_ms']:.3f} ms")
     print(f"ratios: save/dd {figures['save_vs_dd']:.2f} (target >= 0.9), save/safetensors {figures['save_vs_safetensors']:.2f} (>= 1.5),"
           f" save/h5py {figures['save_vs_h5py']:.2f} (>= 1.5), load/h5py {figures['load_vs_h5py']:.2f} (>= 1.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", default=".build/release/ckpt", help="the ckpt binary (release build)")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="whole rounds (ckpt, then the peers), each printed; with more than one, also the median "
+                             "of every figure over the rounds (page-cache writes on VMs are bimodal: one round is one sample)")
+    parser.add_argument("--dir", default=None, help="directory for the files (default: a temporary one)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON (the medians over the rounds)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-small-") as directory:
+        tensors = make_tensors(args.count)
+        rounds = []
+        for index in range(max(1, args.rounds)):
+            rounds.append(measure_round(args, tensors, directory))
+            if not args.json:
+                print_round(rounds[-1], args.repeat, f"round {index + 1} of {max(1, args.rounds)}")
+
+    figures = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    elif len(rounds) > 1:
+        print_round(figures, args.repeat, f"median of {len(rounds)} rounds (each figure on its own)")
 
 
 if __name__ == "__main__":
