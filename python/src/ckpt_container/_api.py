@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from . import _dtypes
 from ._codecs import PLANES_ID
-from ._reader import ContainerFile, _chunk_starts, plane_batches
+from ._reader import ContainerFile, plane_batches
 from .errors import CheckpointError, ChecksumError
 
 _FRAMEWORKS = {"np": "np", "numpy": "np", "pt": "pt", "torch": "pt", "pytorch": "pt"}

@@ -24,7 +24,7 @@ from ._codecs import CODECS, FILTER_NONE, FILTER_ROTATE_SHUFFLE, FILTER_SHUFFLE,
 from ._planes import PlaneError, decode_chunks
 from ._crc import combine, crc32c
 from ._format import (FILE_HEADER_SIZE, FRAME_SIZE, KIND_BLOB, KIND_INDEX, TRAILER_MAGIC, TRAILER_SIZE,
-                      UNIT_ALIGNMENT, BlobHeader, Entry, Frame, Index, Trailer, align_up, parse_blob_header,
+                      UNIT_ALIGNMENT, BlobHeader, Entry, Index, Trailer, align_up, parse_blob_header,
                       parse_file_header, parse_frame, parse_index, parse_trailer)
 from .errors import (BlobNotFoundError, ChecksumError, CheckpointError, CorruptFileError, NotViewableError,
                      TornFileError, UnsupportedError)
