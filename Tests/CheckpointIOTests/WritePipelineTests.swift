@@ -115,22 +115,22 @@ struct WritePipelineTests {
 
     /// Writes `blobs` to a file (recording every `pwritev`) and through a sink; checks that the calls
     /// cover the file once, front to back, that every blob reads back, and that the sink got the
-    /// same bytes in order. Returns the calls, sorted by offset, and each call's segment count by offset.
-    func writeRecorded(_ blobs: [TestBlob], in directory: String) throws -> (calls: [(offset: Int64, length: Int64)], segments: [Int64: Int64]) {
+    /// same bytes in order. Returns the calls (offset, bytes, segments), sorted by offset.
+    func writeRecorded(_ blobs: [TestBlob], in directory: String) throws -> [(offset: Int64, length: Int64, segments: Int)] {
         let path = directory + "/recorded.ckpt"
-        let log = Log(), segmentLog = Log()
+        let lock = NSLock()
+        nonisolated(unsafe) var recorded: [(offset: Int64, length: Int64, segments: Int)] = []
         var options = WriterOptions()
         let live = SystemCalls.live
         options.systemCalls.pwritev = { fd, vectors, count, offset in
             var length = 0
             for index in 0..<Int(count) { length += vectors[index].iov_len }
-            log.add(offset, Int64(length))
-            segmentLog.add(offset, Int64(count))
+            lock.withLock { recorded.append((offset, Int64(length), Int(count))) }
             return live.pwritev(fd, vectors, count, offset)
         }
         try writeContainer(path, blobs, options: options)
         let file = try readFile(path)
-        let calls = log.ranges.sorted { $0.offset < $1.offset }
+        let calls = lock.withLock { recorded }.sorted { $0.offset < $1.offset }
         var end: Int64 = 0
         for call in calls {
             #expect(call.offset == end, "a gap or overlap at \(call.offset), expected \(end)")
@@ -149,7 +149,7 @@ struct WritePipelineTests {
         try writer.commit()
         #expect(!sink.misordered)
         #expect(sink.bytes == file)
-        return (calls, Dictionary(segmentLog.ranges.map { ($0.offset, $0.length) }, uniquingKeysWith: max))
+        return calls
     }
 
     @Test("small and 5 MiB blobs: full batches end at 2 MiB multiples of the file (whole large folios); the same bytes through a sink")
@@ -163,7 +163,7 @@ struct WritePipelineTests {
             blobs.append(TestBlob(name: "t.\(index)", dtype: .uint8, shape: try Shape([count]), bytes: rng.randomBytes(count: count)))
         }
         try withTemporaryDirectory { directory in
-            let calls = try writeRecorded(blobs, in: directory).calls
+            let calls = try writeRecorded(blobs, in: directory)
             #expect(calls.count >= 10, "\(calls.count) calls")
             // Every call but the last two (the records' tail, then index and trailer) ends on a 2 MiB multiple.
             let unaligned = calls.dropLast(2).filter { ($0.offset + $0.length) % Int64(WritePipeline.batchAlignment) != 0 }
@@ -182,13 +182,13 @@ struct WritePipelineTests {
             blobs.append(TestBlob(name: "c.\(index)", dtype: .uint8, shape: try Shape([count]), bytes: rng.randomBytes(count: count)))
         }
         try withTemporaryDirectory { directory in
-            let (calls, segments) = try writeRecorded(blobs, in: directory)
+            let calls = try writeRecorded(blobs, in: directory)
             #expect(calls.contains { $0.offset + $0.length == Int64(WritePipeline.batchAlignment) }, "no call ends at 2 MiB: \(calls)")
             // A batch of 1,025 segments would go as a 1,024-segment pwritev and a 1-segment
             // one that ends off a 2 MiB multiple, right behind it.
-            for (index, call) in calls.enumerated().dropFirst().dropLast(2) where segments[call.offset] == 1 {
+            for (index, call) in calls.enumerated().dropFirst().dropLast(2) where call.segments == 1 {
                 let previous = calls[index - 1]
-                #expect(segments[previous.offset] != Int64(WritePipeline.maximumBatchSegments)
+                #expect(previous.segments != WritePipeline.maximumBatchSegments
                         || (call.offset + call.length) % Int64(WritePipeline.batchAlignment) == 0,
                         "a batch over 1024 segments split by writeAll at \(call.offset)")
             }

@@ -14,11 +14,11 @@ import Glibc
 /// ends inside it. (Measured with `scripts/page-cache-write-calls.c` on this
 /// project's VMs: the same 623 MiB written in 11,000,000-byte calls took 1.1 to
 /// 2.6 times as long as in 16 MiB calls, median ~1.6, over six runs of 9 to 15
-/// alternating repetitions; in 10 MiB calls as long.) Calls still end unaligned at every full
-/// ``flush()``: before a write elsewhere (a streamed blob's header), before a
-/// ``copy(_:from:at:)``, after each compressed blob or run (handed over while
-/// the next is encoded), at ``drain()``; and when 1024 segments span less than
-/// 2 MiB, or a cut would leave 1024 of them queued.
+/// alternating repetitions; in 10 MiB calls as long.) Calls still end
+/// unaligned at every full ``flush()``: before a write elsewhere (a streamed
+/// blob's header), before a ``copy(_:from:at:)``, after each compressed blob or
+/// run (handed over while the next is encoded), at ``drain()``; and when 1024
+/// segments span less than 2 MiB, or a cut would leave 1024 of them queued.
 ///
 /// Segments point at memory the caller keeps alive until ``drain()`` returns,
 /// or at buffers the pipeline owns (``write(copying:at:)``).
@@ -119,18 +119,11 @@ final class WritePipeline: @unchecked Sendable {
         guard case let .file(file) = target else { preconditionFailure("in-kernel copies need a file target") }
         flush()
         nonisolated(unsafe) let view = bytes
-        group.enter()
-        queue.async { [self] in
-            defer { group.leave() }
-            if hasFailed { return }
-            do throws(CheckpointError) {
-                if try !file.copyAll(from: source.fd, sourceOffset: source.offset, count: view.count, at: Int64(offset)) {
-                    try file.writeAll([view], at: Int64(offset))
-                }
-                wrote(view.count, at: offset, to: file)
-            } catch {
-                failureLock.locked { if failure == nil { failure = error } }
+        enqueue { [self] () throws(CheckpointError) in
+            if try !file.copyAll(from: source.fd, sourceOffset: source.offset, count: view.count, at: Int64(offset)) {
+                try file.writeAll([view], at: Int64(offset))
             }
+            wrote(view.count, at: offset, to: file)
         }
     }
 
@@ -181,21 +174,28 @@ final class WritePipeline: @unchecked Sendable {
         // The segments point at memory kept alive until drain() (caller's) or by `owned`.
         nonisolated(unsafe) let segments = batch
         nonisolated(unsafe) let target = self.target
+        enqueue { [self] () throws(CheckpointError) in
+            defer { withExtendedLifetime(owned) {} }
+            switch target {
+            case let .file(file):
+                try file.writeAll(segments, at: Int64(offset))
+                wrote(segments.reduce(0) { $0 + $1.count }, at: offset, to: file)
+            case let .sink(sink): try sink.append(segments, at: offset)
+            }
+        }
+    }
+
+    /// Runs `work` on the writing thread after everything queued before it, unless a
+    /// write has failed; its error becomes the pipeline's failure. `work`, and what it
+    /// captures, lives until then.
+    private func enqueue(_ work: @escaping @Sendable () throws(CheckpointError) -> Void) {
         group.enter()
         queue.async { [self] in
             defer { group.leave() }
             if hasFailed { return }
-            do throws(CheckpointError) {
-                switch target {
-                case let .file(file):
-                    try file.writeAll(segments, at: Int64(offset))
-                    wrote(segments.reduce(0) { $0 + $1.count }, at: offset, to: file)
-                case let .sink(sink): try sink.append(segments, at: offset)
-                }
-            } catch {
+            do throws(CheckpointError) { try work() } catch {
                 failureLock.locked { if failure == nil { failure = error } }
             }
-            withExtendedLifetime(owned) {}
         }
     }
 
