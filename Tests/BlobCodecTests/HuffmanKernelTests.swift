@@ -9,12 +9,13 @@ import Testing
 @Suite("Huffman kernels", .serialized)  // the variant switch is process-wide
 struct HuffmanKernelTests {
     /// Byte strings that stress the coder's fast paths: exponent-like (few short codes, so
-    /// three symbols per table lookup), two symbols (every code 1 bit), every byte value
-    /// (long codes), a skewed alphabet that forces the 11-bit limit, and a run of one value
-    /// broken by a single other byte.
+    /// three symbols per table lookup in the decoder's 11-bit window), two symbols (every code
+    /// 1 bit), every byte value (long codes), a skewed alphabet that forces the 11-bit limit,
+    /// a run of one value broken by a single other byte, and FP8-like bytes (5–9-bit codes,
+    /// the decoder's 12-bit window, where two codes often fill it exactly).
     static func inputs(length: Int, rng: inout SyntheticData) -> [(String, [UInt8])] {
         var exponent = [UInt8](repeating: 0, count: length)
-        var two = exponent, all = exponent, limited = exponent
+        var two = exponent, all = exponent, limited = exponent, fp8 = exponent
         for i in 0..<length {
             let r = rng.next()
             // A peaked distribution around 0x78, like the top byte of normal(0, 0.02) weights.
@@ -24,10 +25,13 @@ struct HuffmanKernelTests {
             // Geometric: symbol k with probability ~2^-(k+1), so a plain Huffman code would
             // want lengths far beyond 11 for the rare ones.
             limited[i] = UInt8(min(40, (r | 1 << 63).trailingZeroBitCount))
+            // E4M3 of normal(0, 0.02): random sign and mantissa, exponent field mostly 0...3.
+            let e: UInt8 = switch (r >> 16) & 255 { case 0..<60: 0; case 60..<115: 1; case 115..<188: 2; case 188..<244: 3; case 244..<254: 4; default: 5 }
+            fp8[i] = UInt8(truncatingIfNeeded: r >> 24) & 0x87 | e << 3
         }
         var run = [UInt8](repeating: 0x3C, count: length)
         if length > 1 { run[length / 2] = 0x3D }
-        return [("exponent", exponent), ("two symbols", two), ("all bytes", all), ("length-limited", limited), ("run", run)]
+        return [("exponent", exponent), ("two symbols", two), ("all bytes", all), ("length-limited", limited), ("run", run), ("fp8", fp8)]
     }
 
     /// Decodes one Huffman body the slow way: canonical codes from the lengths, bits read
@@ -131,10 +135,11 @@ struct HuffmanKernelTests {
         if !hasBMI2 { #expect(ckk_huffman_set_bmi2(1) == 0) }
     }
 
-    @Test("a damaged or truncated body: each decoder variant rejects it, or decodes what the spec reader decodes")
-    func damagedBodies() {
+    @Test("a damaged or truncated body: each decoder variant rejects it, or decodes what the spec reader decodes",
+          arguments: ["exponent", "fp8", "all bytes"])
+    func damagedBodies(kind: String) {
         var rng = SyntheticData(seed: 77)
-        let input = Self.inputs(length: 3000, rng: &rng)[0].1
+        let input = Self.inputs(length: 3000, rng: &rng).first { $0.0 == kind }!.1
         guard let body = Self.encode(input, bmi2: 0) else { Issue.record("no body"); return }
         defer { _ = ckk_huffman_set_bmi2(1) }
         var rejected = 0
