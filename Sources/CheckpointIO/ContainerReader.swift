@@ -327,25 +327,65 @@ public final class ContainerReader: @unchecked Sendable {
     /// mode raw chunks are checksummed and copied in one pass, in pread mode
     /// they are read straight into `destination` and checksummed there.
     public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool = true) throws(CheckpointError) {
+        try read(name, into: destination, verify: verify, threads: options.threads)
+    }
+
+    /// The largest blob the batch ``read(_:verify:)`` decodes on one thread next
+    /// to others; larger ones get every thread for their chunks, one at a time.
+    static let batchBlobLimit = 8 << 20
+
+    /// Decodes several blobs, each into its own destination (exactly its raw
+    /// size), checking every CRC unless `verify` is false: the form of
+    /// ``read(_:into:verify:)`` for loading many blobs, such as a whole checkpoint.
+    ///
+    /// A blob of one chunk can only decode on one thread, so reading small
+    /// blobs one after the other leaves the other cores idle. Here blobs of up
+    /// to 8 MiB decode side by side, one per thread (largest first), and larger
+    /// blobs one at a time with their chunks in parallel.
+    ///
+    /// - Throws: the first failure (that of the earliest request in that order,
+    ///   naming its blob); no new blob starts after one fails, and destinations
+    ///   of blobs not yet finished may hold partial data.
+    public func read(_ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)], verify: Bool = true) throws(CheckpointError) {
+        var small: [(index: Int, size: Int)] = []
+        var large: [Int] = []
+        for (index, request) in requests.enumerated() {
+            // The size check (``descriptor(_:)`` of an unknown name throws) comes with the read itself.
+            let size = (try? descriptor(request.name))?.rawSizeInBytes ?? 0
+            if size > Self.batchBlobLimit { large.append(index) } else { small.append((index, size)) }
+        }
+        small.sort { $0.size > $1.size || ($0.size == $1.size && $0.index < $1.index) }
+        nonisolated(unsafe) let requests = requests
+        try ChunkScheduler.run(count: small.count, threads: options.threads, makeWorker: {}) { _, position throws(CheckpointError) in
+            let request = requests[small[position].index]
+            try self.read(request.name, into: request.destination, verify: verify, threads: 1)
+        }
+        for index in large {
+            try read(requests[index].name, into: requests[index].destination, verify: verify, threads: options.threads)
+        }
+    }
+
+    private func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool, threads: Int) throws(CheckpointError) {
         let entry = try descriptor(name)
         if entry.isReference {
             let resolved = try resolve(entry)
             try resolvedRead(resolved, entry: entry) { () throws(CheckpointError) in
-                try resolved.reader.decode(resolved.entry, header: resolved.header, into: destination, verify: verify)
+                try resolved.reader.decode(resolved.entry, header: resolved.header, into: destination, verify: verify, threads: threads)
             }
             return
         }
         let (header, _) = try record(entry)
-        try decode(entry, header: header, into: destination, verify: verify)
+        try decode(entry, header: header, into: destination, verify: verify, threads: threads)
     }
 
     /// Decodes a blob whose record has been checked against the index.
-    fileprivate func decode(_ entry: BlobDescriptor, header: BlobHeader, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
+    fileprivate func decode(_ entry: BlobDescriptor, header: BlobHeader, into destination: UnsafeMutableRawBufferPointer, verify: Bool,
+                            threads: Int) throws(CheckpointError) {
         let name = entry.name
         guard destination.count == header.rawSizeInBytes else {
             throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(header.rawSizeInBytes), actual: UInt64(destination.count)), blobName: name, path: path)
         }
-        let decodeOptions = DecodeOptions(threads: options.threads, verifyRawChecksum: verify)
+        let decodeOptions = DecodeOptions(threads: threads, verifyRawChecksum: verify)
         do throws(CheckpointError) {
             if let map {
                 let payload = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
@@ -357,7 +397,7 @@ public final class ContainerReader: @unchecked Sendable {
                     try BlobDecoder.decode(payload: payload, header: header, into: destination, options: decodeOptions)
                 }
             } else if header.isStoredRaw {
-                try readRawWithPread(header: header, entry: entry, into: destination, verify: verify)
+                try readRawWithPread(header: header, entry: entry, into: destination, verify: verify, threads: threads)
             } else {
                 let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, entry.storedSizeInBytes), alignment: 64)
                 defer { stored.deallocate() }
@@ -373,13 +413,14 @@ public final class ContainerReader: @unchecked Sendable {
     /// pread of an uncompressed payload into the caller's memory, chunks in
     /// parallel, each checksummed in 1 MiB pieces while they are still in cache.
     /// Raw-stored, so the raw CRC is the combination of the chunk CRCs checked here.
-    private func readRawWithPread(header: BlobHeader, entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool) throws(CheckpointError) {
+    private func readRawWithPread(header: BlobHeader, entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool,
+                                  threads: Int) throws(CheckpointError) {
         let file = self.file
         if file.remote != nil {
             try readRawFromRemote(header: header, entry: entry, into: destination, verify: verify)
             return
         }
-        try ChunkScheduler.run(count: header.chunks.count, threads: options.threads, makeWorker: {}) { _, index throws(CheckpointError) in
+        try ChunkScheduler.run(count: header.chunks.count, threads: threads, makeWorker: {}) { _, index throws(CheckpointError) in
             let start = index * header.chunkSizeInBytes
             let length = header.rawLength(ofChunk: index)
             var crc: UInt32 = 0
@@ -461,7 +502,7 @@ public final class ContainerReader: @unchecked Sendable {
         var failure: CheckpointError?
         let bytes = [UInt8](unsafeUninitializedCapacity: header.rawSizeInBytes) { buffer, count in
             do throws(CheckpointError) {
-                try decode(entry, header: header, into: UnsafeMutableRawBufferPointer(buffer), verify: verify)
+                try decode(entry, header: header, into: UnsafeMutableRawBufferPointer(buffer), verify: verify, threads: options.threads)
                 count = buffer.count
             } catch {
                 failure = error

@@ -557,6 +557,8 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     }
 
     static func readTensors(_ names: [String], from reader: any CheckpointFileReading, path: String, allowMissing: Bool) throws(CheckpointError) -> [(name: String, tensor: Tensor)] {
+        // Every tensor's memory first (sizes checked from the index), then one
+        // batch read, which decodes small blobs side by side on every core.
         var result: [(name: String, tensor: Tensor)] = []
         result.reserveCapacity(names.count)
         for name in names {
@@ -565,7 +567,21 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
                 throw CheckpointError(.blobNotFound(name), blobName: name, path: path)
             }
             do throws(CheckpointError) {
-                result.append((name, try reader.readTensor(name)))
+                let info = try reader.blobInfo(name)
+                let storage = try TensorStorage(checkedByteCount: info.byteCount)
+                result.append((name, Tensor(dtype: info.dtype, shape: info.shape, storage: storage)))
+            } catch {
+                throw error.adding(blobName: name, path: path)
+            }
+        }
+        do throws(CheckpointError) {
+            try reader.readBlobs(result.map { ($0.name, UnsafeMutableRawBufferPointer(start: $0.tensor.storage.base, count: $0.tensor.byteCount)) })
+        } catch {
+            throw error.adding(path: path)
+        }
+        for (name, tensor) in result where tensor.dtype == .string {
+            do throws(CheckpointError) {
+                _ = try tensor.strings()
             } catch {
                 throw error.adding(blobName: name, path: path)
             }

@@ -40,9 +40,24 @@ public protocol CheckpointFileReading: AnyObject {
     func blobInfo(_ name: String) throws(CheckpointError) -> (dtype: DType, shape: Shape, byteCount: Int)
     /// Reads (and, where the format has checksums, verifies) a blob into `destination`, exactly its size.
     func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError)
+    /// ``readBlob(_:into:)`` for several blobs, each into its own destination; a
+    /// format may read them in parallel. Stops at the first failure. The
+    /// default reads them one after the other.
+    func readBlobs(_ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)]) throws(CheckpointError)
 }
 
 extension CheckpointFileReading {
+    /// Reads the blobs one after the other with ``readBlob(_:into:)``.
+    public func readBlobs(_ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)]) throws(CheckpointError) {
+        for request in requests {
+            do throws(CheckpointError) {
+                try readBlob(request.name, into: request.destination)
+            } catch {
+                throw error.adding(blobName: request.name)
+            }
+        }
+    }
+
     /// Reads blob `name` into a new ``Tensor``, in the memory the managers'
     /// loads use (2 MiB-aligned with transparent huge pages for 2 MiB and more,
     /// which cuts the page faults of filling it). The size comes from the file
@@ -77,6 +92,10 @@ extension ContainerReader: CheckpointFileReading {
     /// Decodes a blob into `destination`, checking every CRC32C.
     public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         try read(name, into: destination, verify: true)
+    }
+    /// Decodes several blobs in parallel, checking every CRC32C (``ContainerReader/read(_:verify:)``).
+    public func readBlobs(_ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)]) throws(CheckpointError) {
+        try read(requests, verify: true)
     }
 }
 

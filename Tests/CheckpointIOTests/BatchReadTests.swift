@@ -1,0 +1,118 @@
+import BlobCodec
+import CheckpointIO
+import Foundation
+import Testing
+
+/// ``ContainerReader/read(_:verify:)`` for many blobs at once (small blobs decoded
+/// side by side, large ones chunk-parallel): the same bytes as one read per blob,
+/// in both read modes, and every failure names its blob and file.
+@Suite("Batch reads")
+struct BatchReadTests {
+    /// Random blobs of every dtype and codec, an empty one, and two over the 8 MiB
+    /// line (one plane-coded in 1 MiB chunks, one uncompressed), so both paths run.
+    static func blobs() throws -> [TestBlob] {
+        var blobs = try randomBlobs(count: 60, seed: 0xBA7C, maximumBytes: 300_000)
+        var rng = SyntheticData(seed: 9)
+        let floats = (0..<(9 << 18)).flatMap { _ -> [UInt8] in
+            let value = Float(Int64(truncatingIfNeeded: rng.next() % 2001) - 1000) / 50_000
+            return withUnsafeBytes(of: value.bitPattern.littleEndian) { Array($0) }
+        }
+        blobs.append(TestBlob(name: "large.planes", dtype: .float32, shape: [9 << 18], bytes: floats,
+                              encode: EncodeOptions(compression: .none, shuffle: .auto, chunkSizeInBytes: 1 << 20, floatCompression: .planes)))
+        blobs.append(TestBlob(name: "large.raw", dtype: .uint8, shape: [9 << 20 | 3], bytes: rng.randomBytes(count: 9 << 20 | 3)))
+        blobs.append(TestBlob(name: "empty", dtype: .float32, shape: [0], bytes: []))
+        return blobs
+    }
+
+    /// Reads `names` in one batch into fresh buffers and returns their bytes.
+    static func batch(_ reader: ContainerReader, _ names: [String], sizes: [Int]) throws -> [[UInt8]] {
+        let buffers = sizes.map { UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, $0), alignment: 64) }
+        defer { buffers.forEach { $0.deallocate() } }
+        let requests = zip(names, zip(buffers, sizes)).map { ($0, UnsafeMutableRawBufferPointer(rebasing: $1.0[0..<$1.1])) }
+        try reader.read(requests)
+        return zip(buffers, sizes).map { Array($0[0..<$1]) }
+    }
+
+    @Test("a batch read gives every blob's bytes, in both read modes and on 1 or N threads",
+          arguments: [ReadMode.mmap, .pread], [1, 0])
+    func sameBytesAsSingleReads(mode: ReadMode, threads: Int) throws {
+        let blobs = try Self.blobs()
+        try withTemporaryDirectory { directory in
+            let path = "\(directory)/batch.ckpt"
+            try writeContainer(path, blobs)
+            let reader = try ContainerReader.open(path, options: ReaderOptions(mode: mode, threads: threads))
+            #expect(try reader.descriptor("large.planes").compression == .planes)
+            // Every blob, one asked for twice, in an order that is neither the file's nor by size.
+            var order = Array(blobs.indices.reversed())
+            order.insert(order[3], at: 40)
+            let read = try Self.batch(reader, order.map { blobs[$0].name }, sizes: order.map { blobs[$0].bytes.count })
+            for (position, index) in order.enumerated() {
+                #expect(read[position] == blobs[index].bytes, "blob '\(blobs[index].name)' (\(mode), \(threads) threads)")
+            }
+            try reader.read([])  // nothing to read is not an error
+        }
+    }
+
+    @Test("a damaged blob fails the batch with an error naming it and the file", arguments: [ReadMode.mmap, .pread])
+    func damagedBlob(mode: ReadMode) throws {
+        let blobs = try Self.blobs()
+        try withTemporaryDirectory { directory in
+            let path = "\(directory)/damaged.ckpt"
+            try writeContainer(path, blobs)
+            // An uncompressed small blob (only the batch's own verify catches it) and a large coded one.
+            let small = try #require(blobs.first { $0.encode?.compression == Compression.none && $0.bytes.count > 1000 })
+            for victim in [small.name, "large.planes"] {
+                let copy = "\(directory)/\(victim).ckpt"
+                var bytes = try readFile(path)
+                let entry = try ContainerReader.open(path).descriptor(victim)
+                #expect(entry.storedSizeInBytes > 0, "\(victim) has payload bytes to damage")
+                bytes[entry.payloadOffset + entry.storedSizeInBytes / 2] ^= 0x20
+                try writeFile(copy, bytes)
+                let reader = try ContainerReader.open(copy, options: ReaderOptions(mode: mode))
+                do {
+                    _ = try Self.batch(reader, blobs.map(\.name), sizes: blobs.map(\.bytes.count))
+                    Issue.record("\(victim): the damaged blob was read without an error")
+                } catch let error as CheckpointError {
+                    #expect(error.blobName == victim, "\(error)")
+                    #expect(error.path == copy, "\(error)")
+                    guard case .chunkChecksumMismatch = error.code else {
+                        Issue.record("\(victim): \(error)")
+                        continue
+                    }
+                }
+                // The other blobs still read, in a batch without the damaged one.
+                let others = blobs.filter { $0.name != victim }
+                #expect(try Self.batch(reader, others.map(\.name), sizes: others.map(\.bytes.count)) == others.map(\.bytes))
+            }
+        }
+    }
+
+    @Test("an unknown name or a destination of the wrong size fails the batch, naming the blob")
+    func badRequests() throws {
+        let blobs = try Self.blobs()
+        try withTemporaryDirectory { directory in
+            let path = "\(directory)/batch.ckpt"
+            try writeContainer(path, blobs)
+            let reader = try ContainerReader.open(path)
+            let names = blobs.map(\.name), sizes = blobs.map(\.bytes.count)
+            do {
+                _ = try Self.batch(reader, names + ["no such blob"], sizes: sizes + [4])
+                Issue.record("an unknown name was read")
+            } catch let error as CheckpointError {
+                #expect(error.code == .blobNotFound("no such blob"), "\(error)")
+            }
+            var wrong = sizes
+            wrong[5] += 1
+            do {
+                _ = try Self.batch(reader, names, sizes: wrong)
+                Issue.record("a destination one byte too large was filled")
+            } catch let error as CheckpointError {
+                #expect(error.blobName == names[5], "\(error)")
+                guard case .sizeMismatch(what: "read destination", _, _) = error.code else {
+                    Issue.record("\(error)")
+                    return
+                }
+            }
+        }
+    }
+}
