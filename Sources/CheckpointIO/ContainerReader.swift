@@ -568,49 +568,71 @@ public final class ContainerReader: @unchecked Sendable {
     }
 
     /// Checks every checksum of every blob (record frame, blob header, each
-    /// chunk, the raw CRC). Never throws for a damaged blob: each gets its own result.
+    /// chunk, the raw CRC). Never throws for a damaged blob: each gets its own
+    /// result, in name order. Blobs of up to 8 MiB are checked side by side, one
+    /// per thread, larger ones one at a time with their chunks in parallel (as
+    /// the batch ``read(_:verify:)``).
     public func verify() -> [BlobCheck] { verify(names) }
 
     /// ``verify()`` of the blobs `names`.
     func verify(only name: String) -> [BlobCheck] { verify([name]) }
 
     private func verify(_ names: [String]) -> [BlobCheck] {
-        names.map { name in
-            do throws(CheckpointError) {
-                let entry = try descriptor(name)
-                if entry.isReference {
-                    // Follow the reference: its record here, then every checksum of the target blob.
-                    let resolved = try resolve(entry)
-                    let checks = resolved.reader.verify(only: name)
-                    if let error = checks.first?.error { throw referenceError(entry, target: resolved.reader.path, reason: "fails verification: \(error)") }
-                    return BlobCheck(name: name, error: nil)
-                }
-                let (header, _) = try record(entry)
-                let payloadEnd = entry.payloadOffset + entry.storedSizeInBytes
-                do throws(CheckpointError) {
-                    try requireZeros(ByteSource(file: file, map: map, size: committedLength), at: payloadEnd,
-                                     count: min(ContainerLayout.alignUp(payloadEnd, ContainerLayout.unitAlignment), committedLength) - payloadEnd)
-                } catch {
-                    throw error.adding(blobName: name, path: path)
-                }
-                do throws(CheckpointError) {
-                    if let map {
-                        let payload = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
-                        try BlobDecoder.verify(payload: payload, header: header, options: DecodeOptions(threads: options.threads))
-                    } else {
-                        let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, entry.storedSizeInBytes), alignment: 64)
-                        defer { stored.deallocate() }
-                        let payload = UnsafeMutableRawBufferPointer(rebasing: stored[0..<entry.storedSizeInBytes])
-                        try file.readAll(into: payload, at: Int64(entry.payloadOffset))
-                        try BlobDecoder.verify(payload: UnsafeRawBufferPointer(payload), header: header, options: DecodeOptions(threads: options.threads))
-                    }
-                } catch {
-                    throw rebased(error, by: entry.payloadOffset).adding(blobName: name, path: path)
-                }
-                return BlobCheck(name: name, error: nil)
-            } catch {
-                return BlobCheck(name: name, error: error)
+        var small: [(index: Int, size: Int)] = []
+        var large: [Int] = []
+        for (index, name) in names.enumerated() {
+            let size = (try? descriptor(name))?.storedSizeInBytes ?? 0
+            if size > Self.batchBlobLimit { large.append(index) } else { small.append((index, size)) }
+        }
+        small.sort { $0.size > $1.size || ($0.size == $1.size && $0.index < $1.index) }
+        var results = [BlobCheck?](repeating: nil, count: names.count)
+        results.withUnsafeMutableBufferPointer { results in
+            // Each index is written by exactly one worker; the body never throws.
+            nonisolated(unsafe) let slots = results
+            try? ChunkScheduler.run(count: small.count, threads: options.threads, makeWorker: {}) { _, position in
+                let index = small[position].index
+                slots[index] = self.verify(names[index], threads: 1)
             }
+        }
+        for index in large { results[index] = verify(names[index], threads: options.threads) }
+        return results.map { $0! }
+    }
+
+    private func verify(_ name: String, threads: Int) -> BlobCheck {
+        do throws(CheckpointError) {
+            let entry = try descriptor(name)
+            if entry.isReference {
+                // Follow the reference: its record here, then every checksum of the target blob.
+                let resolved = try resolve(entry)
+                let checks = resolved.reader.verify(only: name)
+                if let error = checks.first?.error { throw referenceError(entry, target: resolved.reader.path, reason: "fails verification: \(error)") }
+                return BlobCheck(name: name, error: nil)
+            }
+            let (header, _) = try record(entry)
+            let payloadEnd = entry.payloadOffset + entry.storedSizeInBytes
+            do throws(CheckpointError) {
+                try requireZeros(ByteSource(file: file, map: map, size: committedLength), at: payloadEnd,
+                                 count: min(ContainerLayout.alignUp(payloadEnd, ContainerLayout.unitAlignment), committedLength) - payloadEnd)
+            } catch {
+                throw error.adding(blobName: name, path: path)
+            }
+            do throws(CheckpointError) {
+                if let map {
+                    let payload = UnsafeRawBufferPointer(rebasing: map[entry.payloadOffset..<(entry.payloadOffset + entry.storedSizeInBytes)])
+                    try BlobDecoder.verify(payload: payload, header: header, options: DecodeOptions(threads: threads))
+                } else {
+                    let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, entry.storedSizeInBytes), alignment: 64)
+                    defer { stored.deallocate() }
+                    let payload = UnsafeMutableRawBufferPointer(rebasing: stored[0..<entry.storedSizeInBytes])
+                    try file.readAll(into: payload, at: Int64(entry.payloadOffset))
+                    try BlobDecoder.verify(payload: UnsafeRawBufferPointer(payload), header: header, options: DecodeOptions(threads: threads))
+                }
+            } catch {
+                throw rebased(error, by: entry.payloadOffset).adding(blobName: name, path: path)
+            }
+            return BlobCheck(name: name, error: nil)
+        } catch {
+            return BlobCheck(name: name, error: error)
         }
     }
 

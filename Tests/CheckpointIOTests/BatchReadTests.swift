@@ -5,7 +5,8 @@ import Testing
 
 /// ``ContainerReader/read(_:verify:)`` for many blobs at once (small blobs decoded
 /// side by side, large ones chunk-parallel): the same bytes as one read per blob,
-/// in both read modes, and every failure names its blob and file.
+/// in both read modes, and every failure names its blob and file; and
+/// ``ContainerReader/verify()``, which checks blobs the same way.
 @Suite("Batch reads")
 struct BatchReadTests {
     /// Random blobs of every dtype and codec, an empty one, and two over the 8 MiB
@@ -112,6 +113,29 @@ struct BatchReadTests {
                     Issue.record("\(error)")
                     return
                 }
+            }
+        }
+    }
+
+    @Test("verify reports exactly the damaged blobs, small and large, in name order", arguments: [ReadMode.mmap, .pread], [1, 0])
+    func verifyFindsEveryDamagedBlob(mode: ReadMode, threads: Int) throws {
+        let blobs = try Self.blobs()
+        try withTemporaryDirectory { directory in
+            let path = "\(directory)/verify.ckpt"
+            try writeContainer(path, blobs)
+            var bytes = try readFile(path)
+            let clean = try ContainerReader.open(path)
+            let victims = blobs.filter { $0.bytes.count > 1000 }.map(\.name).prefix(5) + ["large.planes", "large.raw"]
+            for victim in victims {
+                let entry = try clean.descriptor(victim)
+                bytes[entry.payloadOffset + entry.storedSizeInBytes / 3] ^= 0x01
+            }
+            try writeFile(path, bytes)
+            let checks = try ContainerReader.open(path, options: ReaderOptions(mode: mode, threads: threads)).verify()
+            #expect(checks.map(\.name) == clean.names)
+            #expect(Set(checks.filter { $0.error != nil }.map(\.name)) == Set(victims))
+            for check in checks where check.error != nil {
+                #expect(check.error?.blobName == check.name && check.error?.path == path, "\(check.error!)")
             }
         }
     }
