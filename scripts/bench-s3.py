@@ -2,7 +2,8 @@
 """Checkpoint save/load on S3: this engine against boto3, same server, same bytes, one run.
 
 Starts moto's S3 server on a free loopback port, writes SIZE random bytes to a
-local file, then alternates, REPEAT times:
+local file, saves once with each client (warm-up, not counted), then runs REPEAT
+rounds, each side first in every other round (use an even REPEAT):
 
 - save: ``ckpt s3-bench save FILE s3://bench/ours.ckpt`` (the bytes as one blob
   streamed into a multipart upload) vs boto3's ``upload_file`` (s3transfer's
@@ -15,7 +16,7 @@ moto runs in its own process) and their ratios, and the peak extra memory of
 our save. Usage:
 
     swift build -c release --product ckpt
-    python3 scripts/bench-s3.py [--size 1G] [--repeat 3] [--ckpt .build/release/ckpt]
+    python3 scripts/bench-s3.py [--size 1G] [--repeat 4] [--ckpt .build/release/ckpt]
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def timed(body) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1G")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--ckpt", default=".build/release/ckpt")
     args = parser.parse_args()
     size = parse_size(args.size)
@@ -93,15 +94,38 @@ def main() -> None:
                     remaining -= n
             rows = {"save": {"ours": [], "boto3": []}, "load": {"ours": [], "boto3": []}}
             peak = []
-            for _ in range(args.repeat):
+
+            def save_ours() -> None:
                 result = ours(args.ckpt, env, "save", path, "s3://bench/ours.ckpt")
                 rows["save"]["ours"].append(result)
                 peak.append(result["peakExtraBytes"])
+
+            def save_boto3() -> None:
                 rows["save"]["boto3"].append(timed(lambda: s3.upload_file(path, "bench", "boto3.bin")))
+
+            def load_ours() -> None:
                 rows["load"]["ours"].append(ours(args.ckpt, env, "load", "s3://bench/ours.ckpt"))
+
+            def load_boto3() -> None:
                 buffer = io.BytesIO()
                 rows["load"]["boto3"].append(timed(lambda: s3.download_fileobj("bench", "boto3.bin", buffer)))
                 assert buffer.getbuffer().nbytes == size
+
+            # Warm-up (not counted): one save of each, so that neither side's first
+            # measured run meets a fresh server. Then each round alternates who goes
+            # first: the run right after a large transfer is often slower (moto frees
+            # the replaced object and its buffers meanwhile), whoever runs it.
+            save_ours()
+            save_boto3()
+            rows["save"] = {"ours": [], "boto3": []}
+            peak.clear()
+            for index in range(args.repeat):
+                pairs = [(save_ours, save_boto3), (load_ours, load_boto3)]
+                for first, second in pairs:
+                    if index % 2:
+                        first, second = second, first
+                    first()
+                    second()
     finally:
         moto.kill()
         moto.wait()
@@ -113,6 +137,10 @@ def main() -> None:
         oc = statistics.median(r["cpu"] for r in rows[action]["ours"])
         bc = statistics.median(r["cpu"] for r in rows[action]["boto3"])
         print(f"{action:6} {ow:9.2f}s {bw:10.2f}s {bw / ow:7.2f}× {oc:8.2f}s {bc:9.2f}s {oc / bc:8.2f}×")
+    for action in ("save", "load"):
+        for side in ("ours", "boto3"):
+            runs = ", ".join(f"{r['wall']:.2f}/{r['cpu']:.2f}" for r in rows[action][side])
+            print(f"  {action} {side:5} wall/cpu s per round (ours first in rounds 1, 3, ...): {runs}")
     print(f"peak extra memory of our save: {max(peak) / (1 << 20):.0f} MiB (bound: 8 parts × 16 MiB + 64 MiB = 192 MiB)")
 
 

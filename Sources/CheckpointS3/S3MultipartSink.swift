@@ -10,6 +10,9 @@ import NIOCore
 ///
 /// Memory: at most ``S3Configuration/uploadConcurrency`` parts in flight plus
 /// the one being filled (``append(_:at:)`` blocks while every slot is busy).
+/// A part's buffer is filled again once its upload has finished, so a save
+/// touches fresh memory for only those parts: page faults and the kernel's
+/// zeroing of fresh pages were a third of a 1 GiB save's CPU time before.
 /// Every part carries `x-amz-checksum-crc32c`. ``commit()`` is
 /// `CompleteMultipartUpload` (the object appears whole or not at all); any
 /// error and ``abort()`` call `AbortMultipartUpload`.
@@ -24,6 +27,8 @@ public final class S3MultipartSink: ContainerByteSink, @unchecked Sendable {
     private var uploadID: String?
     private var partCount = 0
     private var completedParts: [Int: (eTag: String, crc: String)] = [:]
+    /// Buffers of parts whose upload has finished, emptied, for the next parts.
+    private var spareBuffers: [ByteBuffer] = []
     private var failure: CheckpointError?
     private var written = 0
     private var ended = false
@@ -54,7 +59,7 @@ public final class S3MultipartSink: ContainerByteSink, @unchecked Sendable {
             var rest = segment
             while !rest.isEmpty {
                 let size = partSize(partCount + 1)
-                if current.capacity == 0 { current = ByteBufferAllocator().buffer(capacity: size) }
+                if current.capacity == 0 { current = takeBuffer(capacity: size) }
                 let n = min(rest.count, size - current.readableBytes)
                 current.writeBytes(UnsafeRawBufferPointer(rebasing: rest[..<n]))
                 rest = UnsafeRawBufferPointer(rebasing: rest[n...])
@@ -62,6 +67,30 @@ public final class S3MultipartSink: ContainerByteSink, @unchecked Sendable {
                 if current.readableBytes == size { try ship(last: false) }
             }
         }
+    }
+
+    /// A spare buffer of at least `capacity` bytes (a finished part's), else a new one.
+    /// (`clear()` keeps the storage when nothing else holds it, else it allocates anew.)
+    private func takeBuffer(capacity: Int) -> ByteBuffer {
+        if var spare = lock.withLock({ spareBuffers.popLast() }), spare.capacity >= capacity {
+            let storage = spare.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+            spare.clear()
+            if spare.withVeryUnsafeBytes({ UInt(bitPattern: $0.baseAddress) }) != storage { buffersAllocated += 1 }
+            return spare
+        }
+        buffersAllocated += 1
+        return ByteBufferAllocator().buffer(capacity: capacity)
+    }
+
+    /// Part buffers allocated so far, new or anew (a spare that something still
+    /// held): at most the parts in flight plus one or two once parts are reused.
+    private(set) var buffersAllocated = 0
+
+    /// A part's body, handed to its upload and taken back when that finishes, so
+    /// that the spare list then holds the only reference to its storage.
+    private final class PartBody: @unchecked Sendable {
+        var buffer: ByteBuffer?
+        init(_ buffer: ByteBuffer) { self.buffer = buffer }
     }
 
     /// Starts the upload of the filled part on a thread of its own (blocking while every slot is busy).
@@ -80,7 +109,7 @@ public final class S3MultipartSink: ContainerByteSink, @unchecked Sendable {
             throw CheckpointError(.limitExceeded(what: "multipart upload parts", limit: UInt64(S3Configuration.maximumPartCount), actual: UInt64(partCount)),
                                   path: "s3://\(bucket)/\(key)")
         }
-        let number = partCount, body = current, id = uploadID!
+        let number = partCount, part = PartBody(current), id = uploadID!
         current = ByteBufferAllocator().buffer(capacity: 0)
         slots.wait()
         if let failure = lock.withLock({ failure }) {
@@ -90,9 +119,15 @@ public final class S3MultipartSink: ContainerByteSink, @unchecked Sendable {
         group.enter()
         DispatchQueue.global().async { [self] in
             defer {
+                // For a later part (written to in place once nothing else holds it).
+                lock.withLock {
+                    spareBuffers.append(part.buffer!)
+                    part.buffer = nil
+                }
                 slots.signal()
                 group.leave()
             }
+            let body = part.buffer!
             let crc = S3MultipartSink.checksumHeader(body)
             do throws(CheckpointError) {
                 let response = try client.send(S3Request(operation: "UploadPart \(number)", method: .PUT, bucket: bucket, key: key,

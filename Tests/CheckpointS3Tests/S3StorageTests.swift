@@ -80,6 +80,34 @@ struct S3StorageTests {
         try checkRoundTrip(blobs, storage: bucket.storage, path: bucket.url("m/zstd.1"))
     }
 
+    @Test func multipartUploadFillsFinishedPartsBuffersAgain() throws {
+        // 12 parts of 5 MiB, 2 in flight: a buffer per part would be 12 allocations (and
+        // 60 MiB of fresh pages to fault in and zero); reused, the writer needs about three.
+        let bucket = try TestBucket { configuration in
+            configuration.partSizeInBytes = 5 << 20
+            configuration.uploadConcurrency = 2
+        }
+        // Random bytes from the kernel (a debug build's generator would dominate the test's time).
+        let random = try #require(FileHandle(forReadingAtPath: "/dev/urandom"))
+        let bytes = [UInt8](random.readData(ofLength: 12 * (5 << 20) - 1234))
+        try random.close()
+        let sink = S3MultipartSink(client: bucket.storage.client, bucket: bucket.name, key: "reuse/object")
+        try bytes.withUnsafeBytes { all in
+            var offset = 0
+            while offset < all.count {  // uneven appends that straddle part boundaries
+                let n = min(all.count - offset, 3 << 20 | 4321)
+                try sink.append([UnsafeRawBufferPointer(rebasing: all[offset..<(offset + n)])], at: offset)
+                offset += n
+            }
+        }
+        try sink.commit()
+        #expect(sink.buffersAllocated <= 4, "\(sink.buffersAllocated) part buffers for 12 parts with 2 in flight")
+        let object = try bucket.storage.client.send(S3Request(operation: "GetObject", method: .GET, bucket: bucket.name, key: "reuse/object"),
+                                                    bodyLimit: bytes.count + 1)
+        #expect(object.body.getBytes(at: object.body.readerIndex, length: object.body.readableBytes) == bytes, "the object is not the bytes appended")
+        #expect(try bucket.openUploads().isEmpty)
+    }
+
     @Test func safetensorsRoundTrips() throws {
         let bucket = try TestBucket()
         let blobs = sampleBlobs(seed: 3).filter { !$0.bytes.isEmpty }
