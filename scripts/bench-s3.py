@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--ckpt", default=".build/release/ckpt")
     args = parser.parse_args()
+    if args.repeat < 2 or args.repeat % 2:
+        parser.error("--repeat must be even (each client goes first in half of the rounds)")
     size = parse_size(args.size)
     port = free_port()
     moto = start_moto(port)

@@ -9,20 +9,22 @@
  *     /tmp/lz4-decode-scaling [REPETITIONS]
  *
  * 64 MiB of fp32 normal(0, 0.02) weights, shuffled and LZ4-compressed per chunk (4 MiB
- * and 1 MiB chunks), decoded into one 64 MiB destination, chunk i on thread i % threads,
- * each step alone and as our decoder chains them:
+ * and 1 MiB chunks; LZ4 gets ~1.08 on such data, so its decode is mostly copying), decoded
+ * into one 64 MiB destination (written once before timing, so already paged in: page
+ * faults are not measured), chunk i on thread i % threads, each step alone and as our
+ * decoder chains them:
  *   bare           LZ4_decompress_safe into the destination
  *   ours           CRC32C of the stored chunk, LZ4 into a per-thread scratch, then
  *                  unshuffle into the destination fused with the raw CRC32C
- *   lz4 -> scratch LZ4 into the per-thread scratch only (stays in the caches)
+ *   lz4 -> scratch LZ4 into the per-thread scratch only (one chunk, reused: L2/L3)
  *   unshuffle+crc  the last step of ours alone, from memory into the destination
  * Each configuration runs REPETITIONS times (default 15), alternating, and the median
  * GB/s (raw bytes) is printed with its 2-thread/1-thread scaling.
  *
  * What it showed on this project's VMs (Zen 5, 2 vCPUs): LZ4 into the scratch scales
- * ~1.9-2.0x; writing the 64 MiB destination is what does not (unshuffle alone 1.2-1.7x,
- * bare LZ4 1.6-1.9x). Ours is ~0.6x of bare on one thread (the extra passes) and scales
- * like bare within the noise. Non-temporal stores for the destination (tried) did not help.
+ * 1.8-1.9x; writing the 64 MiB destination is what does not (unshuffle + CRC alone 1.26x,
+ * bare LZ4 1.56-1.76x). Ours is ~0.6x of bare on one thread (the extra passes) and scaled
+ * 1.75-1.86x. Non-temporal stores for the destination (tried) did not help.
  */
 #define _GNU_SOURCE
 #include "CCheckpointKernels.h"

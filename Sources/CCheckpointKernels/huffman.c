@@ -14,6 +14,8 @@
 
 #define MAX_LENGTH CKK_HUFFMAN_MAX_LENGTH
 #define TABLE_SIZE (1u << MAX_LENGTH)
+/* The shortest segment decoded with the 12-bit lookup window (see ckk_huffman_decode). */
+#define WIDE_WINDOW_MINIMUM (16u << 10)
 
 static inline uint64_t load64le(const uint8_t *p) {
     uint64_t v;
@@ -503,13 +505,15 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
         e[k] = out + (quarter * (k + 1) < length ? quarter * (k + 1) : length);
     }
     /* The lookup window: 12 bits when the code's own expected length (each length weighted by
-     * 2^-length, the probability the code implies) is over 4 bits, else 11 (see the rounds).
+     * 2^-length, the probability the code implies) is over 4 bits and the segment is long
+     * enough to repay the larger table (16 KiB: below that, building 4096 entries instead of
+     * 2048 costs more than the wider window saves), else 11 (see the rounds).
      * Then up to three symbols per lookup, as many whole codes as fit in the window:
      * entry = total bits | count << 4 | sym1 << 8 | sym2 << 16 | sym3 << 24. */
     uint32_t expected = 0; /* in units of 2^-MAX_LENGTH bits */
     for (int s = minSymbol; s <= maxSymbol; s++)
         if (lengths[s]) expected += (uint32_t)lengths[s] << (MAX_LENGTH - lengths[s]);
-    unsigned window = expected > 4 * TABLE_SIZE ? MAX_LENGTH + 1 : MAX_LENGTH;
+    unsigned window = expected > 4 * TABLE_SIZE && length >= WIDE_WINDOW_MINIMUM ? MAX_LENGTH + 1 : MAX_LENGTH;
     uint32_t multi[2 * TABLE_SIZE];
     for (uint32_t index = 0; index < 1u << window; index++) {
         uint32_t first = table[index & (TABLE_SIZE - 1)], l1 = first & 15;

@@ -73,13 +73,13 @@ public final class StorageReferenceResolver: BlobReferenceResolving, @unchecked 
     public func targetPath(_ fileName: String) -> String { CheckpointNaming.join(directory, fileName) }
 
     public func openTarget(_ fileName: String) throws(CheckpointError) -> ContainerReader {
-        if let reader = lock.locked({ open[fileName] }) { return reader }
-        try BlobReference.validate(fileName: fileName)
-        guard let reader = try storage.openCheckpoint(targetPath(fileName), format: .container) as? ContainerReader else {
-            throw CheckpointError(.invalidField(field: "reference target", reason: "the storage did not open '\(fileName)' as a container"))
-        }
-        return lock.locked {
-            if let existing = open[fileName] { return existing }
+        // Opened under the lock: blobs read side by side that refer to one file open it once.
+        try lock.locked { () throws(CheckpointError) -> ContainerReader in
+            if let reader = open[fileName] { return reader }
+            try BlobReference.validate(fileName: fileName)
+            guard let reader = try storage.openCheckpoint(targetPath(fileName), format: .container) as? ContainerReader else {
+                throw CheckpointError(.invalidField(field: "reference target", reason: "the storage did not open '\(fileName)' as a container"))
+            }
             open[fileName] = reader
             return reader
         }
@@ -103,14 +103,14 @@ public final class LocalReferenceResolver: BlobReferenceResolving, @unchecked Se
     public func targetPath(_ fileName: String) -> String { CheckpointNaming.join(directory, fileName) }
 
     public func openTarget(_ fileName: String) throws(CheckpointError) -> ContainerReader {
-        if let reader = lock.locked({ open[fileName] }) { return reader }
-        try BlobReference.validate(fileName: fileName)
-        let reader = try ContainerReader.open(targetPath(fileName), options: options, resolvingReferences: false)
-        guard reader.tornBytes == 0 else {
-            throw CheckpointError(.tornFile(reason: "\(reader.tornBytes) bytes after the last commit"), path: targetPath(fileName))
-        }
-        return lock.locked {
-            if let existing = open[fileName] { return existing }
+        // Opened under the lock: blobs read side by side that refer to one file open it once.
+        try lock.locked { () throws(CheckpointError) -> ContainerReader in
+            if let reader = open[fileName] { return reader }
+            try BlobReference.validate(fileName: fileName)
+            let reader = try ContainerReader.open(targetPath(fileName), options: options, resolvingReferences: false)
+            guard reader.tornBytes == 0 else {
+                throw CheckpointError(.tornFile(reason: "\(reader.tornBytes) bytes after the last commit"), path: targetPath(fileName))
+            }
             open[fileName] = reader
             return reader
         }

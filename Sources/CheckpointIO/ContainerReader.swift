@@ -330,7 +330,7 @@ public final class ContainerReader: @unchecked Sendable {
         try read(name, into: destination, verify: verify, threads: options.threads)
     }
 
-    /// The largest blob the batch ``read(_:verify:)`` decodes on one thread next
+    /// The largest blob the batch ``read(batch:verify:)`` decodes on one thread next
     /// to others; larger ones get every thread for their chunks, one at a time.
     static let batchBlobLimit = 8 << 20
 
@@ -341,22 +341,33 @@ public final class ContainerReader: @unchecked Sendable {
     /// A blob of one chunk can only decode on one thread, so reading small
     /// blobs one after the other leaves the other cores idle. Here blobs of up
     /// to 8 MiB decode side by side, one per thread (largest first), and larger
-    /// blobs one at a time with their chunks in parallel.
+    /// blobs one at a time with their chunks in parallel. (From a remote
+    /// source, such as S3, blobs are read one after the other: the source
+    /// fetches each in parallel ranges itself.) Destinations must not overlap.
     ///
-    /// - Throws: the first failure (that of the earliest request in that order,
-    ///   naming its blob); no new blob starts after one fails, and destinations
-    ///   of blobs not yet finished may hold partial data.
-    public func read(_ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)], verify: Bool = true) throws(CheckpointError) {
+    /// - Throws: before anything is decoded, `CheckpointError.Code.blobNotFound`
+    ///   for a name the file lacks and `CheckpointError.Code.sizeMismatch` for a
+    ///   destination that is not the blob's size; then the first failure of a
+    ///   read (the earliest in the order above, naming its blob). No new blob
+    ///   starts after one fails, and destinations of blobs not yet finished may
+    ///   hold partial data.
+    public func read(batch requests: [(name: String, destination: UnsafeMutableRawBufferPointer)], verify: Bool = true) throws(CheckpointError) {
         var small: [(index: Int, size: Int)] = []
         var large: [Int] = []
         for (index, request) in requests.enumerated() {
-            // The size check (``descriptor(_:)`` of an unknown name throws) comes with the read itself.
-            let size = (try? descriptor(request.name))?.rawSizeInBytes ?? 0
-            if size > Self.batchBlobLimit { large.append(index) } else { small.append((index, size)) }
+            let entry: BlobDescriptor
+            do throws(CheckpointError) { entry = try descriptor(request.name) } catch {
+                throw error.adding(blobName: request.name, path: path)
+            }
+            guard request.destination.count == entry.rawSizeInBytes else {
+                throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(entry.rawSizeInBytes), actual: UInt64(request.destination.count)),
+                                      blobName: request.name, path: path)
+            }
+            if entry.rawSizeInBytes > Self.batchBlobLimit { large.append(index) } else { small.append((index, entry.rawSizeInBytes)) }
         }
         small.sort { $0.size > $1.size || ($0.size == $1.size && $0.index < $1.index) }
         nonisolated(unsafe) let requests = requests
-        try ChunkScheduler.run(count: small.count, threads: options.threads, makeWorker: {}) { _, position throws(CheckpointError) in
+        try ChunkScheduler.run(count: small.count, threads: blobThreads, makeWorker: {}) { _, position throws(CheckpointError) in
             let request = requests[small[position].index]
             try self.read(request.name, into: request.destination, verify: verify, threads: 1)
         }
@@ -364,6 +375,10 @@ public final class ContainerReader: @unchecked Sendable {
             try read(requests[index].name, into: requests[index].destination, verify: verify, threads: options.threads)
         }
     }
+
+    /// Threads for blobs read side by side: one for a remote source, whose reads
+    /// of more than one range wait on work of their own in the same thread pool.
+    private var blobThreads: Int { file.remote == nil ? options.threads : 1 }
 
     private func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool, threads: Int) throws(CheckpointError) {
         let entry = try descriptor(name)
@@ -569,9 +584,9 @@ public final class ContainerReader: @unchecked Sendable {
 
     /// Checks every checksum of every blob (record frame, blob header, each
     /// chunk, the raw CRC). Never throws for a damaged blob: each gets its own
-    /// result, in name order. Blobs of up to 8 MiB are checked side by side, one
-    /// per thread, larger ones one at a time with their chunks in parallel (as
-    /// the batch ``read(_:verify:)``).
+    /// result, in name order. Blobs of up to 8 MiB (decoded) are checked side by
+    /// side, one per thread, larger ones one at a time with their chunks in
+    /// parallel (as the batch ``read(batch:verify:)``).
     public func verify() -> [BlobCheck] { verify(names) }
 
     /// ``verify()`` of the blobs `names`.
@@ -581,7 +596,8 @@ public final class ContainerReader: @unchecked Sendable {
         var small: [(index: Int, size: Int)] = []
         var large: [Int] = []
         for (index, name) in names.enumerated() {
-            let size = (try? descriptor(name))?.storedSizeInBytes ?? 0
+            // Raw size: checking a compressed blob costs its decoding.
+            let size = (try? descriptor(name))?.rawSizeInBytes ?? 0
             if size > Self.batchBlobLimit { large.append(index) } else { small.append((index, size)) }
         }
         small.sort { $0.size > $1.size || ($0.size == $1.size && $0.index < $1.index) }
@@ -589,7 +605,7 @@ public final class ContainerReader: @unchecked Sendable {
         results.withUnsafeMutableBufferPointer { results in
             // Each index is written by exactly one worker; the body never throws.
             nonisolated(unsafe) let slots = results
-            try? ChunkScheduler.run(count: small.count, threads: options.threads, makeWorker: {}) { _, position in
+            try? ChunkScheduler.run(count: small.count, threads: blobThreads, makeWorker: {}) { _, position in
                 let index = small[position].index
                 slots[index] = self.verify(names[index], threads: 1)
             }

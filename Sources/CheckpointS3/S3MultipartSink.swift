@@ -163,6 +163,7 @@ public final class S3MultipartSink: ContainerByteSink, @unchecked Sendable {
         }
         if current.readableBytes > 0 { try ship(last: true) }
         group.wait()
+        lock.withLock { spareBuffers.removeAll() }  // no more parts: their memory may go
         if let failure = lock.withLock({ failure }) { throw failure }
         let parts = lock.withLock { completedParts }
         var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
@@ -209,6 +210,7 @@ public final class S3MultipartSink: ContainerByteSink, @unchecked Sendable {
         guard !ended else { return }
         ended = true
         group.wait()
+        lock.withLock { spareBuffers.removeAll() }
         guard let uploadID else { return }
         _ = try? client.send(S3Request(operation: "AbortMultipartUpload", method: .DELETE, bucket: bucket, key: key, query: [("uploadId", uploadID)]),
                              accepting: [200, 204, 404])

@@ -30,7 +30,7 @@ struct BatchReadTests {
         let buffers = sizes.map { UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, $0), alignment: 64) }
         defer { buffers.forEach { $0.deallocate() } }
         let requests = zip(names, zip(buffers, sizes)).map { ($0, UnsafeMutableRawBufferPointer(rebasing: $1.0[0..<$1.1])) }
-        try reader.read(requests)
+        try reader.read(batch: requests)
         return zip(buffers, sizes).map { Array($0[0..<$1]) }
     }
 
@@ -50,7 +50,7 @@ struct BatchReadTests {
             for (position, index) in order.enumerated() {
                 #expect(read[position] == blobs[index].bytes, "blob '\(blobs[index].name)' (\(mode), \(threads) threads)")
             }
-            try reader.read([])  // nothing to read is not an error
+            try reader.read(batch: [])  // nothing to read is not an error
         }
     }
 
@@ -96,24 +96,40 @@ struct BatchReadTests {
             try writeContainer(path, blobs)
             let reader = try ContainerReader.open(path)
             let names = blobs.map(\.name), sizes = blobs.map(\.bytes.count)
+            // Both are found before anything is decoded: the destinations stay untouched.
+            // A blob that would be decoded first (small blobs go first, largest first).
+            let probe = try #require(sizes.indices.filter { sizes[$0] <= 8 << 20 }.max { sizes[$0] < sizes[$1] })
+            #expect(sizes[probe] > 1000)
+            let untouched = [UInt8](repeating: 0xA5, count: sizes[probe])
+            func expectNothingDecoded(_ names: [String], _ sizes: [Int]) {
+                let buffers = sizes.map { UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, $0), alignment: 64) }
+                defer { buffers.forEach { $0.deallocate() } }
+                buffers.forEach { $0.initializeMemory(as: UInt8.self, repeating: 0xA5) }
+                let requests = zip(names, zip(buffers, sizes)).map { ($0, UnsafeMutableRawBufferPointer(rebasing: $1.0[0..<$1.1])) }
+                #expect(throws: CheckpointError.self) { try reader.read(batch: requests) }
+                #expect(Array(buffers[probe][0..<sizes[probe]]) == untouched, "a blob was decoded before the bad request was found")
+            }
             do {
                 _ = try Self.batch(reader, names + ["no such blob"], sizes: sizes + [4])
                 Issue.record("an unknown name was read")
             } catch let error as CheckpointError {
                 #expect(error.code == .blobNotFound("no such blob"), "\(error)")
+                #expect(error.blobName == "no such blob" && error.path == path, "\(error)")
             }
+            expectNothingDecoded(names + ["no such blob"], sizes + [4])
             var wrong = sizes
             wrong[5] += 1
             do {
                 _ = try Self.batch(reader, names, sizes: wrong)
                 Issue.record("a destination one byte too large was filled")
             } catch let error as CheckpointError {
-                #expect(error.blobName == names[5], "\(error)")
+                #expect(error.blobName == names[5] && error.path == path, "\(error)")
                 guard case .sizeMismatch(what: "read destination", _, _) = error.code else {
                     Issue.record("\(error)")
                     return
                 }
             }
+            expectNothingDecoded(names, wrong)
         }
     }
 

@@ -93,9 +93,9 @@ extension ContainerReader: CheckpointFileReading {
     public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         try read(name, into: destination, verify: true)
     }
-    /// Decodes several blobs in parallel, checking every CRC32C (``ContainerReader/read(_:verify:)``).
+    /// Decodes several blobs in parallel, checking every CRC32C (``ContainerReader/read(batch:verify:)``).
     public func readBlobs(_ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)]) throws(CheckpointError) {
-        try read(requests, verify: true)
+        try read(batch: requests, verify: true)
     }
 }
 

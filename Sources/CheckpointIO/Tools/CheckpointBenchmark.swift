@@ -295,7 +295,7 @@ public enum CheckpointBenchmark {
         try pair("load + verify CRC32C", floor: "read 16 MiB", bytes: total, ours: { () throws(CheckpointError) in
             // One batch read, as the managers load: small blobs decode side by side.
             let reader = try ContainerReader.open(ours)
-            try reader.read(layout.map { ($0.name, UnsafeMutableRawBufferPointer(start: destination.base + $0.range.lowerBound, count: $0.range.count)) })
+            try reader.read(batch: layout.map { ($0.name, UnsafeMutableRawBufferPointer(start: destination.base + $0.range.lowerBound, count: $0.range.count)) })
         }, floor: { () throws(CheckpointError) in try ddRead() })
         try pair("zero-copy view (open + every blob)", floor: nil, bytes: 0, ours: { () throws(CheckpointError) in
             let reader = try ContainerReader.open(ours)
