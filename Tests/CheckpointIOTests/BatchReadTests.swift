@@ -1,5 +1,5 @@
 import BlobCodec
-import CheckpointIO
+@testable import CheckpointIO
 import Foundation
 import Testing
 
@@ -153,6 +153,45 @@ struct BatchReadTests {
             for check in checks where check.error != nil {
                 #expect(check.error?.blobName == check.name && check.error?.path == path, "\(check.error!)")
             }
+        }
+    }
+
+    @Test("blobs that are references to another file read and verify side by side", arguments: [ReadMode.mmap, .pread])
+    func referencesReadSideBySide(mode: ReadMode) throws {
+        let blobs = try Self.blobs()
+        try withTemporaryDirectory { directory in
+            // base.ckpt holds every blob; inc.ckpt refers to every other one and stores the rest anew.
+            try writeContainer("\(directory)/base.ckpt", blobs)
+            let base = try ContainerReader.open("\(directory)/base.ckpt")
+            let referred = Set(blobs.indices.filter { $0 % 2 == 0 }.map { blobs[$0].name })
+            var expected = blobs
+            for index in expected.indices where !referred.contains(expected[index].name) && expected[index].dtype != .string {
+                expected[index].bytes = expected[index].bytes.map { $0 ^ 0x5A }
+            }
+            let writer = try ContainerWriter.create(at: "\(directory)/inc.ckpt")
+            for name in referred.sorted() { try writer.writeReference(try base.blobReference(to: name, fileName: "base.ckpt")) }
+            try write(expected.filter { !referred.contains($0.name) }, with: writer)
+            try writer.commit()
+
+            let inc = "\(directory)/inc.ckpt"
+            let reader = try ContainerReader.open(inc, options: ReaderOptions(mode: mode))
+            #expect(try reader.descriptor("large.planes").isReference && reader.descriptor(blobs[2].name).isReference)
+            #expect(try Self.batch(reader, expected.map(\.name), sizes: expected.map(\.bytes.count)) == expected.map(\.bytes))
+            #expect(reader.verify().allSatisfy { $0.error == nil })
+
+            // A referred blob damaged in base.ckpt: the batch fails naming it and inc.ckpt, and
+            // verify reports that blob and no other.
+            let victim = try #require(expected.first { referred.contains($0.name) && $0.bytes.count > 1000 && $0.name != "large.planes" }).name
+            let entry = try base.descriptor(victim)
+            var bytes = try readFile("\(directory)/base.ckpt")
+            bytes[entry.payloadOffset + entry.storedSizeInBytes / 2] ^= 0x04
+            try writeFile("\(directory)/base.ckpt", bytes)
+            let damaged = try ContainerReader.open(inc, options: ReaderOptions(mode: mode))
+            let error = try #require(throws: CheckpointError.self) {
+                _ = try Self.batch(damaged, expected.map(\.name), sizes: expected.map(\.bytes.count))
+            }
+            #expect(error.blobName == victim && error.path == inc, "\(error)")
+            #expect(damaged.verify().filter { $0.error != nil }.map(\.name) == [victim])
         }
     }
 }
