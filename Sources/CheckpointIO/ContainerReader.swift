@@ -327,7 +327,7 @@ public final class ContainerReader: @unchecked Sendable {
     /// mode raw chunks are checksummed and copied in one pass, in pread mode
     /// they are read straight into `destination` and checksummed there.
     public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool = true) throws(CheckpointError) {
-        try read(name, into: destination, verify: verify, threads: options.threads)
+        try read(try descriptor(name), into: destination, verify: verify, threads: options.threads)
     }
 
     /// The largest blob the batch ``read(batch:verify:)`` decodes on one thread next
@@ -352,9 +352,7 @@ public final class ContainerReader: @unchecked Sendable {
     ///   starts after one fails, and destinations of blobs not yet finished may
     ///   hold partial data.
     public func read(batch requests: [(name: String, destination: UnsafeMutableRawBufferPointer)], verify: Bool = true) throws(CheckpointError) {
-        var small: [(index: Int, size: Int)] = []
-        var large: [Int] = []
-        for (index, request) in requests.enumerated() {
+        let entries = try requests.map { (request) throws(CheckpointError) -> BlobDescriptor in
             let entry: BlobDescriptor
             do throws(CheckpointError) { entry = try descriptor(request.name) } catch {
                 throw error.adding(blobName: request.name, path: path)
@@ -363,25 +361,28 @@ public final class ContainerReader: @unchecked Sendable {
                 throw CheckpointError(.sizeMismatch(what: "read destination", expected: UInt64(entry.rawSizeInBytes), actual: UInt64(request.destination.count)),
                                       blobName: request.name, path: path)
             }
-            if entry.rawSizeInBytes > Self.batchBlobLimit { large.append(index) } else { small.append((index, entry.rawSizeInBytes)) }
+            return entry
         }
-        small.sort { $0.size > $1.size || ($0.size == $1.size && $0.index < $1.index) }
         nonisolated(unsafe) let requests = requests
-        try ChunkScheduler.run(count: small.count, threads: blobThreads, makeWorker: {}) { _, position throws(CheckpointError) in
-            let request = requests[small[position].index]
-            try self.read(request.name, into: request.destination, verify: verify, threads: 1)
-        }
-        for index in large {
-            try read(requests[index].name, into: requests[index].destination, verify: verify, threads: options.threads)
+        try forEachBlob(sizes: entries.map(\.rawSizeInBytes)) { index, threads throws(CheckpointError) in
+            try self.read(entries[index], into: requests[index].destination, verify: verify, threads: threads)
         }
     }
 
-    /// Threads for blobs read side by side: one for a remote source, whose reads
-    /// of more than one range wait on work of their own in the same thread pool.
-    private var blobThreads: Int { file.remote == nil ? options.threads : 1 }
+    /// Calls `body(index, threads)` for each blob of `sizes` (decoded bytes): those of
+    /// up to ``batchBlobLimit`` side by side, one thread each, largest first (one after
+    /// the other from a remote source, whose reads of more than one range wait on work
+    /// of their own in the same thread pool); then the larger ones one at a time, with
+    /// every thread for their chunks. No new blob starts after one fails.
+    private func forEachBlob(sizes: [Int], _ body: (_ index: Int, _ threads: Int) throws(CheckpointError) -> Void) throws(CheckpointError) {
+        let small = sizes.indices.filter { sizes[$0] <= Self.batchBlobLimit }.sorted { sizes[$0] > sizes[$1] || (sizes[$0] == sizes[$1] && $0 < $1) }
+        try ChunkScheduler.run(count: small.count, threads: file.remote == nil ? options.threads : 1, makeWorker: {}) { _, position throws(CheckpointError) in
+            try body(small[position], 1)
+        }
+        for index in sizes.indices where sizes[index] > Self.batchBlobLimit { try body(index, options.threads) }
+    }
 
-    private func read(_ name: String, into destination: UnsafeMutableRawBufferPointer, verify: Bool, threads: Int) throws(CheckpointError) {
-        let entry = try descriptor(name)
+    private func read(_ entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool, threads: Int) throws(CheckpointError) {
         if entry.isReference {
             let resolved = try resolve(entry)
             try resolvedRead(resolved, entry: entry) { () throws(CheckpointError) in
@@ -593,30 +594,23 @@ public final class ContainerReader: @unchecked Sendable {
     func verify(only name: String) -> [BlobCheck] { verify([name]) }
 
     private func verify(_ names: [String]) -> [BlobCheck] {
-        var small: [(index: Int, size: Int)] = []
-        var large: [Int] = []
-        for (index, name) in names.enumerated() {
-            // Raw size: checking a compressed blob costs its decoding.
-            let size = (try? descriptor(name))?.rawSizeInBytes ?? 0
-            if size > Self.batchBlobLimit { large.append(index) } else { small.append((index, size)) }
-        }
-        small.sort { $0.size > $1.size || ($0.size == $1.size && $0.index < $1.index) }
+        let entries = names.map { name in Result { () throws(CheckpointError) in try descriptor(name) } }
         var results = [BlobCheck?](repeating: nil, count: names.count)
         results.withUnsafeMutableBufferPointer { results in
-            // Each index is written by exactly one worker; the body never throws.
+            // Each index is written by exactly one call; the body never throws.
             nonisolated(unsafe) let slots = results
-            try? ChunkScheduler.run(count: small.count, threads: blobThreads, makeWorker: {}) { _, position in
-                let index = small[position].index
-                slots[index] = self.verify(names[index], threads: 1)
+            // Raw sizes: checking a compressed blob costs its decoding.
+            try? forEachBlob(sizes: entries.map { (try? $0.get())?.rawSizeInBytes ?? 0 }) { index, threads in
+                slots[index] = self.verify(names[index], entries[index], threads: threads)
             }
         }
-        for index in large { results[index] = verify(names[index], threads: options.threads) }
         return results.map { $0! }
     }
 
-    private func verify(_ name: String, threads: Int) -> BlobCheck {
+    /// Checks blob `name`, whose index entry (or the error of looking it up) is `lookup`.
+    private func verify(_ name: String, _ lookup: Result<BlobDescriptor, CheckpointError>, threads: Int) -> BlobCheck {
         do throws(CheckpointError) {
-            let entry = try descriptor(name)
+            let entry = try lookup.get()
             if entry.isReference {
                 // Follow the reference: its record here, then every checksum of the target blob.
                 let resolved = try resolve(entry)
