@@ -5,9 +5,10 @@ Starts moto's S3 server on a free loopback port, writes SIZE random bytes to a
 local file, saves once with each client (warm-up, not counted), then runs REPEAT
 rounds, each side first in every other round (use an even REPEAT):
 
-- save: ``ckpt s3-bench save FILE s3://bench/ours.ckpt`` (the bytes as one blob
-  streamed into a multipart upload) vs boto3's ``upload_file`` (s3transfer's
-  default configuration);
+- save: ``ckpt s3-bench save FILE s3://bench/ours.ckpt`` (the bytes, mapped from
+  the page cache where boto3 reads them too, as one blob streamed into a
+  multipart upload) vs boto3's ``upload_file`` (s3transfer's default
+  configuration);
 - load: ``ckpt s3-bench load s3://bench/ours.ckpt`` (open + read + CRC32C
   verify into memory) vs boto3's ``download_fileobj`` into memory.
 
