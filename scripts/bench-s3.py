@@ -10,7 +10,11 @@ rounds, each side first in every other round (use an even REPEAT):
   multipart upload) vs boto3's ``upload_file`` (s3transfer's default
   configuration);
 - load: ``ckpt s3-bench load s3://bench/ours.ckpt`` (open + read + CRC32C
-  verify into memory) vs boto3's ``download_fileobj`` into memory.
+  verify into memory) vs boto3's ``download_fileobj`` into memory: fresh memory
+  (a ``BytesIO`` for boto3), whose first touch both sides pay, or with
+  ``--resident`` memory touched before the timer on both sides (a resumed job
+  restoring into its model's parameters; boto3 writes through a file object
+  over a touched ``bytearray``).
 
 Reports the medians of wall time and CPU time (user + sys of the client only;
 moto runs in its own process) and their ratios, and the peak extra memory of
@@ -65,6 +69,40 @@ def ours(ckpt: str, env: dict, *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+class ResidentWriter(io.RawIOBase):
+    """A seekable file object writing into a bytearray whose pages are touched up front."""
+
+    def __init__(self, size: int) -> None:
+        self.memory = bytearray(size)
+        for offset in range(0, size, 4096):
+            self.memory[offset] = 1
+        self.view = memoryview(self.memory)
+        self.position = 0
+        self.end = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.end}[whence] + offset
+        return self.position
+
+    def write(self, data) -> int:
+        count = len(data)
+        if self.position + count > len(self.memory):
+            raise ValueError("write past the end of the resident buffer")
+        self.view[self.position:self.position + count] = data
+        self.position += count
+        self.end = max(self.end, self.position)
+        return count
+
+
 def timed(body) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     body()
@@ -76,6 +114,7 @@ def main() -> None:
     parser.add_argument("--size", default="1G")
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--ckpt", default=".build/release/ckpt")
+    parser.add_argument("--resident", action="store_true", help="load into memory touched before the timer (both sides)")
     args = parser.parse_args()
     if args.repeat < 2 or args.repeat % 2:
         parser.error("--repeat must be even (each client goes first in half of the rounds)")
@@ -107,12 +146,17 @@ def main() -> None:
                 rows["save"]["boto3"].append(timed(lambda: s3.upload_file(path, "bench", "boto3.bin")))
 
             def load_ours() -> None:
-                rows["load"]["ours"].append(ours(args.ckpt, env, "load", "s3://bench/ours.ckpt"))
+                rows["load"]["ours"].append(ours(args.ckpt, env, "load", *(["--resident"] if args.resident else []), "s3://bench/ours.ckpt"))
 
             def load_boto3() -> None:
-                buffer = io.BytesIO()
-                rows["load"]["boto3"].append(timed(lambda: s3.download_fileobj("bench", "boto3.bin", buffer)))
-                assert buffer.getbuffer().nbytes == size
+                if args.resident:
+                    buffer = ResidentWriter(size)
+                    rows["load"]["boto3"].append(timed(lambda: s3.download_fileobj("bench", "boto3.bin", buffer)))
+                    assert buffer.end == size
+                else:
+                    buffer = io.BytesIO()
+                    rows["load"]["boto3"].append(timed(lambda: s3.download_fileobj("bench", "boto3.bin", buffer)))
+                    assert buffer.getbuffer().nbytes == size
 
             # Warm-up (not counted): one save of each, so that neither side's first
             # measured run meets a fresh server. Then each round alternates who goes
@@ -132,7 +176,8 @@ def main() -> None:
     finally:
         moto.kill()
         moto.wait()
-    print(f"S3 on moto (loopback), {size / (1 << 30):.2f} GiB, median of {args.repeat} runs")
+    destination = "memory touched before the timer" if args.resident else "fresh memory"
+    print(f"S3 on moto (loopback), {size / (1 << 30):.2f} GiB, median of {args.repeat} runs, loads into {destination}")
     print(f"{'':6} {'ours wall':>10} {'boto3 wall':>11} {'speed ×':>8} {'ours cpu':>9} {'boto3 cpu':>10} {'cpu ratio':>9}")
     for action in ("save", "load"):
         ow = statistics.median(r["wall"] for r in rows[action]["ours"])
