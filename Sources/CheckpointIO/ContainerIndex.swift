@@ -26,37 +26,66 @@ final class ContainerIndex: @unchecked Sendable {
 
     /// Encodes an index body for `entries` (in increasing record offset) and `metadata`.
     static func encode(entries: [BlobDescriptor], metadata: [String: String], generation: UInt64) -> [UInt8] {
-        var names = LittleEndianWriter(capacity: entries.reduce(0) { $0 + $1.name.utf8.count })
-        var dims: [UInt64] = []
-        var table = LittleEndianWriter(capacity: entries.count * entrySize)
-        var nameRanges: [Range<Int>] = []
-        nameRanges.reserveCapacity(entries.count)
+        // The table, dims and name pool are filled in place (a 64-byte row per entry stored
+        // field by field): appending field by field cost ~200 ns per entry, which a save of
+        // 20,000 small tensors paid after its last record was written.
+        var namesLength = 0
+        var dimsCount = 0
         for entry in entries {
-            let nameOffset = names.bytes.count
-            names.write(entry.name.utf8)
-            nameRanges.append(nameOffset..<names.bytes.count)
-            let dimsOffset = dims.count
-            for dimension in entry.shape.dimensions { dims.append(UInt64(dimension)) }
-            table.write(littleEndian: UInt64(entry.recordOffset))
-            table.write(littleEndian: UInt64(entry.payloadOffset))
-            table.write(littleEndian: UInt64(entry.storedSizeInBytes))
-            table.write(littleEndian: UInt64(entry.rawSizeInBytes))
-            table.write(littleEndian: UInt32(nameOffset))
-            table.write(littleEndian: UInt32(dimsOffset))
-            table.write(littleEndian: UInt32(entry.blobHeaderLength))
-            table.write(littleEndian: entry.rawCRC32C)
-            table.write(littleEndian: UInt16(entry.name.utf8.count))
-            table.write(littleEndian: UInt8((entry.isReference ? ContainerLayout.Kind.blobReference : ContainerLayout.Kind.blob).rawValue))
-            table.write(littleEndian: entry.dtype.rawValue)
-            table.write(littleEndian: entry.compression.id)
-            table.write(littleEndian: UInt8(entry.compression.level))
-            table.write(littleEndian: entry.filter.id)
-            table.write(littleEndian: UInt8(entry.filter.elementSize))
-            table.write(littleEndian: UInt8(entry.shape.rank))
-            table.write(zeros: 7)
+            namesLength += entry.name.utf8.count
+            dimsCount += entry.shape.dimensions.count
+        }
+        var nameRanges = [Range<Int>](repeating: 0..<0, count: entries.count)
+        var dims = [UInt64](repeating: 0, count: dimsCount)
+        var names = [UInt8](repeating: 0, count: namesLength)
+        var table = [UInt8](repeating: 0, count: entries.count * entrySize)
+        entries.withUnsafeBufferPointer { entries in
+        table.withUnsafeMutableBytes { table in
+        names.withUnsafeMutableBytes { names in
+        dims.withUnsafeMutableBufferPointer { dims in
+            var nameOffset = 0
+            var dimsOffset = 0
+            for index in entries.indices {
+                let nameCount = entries[index].name.utf8.withContiguousStorageIfAvailable { utf8 in
+                    if !utf8.isEmpty { (names.baseAddress! + nameOffset).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }
+                    return utf8.count
+                } ?? {
+                    let utf8 = Array(entries[index].name.utf8)
+                    if !utf8.isEmpty { (names.baseAddress! + nameOffset).copyMemory(from: utf8, byteCount: utf8.count) }
+                    return utf8.count
+                }()
+                nameRanges[index] = nameOffset..<(nameOffset + nameCount)
+                for dimension in entries[index].shape.dimensions {
+                    dims[dimsOffset] = UInt64(dimension)
+                    dimsOffset += 1
+                }
+                let row = table.baseAddress! + index * entrySize
+                row.storeBytes(of: UInt64(entries[index].recordOffset).littleEndian, toByteOffset: 0, as: UInt64.self)
+                row.storeBytes(of: UInt64(entries[index].payloadOffset).littleEndian, toByteOffset: 8, as: UInt64.self)
+                row.storeBytes(of: UInt64(entries[index].storedSizeInBytes).littleEndian, toByteOffset: 16, as: UInt64.self)
+                row.storeBytes(of: UInt64(entries[index].rawSizeInBytes).littleEndian, toByteOffset: 24, as: UInt64.self)
+                row.storeBytes(of: UInt32(nameOffset).littleEndian, toByteOffset: 32, as: UInt32.self)
+                row.storeBytes(of: UInt32(dimsOffset - entries[index].shape.dimensions.count).littleEndian, toByteOffset: 36, as: UInt32.self)
+                row.storeBytes(of: UInt32(entries[index].blobHeaderLength).littleEndian, toByteOffset: 40, as: UInt32.self)
+                row.storeBytes(of: entries[index].rawCRC32C.littleEndian, toByteOffset: 44, as: UInt32.self)
+                row.storeBytes(of: UInt16(nameCount).littleEndian, toByteOffset: 48, as: UInt16.self)
+                row.storeBytes(of: UInt8((entries[index].isReference ? ContainerLayout.Kind.blobReference : ContainerLayout.Kind.blob).rawValue),
+                               toByteOffset: 50, as: UInt8.self)
+                row.storeBytes(of: entries[index].dtype.rawValue, toByteOffset: 51, as: UInt8.self)
+                row.storeBytes(of: entries[index].compression.id, toByteOffset: 52, as: UInt8.self)
+                row.storeBytes(of: UInt8(entries[index].compression.level), toByteOffset: 53, as: UInt8.self)
+                row.storeBytes(of: entries[index].filter.id, toByteOffset: 54, as: UInt8.self)
+                row.storeBytes(of: UInt8(entries[index].filter.elementSize), toByteOffset: 55, as: UInt8.self)
+                row.storeBytes(of: UInt8(entries[index].shape.dimensions.count), toByteOffset: 56, as: UInt8.self)
+                // Bytes 57..<64 stay zero (reserved).
+                nameOffset += nameCount
+            }
+        }
+        }
+        }
         }
         // Byte-wise name order, compared in the name pool (memcmp), not through String.
-        let order = names.bytes.withUnsafeBytes { pool in
+        let order = names.withUnsafeBytes { pool in
             entries.indices.sorted { precedes(UnsafeRawBufferPointer(rebasing: pool[nameRanges[$0]]), UnsafeRawBufferPointer(rebasing: pool[nameRanges[$1]])) }
         }
         var meta = LittleEndianWriter(capacity: 64)
@@ -67,19 +96,19 @@ final class ContainerIndex: @unchecked Sendable {
             meta.write(littleEndian: UInt32(value.utf8.count))
             meta.write(Array(value.utf8))
         }
-        var w = LittleEndianWriter(capacity: headerSize + table.bytes.count + 4 * entries.count + 8 * dims.count + names.bytes.count + meta.bytes.count + 8)
+        var w = LittleEndianWriter(capacity: headerSize + table.count + 4 * entries.count + 8 * dims.count + names.count + meta.bytes.count + 8)
         w.write(littleEndian: magic)
         w.write(littleEndian: UInt32(1))
         w.write(littleEndian: generation)
         w.write(littleEndian: UInt32(entries.count))
         w.write(littleEndian: UInt32(dims.count))
-        w.write(littleEndian: UInt32(names.bytes.count))
+        w.write(littleEndian: UInt32(names.count))
         w.write(littleEndian: UInt32(meta.bytes.count))
-        w.write(table.bytes)
-        for index in order { w.write(littleEndian: UInt32(index)) }
+        w.write(table)
+        order.map { UInt32($0).littleEndian }.withUnsafeBytes { w.write($0) }
         w.write(zeros: ContainerLayout.alignUp(w.bytes.count, 8) - w.bytes.count)
-        for dimension in dims { w.write(littleEndian: dimension) }
-        w.write(names.bytes)
+        dims.map { $0.littleEndian }.withUnsafeBytes { w.write($0) }
+        w.write(names)
         w.write(meta.bytes)
         return w.bytes
     }

@@ -200,4 +200,77 @@ struct FormatSpecTests {
             #expect(error.path == directory + "/ref.ckpt" && "\(error)".contains(directory + "/tiny.ckpt"), "\(error)")
         }
     }
+
+    @Test("§4.4–4.5: the index body a writer encodes is the tables' layout, field for field, and parses back to the same entries")
+    func indexBodyMatchesTheTables() throws {
+        // Entries of every shape the tables allow: rank 0 and rank 64, multi-byte UTF-8 names
+        // out of name order, references (kind 3), codecs with levels, both filters, offsets and
+        // sizes past 4 GiB (a 2^33-element tensor). The reference encoder below is written from FORMAT.md's tables
+        // alone, one field after the other, independent of ContainerIndex.
+        var entries: [BlobDescriptor] = []
+        let shapes: [[Int]] = [[], [3], [2, 3, 4], Array(repeating: 1, count: 64), [1 << 33]]
+        let compressions: [Compression] = [.none, .lz4, .lz4hc(level: 9), .zlib(level: 6), .zstd(level: 19), .planes]
+        let filters: [Filter] = [.none, .shuffle(elementSize: 4), .rotateShuffle(elementSize: 2)]
+        let names = ["zeta", "α/β.weight", "a", "layer.10.bias", "layer.9.bias", "日本語", "a.b", "Z"]
+        var offset = 64
+        for index in 0..<40 {
+            let shape = try Shape(shapes[index % shapes.count])
+            let dtype: DType = [.float32, .bfloat16, .uint8, .int64][index % 4]
+            let raw = try #require(try dtype.byteCount(elementCount: shape.elementCount))
+            let compression = compressions[index % compressions.count]
+            let stored = compression == .none ? raw : raw / 2 + 1
+            entries.append(BlobDescriptor(name: names[index % names.count] + "/\(index)", dtype: dtype, shape: shape, compression: compression,
+                                          filter: compression == .none ? .none : filters[index % filters.count], rawSizeInBytes: raw, storedSizeInBytes: stored,
+                                          rawCRC32C: UInt32(truncatingIfNeeded: index &* 0x9E37_79B9), recordOffset: offset,
+                                          payloadOffset: offset + 32 + 96 + index, blobHeaderLength: 96 + index, isReference: index % 9 == 4))
+            offset = (offset + 32 + 96 + index + stored + 4095) / 4096 * 4096
+        }
+        let metadata = ["epoch": "3", "b": "β", "a": ""]
+        let body = ContainerIndex.encode(entries: entries, metadata: metadata, generation: 7)
+
+        var expected = Data()
+        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { expected.append(contentsOf: $0) } }
+        let namePool = entries.flatMap { Array($0.name.utf8) }
+        let dimsPool = entries.flatMap { $0.shape.dimensions.map { UInt64($0) } }
+        var metaBytes = Data()
+        for key in metadata.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
+            withUnsafeBytes(of: UInt16(key.utf8.count).littleEndian) { metaBytes.append(contentsOf: $0) }
+            metaBytes.append(contentsOf: Array(key.utf8))
+            withUnsafeBytes(of: UInt32(metadata[key]!.utf8.count).littleEndian) { metaBytes.append(contentsOf: $0) }
+            metaBytes.append(contentsOf: Array(metadata[key]!.utf8))
+        }
+        put(UInt32(0x5849_4B43)); put(UInt32(1)); put(UInt64(7))
+        put(UInt32(entries.count)); put(UInt32(dimsPool.count)); put(UInt32(namePool.count)); put(UInt32(metaBytes.count))
+        var nameOffset = 0, dimsOffset = 0
+        for entry in entries {
+            put(UInt64(entry.recordOffset)); put(UInt64(entry.payloadOffset)); put(UInt64(entry.storedSizeInBytes)); put(UInt64(entry.rawSizeInBytes))
+            put(UInt32(nameOffset)); put(UInt32(dimsOffset)); put(UInt32(entry.blobHeaderLength)); put(entry.rawCRC32C)
+            put(UInt16(entry.name.utf8.count)); put(UInt8(entry.isReference ? 3 : 1)); put(entry.dtype.rawValue)
+            put(entry.compression.id); put(UInt8(entry.compression.level))
+            let (filterID, elementSize): (UInt8, Int) = switch entry.filter {
+            case .none: (0, 0)
+            case let .shuffle(size): (1, size)
+            case let .rotateShuffle(size): (2, size)
+            }
+            put(filterID); put(UInt8(elementSize)); put(UInt8(entry.shape.dimensions.count))
+            expected.append(contentsOf: [UInt8](repeating: 0, count: 7))
+            nameOffset += entry.name.utf8.count
+            dimsOffset += entry.shape.dimensions.count
+        }
+        let order = entries.indices.sorted { Array(entries[$0].name.utf8).lexicographicallyPrecedes(Array(entries[$1].name.utf8)) }
+        for index in order { put(UInt32(index)) }
+        if expected.count % 8 != 0 { expected.append(contentsOf: [UInt8](repeating: 0, count: 8 - expected.count % 8)) }
+        for dimension in dimsPool { put(dimension) }
+        expected.append(contentsOf: namePool)
+        expected.append(metaBytes)
+        let firstDifference = zip(body, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(body.count == expected.count && firstDifference == nil,
+                "the encoded index body differs from FORMAT.md §4.4–4.5's layout: \(body.count) bytes against \(expected.count), first difference at \(firstDifference ?? -1)")
+
+        let parsed = try body.withUnsafeBytes { bytes throws(CheckpointError) in
+            try ContainerIndex(parsing: bytes, dataEnd: offset, generation: 7)
+        }
+        #expect(parsed.count == entries.count && parsed.metadata == metadata)
+        for index in entries.indices { #expect(try parsed.descriptor(index) == entries[index]) }
+    }
 }
