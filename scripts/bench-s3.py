@@ -5,10 +5,10 @@ Starts moto's S3 server on a free loopback port, writes SIZE random bytes to a
 local file, saves once with each client (warm-up, not counted), then runs REPEAT
 rounds, each side first in every other round (use an even REPEAT):
 
-- save: ``ckpt s3-bench save FILE s3://bench/ours.ckpt`` (the bytes, mapped from
-  the page cache where boto3 reads them too, as one blob streamed into a
+- save: ``ckpt s3-bench save FILE s3://bench/ours.ckpt`` (the file's bytes,
+  mapped from the page cache before the timer, as one blob streamed into a
   multipart upload) vs boto3's ``upload_file`` (s3transfer's default
-  configuration);
+  configuration, which read()s the same page-cache file inside its timer);
 - load: ``ckpt s3-bench load s3://bench/ours.ckpt`` (open + read + CRC32C
   verify into memory) vs boto3's ``download_fileobj`` into memory: fresh memory
   (a ``BytesIO`` for boto3), whose first touch both sides pay, or with
@@ -26,6 +26,7 @@ our save. Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -73,9 +74,7 @@ class ResidentWriter(io.RawIOBase):
     """A seekable file object writing into a bytearray whose pages are touched up front."""
 
     def __init__(self, size: int) -> None:
-        self.memory = bytearray(size)
-        for offset in range(0, size, 4096):
-            self.memory[offset] = 1
+        self.memory = bytearray(size)  # zero-filled: every page touched
         self.view = memoryview(self.memory)
         self.position = 0
         self.end = 0
@@ -134,6 +133,8 @@ def main() -> None:
                     n = min(remaining, 64 << 20)
                     f.write(os.urandom(n))
                     remaining -= n
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").digest()
             rows = {"save": {"ours": [], "boto3": []}, "load": {"ours": [], "boto3": []}}
             peak = []
 
@@ -152,11 +153,15 @@ def main() -> None:
                 if args.resident:
                     buffer = ResidentWriter(size)
                     rows["load"]["boto3"].append(timed(lambda: s3.download_fileobj("bench", "boto3.bin", buffer)))
-                    assert buffer.end == size
+                    loaded = buffer.view[:buffer.end]
                 else:
                     buffer = io.BytesIO()
                     rows["load"]["boto3"].append(timed(lambda: s3.download_fileobj("bench", "boto3.bin", buffer)))
-                    assert buffer.getbuffer().nbytes == size
+                    loaded = buffer.getbuffer()
+                # Outside the timer: boto3's load is the source, byte for byte (ours checks every CRC32C itself).
+                if loaded.nbytes != size or hashlib.sha256(loaded).digest() != digest:
+                    raise SystemExit(f"boto3's load differs from the source ({loaded.nbytes} of {size} bytes)")
+                loaded.release()
 
             # Warm-up (not counted): one save of each, so that neither side's first
             # measured run meets a fresh server. Then each round alternates who goes

@@ -80,6 +80,8 @@ final class ContainerIndex: @unchecked Sendable {
                 // Bytes 57..<64 stay zero (reserved).
                 nameOffset += nameCount
             }
+            // The copies above are unchecked: the pools were sized by the first pass over the same entries.
+            precondition(nameOffset == names.count && dimsOffset == dims.count, "index pools sized from different entries")
         }
         }
         }

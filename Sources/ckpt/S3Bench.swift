@@ -40,17 +40,20 @@ struct S3Bench: ParsableCommand {
         let cpuStart: Double
         switch action {
         case "save":
-            guard paths.count == 2 else { throw usageError("s3-bench save FILE s3://BUCKET/KEY") }
-            // The source is mapped from the page cache (MAP_POPULATE: resident before the baseline,
-            // so the peak shows the save's own memory), as boto3's upload_file reads it from there.
-            // Reading it into 1 GiB of fresh anonymous memory instead made moto's
-            // CompleteMultipartUpload up to 2x slower: on this VM, the pages moto then faulted in
-            // cost 3-4x more to clear (perf: same number of faults, 3-4x the clear_page samples).
+            guard paths.count == 2, !resident else { throw usageError("s3-bench save FILE s3://BUCKET/KEY (--resident is for load)") }
+            // The source is mapped from the page cache, every page mapped before the baseline
+            // (MAP_POPULATE), so the peak shows the save's own memory; the save then reads it with
+            // no system call (boto3's upload_file read()s the same page-cache file inside its timer).
+            // This is a harness choice, not a client speed-up: reading the source into 1 GiB of
+            // fresh anonymous memory instead made moto's CompleteMultipartUpload up to 2x slower,
+            // because on this VM the pages moto then faulted in cost 3-4x more to clear (perf on
+            // moto: same number of faults, 3-4x the clear_page samples).
             let fd = open(paths[0], O_RDONLY)
             guard fd >= 0 else { throw usageError("s3-bench: cannot open '\(paths[0])': \(String(cString: strerror(errno)))") }
             defer { close(fd) }
             var status = stat()
-            guard fstat(fd, &status) == 0, status.st_size > 0 else { throw usageError("s3-bench: '\(paths[0])' is empty or unreadable") }
+            guard fstat(fd, &status) == 0 else { throw usageError("s3-bench: cannot stat '\(paths[0])': \(String(cString: strerror(errno)))") }
+            guard status.st_size > 0 else { throw usageError("s3-bench: '\(paths[0])' is empty: nothing to time") }
             bytes = Int(status.st_size)
             guard let mapped = mmap(nil, bytes, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), mapped != MAP_FAILED else {
                 throw usageError("s3-bench: cannot map '\(paths[0])': \(String(cString: strerror(errno)))")
@@ -77,10 +80,12 @@ struct S3Bench: ParsableCommand {
                 destinations[name] = buffer
                 return buffer
             }
+            // One untimed open in both modes: it warms the connection pool, as boto3's long-lived
+            // client is warm, and gives the sizes of the resident destinations.
+            let warmUp = try storage.openCheckpoint(paths[0], format: .container)
             if resident {
-                let reader = try storage.openCheckpoint(paths[0], format: .container)
-                for name in reader.blobNames {
-                    let buffer = destination(name, try reader.blobInfo(name).byteCount)
+                for name in warmUp.blobNames {
+                    let buffer = destination(name, try warmUp.blobInfo(name).byteCount)
                     for offset in stride(from: 0, to: buffer.count, by: 4096) { buffer[offset] = 1 }
                 }
             }

@@ -201,37 +201,45 @@ struct FormatSpecTests {
         }
     }
 
-    @Test("§4.4–4.5: the index body a writer encodes is the tables' layout, field for field, and parses back to the same entries")
-    func indexBodyMatchesTheTables() throws {
-        // Entries of every shape the tables allow: rank 0 and rank 64, multi-byte UTF-8 names
-        // out of name order, references (kind 3), codecs with levels, both filters, offsets and
-        // sizes past 4 GiB (a 2^33-element tensor). The reference encoder below is written from FORMAT.md's tables
-        // alone, one field after the other, independent of ContainerIndex.
+    @Test("§4.4–4.5: the index body a writer encodes is the tables' layout, field for field, and parses back to the same entries",
+          arguments: [0, 1, 41, 700])
+    func indexBodyMatchesTheTables(count: Int) throws {
+        // Entries of every shape the tables allow: rank 0 and rank 64; UTF-8 names out of name
+        // order, canonically equivalent pairs that only byte order tells apart, names of 600+
+        // bytes (so name_length, name_offset, dims_offset and blob_header_length use their high
+        // bytes; at 700 entries the name pool passes 64 KiB); references (kind 3); every codec
+        // with levels and every filter; sizes past 4 GiB (a 2^33-element tensor); an odd count
+        // (the name order then needs its 4 bytes of padding). The reference encoder below is
+        // written from FORMAT.md's tables alone, ids included, one field after the other.
         var entries: [BlobDescriptor] = []
         let shapes: [[Int]] = [[], [3], [2, 3, 4], Array(repeating: 1, count: 64), [1 << 33]]
         let compressions: [Compression] = [.none, .lz4, .lz4hc(level: 9), .zlib(level: 6), .zstd(level: 19), .planes]
         let filters: [Filter] = [.none, .shuffle(elementSize: 4), .rotateShuffle(elementSize: 2)]
-        let names = ["zeta", "α/β.weight", "a", "layer.10.bias", "layer.9.bias", "日本語", "a.b", "Z"]
+        let long = String(repeating: "layer.", count: 100)
+        let names = ["zeta", "α/β.weight", "a", "e\u{301}", "\u{e9}", "layer.9.bias", "日本語", long, "Z", long + "ß"]
+        let dtypes: [(DType, UInt8)] = [(.float32, 10), (.bfloat16, 7), (.uint8, 2), (.int64, 12)]  // FORMAT.md §3.6
         var offset = 64
-        for index in 0..<40 {
+        for index in 0..<count {
             let shape = try Shape(shapes[index % shapes.count])
-            let dtype: DType = [.float32, .bfloat16, .uint8, .int64][index % 4]
+            let dtype = dtypes[index % dtypes.count].0
             let raw = try #require(try dtype.byteCount(elementCount: shape.elementCount))
             let compression = compressions[index % compressions.count]
             let stored = compression == .none ? raw : raw / 2 + 1
             entries.append(BlobDescriptor(name: names[index % names.count] + "/\(index)", dtype: dtype, shape: shape, compression: compression,
-                                          filter: compression == .none ? .none : filters[index % filters.count], rawSizeInBytes: raw, storedSizeInBytes: stored,
+                                          filter: compression == .none ? .none : filters[index / compressions.count % filters.count],
+                                          rawSizeInBytes: raw, storedSizeInBytes: stored,
                                           rawCRC32C: UInt32(truncatingIfNeeded: index &* 0x9E37_79B9), recordOffset: offset,
                                           payloadOffset: offset + 32 + 96 + index, blobHeaderLength: 96 + index, isReference: index % 9 == 4))
             offset = (offset + 32 + 96 + index + stored + 4095) / 4096 * 4096
         }
-        let metadata = ["epoch": "3", "b": "β", "a": ""]
+        let metadata = count == 0 ? [:] : ["epoch": "3", "b": "β", "a": ""]
         let body = ContainerIndex.encode(entries: entries, metadata: metadata, generation: 7)
 
         var expected = Data()
         func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { expected.append(contentsOf: $0) } }
         let namePool = entries.flatMap { Array($0.name.utf8) }
         let dimsPool = entries.flatMap { $0.shape.dimensions.map { UInt64($0) } }
+        if count == 700 { #expect(namePool.count > 1 << 16) }
         var metaBytes = Data()
         for key in metadata.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
             withUnsafeBytes(of: UInt16(key.utf8.count).littleEndian) { metaBytes.append(contentsOf: $0) }
@@ -242,11 +250,20 @@ struct FormatSpecTests {
         put(UInt32(0x5849_4B43)); put(UInt32(1)); put(UInt64(7))
         put(UInt32(entries.count)); put(UInt32(dimsPool.count)); put(UInt32(namePool.count)); put(UInt32(metaBytes.count))
         var nameOffset = 0, dimsOffset = 0
-        for entry in entries {
+        for (index, entry) in entries.enumerated() {
             put(UInt64(entry.recordOffset)); put(UInt64(entry.payloadOffset)); put(UInt64(entry.storedSizeInBytes)); put(UInt64(entry.rawSizeInBytes))
             put(UInt32(nameOffset)); put(UInt32(dimsOffset)); put(UInt32(entry.blobHeaderLength)); put(entry.rawCRC32C)
-            put(UInt16(entry.name.utf8.count)); put(UInt8(entry.isReference ? 3 : 1)); put(entry.dtype.rawValue)
-            put(entry.compression.id); put(UInt8(entry.compression.level))
+            put(UInt16(entry.name.utf8.count)); put(UInt8(entry.isReference ? 3 : 1)); put(dtypes[index % dtypes.count].1)
+            // FORMAT.md §3.5: codec ids 0 none, 1 lz4, 2 lz4hc, 3 zlib, 4 zstd, 5 planes; level 0 where the codec has none.
+            let (codec, level): (UInt8, UInt8) = switch entry.compression {
+            case .none: (0, 0)
+            case .lz4: (1, 0)
+            case let .lz4hc(level): (2, UInt8(level))
+            case let .zlib(level): (3, UInt8(level))
+            case let .zstd(level): (4, UInt8(level))
+            case .planes: (5, 0)
+            }
+            put(codec); put(level)
             let (filterID, elementSize): (UInt8, Int) = switch entry.filter {
             case .none: (0, 0)
             case let .shuffle(size): (1, size)
