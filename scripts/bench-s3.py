@@ -133,6 +133,10 @@ def main() -> None:
                     n = min(remaining, 64 << 20)
                     f.write(os.urandom(n))
                     remaining -= n
+                # On disk before the first round: its write-back would otherwise run during the
+                # first rounds (the kernel starts it ~30 s after the write) and slow whoever runs then.
+                f.flush()
+                os.fsync(f.fileno())
             with open(path, "rb") as f:
                 digest = hashlib.file_digest(f, "sha256").digest()
             rows = {"save": {"ours": [], "boto3": []}, "load": {"ours": [], "boto3": []}}
