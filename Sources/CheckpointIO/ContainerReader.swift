@@ -373,13 +373,17 @@ public final class ContainerReader: @unchecked Sendable {
     /// up to ``batchBlobLimit`` side by side, one thread each, largest first (one after
     /// the other from a remote source, whose reads of more than one range wait on work
     /// of their own in the same thread pool); then the larger ones one at a time, with
-    /// every thread for their chunks. No new blob starts after one fails.
+    /// every thread for their chunks (as is a lone small blob). No new blob starts after one fails.
     private func forEachBlob(sizes: [Int], _ body: (_ index: Int, _ threads: Int) throws(CheckpointError) -> Void) throws(CheckpointError) {
         let small = sizes.indices.filter { sizes[$0] <= Self.batchBlobLimit }.sorted { sizes[$0] > sizes[$1] || (sizes[$0] == sizes[$1] && $0 < $1) }
-        try ChunkScheduler.run(count: small.count, threads: file.remote == nil ? options.threads : 1, makeWorker: {}) { _, position throws(CheckpointError) in
-            try body(small[position], 1)
+        // Side by side only with a neighbour: a lone small blob gets every thread for its chunks, as a large one does.
+        let sideBySide = small.count > 1
+        if sideBySide {
+            try ChunkScheduler.run(count: small.count, threads: file.remote == nil ? options.threads : 1, makeWorker: {}) { _, position throws(CheckpointError) in
+                try body(small[position], 1)
+            }
         }
-        for index in sizes.indices where sizes[index] > Self.batchBlobLimit { try body(index, options.threads) }
+        for index in sizes.indices where !sideBySide || sizes[index] > Self.batchBlobLimit { try body(index, options.threads) }
     }
 
     private func read(_ entry: BlobDescriptor, into destination: UnsafeMutableRawBufferPointer, verify: Bool, threads: Int) throws(CheckpointError) {

@@ -557,36 +557,21 @@ public final class CheckpointManager: CheckpointManaging, @unchecked Sendable {
     }
 
     static func readTensors(_ names: [String], from reader: any CheckpointFileReading, path: String, allowMissing: Bool) throws(CheckpointError) -> [(name: String, tensor: Tensor)] {
-        // Every tensor's memory first (sizes checked from the index), then one
-        // batch read, which decodes small blobs side by side on every core.
-        var result: [(name: String, tensor: Tensor)] = []
-        result.reserveCapacity(names.count)
+        var present: [String] = []
+        present.reserveCapacity(names.count)
         for name in names {
             guard reader.hasBlob(name) else {
                 if allowMissing { continue }
                 throw CheckpointError(.blobNotFound(name), blobName: name, path: path)
             }
-            do throws(CheckpointError) {
-                let info = try reader.blobInfo(name)
-                let storage = try TensorStorage(checkedByteCount: info.byteCount)
-                result.append((name, Tensor(dtype: info.dtype, shape: info.shape, storage: storage)))
-            } catch {
-                throw error.adding(blobName: name, path: path)
-            }
+            present.append(name)
         }
+        // One batch read (CheckpointFileReading.readTensors), which decodes small blobs side by side on every core.
         do throws(CheckpointError) {
-            try reader.readBlobs(result.map { ($0.name, UnsafeMutableRawBufferPointer(start: $0.tensor.storage.base, count: $0.tensor.byteCount)) })
+            return Array(zip(present, try reader.readTensors(present)))
         } catch {
             throw error.adding(path: path)
         }
-        for (name, tensor) in result where tensor.dtype == .string {
-            do throws(CheckpointError) {
-                _ = try tensor.strings()
-            } catch {
-                throw error.adding(blobName: name, path: path)
-            }
-        }
-        return result
     }
 
     private func openCheckpoint(_ path: String, epoch: Int, pathType: String?) throws(CheckpointError) -> any CheckpointFileReading {
