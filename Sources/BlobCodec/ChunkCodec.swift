@@ -29,11 +29,16 @@ final class ChunkCompressor {
     let compression: Compression
     let filter: Filter
     private let shuffled: UnsafeMutableRawBufferPointer?
+    /// The plane codec's Huffman pair table (`CKK_HUFFMAN_PAIR_ENTRIES` entries), pooled like the scratch.
+    private let huffmanPairs: UnsafeMutableRawBufferPointer?
     private var lz4State: UnsafeMutableRawPointer?
     private var zstdContext: OpaquePointer?
 
     private let chunkCapacity: Int
     private let pool = ChunkBufferPool.shared
+
+    /// The smallest chunk given a Huffman pair table: smaller ones code one symbol at a time.
+    static let pairTableMinimumChunk = 32 << 10
 
     init(compression: Compression, filter: Filter, chunkCapacity: Int) {
         self.compression = compression
@@ -45,6 +50,9 @@ final class ChunkCompressor {
         } else {
             shuffled = nil
         }
+        // Pairs pay only on segments of several KiB (ckk_huffman_encode decides per segment).
+        huffmanPairs = compression == .planes && chunkCapacity >= ChunkCompressor.pairTableMinimumChunk
+            ? pool.takeBuffer(capacity: Int(CKK_HUFFMAN_PAIR_ENTRIES) * MemoryLayout<UInt32>.size) : nil
         switch compression {
         case .lz4:
             lz4State = .allocate(byteCount: Int(LZ4_sizeofState()), alignment: 16)
@@ -60,6 +68,7 @@ final class ChunkCompressor {
 
     deinit {
         if let shuffled { pool.giveBuffer(shuffled) }
+        if let huffmanPairs { pool.giveBuffer(huffmanPairs) }
         lz4State?.deallocate()
         if let zstdContext { ZSTD_freeCCtx(zstdContext) }
     }
@@ -130,7 +139,8 @@ final class ChunkCompressor {
         var rawCRC: UInt32 = 0
         let (size, rotate) = FilterKernels.planeLayout(filter)
         let produced = ckk_planes_encode(output.assumingMemoryBound(to: UInt8.self), capacity, raw.baseAddress!, raw.count,
-                                         size, rotate, shuffled!.baseAddress!.assumingMemoryBound(to: UInt8.self), &rawCRC)
+                                         size, rotate, shuffled!.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                         huffmanPairs?.baseAddress?.assumingMemoryBound(to: UInt32.self), &rawCRC)
         guard produced > 0, produced < raw.count else {
             pool.give(output, capacity: capacity)
             return (nil, rawCRC)
@@ -204,6 +214,9 @@ final class ChunkDecompressor {
     private var outputScratch: UnsafeMutableRawBufferPointer?
     private var zstdContext: OpaquePointer?
     private let pool = ChunkBufferPool.shared
+
+    /// The smallest chunk given a Huffman pair table: smaller ones code one symbol at a time.
+    static let pairTableMinimumChunk = 32 << 10
 
     init(compression: Compression, filter: Filter, chunkCapacity: Int) {
         self.compression = compression

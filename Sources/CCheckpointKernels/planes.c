@@ -55,10 +55,10 @@ static size_t encode_raw(uint8_t *dst, size_t capacity, const uint8_t *region, s
 }
 
 /* Writes one piece of a region as repeat, Huffman or raw segments. */
-static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n);
+static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs);
 
 /* Writes one region as segments. Returns bytes written, or SIZE_MAX when it does not fit. */
-static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n) {
+static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs) {
     if (n == 0) return 0;
     if (n >= SAMPLE_THRESHOLD) {
         /* A cheap look first: 1/16 of the region, in 256-byte blocks spread over it.
@@ -75,14 +75,14 @@ static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region
         /* Equal pieces (the first ones one byte longer), so no piece is a small remainder. */
         size_t first = n / pieces * i + (i < n % pieces ? i : n % pieces);
         size_t length = n / pieces + (i < n % pieces ? 1 : 0);
-        size_t w = encode_piece(dst + written, capacity - written, region + first, length);
+        size_t w = encode_piece(dst + written, capacity - written, region + first, length, pairs);
         if (w == SIZE_MAX) return SIZE_MAX;
         written += w;
     }
     return written;
 }
 
-static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n) {
+static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs) {
     uint32_t counts[256];
     uint8_t lengths[256];
     uint32_t quarters[4 * 256];
@@ -108,7 +108,7 @@ static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region,
         for (int s = 0; s < 256; s++) if (lengths[s]) { maxSymbol = s; if (minSymbol == 256) minSymbol = s; }
         size_t total = SEGMENT_HEADER + 2 + (size_t)(maxSymbol - minSymbol + 2) / 2 + 16 + (size_t)((bits + 7) / 8) + 4;
         if (total <= n - (n >> MIN_SAVING_SHIFT) && total + 32 <= capacity) {
-            size_t coded = ckk_huffman_encode(dst + SEGMENT_HEADER, capacity - SEGMENT_HEADER, region, n, quarters, lengths);
+            size_t coded = ckk_huffman_encode(dst + SEGMENT_HEADER, capacity - SEGMENT_HEADER, region, n, quarters, lengths, pairs);
             if (coded > 0) {
                 dst[0] = KIND_HUFFMAN;
                 store32le(dst + 1, (uint32_t)n);
@@ -120,7 +120,7 @@ static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region,
 }
 
 size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t length, size_t size, int rotate,
-                         uint8_t *scratch, uint32_t *rawCRC) {
+                         uint8_t *scratch, uint32_t *pairs, uint32_t *rawCRC) {
     const uint8_t *s = src;
     size_t count = size > 1 ? length / size : length;
     size_t planes = size > 1 ? size : 1;
@@ -144,7 +144,7 @@ size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t 
     }
     size_t written = 0;
     for (size_t r = 0; r <= planes; r++) {
-        size_t n = encode_region(dst + written, capacity - written, regions[r], sizes[r]);
+        size_t n = encode_region(dst + written, capacity - written, regions[r], sizes[r], pairs);
         if (n == SIZE_MAX) return 0;
         written += n;
         if (written >= length) return 0; /* already no smaller than raw: give up early */

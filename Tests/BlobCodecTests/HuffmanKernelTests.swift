@@ -3,9 +3,9 @@ import CCheckpointKernels
 import Testing
 
 /// The Huffman kernels of the plane codec (FORMAT.md §3.10) on their own: the
-/// histograms, the code lengths, and the coder's two compiled variants (baseline
-/// x86-64 and BMI2), each checked against a plain bit-by-bit reader written
-/// from the spec.
+/// histograms, the code lengths, and the coder's variants (baseline x86-64 and BMI2,
+/// each one symbol or two symbols a lookup), each checked against a plain bit-by-bit
+/// reader written from the spec.
 @Suite("Huffman kernels", .serialized)  // the variant switch is process-wide
 struct HuffmanKernelTests {
     /// Byte strings that stress the coder's fast paths: exponent-like (few short codes, so
@@ -84,8 +84,10 @@ struct HuffmanKernelTests {
         return start == body.count ? out : nil
     }
 
-    /// Encodes `input` as one Huffman body with the kernel, in the variant `bmi2` selects.
-    static func encode(_ input: [UInt8], bmi2: Int32) -> [UInt8]? {
+    /// Encodes `input` as one Huffman body with the kernel, in the variant `bmi2` selects, one
+    /// symbol a lookup (`pairs` 0), with the pair table where it pays (1, the default) or
+    /// always (2).
+    static func encode(_ input: [UInt8], bmi2: Int32, pairs: Int32 = 0) -> [UInt8]? {
         var quarters = [UInt32](repeating: 0, count: 4 * 256)
         input.withUnsafeBytes { ckk_histogram_quarters(&quarters, $0.baseAddress, $0.count) }
         var counts = [UInt32](repeating: 0, count: 256)
@@ -94,7 +96,16 @@ struct HuffmanKernelTests {
         guard ckk_huffman_lengths(&lengths, counts) >= 2 else { return nil }
         var body = [UInt8](repeating: 0, count: 2 * input.count + 256)
         _ = ckk_huffman_set_bmi2(bmi2)
-        let size = input.withUnsafeBytes { ckk_huffman_encode(&body, body.count, $0.baseAddress, $0.count, quarters, lengths) }
+        let setting = ckk_huffman_set_pairs(pairs)
+        defer { _ = ckk_huffman_set_pairs(1) }
+        precondition(setting == pairs)
+        // The pair table starts as garbage: only the entries of symbols used may be read.
+        var table = [UInt32](repeating: 0xDEAD_BEEF, count: Int(CKK_HUFFMAN_PAIR_ENTRIES))
+        let size = input.withUnsafeBytes { source in
+            table.withUnsafeMutableBufferPointer {
+                ckk_huffman_encode(&body, body.count, source.baseAddress, source.count, quarters, lengths, pairs == 0 ? nil : $0.baseAddress)
+            }
+        }
         return size > 0 ? Array(body[..<size]) : nil
     }
 
@@ -125,6 +136,10 @@ struct HuffmanKernelTests {
                 }
                 let fast = Self.encode(input, bmi2: 1)
                 #expect(fast == baseline, "\(kind) \(length): the BMI2 coder wrote other bytes")
+                for (bmi2, pairs): (Int32, Int32) in [(0, 2), (1, 2), (1, 1)] {
+                    #expect(Self.encode(input, bmi2: bmi2, pairs: pairs) == baseline,
+                            "\(kind) \(length): the pair coder (BMI2 \(bmi2), pairs \(pairs)) wrote other bytes")
+                }
                 #expect(Self.referenceDecode(baseline, length: length) == input, "\(kind) \(length): the spec reader disagrees")
                 for variant: Int32 in [0, 1] {
                     let (status, decoded) = Self.decode(baseline, length: length, bmi2: variant)

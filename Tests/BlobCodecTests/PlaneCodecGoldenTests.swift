@@ -52,7 +52,7 @@ struct PlaneCodecGoldenTests {
         #expect(ckk_huffman_lengths(&lengths, total) == 4)
         #expect(lengths[0x7C] == 1 && lengths[0x7B] == 2 && lengths[0x7A] == 3 && lengths[0x7D] == 3)
         var body = [UInt8](repeating: 0, count: 128)
-        let size = Self.segmentInput.withUnsafeBytes { ckk_huffman_encode(&body, body.count, $0.baseAddress, $0.count, counts, lengths) }
+        let size = Self.segmentInput.withUnsafeBytes { ckk_huffman_encode(&body, body.count, $0.baseAddress, $0.count, counts, lengths, nil) }
         let encoded = [2, 12, 0, 0, 0] + Array(body[..<size])
         #expect(encoded == Self.segment, "\n\(Self.hexDump(encoded))")
         // The decoder, given the segment as a whole chunk stream of a 12-byte chunk.

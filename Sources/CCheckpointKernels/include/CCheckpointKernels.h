@@ -128,11 +128,22 @@ int ckk_huffman_codes(uint16_t codes[256], const uint8_t lengths[256]);
  *  counts, quarter k's count of byte s at counts[256 * k + s]. */
 void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length);
 
+/** Entries (uint32_t) of the Huffman encoder's pair table: 256 KiB. */
+#define CKK_HUFFMAN_PAIR_ENTRIES 65536
+
 /** Writes the body of a Huffman segment (table, four stream sizes, four streams)
  *  for `length` bytes whose quarter histograms (as ckk_histogram_quarters) are `counts`. Returns the bytes
- *  written, or 0 when they (plus 8 bytes of slack per stream) exceed `capacity`. */
+ *  written, or 0 when they (plus 8 bytes of slack per stream) exceed `capacity`.
+ *  `pairs`, when not NULL, is the caller's workspace of CKK_HUFFMAN_PAIR_ENTRIES entries
+ *  for coding two symbols a lookup where the segment is long enough to pay for filling it
+ *  (same bytes either way; NULL codes one symbol at a time). */
 size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t length,
-                          const uint32_t *counts, const uint8_t lengths[256]);
+                          const uint32_t *counts, const uint8_t lengths[256], uint32_t *pairs);
+
+/** When ckk_huffman_encode uses its pair table: 1 where it pays (the default), 0 never,
+ *  2 always (tests: short inputs too). `setting` 0...2 sets it, -1 only asks; returns the
+ *  setting in force. Every setting gives the same bytes; for tests and same-run comparisons. */
+int ckk_huffman_set_pairs(int setting);
 
 /** Decodes the body of a Huffman segment into exactly `length` bytes, reading at
  *  most `srcLength` bytes and setting `*consumed`. Returns 0 or a CKK_ERR_ code.
@@ -150,10 +161,11 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
  *  1 meaning none; `rotate` for filter 2) and then the plane segments into
  *  `dst`, which has `capacity` writable bytes, at least `length + CKK_PLANES_SLACK`
  *  (the Huffman writer stores 8 bytes at a time). `scratch` holds `length`
- *  bytes. Sets *rawCRC to the CRC32C of `src`. Returns the stored size, or 0
- *  when it would not be smaller than `length` (the chunk is then stored raw). */
+ *  bytes; `pairs` is NULL or CKK_HUFFMAN_PAIR_ENTRIES entries of workspace for the
+ *  Huffman encoder (faster, same bytes). Sets *rawCRC to the CRC32C of `src`. Returns
+ *  the stored size, or 0 when it would not be smaller than `length` (the chunk is then stored raw). */
 size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t length, size_t size, int rotate,
-                         uint8_t *scratch, uint32_t *rawCRC);
+                         uint8_t *scratch, uint32_t *pairs, uint32_t *rawCRC);
 
 /** Decodes one stored chunk into exactly `length` bytes at `dst`, undoing the
  *  filter; `scratch` holds `length` bytes (unused without a filter). When
