@@ -101,10 +101,129 @@ static void tally(uint32_t c[4][256], const uint8_t *p, size_t length) {
     for (; i < length; i++) c[i & 3][p[i]]++;
 }
 
+/* ---- Histogram of peaked bytes: AVX-512 compares for the most common values ----
+ * An exponent plane is a few values most of the time (on trained MiniLM weights the 8 most
+ * common cover 98% of it). Their counts are taken 64 bytes at a time: one compare per value
+ * gives a mask, a masked add counts it in 64 byte lanes (emptied into the totals every 255
+ * blocks, before a lane can wrap), and the bytes that are none of them are compressed out
+ * into a small buffer that the scalar tally counts. Exact counts, the same as tally's:
+ * 14.3 GB/s against 3.9 on those planes (measured, 64 KiB quarters). Where the values are
+ * not peaked (whole FP8 bytes, ~18% covered) the scalar tally is used. */
+#define PEAK_VALUES 8
+#define PEAK_MINIMUM 4096u           /* shorter inputs: the scalar tally */
+#define PEAK_PROBES 16u              /* 64-byte blocks sampled to choose the values */
+#define PEAK_COVERAGE_PERCENT 85u    /* of the sampled bytes, for the vector path */
+#define PEAK_REST_BUFFER 4096u
+
+#if (defined(__x86_64__)) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#define CKK_PEAK_TARGET __attribute__((target("avx512f,avx512bw,avx512vbmi2,popcnt")))
+static int peak_setting = -1; /* -1: not yet looked at; 0: off; 1: on */
+static int peak_available(void) {
+    int setting = __atomic_load_n(&peak_setting, __ATOMIC_RELAXED);
+    if (setting < 0) {
+        int detected = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("popcnt");
+        int expected = -1;
+        __atomic_compare_exchange_n(&peak_setting, &expected, detected ? 1 : 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+        setting = __atomic_load_n(&peak_setting, __ATOMIC_RELAXED);
+    }
+    return setting;
+}
+int ckk_histogram_set_vector(int enable) {
+    if (enable >= 0) {
+        __atomic_store_n(&peak_setting, -1, __ATOMIC_RELAXED);
+        int available = peak_available();
+        __atomic_store_n(&peak_setting, enable && available ? 1 : 0, __ATOMIC_RELAXED);
+    }
+    return peak_available();
+}
+
+CKK_PEAK_TARGET static void tally_peaked(uint32_t c[4][256], const uint8_t *p, size_t length, const uint8_t values[PEAK_VALUES]) {
+    __m512i value[PEAK_VALUES], lanes[PEAK_VALUES];
+    uint64_t totals[PEAK_VALUES] = {0};
+    for (int j = 0; j < PEAK_VALUES; j++) {
+        value[j] = _mm512_set1_epi8((char)values[j]);
+        lanes[j] = _mm512_setzero_si512();
+    }
+    const __m512i one = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+    uint8_t rest[PEAK_REST_BUFFER + 64];
+    size_t kept = 0, i = 0;
+    unsigned blocks = 0;
+    for (; i + 64 <= length; i += 64) {
+        __m512i v = _mm512_loadu_si512(p + i);
+        __mmask64 others = ~(__mmask64)0;
+        for (int j = 0; j < PEAK_VALUES; j++) {
+            __mmask64 hit = _mm512_cmpeq_epi8_mask(v, value[j]);
+            lanes[j] = _mm512_mask_add_epi8(lanes[j], hit, lanes[j], one);
+            others &= ~hit;
+        }
+        _mm512_storeu_si512(rest + kept, _mm512_maskz_compress_epi8(others, v));
+        kept += (size_t)__builtin_popcountll(others);
+        if (kept > PEAK_REST_BUFFER - 64) {
+            tally(c, rest, kept);
+            kept = 0;
+        }
+        if (++blocks == 255) {
+            blocks = 0;
+            for (int j = 0; j < PEAK_VALUES; j++) {
+                totals[j] += (uint64_t)_mm512_reduce_add_epi64(_mm512_sad_epu8(lanes[j], zero));
+                lanes[j] = zero;
+            }
+        }
+    }
+    for (int j = 0; j < PEAK_VALUES; j++) totals[j] += (uint64_t)_mm512_reduce_add_epi64(_mm512_sad_epu8(lanes[j], zero));
+    tally(c, rest, kept);
+    tally(c, p + i, length - i);
+    for (int j = 0; j < PEAK_VALUES; j++) c[0][values[j]] += (uint32_t)totals[j];
+}
+
+/* Whether `p` looks peaked, from 16 blocks of 64 bytes spread over it, and if so its most
+ * common values (descending count; ties and absent values in value order, all distinct). The
+ * sample only picks the values: every byte is counted exactly either way. */
+static int choose_peaks(const uint8_t *p, size_t length, uint8_t values[PEAK_VALUES]) {
+    if (length < PEAK_MINIMUM || !peak_available()) return 0;
+    uint32_t count[256] = {0};
+    size_t stride = length / PEAK_PROBES / 64 * 64;
+    for (unsigned k = 0; k < PEAK_PROBES; k++)
+        for (unsigned i = 0; i < 64; i++) count[p[k * stride + i]]++;
+    uint32_t top[PEAK_VALUES];
+    for (int j = 0; j < PEAK_VALUES; j++) { values[j] = (uint8_t)j; top[j] = count[j]; }
+    for (int j = 1; j < PEAK_VALUES; j++)
+        for (int k = j; k > 0 && top[k] > top[k - 1]; k--) {
+            uint32_t t = top[k]; top[k] = top[k - 1]; top[k - 1] = t;
+            uint8_t v = values[k]; values[k] = values[k - 1]; values[k - 1] = v;
+        }
+    for (int s = PEAK_VALUES; s < 256; s++) {
+        if (count[s] <= top[PEAK_VALUES - 1]) continue;
+        int k = PEAK_VALUES - 1;
+        for (; k > 0 && count[s] > top[k - 1]; k--) { top[k] = top[k - 1]; values[k] = values[k - 1]; }
+        top[k] = count[s];
+        values[k] = (uint8_t)s;
+    }
+    uint32_t covered = 0;
+    for (int j = 0; j < PEAK_VALUES; j++) covered += top[j];
+    return covered * 100 >= PEAK_COVERAGE_PERCENT * PEAK_PROBES * 64;
+}
+
+static void tally_with(uint32_t c[4][256], const uint8_t *p, size_t length, int peaked, const uint8_t values[PEAK_VALUES]) {
+    if (peaked && length >= 64) tally_peaked(c, p, length, values);
+    else tally(c, p, length);
+}
+#else
+int ckk_histogram_set_vector(int enable) { (void)enable; return 0; }
+static int choose_peaks(const uint8_t *p, size_t length, uint8_t values[PEAK_VALUES]) { (void)p; (void)length; (void)values; return 0; }
+static void tally_with(uint32_t c[4][256], const uint8_t *p, size_t length, int peaked, const uint8_t values[PEAK_VALUES]) {
+    (void)peaked; (void)values;
+    tally(c, p, length);
+}
+#endif
+
 void ckk_histogram(uint32_t counts[256], const void *data, size_t length) {
     uint32_t c[4][256];
     memset(c, 0, sizeof c);
-    tally(c, data, length);
+    uint8_t values[PEAK_VALUES];
+    tally_with(c, data, length, choose_peaks(data, length, values), values);
     for (int s = 0; s < 256; s++) counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
 }
 
@@ -395,10 +514,15 @@ static int build_pairs(uint32_t *pairs, const uint16_t codes[256], const uint8_t
 void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length) {
     const uint8_t *p = data;
     size_t quarter = (length + 3) / 4;
+    uint8_t values[PEAK_VALUES];
+    int peaked = choose_peaks(p, length, values); /* once for the four */
     for (int k = 0; k < 4; k++) {
         size_t first = quarter * k < length ? quarter * k : length;
         size_t end = quarter * (k + 1) < length ? quarter * (k + 1) : length;
-        ckk_histogram(counts + 256 * k, p + first, end - first);
+        uint32_t c[4][256];
+        memset(c, 0, sizeof c);
+        tally_with(c, p + first, end - first, peaked, values);
+        for (int s = 0; s < 256; s++) counts[256 * k + s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
     }
 }
 

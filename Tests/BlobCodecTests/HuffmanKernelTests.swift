@@ -207,36 +207,54 @@ struct HuffmanKernelTests {
         }
     }
 
-    @Test("histograms count every byte: whole, by quarters, and sampled blocks")
-    func histograms() {
+    /// Inputs for the histograms: spread (scalar path), peaked (the AVX-512 path where the CPU
+    /// has it: 90% of six values, or a few values only, or one value for over 255 blocks of 64
+    /// bytes, which fills each byte lane to exactly 255 before it is emptied).
+    static func histogramInputs(length: Int, rng: inout SyntheticData) -> [(String, [UInt8])] {
+        let random = rng.randomBytes(count: length)
+        let peaked = random.enumerated().map { i, b in b < 230 ? [0x78, 0x79, 0x77, 0x7A, 0x76, 0x00][Int(b) % 6] : UInt8(truncatingIfNeeded: i &* 31) }
+        return [
+            ("spread", random.map { $0 % 3 == 0 ? 0x7F : $0 }),
+            ("peaked", peaked),
+            ("three values", random.map { [0x10, 0xFF, 0x00][Int($0) % 3] }),
+            ("one value", [UInt8](repeating: 0xC3, count: length)),
+        ]
+    }
+
+    @Test("histograms count every byte: whole, by quarters, and sampled blocks (scalar and vector paths)",
+          arguments: [Int32(0), 1])
+    func histograms(vector: Int32) {
+        _ = ckk_histogram_set_vector(vector)
+        defer { _ = ckk_histogram_set_vector(1) }
         var rng = SyntheticData(seed: 5)
-        for length in Array(0...40) + [255, 4096, 4097, 70_001] {
-            let bytes = rng.randomBytes(count: length).map { $0 % 3 == 0 ? 0x7F : $0 }
-            var expected = [UInt32](repeating: 0, count: 256)
-            for b in bytes { expected[Int(b)] += 1 }
-            var counts = [UInt32](repeating: 0, count: 256)
-            bytes.withUnsafeBytes { ckk_histogram(&counts, $0.baseAddress, $0.count) }
-            #expect(counts == expected, "length \(length)")
-            var quarters = [UInt32](repeating: 0, count: 1024)
-            bytes.withUnsafeBytes { ckk_histogram_quarters(&quarters, $0.baseAddress, $0.count) }
-            let q = (length + 3) / 4
-            for k in 0..<4 {
-                var part = [UInt32](repeating: 0, count: 256)
-                for b in bytes[min(length, k * q)..<min(length, (k + 1) * q)] { part[Int(b)] += 1 }
-                #expect(Array(quarters[(256 * k)..<(256 * k + 256)]) == part, "length \(length), quarter \(k)")
-            }
-            for (block, stride) in [(1, 1), (256, 4096), (16, 48), (100, 100)] {
-                var sampledExpected = [UInt32](repeating: 0, count: 256)
-                var sampledBytes = 0
-                var at = 0
-                while at + block <= length {
-                    for b in bytes[at..<(at + block)] { sampledExpected[Int(b)] += 1 }
-                    sampledBytes += block
-                    at += stride
+        for length in Array(0...40) + [255, 4096, 4097, 4160, 70_001, 64 * 255 + 63, 64 * 1000 + 17, 262_144] {
+            for (kind, bytes) in Self.histogramInputs(length: length, rng: &rng) {
+                var expected = [UInt32](repeating: 0, count: 256)
+                for b in bytes { expected[Int(b)] += 1 }
+                var counts = [UInt32](repeating: 0, count: 256)
+                bytes.withUnsafeBytes { ckk_histogram(&counts, $0.baseAddress, $0.count) }
+                #expect(counts == expected, "\(kind) length \(length)")
+                var quarters = [UInt32](repeating: 0, count: 1024)
+                bytes.withUnsafeBytes { ckk_histogram_quarters(&quarters, $0.baseAddress, $0.count) }
+                let q = (length + 3) / 4
+                for k in 0..<4 {
+                    var part = [UInt32](repeating: 0, count: 256)
+                    for b in bytes[min(length, k * q)..<min(length, (k + 1) * q)] { part[Int(b)] += 1 }
+                    #expect(Array(quarters[(256 * k)..<(256 * k + 256)]) == part, "\(kind) length \(length), quarter \(k)")
                 }
-                var sampled = [UInt32](repeating: 0, count: 256)
-                let n = bytes.withUnsafeBytes { ckk_histogram_sample(&sampled, $0.baseAddress, $0.count, block, stride) }
-                #expect(n == sampledBytes && sampled == sampledExpected, "length \(length), block \(block), stride \(stride)")
+                for (block, stride) in [(1, 1), (256, 4096), (16, 48), (100, 100)] {
+                    var sampledExpected = [UInt32](repeating: 0, count: 256)
+                    var sampledBytes = 0
+                    var at = 0
+                    while at + block <= length {
+                        for b in bytes[at..<(at + block)] { sampledExpected[Int(b)] += 1 }
+                        sampledBytes += block
+                        at += stride
+                    }
+                    var sampled = [UInt32](repeating: 0, count: 256)
+                    let n = bytes.withUnsafeBytes { ckk_histogram_sample(&sampled, $0.baseAddress, $0.count, block, stride) }
+                    #expect(n == sampledBytes && sampled == sampledExpected, "\(kind) length \(length), block \(block), stride \(stride)")
+                }
             }
         }
     }

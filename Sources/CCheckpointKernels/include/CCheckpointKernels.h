@@ -110,6 +110,12 @@ int ckk_huffman_set_bmi2(int enable);
 /** Counts each byte value of `data`. */
 void ckk_histogram(uint32_t counts[256], const void *data, size_t length);
 
+/** Whether ckk_histogram counts peaked data (a few values most of the time) with its AVX-512
+ *  path (1) or always with the scalar one (0). `enable` 1 selects the vector path where the CPU
+ *  has it (AVX-512 F, BW, VBMI2), 0 the scalar one, -1 only asks. Both give the same counts;
+ *  for tests and same-run comparisons. */
+int ckk_histogram_set_vector(int enable);
+
 /** The histogram of a sample of `data`: the `block` bytes at every multiple of `stride`
  *  (`stride` ≥ `block` > 0) whose block lies whole inside `length`. Returns the bytes sampled. */
 size_t ckk_histogram_sample(uint32_t counts[256], const void *data, size_t length, size_t block, size_t stride);
