@@ -50,25 +50,30 @@ static size_t encode_raw(uint8_t *dst, size_t capacity, const uint8_t *region, s
     if (SEGMENT_HEADER + n > capacity) return SIZE_MAX;
     dst[0] = KIND_RAW;
     store32le(dst + 1, (uint32_t)n);
-    memcpy(dst + SEGMENT_HEADER, region, n);
+    if (dst + SEGMENT_HEADER != region) memcpy(dst + SEGMENT_HEADER, region, n); /* else split there already */
     return SEGMENT_HEADER + n;
 }
 
 /* Writes one piece of a region as repeat, Huffman or raw segments. */
 static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs);
 
+/* Whether a region of `n` bytes is written as one raw segment without a look at its
+ * pieces: a cheap look first, 1/16 of the region in 256-byte blocks spread over it, says
+ * coding would not pay (a decoder then joins it in place). Regions under SAMPLE_THRESHOLD
+ * are never decided this way. */
+static int sampled_raw(const uint8_t *region, size_t n) {
+    if (n < SAMPLE_THRESHOLD) return 0;
+    uint32_t counts[256];
+    uint8_t lengths[256];
+    size_t sampled = ckk_histogram_sample(counts, region, n, SAMPLE_BLOCK, SAMPLE_STRIDE);
+    uint64_t bits = coded_bits(counts, lengths);
+    return bits > 0 && bits > 8 * (uint64_t)(sampled - (sampled >> MIN_SAVING_SHIFT));
+}
+
 /* Writes one region as segments. Returns bytes written, or SIZE_MAX when it does not fit. */
 static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs) {
     if (n == 0) return 0;
-    if (n >= SAMPLE_THRESHOLD) {
-        /* A cheap look first: 1/16 of the region, in 256-byte blocks spread over it.
-         * A region that would not pay is one raw segment (which a decoder joins in place). */
-        uint32_t counts[256];
-        uint8_t lengths[256];
-        size_t sampled = ckk_histogram_sample(counts, region, n, SAMPLE_BLOCK, SAMPLE_STRIDE);
-        uint64_t bits = coded_bits(counts, lengths);
-        if (bits > 0 && bits > 8 * (uint64_t)(sampled - (sampled >> MIN_SAVING_SHIFT))) return encode_raw(dst, capacity, region, n);
-    }
+    if (sampled_raw(region, n)) return encode_raw(dst, capacity, region, n);
     size_t pieces = (n + PIECE_SIZE - 1) / PIECE_SIZE;
     size_t written = 0;
     for (size_t i = 0; i < pieces; i++) {
@@ -119,6 +124,26 @@ static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region,
     return encode_raw(dst, capacity, region, n);
 }
 
+static int in_place_setting = 1;
+int ckk_planes_set_in_place(int enable) {
+    if (enable >= 0) __atomic_store_n(&in_place_setting, enable ? 1 : 0, __ATOMIC_RELAXED);
+    return __atomic_load_n(&in_place_setting, __ATOMIC_RELAXED);
+}
+
+/* Planes split straight into their place in `dst`, on the bet that they are stored raw:
+ * the low planes of floats are noise (measured: every plane below the exponent's of trained
+ * MiniLM weights), and a raw plane that lies where its segment's bytes go costs no copy.
+ * Plane k goes to k * (header + count) + header, where it lands if planes 0...k-1 were all
+ * raw. The bet is checked plane by plane, in order, with the encoder's own decision
+ * (sampled_raw); at the first plane it loses, that plane and the later ones are moved to
+ * `scratch` before anything is written over them, and encoding goes on from there as
+ * usual. Same bytes either way. All planes but the last (the exponent's, usually coded). */
+static size_t in_place_planes(size_t capacity, size_t size, size_t count) {
+    if (size < 2 || count < SAMPLE_THRESHOLD || !__atomic_load_n(&in_place_setting, __ATOMIC_RELAXED)) return 0;
+    if ((size - 1) * (SEGMENT_HEADER + count) > capacity) return 0;
+    return size - 1;
+}
+
 size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t length, size_t size, int rotate,
                          uint8_t *scratch, uint32_t *pairs, uint32_t *rawCRC) {
     const uint8_t *s = src;
@@ -126,9 +151,11 @@ size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t 
     size_t planes = size > 1 ? size : 1;
     const uint8_t *regions[CKK_PLANES_MAX_ELEMENT + 1];
     size_t sizes[CKK_PLANES_MAX_ELEMENT + 1];
+    size_t inPlace = in_place_planes(capacity, size, count);
     if (size > 1) {
         uint8_t *targets[CKK_PLANES_MAX_ELEMENT];
-        for (size_t k = 0; k < size; k++) targets[k] = scratch + k * count;
+        for (size_t k = 0; k < size; k++)
+            targets[k] = k < inPlace ? dst + k * (SEGMENT_HEADER + count) + SEGMENT_HEADER : scratch + k * count;
         uint32_t crc = ckk_split_planes_crc32c(targets, s, count, size, rotate, 0);
         size_t tail = length - count * size;
         *rawCRC = ckk_crc32c_extend(crc, s + count * size, tail);
@@ -144,7 +171,20 @@ size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t 
     }
     size_t written = 0;
     for (size_t r = 0; r <= planes; r++) {
-        size_t n = encode_region(dst + written, capacity - written, regions[r], sizes[r], pairs);
+        size_t n;
+        if (r < inPlace && sampled_raw(regions[r], sizes[r])) {
+            n = encode_raw(dst + written, capacity - written, regions[r], sizes[r]); /* no copy: it is there */
+        } else {
+            if (r < inPlace) {
+                /* Lost the bet: this plane and the later ones in dst go to scratch first. */
+                for (size_t k = r; k < inPlace; k++) {
+                    memcpy(scratch + k * count, regions[k], count);
+                    regions[k] = scratch + k * count;
+                }
+                inPlace = r;
+            }
+            n = encode_region(dst + written, capacity - written, regions[r], sizes[r], pairs);
+        }
         if (n == SIZE_MAX) return 0;
         written += n;
         if (written >= length) return 0; /* already no smaller than raw: give up early */

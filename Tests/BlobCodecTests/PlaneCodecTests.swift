@@ -124,6 +124,59 @@ struct PlaneCodecTests {
         #expect(try encoded.withUnsafeBytes { try BlobDecoder.decode($0, options: DecodeOptions(threads: threads)) }.bytes == raw)
     }
 
+    /// Contents for the in-place split: as `contents`, plus low planes that are not noise, so
+    /// that the encoder loses its bet that they are stored raw at the first plane (quantized
+    /// bf16: low byte 0x00 or 0x80) or at a later one (fp32 with a peaked second plane, the
+    /// planes after it noise again; fp64 with its low half zero).
+    static func inPlaceContents(_ kind: String, _ dtype: DType, count: Int, rng: inout SyntheticData) -> [UInt8] {
+        let size = dtype.elementSizeInBytes ?? 1
+        switch kind {
+        case "low plane coded":
+            var bytes = contents("weights", dtype, count: count, rng: &rng)
+            for index in stride(from: 0, to: bytes.count, by: size) { bytes[index] = rng.next() % 3 == 0 ? 0x80 : 0x00 }
+            return bytes
+        case "middle plane coded":
+            var bytes = contents("weights", dtype, count: count, rng: &rng)
+            if size > 2 { for index in stride(from: 1, to: bytes.count, by: size) { bytes[index] = 0x40 | UInt8(rng.next() % 4) } }
+            return bytes
+        case "low half zero":
+            var bytes = contents("random", dtype, count: count, rng: &rng)
+            for index in 0..<bytes.count where index % size < size / 2 { bytes[index] = 0 }
+            return bytes
+        default:
+            return contents(kind, dtype, count: count, rng: &rng)
+        }
+    }
+
+    @Test("planes split in place in the output give exactly the bytes of planes split in scratch, whichever plane loses the bet",
+          arguments: [DType.bfloat16, .float16, .float32, .float64])
+    func inPlaceSplitSameBytes(dtype: DType) throws {
+        var rng = SyntheticData(seed: UInt64(dtype.rawValue) * 31 + 5)
+        let size = dtype.elementSizeInBytes!
+        defer { _ = ckk_planes_set_in_place(1) }
+        for kind in Self.kinds + ["low plane coded", "middle plane coded", "low half zero"] {
+            // 3 chunks and a short last one; the planes of a full chunk pass the 64 KiB sampling threshold.
+            let chunk = size * (96 << 10)
+            let count = (3 * chunk + 4096 + 3) / size
+            let raw = Self.inPlaceContents(kind, dtype, count: count, rng: &rng)
+            func encode(inPlace: Int32) throws -> [UInt8] {
+                #expect(ckk_planes_set_in_place(inPlace) == inPlace)
+                return try raw.withUnsafeBytes {
+                    try BlobEncoder.encode($0, name: "w", dtype: dtype, shape: [count],
+                                           options: EncodeOptions(compression: .planes, chunkSizeInBytes: chunk, skipIncompressible: false))
+                }
+            }
+            let inScratch = try encode(inPlace: 0)
+            let inPlace = try encode(inPlace: 1)
+            // Compared here, not by #expect: its report of two megabyte arrays that differ takes minutes.
+            let common = min(inPlace.count, inScratch.count)
+            let firstDifference = (0..<common).first { inPlace[$0] != inScratch[$0] } ?? (inPlace.count == inScratch.count ? nil : common)
+            #expect(firstDifference == nil, "\(dtype) \(kind): other bytes with the planes split in place (first at \(firstDifference ?? -1))")
+            let decoded = try? inPlace.withUnsafeBytes { try BlobDecoder.decode($0) }.bytes
+            #expect(decoded.map { $0 == raw } == true, "\(dtype) \(kind): does not decode to the input")
+        }
+    }
+
     // MARK: Damage
 
     /// A small blob with Huffman, raw and repeat segments in each of three chunks.

@@ -173,6 +173,11 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
 size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t length, size_t size, int rotate,
                          uint8_t *scratch, uint32_t *pairs, uint32_t *rawCRC);
 
+/** Whether ckk_planes_encode splits the planes below the top one straight into their place
+ *  in `dst` (1, the default: no copy when they are stored raw) or into `scratch` (0). `enable`
+ *  1 or 0 sets it, -1 only asks. Both give the same bytes; for tests and same-run comparisons. */
+int ckk_planes_set_in_place(int enable);
+
 /** Decodes one stored chunk into exactly `length` bytes at `dst`, undoing the
  *  filter; `scratch` holds `length` bytes (unused without a filter). When
  *  `checksum`, sets *rawCRC to the CRC32C of the output. Returns 0 or a CKK_ERR_ code. */
