@@ -410,33 +410,6 @@ static inline __attribute__((always_inline)) void finish_four(uint64_t bufs[4], 
     }
 }
 
-/* Four streams of `quarter` symbols each (the last maybe fewer), coded side by side into four
- * separate buffers so that the four bit accumulators do not wait on each other. */
-static inline __attribute__((always_inline)) void encode_four_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
-                        const uint32_t table[256], uint8_t *ends[4]) {
-    uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-    unsigned n0 = 0, n1 = 0, n2 = 0, n3 = 0;
-    uint8_t *o0 = outs[0], *o1 = outs[1], *o2 = outs[2], *o3 = outs[3];
-    const uint8_t *s0 = src, *s1 = src + quarter, *s2 = src + 2 * quarter, *s3 = src + 3 * quarter;
-    size_t i = 0;
-    for (; i + 5 <= lastCount; i += 5) {
-        for (int j = 0; j < 5; j++) {
-            CKK_PUT(b0, n0, s0[i + j]); CKK_PUT(b1, n1, s1[i + j]);
-            CKK_PUT(b2, n2, s2[i + j]); CKK_PUT(b3, n3, s3[i + j]);
-        }
-        CKK_FLUSH(o0, b0, n0); CKK_FLUSH(o1, b1, n1); CKK_FLUSH(o2, b2, n2); CKK_FLUSH(o3, b3, n3);
-    }
-    uint64_t bufs[4] = {b0, b1, b2, b3};
-    unsigned bits[4] = {n0, n1, n2, n3};
-    uint8_t *o[4] = {o0, o1, o2, o3};
-    const uint8_t *s[4] = {s0, s1, s2, s3};
-    finish_four(bufs, bits, o, s, i, quarter, lastCount, table, ends);
-}
-
-CKK_VARIANTS(encode_four, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
-                            const uint32_t table[256], uint8_t *ends[4]),
-             (outs, src, quarter, lastCount, table, ends))
-
 /* ---- Encode, two symbols a lookup ----
  * The same streams, bit for bit, coded a pair of symbols at a time: entry b << 8 | a of
  * the pair table (65,536 entries) holds code(a) followed by code(b) (at most 22 bits) and
@@ -456,21 +429,35 @@ static inline uint16_t load16le(const uint8_t *p) {
     return (uint16_t)(p[0] | p[1] << 8);
 }
 
-static inline __attribute__((always_inline)) void encode_four_pairs_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
-                                                                         const uint32_t table[256], const uint32_t *pairs,
-                                                                         uint8_t *ends[4]) {
+/* Four streams of `quarter` symbols each (the last maybe fewer), coded side by side into four
+ * separate buffers so that the four bit accumulators do not wait on each other: one symbol
+ * a lookup, or with `paired` (a constant where this is inlined) two from `pairs`. */
+static inline __attribute__((always_inline)) void encode_four_streams(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                                                                      const uint32_t table[256], const uint32_t *pairs, int paired,
+                                                                      uint8_t *ends[4]) {
     uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
     unsigned n0 = 0, n1 = 0, n2 = 0, n3 = 0;
     uint8_t *o0 = outs[0], *o1 = outs[1], *o2 = outs[2], *o3 = outs[3];
     const uint8_t *s0 = src, *s1 = src + quarter, *s2 = src + 2 * quarter, *s3 = src + 3 * quarter;
     size_t i = 0;
-    /* 7 pending bits + 2 pairs of at most 22 bits fit a 64-bit buffer. */
-    for (; i + 4 <= lastCount; i += 4) {
-        CKK_PUT_PAIR(b0, n0, s0 + i); CKK_PUT_PAIR(b1, n1, s1 + i);
-        CKK_PUT_PAIR(b2, n2, s2 + i); CKK_PUT_PAIR(b3, n3, s3 + i);
-        CKK_PUT_PAIR(b0, n0, s0 + i + 2); CKK_PUT_PAIR(b1, n1, s1 + i + 2);
-        CKK_PUT_PAIR(b2, n2, s2 + i + 2); CKK_PUT_PAIR(b3, n3, s3 + i + 2);
-        CKK_FLUSH(o0, b0, n0); CKK_FLUSH(o1, b1, n1); CKK_FLUSH(o2, b2, n2); CKK_FLUSH(o3, b3, n3);
+    if (paired) {
+        /* 7 pending bits + 2 pairs of at most 22 bits fit a 64-bit buffer. */
+        for (; i + 4 <= lastCount; i += 4) {
+            CKK_PUT_PAIR(b0, n0, s0 + i); CKK_PUT_PAIR(b1, n1, s1 + i);
+            CKK_PUT_PAIR(b2, n2, s2 + i); CKK_PUT_PAIR(b3, n3, s3 + i);
+            CKK_PUT_PAIR(b0, n0, s0 + i + 2); CKK_PUT_PAIR(b1, n1, s1 + i + 2);
+            CKK_PUT_PAIR(b2, n2, s2 + i + 2); CKK_PUT_PAIR(b3, n3, s3 + i + 2);
+            CKK_FLUSH(o0, b0, n0); CKK_FLUSH(o1, b1, n1); CKK_FLUSH(o2, b2, n2); CKK_FLUSH(o3, b3, n3);
+        }
+    } else {
+        /* 7 pending bits + 5 codes of at most 11 bits fit a 64-bit buffer. */
+        for (; i + 5 <= lastCount; i += 5) {
+            for (int j = 0; j < 5; j++) {
+                CKK_PUT(b0, n0, s0[i + j]); CKK_PUT(b1, n1, s1[i + j]);
+                CKK_PUT(b2, n2, s2[i + j]); CKK_PUT(b3, n3, s3[i + j]);
+            }
+            CKK_FLUSH(o0, b0, n0); CKK_FLUSH(o1, b1, n1); CKK_FLUSH(o2, b2, n2); CKK_FLUSH(o3, b3, n3);
+        }
     }
     uint64_t bufs[4] = {b0, b1, b2, b3};
     unsigned bits[4] = {n0, n1, n2, n3};
@@ -479,6 +466,21 @@ static inline __attribute__((always_inline)) void encode_four_pairs_body(uint8_t
     finish_four(bufs, bits, o, s, i, quarter, lastCount, table, ends);
 }
 #undef CKK_PUT_PAIR
+
+static inline __attribute__((always_inline)) void encode_four_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                                                                   const uint32_t table[256], uint8_t *ends[4]) {
+    encode_four_streams(outs, src, quarter, lastCount, table, NULL, 0, ends);
+}
+
+CKK_VARIANTS(encode_four, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                            const uint32_t table[256], uint8_t *ends[4]),
+             (outs, src, quarter, lastCount, table, ends))
+
+static inline __attribute__((always_inline)) void encode_four_pairs_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                                                                         const uint32_t table[256], const uint32_t *pairs,
+                                                                         uint8_t *ends[4]) {
+    encode_four_streams(outs, src, quarter, lastCount, table, pairs, 1, ends);
+}
 
 CKK_VARIANTS(encode_four_pairs, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
                                   const uint32_t table[256], const uint32_t *pairs, uint8_t *ends[4]),
