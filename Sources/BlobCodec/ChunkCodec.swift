@@ -215,9 +215,6 @@ final class ChunkDecompressor {
     private var zstdContext: OpaquePointer?
     private let pool = ChunkBufferPool.shared
 
-    /// The smallest chunk given a Huffman pair table: smaller ones code one symbol at a time.
-    static let pairTableMinimumChunk = 32 << 10
-
     init(compression: Compression, filter: Filter, chunkCapacity: Int) {
         self.compression = compression
         self.filter = filter
