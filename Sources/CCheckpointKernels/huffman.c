@@ -220,12 +220,17 @@ static void tally_with(uint32_t c[4][256], const uint8_t *p, size_t length, int 
 }
 #endif
 
-void ckk_histogram(uint32_t counts[256], const void *data, size_t length) {
+/* Counts `length` bytes of `p` into `counts`, by the path `peaked` chose. */
+static void histogram_with(uint32_t counts[256], const uint8_t *p, size_t length, int peaked, const uint8_t values[PEAK_VALUES]) {
     uint32_t c[4][256];
     memset(c, 0, sizeof c);
-    uint8_t values[PEAK_VALUES];
-    tally_with(c, data, length, choose_peaks(data, length, values), values);
+    tally_with(c, p, length, peaked, values);
     for (int s = 0; s < 256; s++) counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
+}
+
+void ckk_histogram(uint32_t counts[256], const void *data, size_t length) {
+    uint8_t values[PEAK_VALUES];
+    histogram_with(counts, data, length, choose_peaks(data, length, values), values);
 }
 
 size_t ckk_histogram_sample(uint32_t counts[256], const void *data, size_t length, size_t block, size_t stride) {
@@ -522,10 +527,7 @@ void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length) {
     for (int k = 0; k < 4; k++) {
         size_t first = quarter * k < length ? quarter * k : length;
         size_t end = quarter * (k + 1) < length ? quarter * (k + 1) : length;
-        uint32_t c[4][256];
-        memset(c, 0, sizeof c);
-        tally_with(c, p + first, end - first, peaked, values);
-        for (int s = 0; s < 256; s++) counts[256 * k + s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
+        histogram_with(counts + 256 * k, p + first, end - first, peaked, values);
     }
 }
 

@@ -70,10 +70,8 @@ static int sampled_raw(const uint8_t *region, size_t n) {
     return bits > 0 && bits > 8 * (uint64_t)(sampled - (sampled >> MIN_SAVING_SHIFT));
 }
 
-/* Writes one region as segments. Returns bytes written, or SIZE_MAX when it does not fit. */
-static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs) {
-    if (n == 0) return 0;
-    if (sampled_raw(region, n)) return encode_raw(dst, capacity, region, n);
+/* Writes a region as pieces of at most PIECE_SIZE, each as repeat, Huffman or raw segments. */
+static size_t encode_pieces(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs) {
     size_t pieces = (n + PIECE_SIZE - 1) / PIECE_SIZE;
     size_t written = 0;
     for (size_t i = 0; i < pieces; i++) {
@@ -85,6 +83,13 @@ static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region
         written += w;
     }
     return written;
+}
+
+/* Writes one region as segments. Returns bytes written, or SIZE_MAX when it does not fit. */
+static size_t encode_region(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs) {
+    if (n == 0) return 0;
+    if (sampled_raw(region, n)) return encode_raw(dst, capacity, region, n);
+    return encode_pieces(dst, capacity, region, n, pairs);
 }
 
 static size_t encode_piece(uint8_t *dst, size_t capacity, const uint8_t *region, size_t n, uint32_t *pairs) {
@@ -172,18 +177,19 @@ size_t ckk_planes_encode(uint8_t *dst, size_t capacity, const void *src, size_t 
     size_t written = 0;
     for (size_t r = 0; r <= planes; r++) {
         size_t n;
-        if (r < inPlace && sampled_raw(regions[r], sizes[r])) {
+        if (r >= inPlace) {
+            n = encode_region(dst + written, capacity - written, regions[r], sizes[r], pairs);
+        } else if (sampled_raw(regions[r], sizes[r])) {
             n = encode_raw(dst + written, capacity - written, regions[r], sizes[r]); /* no copy: it is there */
         } else {
-            if (r < inPlace) {
-                /* Lost the bet: this plane and the later ones in dst go to scratch first. */
-                for (size_t k = r; k < inPlace; k++) {
-                    memcpy(scratch + k * count, regions[k], count);
-                    regions[k] = scratch + k * count;
-                }
-                inPlace = r;
+            /* Lost the bet: this plane and the later ones in dst go to scratch first, and this
+             * one is coded in pieces (encode_region's own sample would say what this one did). */
+            for (size_t k = r; k < inPlace; k++) {
+                memcpy(scratch + k * count, regions[k], count);
+                regions[k] = scratch + k * count;
             }
-            n = encode_region(dst + written, capacity - written, regions[r], sizes[r], pairs);
+            inPlace = r;
+            n = encode_pieces(dst + written, capacity - written, regions[r], sizes[r], pairs);
         }
         if (n == SIZE_MAX) return 0;
         written += n;

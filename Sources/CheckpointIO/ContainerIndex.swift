@@ -46,14 +46,11 @@ final class ContainerIndex: @unchecked Sendable {
             var nameOffset = 0
             var dimsOffset = 0
             for index in entries.indices {
-                let nameCount = entries[index].name.utf8.withContiguousStorageIfAvailable { utf8 in
+                var name = entries[index].name  // withUTF8 makes it contiguous if it is not
+                let nameCount = name.withUTF8 { utf8 in
                     if !utf8.isEmpty { (names.baseAddress! + nameOffset).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }
                     return utf8.count
-                } ?? {
-                    let utf8 = Array(entries[index].name.utf8)
-                    if !utf8.isEmpty { (names.baseAddress! + nameOffset).copyMemory(from: utf8, byteCount: utf8.count) }
-                    return utf8.count
-                }()
+                }
                 nameRanges[index] = nameOffset..<(nameOffset + nameCount)
                 for dimension in entries[index].shape.dimensions {
                     dims[dimsOffset] = UInt64(dimension)
