@@ -4,6 +4,7 @@ import CheckpointIO
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOConcurrencyHelpers
 
 /// One S3 request: the operation's name (for errors), the object, the query,
 /// extra headers and the body.
@@ -50,6 +51,11 @@ final class S3Client: Sendable {
     let signer: S3Signer
     let http: HTTPClient
 
+    /// The `SO_RCVBUF` the kernel reported for the newest connection after
+    /// ``S3Configuration/receiveBuffer`` set it (nil: not set, automatic sizing).
+    private let appliedReceiveBuffer = NIOLockedValueBox<Int?>(nil)
+    var reportedReceiveBuffer: Int? { appliedReceiveBuffer.withLockedValue { $0 } }
+
     /// `CKPT_S3_TRACE=1`: every request's operation, status and duration on stderr.
     let trace = ProcessInfo.processInfo.environment["CKPT_S3_TRACE"] == "1"
 
@@ -64,6 +70,21 @@ final class S3Client: Sendable {
         http.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: .milliseconds(Int64(configuration.requestTimeoutInSeconds * 1000)))
         http.decompression = .disabled
         http.redirectConfiguration = .disallow
+        if let bytes = configuration.receiveBuffer.bytes(forEndpoint: configuration.endpoint) {
+            // The only per-connection hook async-http-client offers (named for debugging, called
+            // for every new HTTP/1.1 connection before its first request). The kernel's answer
+            // (twice the size asked for, capped at net.core.rmem_max) is kept for the tests. A
+            // tuning knob must not break a transfer: if the kernel refuses, the connection goes
+            // on with its automatic sizing.
+            let applied = appliedReceiveBuffer
+            http.http1_1ConnectionDebugInitializer = { channel in
+                channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: bytes)).flatMap {
+                    channel.getOption(ChannelOptions.socketOption(.so_rcvbuf))
+                }.map { value in
+                    applied.withLockedValue { $0 = Int(value) }
+                }.recover { _ in }
+            }
+        }
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
     }
 

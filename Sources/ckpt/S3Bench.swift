@@ -24,9 +24,11 @@ struct S3Bench: ParsableCommand {
     func run() throws {
         let storage = try S3Paths.storage()
         var usage = rusage()
-        func cpuSeconds() -> Double {
+        /// User and system CPU seconds of the whole process so far.
+        func cpuSeconds() -> (user: Double, system: Double) {
             getrusage(RUSAGE_SELF.rawValue, &usage)
-            return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+            return (Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
+                    Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6)
         }
         func maxRSS() -> Int {
             getrusage(RUSAGE_SELF.rawValue, &usage)
@@ -37,7 +39,7 @@ struct S3Bench: ParsableCommand {
         var mapping: UnsafeRawBufferPointer?
         defer { if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping.baseAddress), mapping.count) } }
         let start: ContinuousClock.Instant
-        let cpuStart: Double
+        let cpuStart: (user: Double, system: Double)
         switch action {
         case "save":
             guard paths.count == 2, !resident else { throw usageError("s3-bench save FILE s3://BUCKET/KEY (--resident is for load)") }
@@ -106,7 +108,8 @@ struct S3Bench: ParsableCommand {
         }
         let elapsed = ContinuousClock.now - start
         let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-        let cpu = cpuSeconds() - cpuStart
-        print("{\"action\": \"\(action)\", \"bytes\": \(bytes), \"wall\": \(wall), \"cpu\": \(cpu), \"peakExtraBytes\": \(maxRSS() - baseline)}")
+        let cpuEnd = cpuSeconds()
+        let user = cpuEnd.user - cpuStart.user, system = cpuEnd.system - cpuStart.system
+        print("{\"action\": \"\(action)\", \"bytes\": \(bytes), \"wall\": \(wall), \"cpu\": \(user + system), \"user\": \(user), \"system\": \(system), \"peakExtraBytes\": \(maxRSS() - baseline)}")
     }
 }

@@ -218,4 +218,49 @@ struct S3ConfigurationTests {
         small.partSizeInBytes = 1 << 20
         #expect(throws: CheckpointError.self) { try small.validate() }
     }
+
+    @Test func receiveBufferIsFixedOnlyOnLoopbackUnlessSet() {
+        let loopback = ["http://127.0.0.1:9000", "http://localhost:1234", "http://LOCALHOST", "http://minio.localhost:9000",
+                        "http://127.255.3.4", "http://[::1]:9000"]
+        for endpoint in loopback {
+            #expect(S3Configuration.ReceiveBuffer.automatic.bytes(forEndpoint: endpoint) == 4 << 20, "\(endpoint)")
+            #expect(S3Configuration.ReceiveBuffer.kernel.bytes(forEndpoint: endpoint) == nil, "\(endpoint)")
+        }
+        let remote = ["https://s3.us-east-1.amazonaws.com", "http://128.0.0.1", "http://10.0.0.5:9000", "http://1270.0.0.1",
+                      "http://127.0.0.1.example.com", "http://127.0.0", "http://[::2]:9000", "http://notlocalhost:1", "not a url"]
+        for endpoint in remote {
+            #expect(S3Configuration.ReceiveBuffer.automatic.bytes(forEndpoint: endpoint) == nil, "\(endpoint)")
+        }
+        #expect(S3Configuration.ReceiveBuffer.automatic.bytes(forEndpoint: nil) == nil, "AWS's own endpoint")
+        #expect(S3Configuration.ReceiveBuffer.fixed(1 << 20).bytes(forEndpoint: nil) == 1 << 20)
+        #expect(S3Configuration.ReceiveBuffer.fixed(1 << 20).bytes(forEndpoint: "http://10.0.0.5") == 1 << 20)
+    }
+
+    @Test func receiveBufferFromTheEnvironment() throws {
+        let base = ["HOME": "/nonexistent", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"]
+        #expect(try S3Configuration.fromEnvironment(base).receiveBuffer == .automatic)
+        let forms: [(String, S3Configuration.ReceiveBuffer)] = [
+            ("auto", .automatic), ("kernel", .kernel), ("KERNEL", .kernel), ("65536", .fixed(65536)), ("4M", .fixed(4 << 20)),
+            ("512k", .fixed(512 << 10)), (" 1G ", .fixed(1 << 30)),
+        ]
+        for (text, expected) in forms {
+            let configuration = try S3Configuration.fromEnvironment(base.merging(["CKPT_S3_RECEIVE_BUFFER": text]) { $1 })
+            #expect(configuration.receiveBuffer == expected, "'\(text)'")
+        }
+        for text in ["4X", "-1", "M", "1.5M", "99999999999999999999G", "9223372036854775807K", "４M"] {
+            do {
+                _ = try S3Configuration.fromEnvironment(base.merging(["CKPT_S3_RECEIVE_BUFFER": text]) { $1 })
+                Issue.record("'\(text)' was accepted")
+            } catch {
+                #expect("\(error)".contains("CKPT_S3_RECEIVE_BUFFER"), "'\(text)': \(error)")
+            }
+        }
+        var configuration = try S3Configuration.fromEnvironment(base)
+        for bytes in [0, 65535, (1 << 30) + 1] {
+            configuration.receiveBuffer = .fixed(bytes)
+            #expect(throws: CheckpointError.self, "\(bytes) bytes") { try configuration.validate() }
+        }
+        configuration.receiveBuffer = .fixed(1 << 16)
+        try configuration.validate()
+    }
 }

@@ -61,6 +61,34 @@ struct S3StorageTests {
         #expect(try bucket.storage.openCheckpoint(bucket.url("run1/trainer_0.1"), format: .container).fileMetadata["epoch"] == "7")
     }
 
+    /// The kernel's `SO_RCVBUF` answer for `requested` bytes: twice the size, capped at `net.core.rmem_max`.
+    func kernelReceiveBuffer(_ requested: Int) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/core/rmem_max", encoding: .utf8),
+              let maximum = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+        return 2 * min(requested, maximum)
+    }
+
+    @Test func receiveBufferIsSetOnEveryConnectionAndReadsStayExact() throws {
+        // moto is on loopback: automatic asks for 4 MiB; a fixed size is asked for as given;
+        // kernel leaves the socket alone. Each must still move the bytes exactly.
+        let blobs = sampleBlobs(seed: 31, large: 6 << 20 + 5)
+        for (setting, requested) in [(S3Configuration.ReceiveBuffer.automatic, 4 << 20), (.fixed(96 << 10), 96 << 10), (.kernel, nil)] {
+            let bucket = try TestBucket { configuration in
+                configuration.receiveBuffer = setting
+                configuration.rangeSizeInBytes = 1 << 20
+            }
+            try write(blobs, storage: bucket.storage, to: bucket.url("rb/trainer_0.1"))
+            try checkRoundTrip(blobs, storage: bucket.storage, path: bucket.url("rb/trainer_0.1"))
+            let applied = bucket.storage.client.reportedReceiveBuffer
+            if let requested {
+                #expect(applied != nil, "\(setting): no connection reported its receive buffer")
+                if let expected = kernelReceiveBuffer(requested) { #expect(applied == expected, "\(setting)") }
+            } else {
+                #expect(applied == nil, "\(setting) set a receive buffer")
+            }
+        }
+    }
+
     @Test func multipartUploadWithManyPartsRoundTrips() throws {
         // 5 MiB parts, 2 in flight, 8 MiB-ish ranges: a 23 MiB blob spans five parts and several ranges.
         let bucket = try TestBucket { configuration in
