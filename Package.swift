@@ -37,7 +37,7 @@ let package = Package(
         // `CheckpointStorage` on S3-compatible object stores (path type "s3"): SigV4 with
         // swift-crypto, HTTP through async-http-client.
         .target(name: "CheckpointS3", dependencies: [
-            "CheckpointIO", "BlobCodec",
+            "CheckpointIO", "BlobCodec", "CCheckpointKernels",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CCheckpointKernels
 import BlobCodec
 import CheckpointIO
 import Foundation
@@ -71,19 +72,21 @@ final class S3Client: Sendable {
         http.decompression = .disabled
         http.redirectConfiguration = .disallow
         if let bytes = configuration.receiveBuffer.bytes(forEndpoint: configuration.endpoint) {
-            // The only per-connection hook async-http-client offers (named for debugging, called
-            // for every new HTTP/1.1 connection before its first request). The kernel's answer
+            // The only per-connection hooks async-http-client offers (named for debugging, called
+            // for every new HTTP/1.1 or HTTP/2 connection before its first request). The kernel's answer
             // (twice the size asked for, capped at net.core.rmem_max) is kept for the tests. A
             // tuning knob must not break a transfer: if the kernel refuses, the connection goes
             // on with its automatic sizing.
             let applied = appliedReceiveBuffer
-            http.http1_1ConnectionDebugInitializer = { channel in
+            let setReceiveBuffer: @Sendable (Channel) -> EventLoopFuture<Void> = { channel in
                 channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: bytes)).flatMap {
                     channel.getOption(ChannelOptions.socketOption(.so_rcvbuf))
                 }.map { value in
                     applied.withLockedValue { $0 = Int(value) }
                 }.recover { _ in }
             }
+            http.http1_1ConnectionDebugInitializer = setReceiveBuffer
+            http.http2ConnectionDebugInitializer = setReceiveBuffer
         }
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
     }
@@ -218,7 +221,9 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
                 return task.eventLoop.makeFailedFuture(BodyTooLarge())
             }
             buffer.withUnsafeReadableBytes { bytes in
-                UnsafeMutableRawBufferPointer(rebasing: destination[written..<(written + count)]).copyMemory(from: bytes)
+                // Streaming stores: the destination is a tensor that this load fills and will not
+                // read again (the CRC32C below reads the response's bytes, still in cache).
+                if count > 0 { ckk_copy_streaming(destination.baseAddress! + written, bytes.baseAddress!, count) }
                 if let checksums {
                     BlockChecksumAssembler.append(bytes, at: checksums.origin + written, blockSize: checksums.blockSize, to: &pieces)
                 }

@@ -74,7 +74,9 @@ public struct S3Configuration: Sendable {
     /// CPU 0.118–0.127 s with 4 MiB against 0.149–0.161 s with automatic
     /// sizing, the same wall time. Over a real network the sender is another
     /// machine and automatic sizing is what a long fat link needs, so it is
-    /// kept there.
+    /// kept there. A server in a container on the same host, reached through a
+    /// bridge address rather than loopback, shares the kernel too: set
+    /// ``fixed(_:)`` (for example `.fixed(4 << 20)`) for it.
     public enum ReceiveBuffer: Sendable, Equatable {
         /// ``loopbackBytes`` when the endpoint is a loopback host (`localhost`,
         /// `127.0.0.0/8`, `::1`), the kernel's automatic sizing otherwise.

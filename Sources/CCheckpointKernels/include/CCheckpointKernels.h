@@ -1,5 +1,5 @@
 /*
- * Hot kernels for the checkpoint engine: CRC32C and byte shuffle.
+ * Hot kernels for the checkpoint engine: CRC32C, byte shuffle, byte planes and Huffman coding, and a streaming copy.
  *
  * Everything here is pure computation over caller-owned memory: no allocation,
  * no I/O, thread-safe. The fastest implementation the CPU supports is chosen at
@@ -53,6 +53,18 @@ int ckk_crc32c_clmul_available(void);
 
 /** 1 when ckk_crc32c_extend_hardware uses 128-bit folding (measured faster here). */
 int ckk_crc32c_clmul_chosen(void);
+
+/* ---- Copy ---- */
+
+/** Copies below this many bytes are ordinary ones. */
+#define CKK_COPY_STREAMING_MINIMUM 4096
+
+/** memcpy(dst, src, length) for destinations that will not be read again soon (a
+ *  download into a large tensor): whole 64-byte lines of `dst` are written with
+ *  non-temporal stores, which skip reading each line into the cache before
+ *  overwriting it, then fenced. Ordinary memcpy below CKK_COPY_STREAMING_MINIMUM
+ *  bytes and off x86-64. The ranges must not overlap. */
+void ckk_copy_streaming(void *dst, const void *src, size_t length);
 
 /** CRC32C(A || B) from crc1 = CRC32C(A), crc2 = CRC32C(B) and length2 = |B|.
  *  O(log length2); touches no data. */
