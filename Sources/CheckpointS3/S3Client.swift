@@ -1,11 +1,11 @@
 import AsyncHTTPClient
-import CCheckpointKernels
 import BlobCodec
+import CCheckpointKernels
 import CheckpointIO
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
-import NIOConcurrencyHelpers
 
 /// One S3 request: the operation's name (for errors), the object, the query,
 /// extra headers and the body.
@@ -52,10 +52,12 @@ final class S3Client: Sendable {
     let signer: S3Signer
     let http: HTTPClient
 
-    /// The `SO_RCVBUF` the kernel reported for the newest connection after
-    /// ``S3Configuration/receiveBuffer`` set it (nil: not set, automatic sizing).
-    private let appliedReceiveBuffer = NIOLockedValueBox<Int?>(nil)
-    var reportedReceiveBuffer: Int? { appliedReceiveBuffer.withLockedValue { $0 } }
+    /// What ``S3Configuration/receiveBuffer`` did to each new connection so far:
+    /// the `SO_RCVBUF` the kernel reported after setting it, or nil where it
+    /// refused (the connection then goes on with automatic sizing). Empty when
+    /// the setting leaves sockets alone.
+    private let receiveBufferLog = NIOLockedValueBox<[Int?]>([])
+    var receiveBuffersSet: [Int?] { receiveBufferLog.withLockedValue { $0 } }
 
     /// `CKPT_S3_TRACE=1`: every request's operation, status and duration on stderr.
     let trace = ProcessInfo.processInfo.environment["CKPT_S3_TRACE"] == "1"
@@ -73,17 +75,21 @@ final class S3Client: Sendable {
         http.redirectConfiguration = .disallow
         if let bytes = configuration.receiveBuffer.bytes(forEndpoint: configuration.endpoint) {
             // The only per-connection hooks async-http-client offers (named for debugging, called
-            // for every new HTTP/1.1 or HTTP/2 connection before its first request). The kernel's answer
-            // (twice the size asked for, capped at net.core.rmem_max) is kept for the tests. A
-            // tuning knob must not break a transfer: if the kernel refuses, the connection goes
-            // on with its automatic sizing.
-            let applied = appliedReceiveBuffer
+            // for every new HTTP/1.1 or HTTP/2 connection before its first request). The kernel's
+            // answer (twice the size asked for after capping it at net.core.rmem_max) is logged
+            // for the tests. A tuning knob must not break a transfer: if the kernel refuses, the
+            // connection goes on with its automatic sizing.
+            let log = receiveBufferLog
             let setReceiveBuffer: @Sendable (Channel) -> EventLoopFuture<Void> = { channel in
                 channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: bytes)).flatMap {
+                    S3Client.raiseWindowClamp(channel, to: bytes)
+                }.flatMap {
                     channel.getOption(ChannelOptions.socketOption(.so_rcvbuf))
                 }.map { value in
-                    applied.withLockedValue { $0 = Int(value) }
-                }.recover { _ in }
+                    log.withLockedValue { $0.append(Int(value)) }
+                }.recover { _ in
+                    log.withLockedValue { $0.append(nil) }
+                }
             }
             http.http1_1ConnectionDebugInitializer = setReceiveBuffer
             http.http2ConnectionDebugInitializer = setReceiveBuffer
@@ -93,6 +99,19 @@ final class S3Client: Sendable {
 
     deinit {
         try? http.syncShutdown()
+    }
+
+    /// Linux: `TCP_WINDOW_CLAMP` of at least `bytes`. A kernel may keep the clamp it set
+    /// at the handshake (from the default buffer, ~64 KiB) once the buffer size is
+    /// locked by `SO_RCVBUF`; Linux 6.18 raises it as data arrives, older ones may not.
+    /// Elsewhere: nothing.
+    private static func raiseWindowClamp(_ channel: Channel, to bytes: Int) -> EventLoopFuture<Void> {
+        #if os(Linux)
+        let clamp = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: 10))  // TCP_WINDOW_CLAMP
+        return channel.setOption(clamp, value: SocketOptionValue(clamping: bytes))
+        #else
+        return channel.eventLoop.makeSucceededVoidFuture()
+        #endif
     }
 
     /// Sends `request`, retrying as the policy says, and returns the first
@@ -221,11 +240,15 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
                 return task.eventLoop.makeFailedFuture(BodyTooLarge())
             }
             buffer.withUnsafeReadableBytes { bytes in
-                // Streaming stores: the destination is a tensor that this load fills and will not
-                // read again (the CRC32C below reads the response's bytes, still in cache).
-                if count > 0 { ckk_copy_streaming(destination.baseAddress! + written, bytes.baseAddress!, count) }
-                if let checksums {
+                if let checksums, count > 0 {
+                    // A checksummed read fills the caller's tensor, which this load does not read
+                    // again (the CRC32C reads the response's bytes, still in cache): streaming
+                    // stores. Other reads (a compressed payload, a header, a download
+                    // to a file) are read next, so their bytes stay in cache.
+                    ckk_copy_streaming(destination.baseAddress! + written, bytes.baseAddress!, count)
                     BlockChecksumAssembler.append(bytes, at: checksums.origin + written, blockSize: checksums.blockSize, to: &pieces)
+                } else {
+                    UnsafeMutableRawBufferPointer(rebasing: destination[written..<(written + count)]).copyMemory(from: bytes)
                 }
             }
             written += count

@@ -60,80 +60,6 @@ public struct S3Configuration: Sendable {
     /// The socket receive buffer of each connection (default ``ReceiveBuffer/automatic``).
     public var receiveBuffer: ReceiveBuffer = .automatic
 
-    /// How large each connection's socket receive buffer (`SO_RCVBUF`) is.
-    ///
-    /// Why it matters on loopback: when the server runs on the same kernel (a
-    /// local MinIO or moto, a sidecar), Linux's automatic sizing measures a
-    /// round trip of microseconds and keeps the receive window small. The
-    /// server's sends then stall on the window, and each acknowledgement this
-    /// client sends as it reads pushes the server's queued data through the
-    /// kernel in the client's own system call: the client pays the server's
-    /// send. A fixed window of a few MiB lets the server's own `send` deliver
-    /// the data. Measured loading 256 MiB from moto on loopback
-    /// (`ckpt s3-bench load --resident`, 6 alternating runs each): client
-    /// CPU 0.118–0.127 s with 4 MiB against 0.149–0.161 s with automatic
-    /// sizing, the same wall time. Over a real network the sender is another
-    /// machine and automatic sizing is what a long fat link needs, so it is
-    /// kept there. A server in a container on the same host, reached through a
-    /// bridge address rather than loopback, shares the kernel too: set
-    /// ``fixed(_:)`` (for example `.fixed(4 << 20)`) for it.
-    public enum ReceiveBuffer: Sendable, Equatable {
-        /// ``loopbackBytes`` when the endpoint is a loopback host (`localhost`,
-        /// `127.0.0.0/8`, `::1`), the kernel's automatic sizing otherwise.
-        case automatic
-        /// The kernel's automatic sizing, whatever the endpoint.
-        case kernel
-        /// A fixed size in bytes (64 KiB...1 GiB). The kernel caps it at
-        /// `net.core.rmem_max` and stops sizing that connection's buffer itself.
-        case fixed(Int)
-
-        /// The fixed size ``automatic`` asks for on loopback.
-        public static let loopbackBytes = 4 << 20
-
-        /// The bytes to ask `SO_RCVBUF` for when connecting to `endpoint`
-        /// (nil: leave the kernel's automatic sizing on).
-        public func bytes(forEndpoint endpoint: String?) -> Int? {
-            switch self {
-            case .kernel: return nil
-            case .fixed(let bytes): return bytes
-            case .automatic:
-                guard let endpoint, let host = URLComponents(string: endpoint)?.host else { return nil }
-                return ReceiveBuffer.isLoopback(host: host) ? ReceiveBuffer.loopbackBytes : nil
-            }
-        }
-
-        /// `localhost` (and names under `.localhost`), an IPv4 address in 127.0.0.0/8, or `::1`.
-        static func isLoopback(host: String) -> Bool {
-            var name = host.lowercased()
-            if name.hasPrefix("["), name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
-            if name == "localhost" || name.hasSuffix(".localhost") || name == "::1" || name == "0:0:0:0:0:0:0:1" { return true }
-            let octets = name.split(separator: ".", omittingEmptySubsequences: false)
-            guard octets.count == 4, octets.allSatisfy({ !$0.isEmpty && $0.count <= 3 && $0.allSatisfy({ $0.isASCII && $0.isNumber }) && UInt8($0) != nil }) else { return false }
-            return octets[0] == "127"
-        }
-
-        /// Parses `CKPT_S3_RECEIVE_BUFFER`: `auto`, `kernel`, or a size in bytes
-        /// (with an optional `K`, `M` or `G` suffix, powers of 1024).
-        public init?(parsing text: String) {
-            let value = text.trimmingCharacters(in: .whitespaces).lowercased()
-            switch value {
-            case "auto", "automatic": self = .automatic
-            case "kernel": self = .kernel
-            default:
-                let units: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
-                var digits = Substring(value)
-                var unit = 1
-                if let last = digits.last, let scale = units[last] {
-                    unit = scale
-                    digits = digits.dropLast()
-                }
-                guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let number = Int(digits),
-                      number.multipliedReportingOverflow(by: unit).overflow == false else { return nil }
-                self = .fixed(number * unit)
-            }
-        }
-    }
-
     /// S3's smallest part (except the last).
     public static let minimumPartSize = 5 << 20
     /// S3's most parts in one upload.
@@ -215,6 +141,9 @@ public struct S3Configuration: Sendable {
             guard let receiveBuffer = ReceiveBuffer(parsing: text) else {
                 throw CheckpointError(.invalidField(field: "CKPT_S3_RECEIVE_BUFFER", reason: "'\(text)' is not auto, kernel or a size in bytes (e.g. 4M)"))
             }
+            if case .fixed(let bytes) = receiveBuffer, !ReceiveBuffer.fixedRange.contains(bytes) {
+                throw CheckpointError(.invalidField(field: "CKPT_S3_RECEIVE_BUFFER", reason: "'\(text)' is outside 64 KiB...1 GiB"))
+            }
             configuration.receiveBuffer = receiveBuffer
         }
         if let endpoint = configuration.endpoint {
@@ -236,7 +165,7 @@ public struct S3Configuration: Sendable {
         guard uploadConcurrency >= 1, downloadConcurrency >= 1, rangeSizeInBytes >= 1 << 16 else {
             throw CheckpointError(.invalidField(field: "concurrency", reason: "uploadConcurrency and downloadConcurrency must be ≥ 1, rangeSizeInBytes ≥ 64 KiB"))
         }
-        if case .fixed(let bytes) = receiveBuffer, !(1 << 16 ... 1 << 30).contains(bytes) {
+        if case .fixed(let bytes) = receiveBuffer, !ReceiveBuffer.fixedRange.contains(bytes) {
             throw CheckpointError(.invalidField(field: "receiveBuffer", reason: "\(bytes) bytes is outside 64 KiB...1 GiB"))
         }
     }

@@ -221,13 +221,15 @@ struct S3ConfigurationTests {
 
     @Test func receiveBufferIsFixedOnlyOnLoopbackUnlessSet() {
         let loopback = ["http://127.0.0.1:9000", "http://localhost:1234", "http://LOCALHOST", "http://minio.localhost:9000",
-                        "http://127.255.3.4", "http://[::1]:9000"]
+                        "http://127.255.3.4", "http://[::1]:9000", "http://localhost.:9000", "http://[::ffff:127.0.0.1]:9000",
+                        "http://0.0.0.0:9000", "http://[::]:9000", "http://[0:0:0:0:0:0:0:1]"]
         for endpoint in loopback {
             #expect(S3Configuration.ReceiveBuffer.automatic.bytes(forEndpoint: endpoint) == 4 << 20, "\(endpoint)")
             #expect(S3Configuration.ReceiveBuffer.kernel.bytes(forEndpoint: endpoint) == nil, "\(endpoint)")
         }
         let remote = ["https://s3.us-east-1.amazonaws.com", "http://128.0.0.1", "http://10.0.0.5:9000", "http://1270.0.0.1",
-                      "http://127.0.0.1.example.com", "http://127.0.0", "http://[::2]:9000", "http://notlocalhost:1", "not a url"]
+                      "http://127.0.0.1.example.com", "http://127.0.0", "http://[::2]:9000", "http://notlocalhost:1", "not a url",
+                      "http://[::ffff:10.0.0.1]:9000", "http://[::127.0.0.1]", "http://localhost.example.com", "http://0.0.0.1"]
         for endpoint in remote {
             #expect(S3Configuration.ReceiveBuffer.automatic.bytes(forEndpoint: endpoint) == nil, "\(endpoint)")
         }
@@ -241,13 +243,15 @@ struct S3ConfigurationTests {
         #expect(try S3Configuration.fromEnvironment(base).receiveBuffer == .automatic)
         let forms: [(String, S3Configuration.ReceiveBuffer)] = [
             ("auto", .automatic), ("kernel", .kernel), ("KERNEL", .kernel), ("65536", .fixed(65536)), ("4M", .fixed(4 << 20)),
-            ("512k", .fixed(512 << 10)), (" 1G ", .fixed(1 << 30)),
+            ("512k", .fixed(512 << 10)), (" 1G ", .fixed(1 << 30)), ("4M\n", .fixed(4 << 20)),
         ]
         for (text, expected) in forms {
             let configuration = try S3Configuration.fromEnvironment(base.merging(["CKPT_S3_RECEIVE_BUFFER": text]) { $1 })
             #expect(configuration.receiveBuffer == expected, "'\(text)'")
         }
-        for text in ["4X", "-1", "M", "1.5M", "99999999999999999999G", "9223372036854775807K", "４M"] {
+        // Malformed, and well-formed but outside 64 KiB...1 GiB: both named by the variable.
+        for text in ["4X", "-1", "+4M", "M", "1.5M", "99999999999999999999G", "9223372036854775807K", "４M", "4\u{212A}", "automatic",
+                     "0", "65535", "2G"] {
             do {
                 _ = try S3Configuration.fromEnvironment(base.merging(["CKPT_S3_RECEIVE_BUFFER": text]) { $1 })
                 Issue.record("'\(text)' was accepted")

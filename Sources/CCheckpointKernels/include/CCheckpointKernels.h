@@ -1,9 +1,10 @@
 /*
- * Hot kernels for the checkpoint engine: CRC32C, byte shuffle, byte planes and Huffman coding, and a streaming copy.
+ * Hot kernels for the checkpoint engine: CRC32C, byte shuffle, byte planes and
+ * Huffman coding, and a streaming copy.
  *
  * Everything here is pure computation over caller-owned memory: no allocation,
- * no I/O, thread-safe. The fastest implementation the CPU supports is chosen at
- * run time (cpuid), never by a build flag.
+ * no I/O, thread-safe. Where a kernel has several implementations, the fastest
+ * the CPU supports is chosen at run time (cpuid), never by a build flag.
  */
 #ifndef CCHECKPOINT_KERNELS_H
 #define CCHECKPOINT_KERNELS_H
