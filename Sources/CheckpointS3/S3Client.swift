@@ -59,6 +59,11 @@ final class S3Client: Sendable {
     private let receiveBufferLog = NIOLockedValueBox<[Int?]>([])
     var receiveBuffersSet: [Int?] { receiveBufferLog.withLockedValue { $0 } }
 
+    /// Requests answered so far (every attempt) and the body bytes they brought,
+    /// for the tests: what opening or reading a file costs in requests and bytes.
+    private let transferCounts = NIOLockedValueBox<(requests: Int, bytesReceived: Int)>((0, 0))
+    var transferred: (requests: Int, bytesReceived: Int) { transferCounts.withLockedValue { $0 } }
+
     /// `CKPT_S3_TRACE=1`: every request's operation, status and duration on stderr.
     let trace = ProcessInfo.processInfo.environment["CKPT_S3_TRACE"] == "1"
 
@@ -200,7 +205,12 @@ final class S3Client: Sendable {
         }
         let collector = S3ResponseCollector(destination: destination, checksums: checksums, bodyLimit: bodyLimit)
         let deadline = NIODeadline.now() + .milliseconds(Int64(configuration.requestTimeoutInSeconds * 1000))
-        return try http.execute(request: httpRequest, delegate: collector, deadline: deadline).wait()
+        let response = try http.execute(request: httpRequest, delegate: collector, deadline: deadline).wait()
+        transferCounts.withLockedValue {
+            $0.requests += 1
+            $0.bytesReceived += response.bodyBytesWritten + response.body.readableBytes
+        }
+        return response
     }
 }
 

@@ -9,7 +9,9 @@ import NIOCore
 /// mixing two versions.
 ///
 /// Opening costs one `GET` of the object's last 1 MiB (its size comes with it):
-/// a container's trailer and usually its index are served from that tail.
+/// a container's trailer and usually its index are served from that tail. A
+/// safetensors file is opened with its first 1 MiB instead (``Prefetch/head``),
+/// which holds the header length and usually the whole header.
 /// A large read is split into ``S3Configuration/rangeSizeInBytes`` ranges fetched
 /// ``S3Configuration/downloadConcurrency`` at a time, each straight into its
 /// slice of the destination.
@@ -21,31 +23,41 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
     public let sizeInBytes: Int
     /// The object's ETag when opened.
     public let eTag: String
-    private let tail: [UInt8]
-    private let tailOffset: Int
+    /// The bytes fetched when opening, and where they start in the object.
+    private let prefetched: [UInt8]
+    private let prefetchedOffset: Int
 
-    static let tailSize = 1 << 20
+    static let prefetchSize = 1 << 20
 
-    /// Fetches the object's tail (and so its size and ETag).
+    /// Which end of the object opening fetches (``S3ObjectSource/prefetchSize`` bytes of it).
+    enum Prefetch {
+        /// The last bytes: a container's trailer and index.
+        case tail
+        /// The first bytes: a safetensors header.
+        case head
+    }
+
+    /// Fetches one end of the object (and so its size and ETag).
     ///
     /// - Throws: ``CheckpointError/Code/system(call:errno:)`` with ENOENT when the
     ///   object does not exist (as a missing local file does); ``CheckpointError/Code/objectStore(operation:bucket:key:status:errorCode:message:)`` otherwise.
-    init(client: S3Client, bucket: String, key: String) throws(CheckpointError) {
+    init(client: S3Client, bucket: String, key: String, prefetch: Prefetch = .tail) throws(CheckpointError) {
         self.client = client
         self.bucket = bucket
         self.key = key
         self.name = "s3://\(bucket)/\(key)"
-        let request = S3Request(operation: "GetObject (tail)", method: .GET, bucket: bucket, key: key,
-                                headers: [("range", "bytes=-\(S3ObjectSource.tailSize)")])
-        let response = try client.send(request, accepting: [200, 206, 404, 416], bodyLimit: S3ObjectSource.tailSize)
+        let operation = prefetch == .tail ? "GetObject (tail)" : "GetObject (head)"
+        let range = prefetch == .tail ? "bytes=-\(S3ObjectSource.prefetchSize)" : "bytes=0-\(S3ObjectSource.prefetchSize - 1)"
+        let request = S3Request(operation: operation, method: .GET, bucket: bucket, key: key, headers: [("range", range)])
+        let response = try client.send(request, accepting: [200, 206, 404, 416], bodyLimit: S3ObjectSource.prefetchSize)
         switch response.status {
         case 404:
             throw CheckpointError(.system(call: "GetObject", errno: 2), path: name)
         case 416:
-            // An empty object: no suffix range is satisfiable.
+            // An empty object: no range is satisfiable.
             sizeInBytes = 0
-            tail = []
-            tailOffset = 0
+            prefetched = []
+            prefetchedOffset = 0
             eTag = response.eTag ?? ""
             return
         default:
@@ -55,19 +67,19 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
         if response.status == 206 {
             guard let range = response.headers.first(name: "content-range"), let slash = range.lastIndex(of: "/"),
                   let total = Int(range[range.index(after: slash)...]) else {
-                throw CheckpointError(.objectStore(operation: "GetObject (tail)", bucket: bucket, key: key, status: 206, errorCode: "",
+                throw CheckpointError(.objectStore(operation: operation, bucket: bucket, key: key, status: 206, errorCode: "",
                                                    message: "no usable Content-Range header"))
             }
             sizeInBytes = total
         } else {
             sizeInBytes = bytes.count
         }
-        guard bytes.count <= sizeInBytes else {
-            throw CheckpointError(.objectStore(operation: "GetObject (tail)", bucket: bucket, key: key, status: response.status, errorCode: "",
+        guard bytes.count <= sizeInBytes, bytes.count == min(sizeInBytes, S3ObjectSource.prefetchSize) else {
+            throw CheckpointError(.objectStore(operation: operation, bucket: bucket, key: key, status: response.status, errorCode: "",
                                                message: "\(bytes.count) bytes for an object of \(sizeInBytes)"))
         }
-        tail = bytes
-        tailOffset = sizeInBytes - bytes.count
+        prefetched = bytes
+        prefetchedOffset = prefetch == .tail ? sizeInBytes - bytes.count : 0
         eTag = response.eTag ?? ""
     }
 
@@ -92,8 +104,10 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
     /// block size, the checksummed pieces of everything read.
     private func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, checksumBlockSize: Int?) throws(CheckpointError) -> [BlockChecksumAssembler.Piece] {
         guard buffer.count > 0 else { return [] }
-        if offset >= tailOffset, offset + buffer.count <= sizeInBytes {
-            tail.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(offset - tailOffset)..<(offset - tailOffset + buffer.count)])) }
+        if offset >= prefetchedOffset, offset + buffer.count <= prefetchedOffset + prefetched.count {
+            prefetched.withUnsafeBytes {
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(offset - prefetchedOffset)..<(offset - prefetchedOffset + buffer.count)]))
+            }
             return checksumBlockSize.map { BlockChecksumAssembler.pieces(of: UnsafeRawBufferPointer(buffer), at: 0, blockSize: $0) } ?? []
         }
         let rangeSize = client.configuration.rangeSizeInBytes

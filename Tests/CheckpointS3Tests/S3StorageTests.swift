@@ -148,6 +148,78 @@ struct S3StorageTests {
         #expect(bucket.storage.isCompleteCheckpoint(bucket.url("st/model.safetensors"), format: .safetensors))
     }
 
+    @Test func safetensorsOpensWithTheHeaderAndReadsTensorsByRange() throws {
+        // 1 MiB ranges: the 6 MiB tensor takes several ranged GETs, the open only the head.
+        let bucket = try TestBucket { $0.rangeSizeInBytes = 1 << 20 }
+        let blobs = sampleBlobs(seed: 41, large: 6 << 20 + 3).filter { !$0.bytes.isEmpty }
+        let path = bucket.url("st/big.safetensors")
+        try write(blobs, storage: bucket.storage, to: path, format: .safetensors)
+        let size = blobs.reduce(0) { $0 + $1.bytes.count }
+        let before = bucket.storage.client.transferred
+        let reader = try bucket.storage.openCheckpoint(path, format: .safetensors)
+        let opened = bucket.storage.client.transferred
+        #expect(opened.requests - before.requests == 1, "open: \(opened.requests - before.requests) requests")
+        #expect(opened.bytesReceived - before.bytesReceived == 1 << 20, "open: \(opened.bytesReceived - before.bytesReceived) bytes of \(size)")
+        #expect(reader.blobNames == blobs.map(\.name).sorted())
+        var big = [UInt8](repeating: 0, count: 6 << 20 + 3)
+        try big.withUnsafeMutableBytes { try reader.readBlob("big", into: $0) }
+        #expect(big == blobs.first { $0.name == "big" }!.bytes)
+        let read = bucket.storage.client.transferred
+        // The tensor's 6 MiB minus what the head already holds, in 1 MiB ranges (at least 5).
+        #expect(read.requests - opened.requests >= 5, "read: \(read.requests - opened.requests) requests")
+        #expect(read.bytesReceived - opened.bytesReceived <= 6 << 20 + 3, "read: \(read.bytesReceived - opened.bytesReceived) bytes")
+        try checkRoundTrip(blobs, storage: bucket.storage, path: path, format: .safetensors)
+    }
+
+    @Test func safetensorsHeaderLongerThanTheHeadAndHostileHeaders() throws {
+        let bucket = try TestBucket()
+        // 12,000 tensors with 80-byte names: a header of about 1.4 MB, past the 1 MiB head.
+        let many = (0..<12_000).map { index in
+            (name: "layer.\(index).".padding(toLength: 80, withPad: "x", startingAt: 0), bytes: [UInt8(index & 0xFF), UInt8(index >> 8)])
+        }
+        let path = bucket.url("st/many.safetensors")
+        // One buffer for all the tensors' bytes (withSources nests a closure per tensor: too deep here).
+        let packed = many.flatMap(\.bytes)
+        try packed.withUnsafeBytes { all in
+            let sources = many.indices.map { index in
+                BlobSource(name: many[index].name, dtype: .uint8, shape: [2], bytes: UnsafeRawBufferPointer(rebasing: all[(2 * index)..<(2 * index + 2)]))
+            }
+            try bucket.storage.writeCheckpoint(sources, metadata: [:], to: path, format: .safetensors, options: WriterOptions())
+        }
+        let before = bucket.storage.client.transferred
+        let reader = try bucket.storage.openCheckpoint(path, format: .safetensors)
+        #expect(bucket.storage.client.transferred.requests - before.requests == 2, "head, then the rest of the header")
+        #expect(reader.blobNames.count == 12_000)
+        var two = [UInt8](repeating: 0, count: 2)
+        try two.withUnsafeMutableBytes { try reader.readBlob(many[11_999].name, into: $0) }
+        #expect(two == many[11_999].bytes)
+
+        // Hostile objects: each fails with the object's URL and the rule it breaks, never a crash.
+        func header(_ json: String, declared: UInt64? = nil, data: Int = 0) -> [UInt8] {
+            let body = Array(json.utf8)
+            return withUnsafeBytes(of: (declared ?? UInt64(body.count)).littleEndian) { Array($0) } + body + [UInt8](repeating: 7, count: data)
+        }
+        let hostile: [(String, [UInt8], String)] = [
+            ("empty", [], "safetensors header length"),
+            ("short", [1, 2, 3], "safetensors header length"),
+            ("past-end", header("{}", declared: 1 << 40), "safetensors header"),
+            ("not-json", header("{not json"), "safetensors header"),
+            ("bad-offsets", header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,9]}}", data: 8), "data_offsets [0, 9]"),
+        ]
+        for (name, bytes, rule) in hostile {
+            let object = bucket.url("st/\(name).safetensors")
+            try bucket.storage.writeFile(bytes, to: object, durability: .full)
+            do {
+                _ = try bucket.storage.openCheckpoint(object, format: .safetensors)
+                Issue.record("\(name): opened")
+            } catch {
+                let text = "\(error)"
+                #expect(text.contains(object) && text.contains(rule), "\(name): \(text)")
+            }
+            #expect(!bucket.storage.isCompleteCheckpoint(object, format: .safetensors), "\(name)")
+        }
+    }
+
     @Test func smallFilesConditionalWritesAndErrors() throws {
         let bucket = try TestBucket()
         let storage = bucket.storage

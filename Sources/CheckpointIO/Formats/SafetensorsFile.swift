@@ -37,7 +37,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The reference implementation's header size cap (100 MB).
     public static let maximumHeaderLength = 100_000_000
 
-    /// The file's path as given to ``open(_:)``.
+    /// The file's path as given to ``open(_:)`` (a source's name for ``open(source:)``).
     public let path: String
     /// The `__metadata__` map; nil when the header has none.
     public let metadata: [String: String]?
@@ -50,22 +50,38 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Where tensor data starts: `8 + N`.
     public var dataOffset: Int { 8 + headerLength }
 
-    private let file: SystemFile
+    /// Where the bytes come from: a local file (`pread`) or a remote source
+    /// (ranged reads of an object, ``ContainerByteSource``).
+    private enum Backing {
+        case file(SystemFile)
+        case source(any ContainerByteSource)
+
+        func readAll(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
+            switch self {
+            case .file(let file): try file.readAll(into: buffer, at: Int64(offset))
+            case .source(let source): try source.read(into: buffer, at: offset)
+            }
+        }
+    }
+
+    private let backing: Backing
     private let entryIndexByName: [BlobName: Int]  // byte-wise, like the reference
 
-    private init(path: String, metadata: [String: String]?, entries: [Entry], headerLength: Int, fileSize: Int, file: SystemFile) {
+    private init(path: String, metadata: [String: String]?, entries: [Entry], headerLength: Int, fileSize: Int, backing: Backing) {
         self.path = path
         self.metadata = metadata
         self.entries = entries
         self.headerLength = headerLength
         self.fileSize = fileSize
-        self.file = file
+        self.backing = backing
         var byName: [BlobName: Int] = [:]
         for (i, entry) in entries.enumerated() { byName[BlobName(entry.name)] = i }
         self.entryIndexByName = byName
     }
 
-    deinit { file.close() }
+    deinit {
+        if case .file(let file) = backing { file.close() }
+    }
 
     /// Opens and validates a safetensors file. Reads only the header (`pread`).
     ///
@@ -77,22 +93,39 @@ public final class SafetensorsFile: @unchecked Sendable {
     static func open(_ path: String, calls: SystemCalls) throws(CheckpointError) -> SafetensorsFile {
         let file = try calls.openFile(path, .readOnly)
         do throws(CheckpointError) {
-            let size = Int(try file.size())
+            return try open(path, size: Int(try file.size()), backing: .file(file))
+        } catch {
+            file.close()
+            throw error
+        }
+    }
+
+    /// Opens and validates a safetensors file that is not a local file (an
+    /// object in an object store): the same checks as ``open(_:)``, reading
+    /// the header length, then the header, with ``ContainerByteSource/read(into:at:)``;
+    /// each tensor is later read as one range of the source.
+    ///
+    /// - Throws: `CheckpointError` naming the source and the rule broken.
+    public static func open(source: any ContainerByteSource) throws(CheckpointError) -> SafetensorsFile {
+        try open(source.name, size: source.sizeInBytes, backing: .source(source))
+    }
+
+    private static func open(_ path: String, size: Int, backing: Backing) throws(CheckpointError) -> SafetensorsFile {
+        do throws(CheckpointError) {
             guard size >= 8 else {
                 throw CheckpointError(.truncated(what: "safetensors header length", needed: 8, available: UInt64(size)))
             }
             var prefix = [UInt8](repeating: 0, count: 8)
-            try typedThrows { try prefix.withUnsafeMutableBytes { try file.readAll(into: $0, at: 0) } }
+            try typedThrows { try prefix.withUnsafeMutableBytes { try backing.readAll(into: $0, at: 0) } }
             let declared = prefix.withUnsafeBytes { $0.load(littleEndianAt: 0) as UInt64 }
             let headerLength = try validateHeaderLength(declared, fileSize: size)
             var header = [UInt8](repeating: 0, count: headerLength)
-            try typedThrows { try header.withUnsafeMutableBytes { try file.readAll(into: $0, at: 8) } }
+            try typedThrows { try header.withUnsafeMutableBytes { try backing.readAll(into: $0, at: 8) } }
             let (metadata, entries) = try typedThrows {
                 try header.withUnsafeBytes { try parseHeader($0, dataLength: size - 8 - headerLength) }
             }
-            return SafetensorsFile(path: path, metadata: metadata, entries: entries, headerLength: headerLength, fileSize: size, file: file)
+            return SafetensorsFile(path: path, metadata: metadata, entries: entries, headerLength: headerLength, fileSize: size, backing: backing)
         } catch {
-            file.close()
             throw error.path == nil ? error.adding(path: path) : error
         }
     }
@@ -202,7 +235,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         return entries[index]
     }
 
-    /// Reads a tensor's bytes into `destination`, which must be exactly its size (`pread`).
+    /// Reads a tensor's bytes into `destination`, which must be exactly its size
+    /// (`pread`, or one ranged read of a source).
     public func read(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         let entry = try entry(name)
         guard destination.count == entry.dataRange.count else {
@@ -211,7 +245,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         guard destination.count > 0 else { return }
         do throws(CheckpointError) {
-            try file.readAll(into: destination, at: Int64(dataOffset + entry.dataRange.lowerBound))
+            try backing.readAll(into: destination, at: dataOffset + entry.dataRange.lowerBound)
         } catch {
             throw error.adding(blobName: name)
         }
