@@ -115,8 +115,13 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
         }
     }
 
-    /// A container opens with one ranged `GET` of the object's tail; safetensors
-    /// is downloaded to a local temporary file (with parallel ranges) and opened there.
+    /// A container opens with one ranged `GET` of the object's tail, a
+    /// safetensors file with one of its head (more when its header is longer
+    /// than 1 MiB); their blobs are then read with ranged `GET`s pinned to the
+    /// ETag seen at open, so a read after the object was replaced fails (412)
+    /// instead of mixing versions. A safetensors object without an ETag is
+    /// refused: it has no checksums either, so nothing would catch a mix. A
+    /// minidb file is downloaded to a local temporary file and opened there.
     public func openCheckpoint(_ path: String, format: CheckpointFormat) throws(CheckpointError) -> any CheckpointFileReading {
         let (bucket, key) = try objectLocation(path)
         switch format {
@@ -129,7 +134,12 @@ public final class S3CheckpointStorage: CheckpointStorage, @unchecked Sendable {
         case .safetensors:
             // The header from the object's first MiB (a second ranged GET when it is longer), then
             // each tensor as ranged GETs straight into the caller's memory.
-            return try SafetensorsFile.open(source: S3ObjectSource(client: client, bucket: bucket, key: key, prefetch: .head))
+            let source = try S3ObjectSource(client: client, bucket: bucket, key: key, prefetch: .head)
+            guard !source.eTag.isEmpty || source.sizeInBytes <= S3ObjectSource.prefetchSize else {
+                throw CheckpointError(.objectStore(operation: "GetObject (head)", bucket: bucket, key: key, status: 206, errorCode: "",
+                                                   message: "the store returned no ETag: ranged reads of a safetensors file (which has no checksums) could mix two versions"))
+            }
+            return try SafetensorsFile.open(source: source)
         case .minidb:
             let source = try S3ObjectSource(client: client, bucket: bucket, key: key)
             let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-s3-\(UUID().uuidString).\(format.rawValue)").path

@@ -59,7 +59,7 @@ final class S3Client: Sendable {
     private let receiveBufferLog = NIOLockedValueBox<[Int?]>([])
     var receiveBuffersSet: [Int?] { receiveBufferLog.withLockedValue { $0 } }
 
-    /// Requests answered so far (every attempt) and the body bytes they brought,
+    /// Responses received so far (every attempt that got one) and their body bytes,
     /// for the tests: what opening or reading a file costs in requests and bytes.
     private let transferCounts = NIOLockedValueBox<(requests: Int, bytesReceived: Int)>((0, 0))
     var transferred: (requests: Int, bytesReceived: Int) { transferCounts.withLockedValue { $0 } }

@@ -65,22 +65,30 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
         }
         let bytes = response.body.bytes
         if response.status == 206 {
-            guard let range = response.headers.first(name: "content-range"), let slash = range.lastIndex(of: "/"),
-                  let total = Int(range[range.index(after: slash)...]) else {
+            // `bytes FIRST-LAST/TOTAL`: the server may serve less than asked for; the prefetch
+            // is whatever range it names, as long as the body is exactly that range.
+            guard let range = response.headers.first(name: "content-range").flatMap(S3ObjectSource.parseContentRange),
+                  range.last - range.first + 1 == bytes.count, range.last < range.total else {
                 throw CheckpointError(.objectStore(operation: operation, bucket: bucket, key: key, status: 206, errorCode: "",
-                                                   message: "no usable Content-Range header"))
+                                                   message: "\(bytes.count) bytes with Content-Range '\(response.headers.first(name: "content-range") ?? "")'"))
             }
-            sizeInBytes = total
+            sizeInBytes = range.total
+            prefetchedOffset = range.first
         } else {
-            sizeInBytes = bytes.count
-        }
-        guard bytes.count <= sizeInBytes, bytes.count == min(sizeInBytes, S3ObjectSource.prefetchSize) else {
-            throw CheckpointError(.objectStore(operation: operation, bucket: bucket, key: key, status: response.status, errorCode: "",
-                                               message: "\(bytes.count) bytes for an object of \(sizeInBytes)"))
+            sizeInBytes = bytes.count  // 200: the whole object (within the body limit)
+            prefetchedOffset = 0
         }
         prefetched = bytes
-        prefetchedOffset = prefetch == .tail ? sizeInBytes - bytes.count : 0
         eTag = response.eTag ?? ""
+    }
+
+    /// `bytes FIRST-LAST/TOTAL` (RFC 9110 §14.4) as numbers; nil for anything else.
+    static func parseContentRange(_ value: String) -> (first: Int, last: Int, total: Int)? {
+        guard value.hasPrefix("bytes "), let dash = value.firstIndex(of: "-"), let slash = value.lastIndex(of: "/"), dash < slash,
+              let first = Int(value[value.index(value.startIndex, offsetBy: 6)..<dash]),
+              let last = Int(value[value.index(after: dash)..<slash]),
+              let total = Int(value[value.index(after: slash)...]), first >= 0, last >= first else { return nil }
+        return (first, last, total)
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(CheckpointError) {
@@ -116,36 +124,15 @@ public final class S3ObjectSource: ContainerByteSource, @unchecked Sendable {
         if count == 1 {
             return try readRange(into: buffer, at: offset, checksums: checksums(0))
         }
-        let slots = DispatchSemaphore(value: client.configuration.downloadConcurrency)
-        let group = DispatchGroup()
         let lock = NSLock()
-        nonisolated(unsafe) var failure: CheckpointError?
         nonisolated(unsafe) var pieces: [BlockChecksumAssembler.Piece] = []
         nonisolated(unsafe) let destination = buffer
-        for index in 0..<count {
-            slots.wait()
-            if lock.withLock({ failure != nil }) {
-                slots.signal()
-                break
-            }
-            group.enter()
-            DispatchQueue.global().async { [self] in
-                defer {
-                    slots.signal()
-                    group.leave()
-                }
-                let start = index * rangeSize
-                let part = UnsafeMutableRawBufferPointer(rebasing: destination[start..<min(destination.count, start + rangeSize)])
-                do throws(CheckpointError) {
-                    let checked = try readRange(into: part, at: offset + start, checksums: checksums(start))
-                    lock.withLock { pieces += checked }
-                } catch {
-                    lock.withLock { if failure == nil { failure = error } }
-                }
-            }
+        try BlockingTasks.run(count: count, limit: client.configuration.downloadConcurrency) { [self] index throws(CheckpointError) in
+            let start = index * rangeSize
+            let part = UnsafeMutableRawBufferPointer(rebasing: destination[start..<min(destination.count, start + rangeSize)])
+            let checked = try readRange(into: part, at: offset + start, checksums: checksums(start))
+            lock.withLock { pieces += checked }
         }
-        group.wait()
-        if let failure { throw failure }
         return pieces
     }
 

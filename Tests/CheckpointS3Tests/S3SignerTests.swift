@@ -219,6 +219,14 @@ struct S3ConfigurationTests {
         #expect(throws: CheckpointError.self) { try small.validate() }
     }
 
+    @Test func contentRangeParsing() {
+        #expect(S3ObjectSource.parseContentRange("bytes 0-1048575/5000000")! == (0, 1_048_575, 5_000_000))
+        #expect(S3ObjectSource.parseContentRange("bytes 3951424-4999999/5000000")! == (3_951_424, 4_999_999, 5_000_000))
+        for bad in ["", "bytes */5000000", "bytes 5-4/10", "bytes -1-3/10", "items 0-1/2", "bytes 0-1", "bytes a-b/c", "bytes 0-1/*"] {
+            #expect(S3ObjectSource.parseContentRange(bad) == nil, "'\(bad)'")
+        }
+    }
+
     @Test func receiveBufferIsFixedOnlyOnLoopbackUnlessSet() {
         let loopback = ["http://127.0.0.1:9000", "http://localhost:1234", "http://LOCALHOST", "http://minio.localhost:9000",
                         "http://127.255.3.4", "http://[::1]:9000", "http://localhost.:9000", "http://[::ffff:127.0.0.1]:9000",

@@ -165,10 +165,28 @@ struct S3StorageTests {
         try big.withUnsafeMutableBytes { try reader.readBlob("big", into: $0) }
         #expect(big == blobs.first { $0.name == "big" }!.bytes)
         let read = bucket.storage.client.transferred
-        // The tensor's 6 MiB minus what the head already holds, in 1 MiB ranges (at least 5).
-        #expect(read.requests - opened.requests >= 5, "read: \(read.requests - opened.requests) requests")
-        #expect(read.bytesReceived - opened.bytesReceived <= 6 << 20 + 3, "read: \(read.bytesReceived - opened.bytesReceived) bytes")
+        // "big" lies past the head (the F32 tensor "w" comes first): its 6 MiB + 3 bytes in
+        // seven 1 MiB ranges, nothing more.
+        #expect(read.requests - opened.requests == 7, "read: \(read.requests - opened.requests) requests")
+        #expect(read.bytesReceived - opened.bytesReceived == 6 << 20 + 3, "read: \(read.bytesReceived - opened.bytesReceived) bytes")
+        // All of them at once (readTensors → readBlobs): one group of neighbours, bit-exact.
+        let tensors = try reader.readTensors(blobs.map(\.name))
+        for (tensor, blob) in zip(tensors, blobs) {
+            #expect(tensor.withUnsafeBytes { $0.elementsEqual(blob.bytes) }, "\(blob.name)")
+        }
         try checkRoundTrip(blobs, storage: bucket.storage, path: path, format: .safetensors)
+
+        // A file smaller than the head: opening fetches all of it, reading costs nothing more.
+        let small = sampleBlobs(seed: 42).filter { !$0.bytes.isEmpty && $0.bytes.count < 4096 }
+        try write(small, storage: bucket.storage, to: bucket.url("st/small.safetensors"), format: .safetensors)
+        let smallReader = try bucket.storage.openCheckpoint(bucket.url("st/small.safetensors"), format: .safetensors)
+        let afterOpen = bucket.storage.client.transferred.requests
+        for blob in small {
+            var out = [UInt8](repeating: 0, count: blob.bytes.count)
+            try out.withUnsafeMutableBytes { try smallReader.readBlob(blob.name, into: $0) }
+            #expect(out == blob.bytes, "\(blob.name)")
+        }
+        #expect(bucket.storage.client.transferred.requests == afterOpen, "reads served from the head")
     }
 
     @Test func safetensorsHeaderLongerThanTheHeadAndHostileHeaders() throws {
@@ -193,6 +211,14 @@ struct S3StorageTests {
         var two = [UInt8](repeating: 0, count: 2)
         try two.withUnsafeMutableBytes { try reader.readBlob(many[11_999].name, into: $0) }
         #expect(two == many[11_999].bytes)
+        // All 12,000 tensors (24,000 neighbouring bytes past the head) in one ranged GET, not 12,000.
+        let beforeAll = bucket.storage.client.transferred.requests
+        var all = [UInt8](repeating: 0, count: 2 * many.count)
+        try all.withUnsafeMutableBytes { buffer in
+            try reader.readBlobs(many.indices.reversed().map { (many[$0].name, UnsafeMutableRawBufferPointer(rebasing: buffer[(2 * $0)..<(2 * $0 + 2)])) })
+        }
+        #expect(bucket.storage.client.transferred.requests - beforeAll == 1)
+        #expect(all == packed)
 
         // Hostile objects: each fails with the object's URL and the rule it breaks, never a crash.
         func header(_ json: String, declared: UInt64? = nil, data: Int = 0) -> [UInt8] {

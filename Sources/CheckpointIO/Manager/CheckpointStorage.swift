@@ -155,6 +155,11 @@ extension SafetensorsFile: CheckpointFileReading {
     public func readBlob(_ name: String, into destination: UnsafeMutableRawBufferPointer) throws(CheckpointError) {
         try read(name, into: destination)
     }
+    /// Copies several tensors (``SafetensorsFile/read(batch:)``: grouped and in
+    /// parallel on a remote source).
+    public func readBlobs(_ requests: [(name: String, destination: UnsafeMutableRawBufferPointer)]) throws(CheckpointError) {
+        try read(batch: requests)
+    }
 }
 
 /// Where checkpoint files live: Caffe2's `path_type`.
