@@ -52,12 +52,16 @@ final class S3Client: Sendable {
     let signer: S3Signer
     let http: HTTPClient
 
-    /// What ``S3Configuration/receiveBuffer`` did to each new connection so far:
-    /// the `SO_RCVBUF` the kernel reported after setting it, or nil where it
-    /// refused (the connection then goes on with automatic sizing). Empty when
-    /// the setting leaves sockets alone.
-    private let receiveBufferLog = NIOLockedValueBox<[Int?]>([])
-    var receiveBuffersSet: [Int?] { receiveBufferLog.withLockedValue { $0 } }
+    /// What ``S3Configuration/receiveBuffer`` did to the connections so far (for
+    /// the tests; a few counters, so a long job does not grow it).
+    struct ReceiveBufferCounts {
+        /// Connections whose buffer was set; the kernel refused on `refused` more.
+        var set = 0, refused = 0
+        /// The smallest and largest `SO_RCVBUF` the kernel reported after setting it.
+        var smallest = Int.max, largest = 0
+    }
+    private let receiveBufferCounts = NIOLockedValueBox(ReceiveBufferCounts())
+    var receiveBuffers: ReceiveBufferCounts { receiveBufferCounts.withLockedValue { $0 } }
 
     /// Responses received so far (every attempt that got one) and their body bytes,
     /// for the tests: what opening or reading a file costs in requests and bytes.
@@ -81,19 +85,23 @@ final class S3Client: Sendable {
         if let bytes = configuration.receiveBuffer.bytes(forEndpoint: configuration.endpoint) {
             // The only per-connection hooks async-http-client offers (named for debugging, called
             // for every new HTTP/1.1 or HTTP/2 connection before its first request). The kernel's
-            // answer (twice the size asked for after capping it at net.core.rmem_max) is logged
+            // answer (twice the size asked for after capping it at net.core.rmem_max) is counted
             // for the tests. A tuning knob must not break a transfer: if the kernel refuses, the
             // connection goes on with its automatic sizing.
-            let log = receiveBufferLog
+            let counts = receiveBufferCounts
             let setReceiveBuffer: @Sendable (Channel) -> EventLoopFuture<Void> = { channel in
                 channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: bytes)).flatMap {
                     S3Client.raiseWindowClamp(channel, to: bytes)
                 }.flatMap {
                     channel.getOption(ChannelOptions.socketOption(.so_rcvbuf))
                 }.map { value in
-                    log.withLockedValue { $0.append(Int(value)) }
+                    counts.withLockedValue {
+                        $0.set += 1
+                        $0.smallest = min($0.smallest, Int(value))
+                        $0.largest = max($0.largest, Int(value))
+                    }
                 }.recover { _ in
-                    log.withLockedValue { $0.append(nil) }
+                    counts.withLockedValue { $0.refused += 1 }
                 }
             }
             http.http1_1ConnectionDebugInitializer = setReceiveBuffer
