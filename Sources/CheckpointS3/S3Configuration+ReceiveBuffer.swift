@@ -72,21 +72,17 @@ extension S3Configuration {
             if name.hasPrefix("["), name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
             if name.hasSuffix(".") { name = String(name.dropLast()) }
             if name == "localhost" || name.hasSuffix(".localhost") { return true }
+            // inet_pton takes only the full forms: four decimal parts, or IPv6 text.
             var v4 = in_addr()
-            if name.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), name.split(separator: ".").count == 4,
-               inet_pton(AF_INET, name, &v4) == 1 {
-                let first = withUnsafeBytes(of: v4) { $0[0] }
-                return first == 127 || v4.s_addr == 0
+            if inet_pton(AF_INET, name, &v4) == 1 {
+                let octets = withUnsafeBytes(of: v4) { Array($0) }
+                return octets[0] == 127 || octets == [0, 0, 0, 0]
             }
             var v6 = in6_addr()
-            guard name.contains(":"), inet_pton(AF_INET6, name, &v6) == 1 else { return false }
-            return withUnsafeBytes(of: v6) { bytes in
-                let head = bytes.prefix(10).allSatisfy { $0 == 0 }
-                if head && bytes[10] == 0 && bytes[11] == 0 && bytes[12...14].allSatisfy({ $0 == 0 }) {
-                    return bytes[15] <= 1  // :: or ::1
-                }
-                return head && bytes[10] == 0xFF && bytes[11] == 0xFF && bytes[12] == 127  // ::ffff:127.x.x.x
-            }
+            guard inet_pton(AF_INET6, name, &v6) == 1 else { return false }
+            let bytes = withUnsafeBytes(of: v6) { Array($0) }
+            if bytes[0..<15].allSatisfy({ $0 == 0 }) { return bytes[15] <= 1 }  // :: or ::1
+            return bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10...12] == [0xFF, 0xFF, 127]  // ::ffff:127.x.x.x
         }
 
         /// Parses `CKPT_S3_RECEIVE_BUFFER`: `auto`, `kernel`, or a size in bytes
@@ -96,12 +92,13 @@ extension S3Configuration {
         public init?(parsing text: String) {
             let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !value.isEmpty, value.allSatisfy(\.isASCII) else { return nil }
-            switch value.lowercased() {
+            let lowered = value.lowercased()
+            switch lowered {
             case "auto": self = .automatic
             case "kernel": self = .kernel
             default:
                 let units: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
-                var digits = Substring(value.lowercased())
+                var digits = Substring(lowered)
                 var unit = 1
                 if let last = digits.last, let scale = units[last] {
                     unit = scale

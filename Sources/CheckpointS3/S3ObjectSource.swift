@@ -1,6 +1,5 @@
 import BlobCodec
 import CheckpointIO
-import Dispatch
 import Foundation
 import NIOCore
 
