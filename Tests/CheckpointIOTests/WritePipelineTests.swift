@@ -152,7 +152,7 @@ struct WritePipelineTests {
         return calls
     }
 
-    @Test("small and 5 MiB blobs: full batches end at 2 MiB multiples of the file (whole large folios); the same bytes through a sink")
+    @Test("small and 5 MiB blobs: full batches end at 2 MiB multiples of the file (whole large folios), the first at 2 MiB; the same bytes through a sink")
     func alignedBatches() throws {
         var rng = SyntheticData(seed: 16)
         // 6,000 blobs of 1 B to 24 KiB fill batches by segment count (two per blob); every
@@ -168,6 +168,8 @@ struct WritePipelineTests {
             // Every call but the last two (the records' tail, then index and trailer) ends on a 2 MiB multiple.
             let unaligned = calls.dropLast(2).filter { ($0.offset + $0.length) % Int64(WritePipeline.batchAlignment) != 0 }
             #expect(unaligned.isEmpty, "calls ending inside a 2 MiB range: \(unaligned.prefix(5))")
+            // The first batch is handed over at 2 MiB, not 16: the writes start early.
+            #expect(calls.first.map { $0.offset + $0.length } == Int64(WritePipeline.firstBatchBytes), "first call: \(calls.prefix(1))")
         }
     }
 
