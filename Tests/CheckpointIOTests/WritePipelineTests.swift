@@ -113,24 +113,40 @@ struct WritePipelineTests {
         func abort() {}
     }
 
-    /// Writes `blobs` to a file (recording every `pwritev`) and through a sink; checks that the calls
-    /// cover the file once, front to back, that every blob reads back, and that the sink got the
-    /// same bytes in order. Returns the calls (offset, bytes, segments), sorted by offset.
-    func writeRecorded(_ blobs: [TestBlob], in directory: String) throws -> [(offset: Int64, length: Int64, segments: Int)] {
-        let path = directory + "/recorded.ckpt"
-        let lock = NSLock()
-        nonisolated(unsafe) var recorded: [(offset: Int64, length: Int64, segments: Int)] = []
+    /// Every `pwritev` of a save: offset, bytes, segments and the calling thread.
+    final class CallLog: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [(offset: Int64, length: Int64, segments: Int, thread: pthread_t)] = []
+        var calls: [(offset: Int64, length: Int64, segments: Int, thread: pthread_t)] { lock.withLock { items } }
+        func add(_ offset: Int64, _ length: Int64, _ segments: Int) {
+            let thread = pthread_self()
+            lock.withLock { items.append((offset, length, segments, thread)) }
+        }
+    }
+
+    /// Writer options whose `pwritev` records each call in `log`, then writes.
+    static func recording(_ log: CallLog) -> WriterOptions {
         var options = WriterOptions()
         let live = SystemCalls.live
         options.systemCalls.pwritev = { fd, vectors, count, offset in
             var length = 0
             for index in 0..<Int(count) { length += vectors[index].iov_len }
-            lock.withLock { recorded.append((offset, Int64(length), Int(count))) }
+            log.add(offset, Int64(length), Int(count))
             return live.pwritev(fd, vectors, count, offset)
         }
+        return options
+    }
+
+    /// Writes `blobs` to a file (recording every `pwritev`) and through a sink; checks that the calls
+    /// cover the file once, front to back, that every blob reads back, and that the sink got the
+    /// same bytes in order. Returns the calls (offset, bytes, segments), sorted by offset.
+    func writeRecorded(_ blobs: [TestBlob], in directory: String) throws -> [(offset: Int64, length: Int64, segments: Int)] {
+        let path = directory + "/recorded.ckpt"
+        let log = CallLog()
+        let options = Self.recording(log)
         try writeContainer(path, blobs, options: options)
         let file = try readFile(path)
-        let calls = lock.withLock { recorded }.sorted { $0.offset < $1.offset }
+        let calls = log.calls.map { (offset: $0.offset, length: $0.length, segments: $0.segments) }.sorted { $0.offset < $1.offset }
         var end: Int64 = 0
         for call in calls {
             #expect(call.offset == end, "a gap or overlap at \(call.offset), expected \(end)")
@@ -213,17 +229,8 @@ struct WritePipelineTests {
         try withTemporaryDirectory { directory in
             for (name, blobs, onCaller) in [("raw", raw, true), ("mixed", raw + compressed, false)] {
                 let path = directory + "/\(name).ckpt"
-                let lock = NSLock()
-                nonisolated(unsafe) var calls: [(offset: Int64, length: Int64, thread: pthread_t)] = []
-                var options = WriterOptions()
-                let live = SystemCalls.live
-                options.systemCalls.pwritev = { fd, vectors, count, offset in
-                    var length = 0
-                    for index in 0..<Int(count) { length += vectors[index].iov_len }
-                    let thread = pthread_self()
-                    lock.withLock { calls.append((offset, Int64(length), thread)) }
-                    return live.pwritev(fd, vectors, count, offset)
-                }
+                let log = CallLog()
+                let options = Self.recording(log)
                 let caller = pthread_self()
                 try writeContainer(path, blobs, options: options)
                 let reader = try ContainerReader.open(path)
@@ -231,7 +238,7 @@ struct WritePipelineTests {
                 for blob in blobs {
                     let descriptor = try reader.descriptor(blob.name)
                     let start = Int64(descriptor.recordOffset), end = Int64(descriptor.payloadOffset + descriptor.storedSizeInBytes)
-                    let writing = lock.withLock { calls }.filter { $0.offset < end && $0.offset + $0.length > start }
+                    let writing = log.calls.filter { $0.offset < end && $0.offset + $0.length > start }
                     #expect(!writing.isEmpty, "\(name) \(blob.name): no write covers its record")
                     if onCaller {
                         #expect(writing.allSatisfy { pthread_equal($0.thread, caller) != 0 }, "\(blob.name) written on another thread")
