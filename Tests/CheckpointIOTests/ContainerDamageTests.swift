@@ -33,17 +33,32 @@ struct ContainerDamageTests {
         return detected
     }
 
-    @Test("the next create of a file removes the temporaries killed writers of that file left, and no other")
-    func createRemovesAbandonedTemporariesOfItsTarget() throws {
+    @Test("the next writer of a file removes the temporaries killed writers of that file left, and no other, before it releases the lock: after a write, a commit or an abort",
+          arguments: ["commit", "write, commit", "abort", "write, abort", "two writes, commit"])
+    func createRemovesAbandonedTemporariesOfItsTarget(steps: String) throws {
         try withTemporaryDirectory { directory in
             // What a writer SIGKILLed inside `create` leaves: its temporary, and no lock holder.
             try writeFile(directory + "/.log.ckpt.tmp.2147483646.ab12", [1, 2, 3])
             try writeFile(directory + "/.log.ckpt.tmp.2147483645.cd34", [4])
             try writeFile(directory + "/.other.ckpt.tmp.2147483646.ab12", [5])
             let writer = try ContainerWriter.create(at: directory + "/log.ckpt")
-            try writer.commit()
-            let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
-            #expect(names == [".other.ckpt.tmp.2147483646.ab12", "log.ckpt"])
+            let writes = steps.hasPrefix("two") ? 2 : steps.hasPrefix("write") ? 1 : 0
+            for index in 0..<writes {
+                try write([TestBlob(name: "b\(index)", dtype: .uint8, shape: [2], bytes: [1, 2])], with: writer)
+                // The write removed them, and kept this writer's own temporary.
+                let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix(".log.ckpt.tmp.") }
+                #expect(names.count == 1 && !names.contains(".log.ckpt.tmp.2147483646.ab12"), "\(names)")
+            }
+            if steps.hasSuffix("abort") {
+                writer.abort()
+                let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+                #expect(names == [".other.ckpt.tmp.2147483646.ab12"])
+            } else {
+                try writer.commit()
+                let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+                #expect(names == [".other.ckpt.tmp.2147483646.ab12", "log.ckpt"])
+                #expect(try ContainerReader.open(directory + "/log.ckpt").names.count == writes)
+            }
         }
     }
 

@@ -80,6 +80,37 @@ struct ContainerRoundTripTests {
         }
     }
 
+    @Test("the index's entry sections built during a write call are rebuilt after later replacements, deletions, references and metadata")
+    func preparedIndexFollowsLaterChanges() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/p.ckpt"
+            let writer = try ContainerWriter.create(at: path)
+            // One call writes every blob: its index sections are built before it returns.
+            let first = (0..<300).map { TestBlob(name: "t\($0)", dtype: .uint8, shape: [3], bytes: [UInt8($0 % 256), 1, 2]) }
+            try write(first, with: writer)
+            // Each later change must replace them: a replacement (one blob, too few to rebuild
+            // the sections in its own call), a deletion, a reference and the metadata.
+            try write([TestBlob(name: "t7", dtype: .int16, shape: [2], bytes: [9, 9, 8, 8])], with: writer)
+            try writer.delete("t8")
+            try writeContainer(directory + "/other.ckpt", [TestBlob(name: "w", dtype: .uint8, shape: [2], bytes: [5, 6])])
+            let target = try ContainerReader.open(directory + "/other.ckpt").descriptor("w")
+            try writer.writeReference(BlobReference(fileName: "other.ckpt", target: target, storedCRC32C: target.rawCRC32C))  // uncompressed: stored = raw
+            writer.metadata = ["step": "12"]
+            try writer.commit()
+            let reader = try ContainerReader.open(path)
+            var names = Set(first.map(\.name))
+            names.remove("t8")
+            names.insert("w")
+            #expect(Set(reader.names) == names)
+            #expect(reader.names.count == 300)
+            #expect(try reader.descriptor("t7").dtype == .int16)
+            #expect(try reader.read("t7") == [9, 9, 8, 8])
+            #expect(try reader.read("t9") == [9, 1, 2])
+            #expect(try reader.read("w") == [5, 6])
+            #expect(reader.metadata == ["step": "12"])
+        }
+    }
+
     @Test("appends keep the file's payload alignment, whatever the appender's options say")
     func appendKeepsAlignment() throws {
         try withTemporaryDirectory { directory in

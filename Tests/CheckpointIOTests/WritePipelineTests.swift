@@ -168,7 +168,7 @@ struct WritePipelineTests {
         return calls
     }
 
-    @Test("small and 5 MiB blobs: full batches end at 2 MiB multiples of the file (whole large folios), the first at 2 MiB; the same bytes through a sink")
+    @Test("small and 5 MiB blobs: full batches past the first 2 MiB end at 2 MiB multiples of the file (whole large folios); the first ones start small and double; the same bytes through a sink")
     func alignedBatches() throws {
         var rng = SyntheticData(seed: 16)
         // 6,000 blobs of 1 B to 24 KiB fill batches by segment count (two per blob); every
@@ -181,11 +181,17 @@ struct WritePipelineTests {
         try withTemporaryDirectory { directory in
             let calls = try writeRecorded(blobs, in: directory)
             #expect(calls.count >= 10, "\(calls.count) calls")
-            // Every call but the last two (the records' tail, then index and trailer) ends on a 2 MiB multiple.
-            let unaligned = calls.dropLast(2).filter { ($0.offset + $0.length) % Int64(WritePipeline.batchAlignment) != 0 }
+            // Every call but the last two (the records' tail, then index and trailer) that ends
+            // past the first 2 MiB ends on a 2 MiB multiple.
+            let alignment = Int64(WritePipeline.batchAlignment)
+            let unaligned = calls.dropLast(2).filter { $0.offset + $0.length > alignment && ($0.offset + $0.length) % alignment != 0 }
             #expect(unaligned.isEmpty, "calls ending inside a 2 MiB range: \(unaligned.prefix(5))")
-            // The first batch is handed over at 2 MiB, not 16: the writes start early.
-            #expect(calls.first.map { $0.offset + $0.length } == Int64(WritePipeline.firstBatchBytes), "first call: \(calls.prefix(1))")
+            // The first batch is handed over at the first record past 256 KiB, not at 16 MiB:
+            // the writes start early. The next ones double (unless cut at 2 MiB) up to 16 MiB.
+            let first = Int64(WritePipeline.firstBatchBytes)
+            #expect(calls.count > 3 && calls[0].length >= first && calls[0].length < first + (32 << 10), "first call: \(calls.prefix(1))")
+            #expect(calls.count > 3 && calls[1].length >= 2 * first && calls[1].length < 2 * first + (32 << 10), "second call: \(calls.prefix(2))")
+            #expect(calls.dropLast(2).allSatisfy { $0.length <= Int64(WritePipeline.maximumBatchBytes) })
         }
     }
 

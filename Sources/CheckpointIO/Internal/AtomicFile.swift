@@ -228,12 +228,14 @@ enum AtomicFile {
         return removed
     }
 
-    /// Removes every `.NAME.tmp.*` beside `path` (`NAME` its last component).
-    /// The caller holds `path`'s writer lock, so no live writer owns one.
-    static func removeTemporariesOfLockedTarget(_ path: String, calls: SystemCalls) {
+    /// Removes every `.NAME.tmp.*` beside `path` (`NAME` its last component)
+    /// but `keeping` (the caller's own). The caller holds `path`'s writer lock,
+    /// so no live writer owns another.
+    static func removeTemporariesOfLockedTarget(_ path: String, keeping: String, calls: SystemCalls) {
         let (directory, base) = ContainerWriter.splitPath(path)
         let prefix = "." + base + ".tmp."
-        for name in listDirectory(directory) where name.hasPrefix(prefix) {
+        let own = ContainerWriter.splitPath(keeping).base
+        for name in listDirectory(directory) where name.hasPrefix(prefix) && name != own {
             calls.unlinkRetrying(CheckpointNaming.join(directory, name))
         }
     }
