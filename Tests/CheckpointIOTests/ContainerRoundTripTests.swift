@@ -80,34 +80,50 @@ struct ContainerRoundTripTests {
         }
     }
 
-    @Test("the index's entry sections built during a write call are rebuilt after later replacements, deletions, references and metadata")
-    func preparedIndexFollowsLaterChanges() throws {
+    @Test("the index's entry sections built by a write call are rebuilt after one later change of each kind",
+          arguments: ["replace", "add", "delete", "reference", "metadata", "append: delete", "append: replace"])
+    func preparedIndexFollowsLaterChanges(change: String) throws {
         try withTemporaryDirectory { directory in
             let path = directory + "/p.ckpt"
-            let writer = try ContainerWriter.create(at: path)
-            // One call writes every blob: its index sections are built before it returns.
-            let first = (0..<300).map { TestBlob(name: "t\($0)", dtype: .uint8, shape: [3], bytes: [UInt8($0 % 256), 1, 2]) }
-            try write(first, with: writer)
-            // Each later change must replace them: a replacement (one blob, too few to rebuild
-            // the sections in its own call), a deletion, a reference and the metadata.
-            try write([TestBlob(name: "t7", dtype: .int16, shape: [2], bytes: [9, 9, 8, 8])], with: writer)
-            try writer.delete("t8")
             try writeContainer(directory + "/other.ckpt", [TestBlob(name: "w", dtype: .uint8, shape: [2], bytes: [5, 6])])
-            let target = try ContainerReader.open(directory + "/other.ckpt").descriptor("w")
-            try writer.writeReference(BlobReference(fileName: "other.ckpt", target: target, storedCRC32C: target.rawCRC32C))  // uncompressed: stored = raw
-            writer.metadata = ["step": "12"]
+            var expected: [String: [UInt8]] = [:]
+            let first = (0..<300).map { TestBlob(name: "t\($0)", dtype: .uint8, shape: [3], bytes: [UInt8($0 % 256), 1, 2]) }
+            for blob in first { expected[blob.name] = blob.bytes }
+            let appending = change.hasPrefix("append: ")
+            if appending { try writeContainer(path, [TestBlob(name: "old", dtype: .uint8, shape: [1], bytes: [1])]) }
+            if appending { expected["old"] = [1] }
+            let writer = appending ? try ContainerWriter.append(to: path) : try ContainerWriter.create(at: path)
+            // One call writes most blobs: it builds the index's entry sections before it returns.
+            try write(first, with: writer)
+            // Then exactly one change, too small to rebuild them in its own call: the commit
+            // must not use the sections built before it.
+            switch change.replacingOccurrences(of: "append: ", with: "") {
+            case "replace":
+                try write([TestBlob(name: "t7", dtype: .int16, shape: [2], bytes: [9, 9, 8, 8])], with: writer)
+                expected["t7"] = [9, 9, 8, 8]
+            case "add":
+                try write([TestBlob(name: "new", dtype: .uint8, shape: [1], bytes: [3])], with: writer)
+                expected["new"] = [3]
+            case "delete":
+                try writer.delete("t8")
+                expected["t8"] = nil
+            case "reference":
+                let target = try ContainerReader.open(directory + "/other.ckpt").descriptor("w")
+                try writer.writeReference(BlobReference(fileName: "other.ckpt", target: target, storedCRC32C: target.rawCRC32C))  // uncompressed: stored = raw
+                expected["w"] = [5, 6]
+            case "metadata":
+                writer.metadata = ["step": "12"]
+            default:
+                Issue.record("unknown change \(change)")
+            }
             try writer.commit()
             let reader = try ContainerReader.open(path)
-            var names = Set(first.map(\.name))
-            names.remove("t8")
-            names.insert("w")
-            #expect(Set(reader.names) == names)
-            #expect(reader.names.count == 300)
-            #expect(try reader.descriptor("t7").dtype == .int16)
-            #expect(try reader.read("t7") == [9, 9, 8, 8])
-            #expect(try reader.read("t9") == [9, 1, 2])
-            #expect(try reader.read("w") == [5, 6])
-            #expect(reader.metadata == ["step": "12"])
+            #expect(Set(reader.names) == Set(expected.keys))
+            for (name, bytes) in expected where ["t7", "t9", "new", "w", "old"].contains(name) {
+                #expect(try reader.read(name) == bytes, "\(name)")
+            }
+            if change == "replace" { #expect(try reader.descriptor("t7").dtype == .int16) }
+            #expect(reader.metadata == (change == "metadata" ? ["step": "12"] : [:]))
         }
     }
 

@@ -228,14 +228,12 @@ enum AtomicFile {
         return removed
     }
 
-    /// Removes every `.NAME.tmp.*` beside `path` (`NAME` its last component)
-    /// but `keeping` (the caller's own). The caller holds `path`'s writer lock,
-    /// so no live writer owns another.
-    static func removeTemporariesOfLockedTarget(_ path: String, keeping: String, calls: SystemCalls) {
+    /// Removes every `.NAME.tmp.*` beside `path` (`NAME` its last component).
+    /// The caller holds `path`'s writer lock, so no live writer owns one.
+    static func removeTemporariesOfLockedTarget(_ path: String, calls: SystemCalls) {
         let (directory, base) = ContainerWriter.splitPath(path)
         let prefix = "." + base + ".tmp."
-        let own = ContainerWriter.splitPath(keeping).base
-        for name in listDirectory(directory) where name.hasPrefix(prefix) && name != own {
+        for name in listDirectory(directory) where name.hasPrefix(prefix) {
             calls.unlinkRetrying(CheckpointNaming.join(directory, name))
         }
     }
