@@ -586,21 +586,18 @@ public final class ContainerWriter {
             let sectionsOffset = position + front.count
             var back = meta
             back += [UInt8](repeating: 0, count: trailerOffset - (indexStart + indexLength))
-            let queueIndex = { [self] (back: [UInt8]) in
-                pipeline.write(copying: front, at: position)
-                pipeline.write(prepared.bytes, at: sectionsOffset)
-                pipeline.write(copying: back, at: sectionsOffset + sections)
-            }
-            if temporaryPath == nil && sink == nil && options.durability != .none {
-                // In place, the new records and the index must be on disk before the trailer
-                // that makes them live: un-synced pages reach the disk in any order, and a
-                // trailer kept over a lost index page is a corrupt file, not a torn end.
-                queueIndex(back)
+            // In place and durable, the new records and the index must be on disk before the
+            // trailer that makes them live: un-synced pages reach the disk in any order, and a
+            // trailer kept over a lost index page is a corrupt file, not a torn end.
+            let trailerAfterSync = temporaryPath == nil && sink == nil && options.durability != .none
+            if !trailerAfterSync { back += trailer.encoded() }
+            pipeline.write(copying: front, at: position)
+            pipeline.write(prepared.bytes, at: sectionsOffset)
+            pipeline.write(copying: back, at: sectionsOffset + sections)
+            if trailerAfterSync {
                 try pipeline.drain()
                 try sync()
                 pipeline.write(copying: trailer.encoded(), at: trailerOffset)
-            } else {
-                queueIndex(back + trailer.encoded())
             }
             try pipeline.drain()
             position = trailer.fileLength

@@ -143,11 +143,7 @@ final class WritePipeline: @unchecked Sendable {
     /// threads sleeping in glibc's lock, over a thousand times).
     func write(copying bytes: [UInt8], at offset: Int) {
         guard !bytes.isEmpty else { return }
-        guard bytes.count <= WritePipeline.slabBytes / 4 else {
-            let owned = OwnedBuffer(bytes)
-            append(owned.buffer, owner: owned, at: offset)
-            return
-        }
+        guard bytes.count <= WritePipeline.slabBytes / 4 else { return write(OwnedBuffer(bytes), at: offset) }
         if slab == nil || slabUsed + bytes.count > WritePipeline.slabBytes {
             slab = OwnedBuffer(capacity: WritePipeline.slabBytes)
             slabUsed = 0
