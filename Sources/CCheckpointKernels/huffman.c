@@ -417,17 +417,21 @@ static inline __attribute__((always_inline)) void finish_four(uint64_t bufs[4], 
 
 /* ---- Encode, two symbols a lookup ----
  * The same streams, bit for bit, coded a pair of symbols at a time: entry b << 8 | a of
- * the pair table (65,536 entries) holds code(a) followed by code(b) (at most 22 bits) and
- * their summed length, so the 16-bit little-endian load of the two indexes it directly.
- * Only the entries of symbols used are filled or read. Half the lookups and shifts of the
- * one-symbol loop: measured 1.5× faster on trained MiniLM exponent planes (bf16, fp32),
- * 1.35× on whole FP8 bytes. Filling the table costs one entry per pair of symbols used,
- * so it is built only where that is small next to the segment. */
+ * the pair table's first half (65,536 entries) holds code(a) followed by code(b) (at most
+ * 22 bits), and the same entry of its second half their summed length, so the 16-bit
+ * little-endian load of the two indexes both directly (two halves rather than one packed
+ * entry: the shift takes the code and the add the length straight from memory, ~1.15×
+ * faster on exponent planes than unpacking one entry). Only the entries of symbols used
+ * are filled or read. Half the lookups and shifts of the one-symbol loop: measured 1.5×
+ * faster on trained MiniLM exponent planes (bf16, fp32), 1.35× on whole FP8 bytes.
+ * Filling the table costs one entry per pair of symbols used, so it is built only where
+ * that is small next to the segment. */
+#define PAIR_HALF (CKK_HUFFMAN_PAIR_ENTRIES / 2)
 #define CKK_PUT_PAIR(buf, bits, p)                       \
     do {                                                 \
-        uint32_t e_ = pairs[load16le(p)];                \
-        buf |= (uint64_t)(e_ >> 5) << bits;              \
-        bits += e_ & 31;                                 \
+        uint32_t i_ = load16le(p);                       \
+        buf |= (uint64_t)pairs[i_] << bits;              \
+        bits += pairs[PAIR_HALF + i_];                   \
     } while (0)
 
 static inline uint16_t load16le(const uint8_t *p) {
@@ -513,7 +517,8 @@ static int build_pairs(uint32_t *pairs, const uint16_t codes[256], const uint8_t
         for (int i = 0; i < n; i++) {
             int a = used[i];
             uint32_t lengthA = lengths[a];
-            row[a] = ((uint32_t)codes[a] | codeB << lengthA) << 5 | (lengthA + lengthB);
+            row[a] = (uint32_t)codes[a] | codeB << lengthA;
+            row[PAIR_HALF + a] = lengthA + lengthB;
         }
     }
     return 1;
@@ -620,17 +625,23 @@ static inline void refill_safe(bit_reader *r) {
  * `lookups` lookups (5 of 11 bits: 44 + 11 ≤ 56; 4 of 12 bits: 36 + 12 ≤ 56) always has
  * the window's bits loaded. Short codes (the exponent planes, ~2.7 bits) fit three per
  * 11 bits and gain most from five lookups a refill; 6-bit codes (whole FP8 bytes) fit two
- * per 12 bits but only one per 11, which makes the wider window ~1.3× faster there. */
+ * per 12 bits but only one per 11, which makes the wider window ~1.3× faster there.
+ * An entry (see ckk_huffman_decode) keeps its bit count in its low 6 bits, so the shift
+ * takes the entry itself (a 64-bit shift uses only those bits): one step less on each
+ * stream's chain of dependent operations. The bits a stream consumed are summed as whole
+ * entries in `c` and taken modulo 64 at the next refill (a round consumes at most 60). */
 #define CKK_GET3(k)                                                  \
     do {                                                             \
         uint32_t x = multi[b##k & mask];                             \
-        store32le_word(o##k, x >> 8);                                \
-        o##k += (x >> 4) & 3;                                        \
-        b##k >>= x & 15;                                             \
-        n##k -= x & 15;                                              \
+        b##k >>= x & 63;                                             \
+        c##k += x;                                                   \
+        store32le_word(o##k, x >> 6);                                \
+        o##k += x >> 30;                                             \
     } while (0)
 #define CKK_REFILL(k)                                                \
     do {                                                             \
+        n##k -= c##k & 63;                                           \
+        c##k = 0;                                                    \
         b##k |= load64le(p##k) << n##k;                              \
         p##k += (63 - n##k) >> 3;                                    \
         n##k |= 56;                                                  \
@@ -656,6 +667,7 @@ static inline __attribute__((always_inline)) void decode_rounds_body(bit_reader 
         unsigned n0 = r[0].bits, n1 = r[1].bits, n2 = r[2].bits, n3 = r[3].bits;
         const uint8_t *p0 = r[0].p, *p1 = r[1].p, *p2 = r[2].p, *p3 = r[3].p;
         uint8_t *o0 = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
+        uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
         for (; rounds > 0; rounds--) {
             CKK_REFILL(0); CKK_REFILL(1); CKK_REFILL(2); CKK_REFILL(3);
             CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3);
@@ -664,10 +676,39 @@ static inline __attribute__((always_inline)) void decode_rounds_body(bit_reader 
             CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3);
             if (lookups == 5) { CKK_GET3(0); CKK_GET3(1); CKK_GET3(2); CKK_GET3(3); }
         }
+        n0 -= c0 & 63; n1 -= c1 & 63; n2 -= c2 & 63; n3 -= c3 & 63;
         r[0].buf = b0; r[1].buf = b1; r[2].buf = b2; r[3].buf = b3;
         r[0].bits = n0; r[1].bits = n1; r[2].bits = n2; r[3].bits = n3;
         r[0].p = p0; r[1].p = p1; r[2].p = p2; r[3].p = p3;
         o[0] = o0; o[1] = o1; o[2] = o2; o[3] = o3;
+    }
+}
+
+/* One stream's fast rounds, for what the four-stream rounds left of it. They stop when the
+ * first stream runs out, and the quarters of a segment often code to different lengths
+ * (different tensors): on trained FP8 weights 1.4% of the symbols were left, which the
+ * checked tail decodes several times slower, one code a lookup. */
+static inline __attribute__((always_inline)) void decode_one_body(bit_reader *r, uint8_t **o, uint8_t *e,
+                                                                  const uint32_t *multi, unsigned window, unsigned lookups) {
+    const uint64_t mask = ((uint64_t)1 << window) - 1;
+    const size_t advance = 3 * (size_t)lookups, written = advance + 1;
+    for (;;) {
+        size_t outLeft = (size_t)(e - *o), inLeft = (size_t)(r->end - r->p);
+        size_t rounds = outLeft < written ? 0 : (outLeft - written) / advance + 1;
+        size_t byIn = inLeft < 8 ? 0 : (inLeft - 8) / 7 + 1;
+        if (byIn < rounds) rounds = byIn;
+        if (rounds == 0) break;
+        uint64_t b0 = r->buf;
+        unsigned n0 = r->bits;
+        const uint8_t *p0 = r->p;
+        uint8_t *o0 = *o;
+        uint32_t c0 = 0;
+        for (; rounds > 0; rounds--) {
+            CKK_REFILL(0);
+            for (unsigned l = 0; l < lookups; l++) CKK_GET3(0);
+        }
+        n0 -= c0 & 63;
+        r->buf = b0; r->bits = n0; r->p = p0; *o = o0;
     }
 }
 #undef CKK_GET3
@@ -676,10 +717,12 @@ static inline __attribute__((always_inline)) void decode_rounds_body(bit_reader 
 static inline __attribute__((always_inline)) void decode_rounds11_body(bit_reader r[4], uint8_t *o[4], uint8_t *const e[4],
                                                                        const uint32_t *multi) {
     decode_rounds_body(r, o, e, multi, 11, 5);
+    for (int k = 0; k < 4; k++) decode_one_body(&r[k], &o[k], e[k], multi, 11, 5);
 }
 static inline __attribute__((always_inline)) void decode_rounds12_body(bit_reader r[4], uint8_t *o[4], uint8_t *const e[4],
                                                                        const uint32_t *multi) {
     decode_rounds_body(r, o, e, multi, 12, 4);
+    for (int k = 0; k < 4; k++) decode_one_body(&r[k], &o[k], e[k], multi, 12, 4);
 }
 CKK_VARIANTS(decode_rounds11, (bit_reader r[4], uint8_t *o[4], uint8_t *const e[4], const uint32_t *multi), (r, o, e, multi))
 CKK_VARIANTS(decode_rounds12, (bit_reader r[4], uint8_t *o[4], uint8_t *const e[4], const uint32_t *multi), (r, o, e, multi))
@@ -727,7 +770,9 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
      * enough to repay the larger table (16 KiB: below that, building 4096 entries instead of
      * 2048 costs more than the wider window saves), else 11 (see the rounds).
      * Then up to three symbols per lookup, as many whole codes as fit in the window:
-     * entry = total bits | count << 4 | sym1 << 8 | sym2 << 16 | sym3 << 24. */
+     * entry = total bits | sym1 << 6 | sym2 << 14 | sym3 << 22 | count << 30 (the symbols
+     * past the count are whatever the next codes would be: the rounds store four bytes a
+     * lookup and advance by the count). */
     uint32_t expected = 0; /* in units of 2^-MAX_LENGTH bits */
     for (int s = minSymbol; s <= maxSymbol; s++)
         if (lengths[s]) expected += (uint32_t)lengths[s] << (MAX_LENGTH - lengths[s]);
@@ -735,12 +780,12 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
     uint32_t multi[2 * TABLE_SIZE];
     for (uint32_t index = 0; index < 1u << window; index++) {
         uint32_t first = table[index & (TABLE_SIZE - 1)], l1 = first & 15;
-        uint32_t entry = l1 | 1u << 4 | (first >> 4) << 8;
+        uint32_t entry = l1 | (first >> 4) << 6 | 1u << 30;
         uint32_t second = table[(index >> l1) & (TABLE_SIZE - 1)], l2 = second & 15;
         if (l1 + l2 <= window) {
-            entry = (l1 + l2) | 2u << 4 | (first >> 4) << 8 | (second >> 4) << 16;
+            entry = (l1 + l2) | (first >> 4) << 6 | (second >> 4) << 14 | 2u << 30;
             uint32_t third = table[(index >> (l1 + l2)) & (TABLE_SIZE - 1)], l3 = third & 15;
-            if (l1 + l2 + l3 <= window) entry = (l1 + l2 + l3) | 3u << 4 | (entry & 0xFFFF00u) | (third >> 4) << 24;
+            if (l1 + l2 + l3 <= window) entry = (l1 + l2 + l3) | (entry & 0x3FFFC0u) | (third >> 4) << 22 | 3u << 30;
         }
         multi[index] = entry;
     }

@@ -207,6 +207,8 @@ int ckk_planes_decode(void *dst, size_t length, const uint8_t *src, size_t srcLe
     uint8_t *target = size > 1 ? scratch : out;
     const uint8_t *inPlace[CKK_PLANES_MAX_ELEMENT + 1] = {0};
     size_t at = 0, in = 0;
+    /* Unfiltered, the checksum follows each segment while its bytes are still in cache. */
+    uint32_t crc = 0;
     while (in < srcLength) {
         if (srcLength - in < SEGMENT_HEADER) return CKK_ERR_TRUNCATED;
         uint8_t kind = src[in];
@@ -242,16 +244,17 @@ int ckk_planes_decode(void *dst, size_t length, const uint8_t *src, size_t srcLe
         default:
             return CKK_ERR_BAD_SEGMENT;
         }
+        if (size <= 1 && checksum) crc = ckk_crc32c_extend(crc, out + at, len);
         at += len;
     }
     if (at != length) return CKK_ERR_LENGTH;
     if (size <= 1) {
-        *rawCRC = checksum ? ckk_crc32c_extend(0, out, length) : 0;
+        *rawCRC = crc;
         return 0;
     }
     const uint8_t *sources[CKK_PLANES_MAX_ELEMENT];
     for (size_t k = 0; k < size; k++) sources[k] = inPlace[k] ? inPlace[k] : scratch + k * count;
-    uint32_t crc = ckk_join_planes_crc32c(out, sources, count, size, rotate, 0, checksum);
+    crc = ckk_join_planes_crc32c(out, sources, count, size, rotate, 0, checksum);
     size_t tail = length - count * size;
     const uint8_t *tailSource = inPlace[size] ? inPlace[size] : scratch + count * size;
     memcpy(out + count * size, tailSource, tail);

@@ -11,8 +11,10 @@ struct HuffmanKernelTests {
     /// Byte strings that stress the coder's fast paths: exponent-like (few short codes, so
     /// three symbols per table lookup in the decoder's 11-bit window), two symbols (every code
     /// 1 bit), every byte value (long codes), a skewed alphabet that forces the 11-bit limit,
-    /// a run of one value broken by a single other byte, and FP8-like bytes (5–9-bit codes,
-    /// the decoder's 12-bit window, where two codes often fill it exactly).
+    /// a run of one value broken by a single other byte, FP8-like bytes (5–9-bit codes,
+    /// the decoder's 12-bit window, where two codes often fill it exactly), and quarters
+    /// that code to very different lengths (the first exponent-like, the rest every byte
+    /// value: the decoder's four-stream rounds stop early and one stream at a time goes on).
     static func inputs(length: Int, rng: inout SyntheticData) -> [(String, [UInt8])] {
         var exponent = [UInt8](repeating: 0, count: length)
         var two = exponent, all = exponent, limited = exponent, fp8 = exponent
@@ -31,7 +33,9 @@ struct HuffmanKernelTests {
         }
         var run = [UInt8](repeating: 0x3C, count: length)
         if length > 1 { run[length / 2] = 0x3D }
-        return [("exponent", exponent), ("two symbols", two), ("all bytes", all), ("length-limited", limited), ("run", run), ("fp8", fp8)]
+        let mixed = Array(exponent[..<((length + 3) / 4)]) + all[((length + 3) / 4)...]
+        return [("exponent", exponent), ("two symbols", two), ("all bytes", all), ("length-limited", limited), ("run", run), ("fp8", fp8),
+                ("mixed quarters", mixed)]
     }
 
     /// Decodes one Huffman body the slow way: canonical codes from the lengths, bits read
@@ -151,7 +155,7 @@ struct HuffmanKernelTests {
     }
 
     @Test("a damaged or truncated body: each decoder variant rejects it, or decodes what the spec reader decodes",
-          arguments: ["exponent", "fp8", "all bytes"])
+          arguments: ["exponent", "fp8", "all bytes", "mixed quarters"])
     func damagedBodies(kind: String) {
         var rng = SyntheticData(seed: 77)
         // 20,000 bytes: long enough for the decoder's 12-bit window (16 KiB and up) with the

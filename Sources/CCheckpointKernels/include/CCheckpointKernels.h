@@ -147,8 +147,9 @@ int ckk_huffman_codes(uint16_t codes[256], const uint8_t lengths[256]);
  *  counts, quarter k's count of byte s at counts[256 * k + s]. */
 void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length);
 
-/** Entries (uint32_t) of the Huffman encoder's pair table: 256 KiB. */
-#define CKK_HUFFMAN_PAIR_ENTRIES 65536
+/** Entries (uint32_t) of the Huffman encoder's pair table: 512 KiB (the codes of every two
+ *  symbols, then their lengths; only the entries of symbols used are touched). */
+#define CKK_HUFFMAN_PAIR_ENTRIES 131072
 
 /** Writes the body of a Huffman segment (table, four stream sizes, four streams)
  *  for `length` bytes whose quarter histograms (as ckk_histogram_quarters) are `counts`. Returns the bytes
