@@ -14,8 +14,9 @@ GB/s, bit-exact. Our figures come from `ckpt bench --workload FILE --json`:
 "save" is a whole container save into the page cache (encode + write +
 commit), "load" reads it back into memory and verifies every CRC32C. The
 peers' figures are in-memory compress / decompress of every tensor of the same
-file (no file I/O), 2 threads where the library has threads, medians of the
-repetitions, taken alternately with ours in the same run.
+file (no file I/O), 2 threads where the library has threads, medians of all
+their runs (three back to back in each round), taken in rounds alternating with
+ours in the same run.
 """
 from __future__ import annotations
 
@@ -148,6 +149,9 @@ def peer_zipnn(blobs: list[bytes], dtype: str):
     return encode, decode
 
 
+PEER_RUNS_PER_ROUND = 3
+
+
 def timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
@@ -231,14 +235,18 @@ def main() -> None:
                             continue
                         encode, decode = peer
                         try:
-                            te, encoded = timed(encode)
-                            td, decoded = timed(decode, encoded)
+                            # Three timings a round (a peer's run is tens of ms, and its
+                            # figures vary as much as ours), so that its median, like
+                            # ours, is taken over many runs.
+                            for _ in range(PEER_RUNS_PER_ROUND):
+                                te, encoded = timed(encode)
+                                td, decoded = timed(decode, encoded)
+                                peer_times[name][0].append(te)
+                                peer_times[name][1].append(td)
                         except Exception as error:  # a peer that cannot take this dtype
                             print(f"{name} on {dtype}: {error}", file=sys.stderr)
                             peer_times.pop(name, None)
                             continue
-                        peer_times[name][0].append(te)
-                        peer_times[name][1].append(td)
                         peer_results[name] = (sum(len(c) for c in encoded), decoded == blobs)
                 for codec, runs in our_runs.items():
                     rows.append([label, dtype, f"ours {codec}", f"{total / runs[0]['stored']:.4f}",
