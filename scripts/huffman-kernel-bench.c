@@ -1,8 +1,10 @@
 /*
- * The plane codec's Huffman kernels alone, on real bytes: one byte of every element of a
- * safetensors file (the top byte: the exponent plane of fp32/bf16/fp16, or whole FP8
- * bytes) cut into 256 KiB segments as the codec cuts a plane, each coded with its own
- * code. Prints the best of several passes, in ns per byte of the plane:
+ * The plane codec's Huffman kernels alone, on real bytes: the top byte plane of a
+ * safetensors file's elements as the codec's filter 2 makes it (each element rotated left
+ * by one bit: the 8 exponent bits of fp32/bf16, 5 exponent and 3 mantissa bits of fp16),
+ * or whole FP8 bytes, cut into 256 KiB segments as the codec cuts a plane, each coded
+ * with its own code (a segment of one value is copied, as the codec would repeat it).
+ * Prints the best of several passes, in ns per byte of the plane:
  *   encode: quarter histograms + code lengths + pair table + coding;
  *   decode: table building + decoding (checked bit-exact against the input).
  * No threads, no file I/O in the timed part: for comparing kernel changes in one run.
@@ -48,7 +50,14 @@ int main(int argc, char **argv) {
     size_t size = (size_t)atoi(argv[2]), count = ((size_t)fileSize - 8 - headerLength) / size;
     if (count == 0) { fprintf(stderr, "%s: no data\n", argv[1]); return 1; }
     uint8_t *plane = malloc(count), *decoded = malloc(count);
-    for (size_t i = 0; i < count; i++) plane[i] = data[i * size + size - 1];  /* little endian: the top byte */
+    for (size_t i = 0; i < count; i++) {
+        /* The element as a little-endian integer, rotated left by one bit; its top byte. */
+        uint64_t v = 0;
+        memcpy(&v, data + i * size, size);
+        unsigned bits = 8 * (unsigned)size;
+        if (size > 1) v = (v << 1 | v >> (bits - 1)) & (bits == 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1);
+        plane[i] = (uint8_t)(v >> (bits - 8));
+    }
 
     size_t segments = (count + SEGMENT - 1) / SEGMENT;
     uint8_t *encoded = malloc(2 * count + segments * 1024);
@@ -66,9 +75,13 @@ int main(int argc, char **argv) {
             ckk_histogram_quarters(quarters, plane + at, n);
             for (int s = 0; s < 256; s++) counts[s] = quarters[s] + quarters[256 + s] + quarters[512 + s] + quarters[768 + s];
             size_t written = 0;
-            if (ckk_huffman_lengths(lengths, counts) >= 2)
+            if (ckk_huffman_lengths(lengths, counts) < 2) {
+                encoded[total] = plane[at];  /* one value: a repeat segment's byte */
+                written = 1;
+            } else {
                 written = ckk_huffman_encode(encoded + total, 2 * n + 1024, plane + at, n, quarters, lengths, pairs);
-            if (written == 0) { fprintf(stderr, "segment %zu: one symbol only or no smaller; pick another file\n", i); return 1; }
+                if (written == 0) { fprintf(stderr, "segment %zu: the coder failed\n", i); return 1; }
+            }
             offsets[i] = total;
             sizes[i] = written;
             total += written;
@@ -81,6 +94,7 @@ int main(int argc, char **argv) {
         double start = now();
         for (size_t i = 0; i < segments; i++) {
             size_t at = i * SEGMENT, n = count - at < SEGMENT ? count - at : SEGMENT, consumed;
+            if (sizes[i] == 1) { memset(decoded + at, encoded[offsets[i]], n); continue; }
             int status = ckk_huffman_decode(decoded + at, n, encoded + offsets[i], sizes[i], &consumed);
             if (status != 0 || consumed != sizes[i]) { fprintf(stderr, "segment %zu: decode failed (%d)\n", i, status); return 1; }
         }

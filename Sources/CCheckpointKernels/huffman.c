@@ -630,9 +630,11 @@ static inline void refill_safe(bit_reader *r) {
  * takes the entry itself (a 64-bit shift uses only those bits): one step less on each
  * stream's chain of dependent operations. Inside the rounds a stream's buffer carries a
  * marker, a 1 just above its valid bits and zeros beyond, so that no bit count is kept:
- * the refill finds the count from the leading zeros. Three values a stream instead of
- * five keep the four streams in registers (~1.05× faster than counting). The marker never
- * shifts out: a refill leaves at least 56 bits and a round consumes at most 55. */
+ * the refill finds the count from the leading zeros. Three values a stream (buffer, input,
+ * output) instead of five (with a bit count and the sum of the entries that update it)
+ * keep the four streams in registers (~1.05× faster). The marker never shifts out: a
+ * refill leaves at least 56 bits, an entry consumes at most the window, and a round at
+ * most 55 bits. */
 #define CKK_GET3(k)                                                  \
     do {                                                             \
         uint32_t x = multi[b##k & mask];                             \
@@ -777,9 +779,9 @@ int ckk_huffman_decode(void *dst, size_t length, const uint8_t *src, size_t srcL
      * enough to repay the larger table (16 KiB: below that, building 4096 entries instead of
      * 2048 costs more than the wider window saves), else 11 (see the rounds).
      * Then up to three symbols per lookup, as many whole codes as fit in the window:
-     * entry = total bits | sym1 << 6 | sym2 << 14 | sym3 << 22 | count << 30 (the symbols
-     * past the count are whatever the next codes would be: the rounds store four bytes a
-     * lookup and advance by the count). */
+     * entry = total bits | sym1 << 6 | sym2 << 14 | sym3 << 22 | count << 30 (the symbol
+     * fields past the count hold anything: the rounds store four bytes a lookup, advance by
+     * the count, and the next lookup or the tail rewrites the rest). */
     uint32_t expected = 0; /* in units of 2^-MAX_LENGTH bits */
     for (int s = minSymbol; s <= maxSymbol; s++)
         if (lengths[s]) expected += (uint32_t)lengths[s] << (MAX_LENGTH - lengths[s]);

@@ -232,7 +232,58 @@ struct PlaneCodecTests {
                 }
             }
         }
+        // What the kernel decodes, it checksums: the CRC it reports is that of its output.
+        if status == 0 { #expect(crc == CRC32C.checksum(out), "the decoder's CRC32C is not that of its output") }
         return (status, out)
+    }
+
+    @Test("an unfiltered chunk of many segments (Huffman pieces, a repeat, raw bytes): the kernel's CRC32C of the decoded bytes is theirs")
+    func unfilteredSegmentsChecksum() {
+        // 1 MiB + 1,000 bytes, which the codec cuts into five equal pieces: two FP8-like
+        // alphabets (Huffman), one value (repeat), random bytes (raw), so the CRC follows
+        // segment by segment.
+        var rng = SyntheticData(seed: 0xC4C)
+        var raw = [UInt8](repeating: 0, count: (1 << 20) + 1000)
+        for i in raw.indices {
+            let r = rng.next()
+            switch i * 5 / raw.count {
+            case 0: raw[i] = UInt8(truncatingIfNeeded: r) & 0x87 | UInt8(r >> 8 & 3) << 3
+            case 1: raw[i] = 0x3C &+ UInt8(r & 7)
+            case 2: raw[i] = 0x11
+            default: raw[i] = UInt8(truncatingIfNeeded: r)
+            }
+        }
+        var stored = [UInt8](repeating: 0, count: raw.count + Int(CKK_PLANES_SLACK))
+        var scratch = [UInt8](repeating: 0, count: raw.count)
+        var pairs = [UInt32](repeating: 0, count: Int(CKK_HUFFMAN_PAIR_ENTRIES))
+        var rawCRC: UInt32 = 0
+        let size = raw.withUnsafeBytes { src in
+            ckk_planes_encode(&stored, stored.count, src.baseAddress, src.count, 1, 0, &scratch, &pairs, &rawCRC)
+        }
+        #expect(size > 0 && size < raw.count)
+        #expect(rawCRC == CRC32C.checksum(raw))
+        var segments = 0, kinds = Set<UInt8>(), at = 0
+        while at < size {  // each segment: kind, u32 length, then its body
+            kinds.insert(stored[at])
+            segments += 1
+            let length = Int(stored[at + 1]) | Int(stored[at + 2]) << 8 | Int(stored[at + 3]) << 16 | Int(stored[at + 4]) << 24
+            at += 5 + (stored[at] == 0 ? length : stored[at] == 1 ? 1 : Self.huffmanBodySize(stored, at: at + 5))
+        }
+        #expect(segments >= 5 && kinds == [0, 1, 2], "segments \(segments), kinds \(kinds.sorted())")
+        let (status, decoded) = Self.kernelDecode(Array(stored[..<size]), length: raw.count)
+        #expect(status == 0 && decoded == raw)
+    }
+
+    /// The size of the Huffman body at `at`: its table, four stream sizes and the streams.
+    static func huffmanBodySize(_ bytes: [UInt8], at: Int) -> Int {
+        let span = Int(bytes[at + 1]) - Int(bytes[at]) + 1
+        let table = 2 + (span + 1) / 2
+        var total = table + 16
+        for k in 0..<4 {
+            let p = at + table + 4 * k
+            total += Int(bytes[p]) | Int(bytes[p + 1]) << 8 | Int(bytes[p + 2]) << 16 | Int(bytes[p + 3]) << 24
+        }
+        return total
     }
 
     @Test("malformed chunk streams are rejected by the kernel with the right error, never read out of bounds")
