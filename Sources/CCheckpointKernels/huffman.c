@@ -420,18 +420,22 @@ static inline __attribute__((always_inline)) void finish_four(uint64_t bufs[4], 
  * the pair table's first half (65,536 entries) holds code(a) followed by code(b) (at most
  * 22 bits), and the same entry of its second half their summed length, so the 16-bit
  * little-endian load of the two indexes both directly (two halves rather than one packed
- * entry: the shift takes the code and the add the length straight from memory, ~1.15×
- * faster on exponent planes than unpacking one entry). Only the entries of symbols used
- * are filled or read. Half the lookups and shifts of the one-symbol loop: measured 1.5×
- * faster on trained MiniLM exponent planes (bf16, fp32), 1.35× on whole FP8 bytes.
- * Filling the table costs one entry per pair of symbols used, so it is built only where
- * that is small next to the segment. */
+ * entry: the shift takes the code straight from memory). The lengths are 32-bit entries
+ * (the add takes them from memory too) for alphabets of at most PAIR_WIDE_SYMBOLS
+ * symbols, else bytes at the start of the second half, which keep the entries used in
+ * the first-level cache: exponent planes (~20-40 symbols) ~1.15× faster than unpacking one
+ * entry, whole FP8 bytes (~60-100) ~1.1× (measured on trained MiniLM planes). Only the
+ * entries of symbols used are filled or read. Half the lookups and shifts of the
+ * one-symbol loop: measured 1.5× faster on trained MiniLM exponent planes (bf16, fp32),
+ * 1.35× on whole FP8 bytes. Filling the table costs one entry per pair of symbols used,
+ * so it is built only where that is small next to the segment. */
 #define PAIR_HALF (CKK_HUFFMAN_PAIR_ENTRIES / 2)
+#define PAIR_WIDE_SYMBOLS 48
 #define CKK_PUT_PAIR(buf, bits, p)                       \
     do {                                                 \
         uint32_t i_ = load16le(p);                       \
         buf |= (uint64_t)pairs[i_] << bits;              \
-        bits += pairs[PAIR_HALF + i_];                   \
+        bits += narrow ? ((const uint8_t *)(pairs + PAIR_HALF))[i_] : pairs[PAIR_HALF + i_]; \
     } while (0)
 
 static inline uint16_t load16le(const uint8_t *p) {
@@ -440,10 +444,11 @@ static inline uint16_t load16le(const uint8_t *p) {
 
 /* Four streams of `quarter` symbols each (the last maybe fewer), coded side by side into four
  * separate buffers so that the four bit accumulators do not wait on each other: one symbol
- * a lookup, or with `paired` (a constant where this is inlined) two from `pairs`. */
+ * a lookup, or with `paired` (a constant where this is inlined) two from `pairs`, whose
+ * lengths are bytes when `narrow` (a constant too). */
 static inline __attribute__((always_inline)) void encode_four_streams(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
                                                                       const uint32_t table[256], const uint32_t *pairs, int paired,
-                                                                      uint8_t *ends[4]) {
+                                                                      int narrow, uint8_t *ends[4]) {
     uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
     unsigned n0 = 0, n1 = 0, n2 = 0, n3 = 0;
     uint8_t *o0 = outs[0], *o1 = outs[1], *o2 = outs[2], *o3 = outs[3];
@@ -478,7 +483,7 @@ static inline __attribute__((always_inline)) void encode_four_streams(uint8_t *o
 
 static inline __attribute__((always_inline)) void encode_four_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
                                                                    const uint32_t table[256], uint8_t *ends[4]) {
-    encode_four_streams(outs, src, quarter, lastCount, table, NULL, 0, ends);
+    encode_four_streams(outs, src, quarter, lastCount, table, NULL, 0, 0, ends);
 }
 
 CKK_VARIANTS(encode_four, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
@@ -488,11 +493,21 @@ CKK_VARIANTS(encode_four, (uint8_t *outs[4], const uint8_t *src, size_t quarter,
 static inline __attribute__((always_inline)) void encode_four_pairs_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
                                                                          const uint32_t table[256], const uint32_t *pairs,
                                                                          uint8_t *ends[4]) {
-    encode_four_streams(outs, src, quarter, lastCount, table, pairs, 1, ends);
+    encode_four_streams(outs, src, quarter, lastCount, table, pairs, 1, 0, ends);
 }
 
 CKK_VARIANTS(encode_four_pairs, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
                                   const uint32_t table[256], const uint32_t *pairs, uint8_t *ends[4]),
+             (outs, src, quarter, lastCount, table, pairs, ends))
+
+static inline __attribute__((always_inline)) void encode_four_pairs8_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                                                                          const uint32_t table[256], const uint32_t *pairs,
+                                                                          uint8_t *ends[4]) {
+    encode_four_streams(outs, src, quarter, lastCount, table, pairs, 1, 1, ends);
+}
+
+CKK_VARIANTS(encode_four_pairs8, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
+                                   const uint32_t table[256], const uint32_t *pairs, uint8_t *ends[4]),
              (outs, src, quarter, lastCount, table, pairs, ends))
 
 static int pairs_setting = 1; /* 0: never; 1: the pair table where it pays; 2: always (tests) */
@@ -501,8 +516,9 @@ int ckk_huffman_set_pairs(int setting) {
     return __atomic_load_n(&pairs_setting, __ATOMIC_RELAXED);
 }
 
-/* Fills the pair table's entries for every two symbols used (the others are never read);
- * returns 0 when that would cost too much next to coding `length` symbols one at a time. */
+/* Fills the pair table's entries for every two symbols used (the others are never read):
+ * returns 0 when that would cost too much next to coding `length` symbols one at a time,
+ * else 1 with 32-bit lengths or 2 with byte lengths (see CKK_PUT_PAIR). */
 static int build_pairs(uint32_t *pairs, const uint16_t codes[256], const uint8_t lengths[256], int minSymbol, int maxSymbol,
                        size_t length, int always) {
     int used[256], n = 0;
@@ -510,6 +526,8 @@ static int build_pairs(uint32_t *pairs, const uint16_t codes[256], const uint8_t
     /* An entry costs about what coding 3 symbols one at a time saves by pairing (measured):
      * pair only where the table is at most half the saving. */
     if (!always && (size_t)n * (size_t)n * 6 >= length) return 0;
+    int narrow = n > PAIR_WIDE_SYMBOLS;
+    uint8_t *narrowLengths = (uint8_t *)(pairs + PAIR_HALF);
     for (int j = 0; j < n; j++) {
         int b = used[j];
         uint32_t codeB = codes[b], lengthB = lengths[b];
@@ -518,10 +536,11 @@ static int build_pairs(uint32_t *pairs, const uint16_t codes[256], const uint8_t
             int a = used[i];
             uint32_t lengthA = lengths[a];
             row[a] = (uint32_t)codes[a] | codeB << lengthA;
-            row[PAIR_HALF + a] = lengthA + lengthB;
+            if (narrow) narrowLengths[((size_t)b << 8) + (size_t)a] = (uint8_t)(lengthA + lengthB);
+            else row[PAIR_HALF + a] = lengthA + lengthB;
         }
     }
-    return 1;
+    return narrow ? 2 : 1;
 }
 
 void ckk_histogram_quarters(uint32_t *counts, const void *data, size_t length) {
@@ -572,7 +591,11 @@ size_t ckk_huffman_encode(uint8_t *dst, size_t capacity, const void *src, size_t
     for (int k = 1; k < 4; k++) outs[k] = outs[k - 1] + sizes[k - 1] + 8;
     if (quarter * 3 <= length) {
         int setting = __atomic_load_n(&pairs_setting, __ATOMIC_RELAXED);
-        if (pairs && setting && build_pairs(pairs, codes, lengths, minSymbol, maxSymbol, length, setting == 2)) {
+        int built = pairs && setting ? build_pairs(pairs, codes, lengths, minSymbol, maxSymbol, length, setting == 2) : 0;
+        if (built == 2) {
+            if (use_bmi2()) encode_four_pairs8_bmi2(outs, in, quarter, lastCount, table, pairs, ends);
+            else encode_four_pairs8_generic(outs, in, quarter, lastCount, table, pairs, ends);
+        } else if (built == 1) {
             if (use_bmi2()) encode_four_pairs_bmi2(outs, in, quarter, lastCount, table, pairs, ends);
             else encode_four_pairs_generic(outs, in, quarter, lastCount, table, pairs, ends);
         } else if (use_bmi2()) {
