@@ -490,25 +490,19 @@ CKK_VARIANTS(encode_four, (uint8_t *outs[4], const uint8_t *src, size_t quarter,
                             const uint32_t table[256], uint8_t *ends[4]),
              (outs, src, quarter, lastCount, table, ends))
 
-static inline __attribute__((always_inline)) void encode_four_pairs_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
-                                                                         const uint32_t table[256], const uint32_t *pairs,
-                                                                         uint8_t *ends[4]) {
-    encode_four_streams(outs, src, quarter, lastCount, table, pairs, 1, 0, ends);
-}
-
-CKK_VARIANTS(encode_four_pairs, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
-                                  const uint32_t table[256], const uint32_t *pairs, uint8_t *ends[4]),
-             (outs, src, quarter, lastCount, table, pairs, ends))
-
-static inline __attribute__((always_inline)) void encode_four_pairs8_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
-                                                                          const uint32_t table[256], const uint32_t *pairs,
-                                                                          uint8_t *ends[4]) {
-    encode_four_streams(outs, src, quarter, lastCount, table, pairs, 1, 1, ends);
-}
-
-CKK_VARIANTS(encode_four_pairs8, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,
-                                   const uint32_t table[256], const uint32_t *pairs, uint8_t *ends[4]),
-             (outs, src, quarter, lastCount, table, pairs, ends))
+/* The pair coder with 32-bit lengths (`name`) or byte lengths (`name`8), each in both variants. */
+#define CKK_PAIR_CODER(name, narrow)                                                                              \
+    static inline __attribute__((always_inline)) void name##_body(uint8_t *outs[4], const uint8_t *src, size_t quarter, \
+                                                                  size_t lastCount, const uint32_t table[256],        \
+                                                                  const uint32_t *pairs, uint8_t *ends[4]) {          \
+        encode_four_streams(outs, src, quarter, lastCount, table, pairs, 1, narrow, ends);                           \
+    }                                                                                                                 \
+    CKK_VARIANTS(name, (uint8_t *outs[4], const uint8_t *src, size_t quarter, size_t lastCount,                       \
+                        const uint32_t table[256], const uint32_t *pairs, uint8_t *ends[4]),                          \
+                 (outs, src, quarter, lastCount, table, pairs, ends))
+CKK_PAIR_CODER(encode_four_pairs, 0)
+CKK_PAIR_CODER(encode_four_pairs8, 1)
+#undef CKK_PAIR_CODER
 
 static int pairs_setting = 1; /* 0: never; 1: the pair table where it pays; 2: always (tests) */
 int ckk_huffman_set_pairs(int setting) {
