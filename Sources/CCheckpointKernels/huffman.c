@@ -423,8 +423,8 @@ static inline __attribute__((always_inline)) void finish_four(uint64_t bufs[4], 
  * entry: the shift takes the code straight from memory). The lengths are 32-bit entries
  * (the add takes them from memory too) for alphabets of at most PAIR_WIDE_SYMBOLS
  * symbols, else bytes at the start of the second half, which keep the entries used in
- * the first-level cache: exponent planes (~20-40 symbols) ~1.15× faster than unpacking one
- * entry, whole FP8 bytes (~60-100) ~1.1× (measured on trained MiniLM planes). Only the
+ * the first-level cache: exponent planes (19-28 symbols a segment) ~1.15× faster than
+ * unpacking one entry, whole FP8 bytes (56-114) ~1.1× (measured on trained MiniLM). Only the
  * entries of symbols used are filled or read. Half the lookups and shifts of the
  * one-symbol loop: measured 1.5× faster on trained MiniLM exponent planes (bf16, fp32),
  * 1.35× on whole FP8 bytes. Filling the table costs one entry per pair of symbols used,
